@@ -1,0 +1,3 @@
+from sip2rtmp.cli.main import main
+
+main()
