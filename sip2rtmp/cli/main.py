@@ -1,0 +1,67 @@
+"""The `sip2rtmp` command: sub-commands, and the one place that turns outcomes into exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+import click
+
+from sip2rtmp import __version__
+from sip2rtmp.cli.call import call
+from sip2rtmp.cli.lab import lab
+from sip2rtmp.cli.output import Redactor, print_error
+from sip2rtmp.errors import EXIT_CODE_MEANINGS, ExitCode, Sip2RtmpError
+
+log = logging.getLogger("sip2rtmp")
+
+
+def exit_code_table() -> str:
+    rows = [f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()]
+    return "Exit codes:\n\n\b\n" + "\n".join(rows)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=exit_code_table(),
+)
+@click.version_option(__version__, prog_name="sip2rtmp")
+def cli() -> None:
+    """Take a phone call and put it on a live stream.
+
+    Registers to a SIP server, calls the callee, and relays the call into one or more
+    RTMP/RTMPS servers as H.264 + AAC until hangup, Ctrl-C or --max-duration.
+    """
+
+
+cli.add_command(call)
+cli.add_command(lab)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI; every expected failure becomes one line on stderr and its exit code."""
+    redactor = Redactor()
+    try:
+        result = cli.main(args=argv, prog_name="sip2rtmp", standalone_mode=False, obj=redactor)
+    except click.exceptions.Abort:
+        sys.stderr.write("sip2rtmp: interrupted\n")
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.exceptions.ClickException as error:
+        print_error(error.format_message(), "see --help", redactor)
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except Sip2RtmpError as outcome:
+        print_error(outcome.describe(), outcome.hint, redactor)
+        sys.exit(outcome.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("sip2rtmp: interrupted\n")
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as error:  # a bug: one line here, the traceback only in the debug log
+        log.debug("internal error", exc_info=True)
+        print_error(
+            f"internal error: {type(error).__name__}: {error}", "run with -v for details", redactor
+        )
+        sys.exit(ExitCode.INTERNAL)
+    sys.exit(result if isinstance(result, int) else ExitCode.OK)

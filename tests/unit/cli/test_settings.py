@@ -1,0 +1,108 @@
+"""Settings derived from the flags: URIs, servers, RTMP targets and what counts as a secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from sip2rtmp.cli.output import Redactor
+from sip2rtmp.config import (
+    HostPort,
+    Secret,
+    build_call_settings,
+    callee_uri,
+    parse_host_port,
+    redact_url,
+    rtmp_targets,
+)
+from sip2rtmp.errors import UsageError
+
+
+def settings(**overrides: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {
+        "callee": "1001",
+        "sip_login": "relay",
+        "sip_auth_name": None,
+        "sip_password": "s3cret-Pw",
+        "sip_domain": "pbx.example.test",
+        "sip_outbound_proxy": None,
+        "sip_port": None,
+        "sip_transport": "udp",
+        "register": True,
+        "rtmp_urls": ("rtmp://live.example.test/app",),
+        "rtmp_streams": ("abcd-efgh-ijkl",),
+        "audio": True,
+        "video": True,
+        "call_id": "c1",
+        "max_duration": None,
+        "ring_timeout": 60.0,
+        "media_timeout": 15.0,
+    }
+    values.update(overrides)
+    return build_call_settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("proxy.test", HostPort("proxy.test")),
+        ("proxy.test:5080", HostPort("proxy.test", 5080)),
+        ("sip:10.0.0.1:5062;lr", HostPort("10.0.0.1", 5062)),
+        ("[2001:db8::1]:5060", HostPort("2001:db8::1", 5060)),
+        ("2001:db8::1", HostPort("2001:db8::1")),
+    ],
+)
+def test_parse_host_port(text: str, expected: HostPort) -> None:
+    assert parse_host_port(text, "x") == expected
+
+
+@pytest.mark.parametrize("text", ["", "host:0", "host:70000", "host:abc", "a b", "[::1"])
+def test_parse_host_port_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_host_port(text, "x")
+
+
+def test_callee_forms() -> None:
+    assert callee_uri("1001", "pbx.test") == "sip:1001@pbx.test"
+    assert callee_uri("conf@bridge.test", None) == "sip:conf@bridge.test"
+    assert callee_uri("sips:9@x.test;transport=tls", None) == "sips:9@x.test;transport=tls"
+    with pytest.raises(UsageError):
+        callee_uri("1001", None)
+
+
+def test_server_is_proxy_when_given_and_tls_defaults_to_5061() -> None:
+    assert settings().sip_server == HostPort("pbx.example.test", 5060)
+    assert settings(sip_outbound_proxy="127.0.0.1").sip_server == HostPort("127.0.0.1", 5060)
+    assert settings(sip_outbound_proxy="127.0.0.1:5080", sip_port=5070).sip_server.port == 5080
+    assert settings(sip_transport="tls").sip_server.port == 5061
+    assert settings(sip_port=5999).sip_server.port == 5999
+
+
+def test_auth_name_defaults_to_login_and_password_is_secret() -> None:
+    s = settings()
+    assert s.sip_auth_name == "relay"
+    assert "s3cret-Pw" not in repr(s)
+    assert s.sip_password.reveal() == "s3cret-Pw"
+    assert set(s.secrets) == {"s3cret-Pw", "abcd-efgh-ijkl"}
+
+
+def test_rtmp_targets_pairing_and_masking() -> None:
+    one_key = rtmp_targets(("rtmp://a.test/live", "rtmps://b.test:443/app/"), ("k-1234567890",))
+    assert [t.url for t in one_key] == [
+        "rtmp://a.test/live/k-1234567890",
+        "rtmps://b.test:443/app/k-1234567890",
+    ]
+    assert one_key[0].display == "rtmp://a.test/live/k-12****"
+    paired = rtmp_targets(("rtmp://a.test/x", "rtmp://b.test/y"), ("k1", "k2"))
+    assert [t.url for t in paired] == ["rtmp://a.test/x/k1", "rtmp://b.test/y/k2"]
+    embedded = rtmp_targets(("rtmp://a.test/live/embedded-key-99",), ())
+    assert embedded[0].stream_key == "embedded-key-99"
+    with pytest.raises(UsageError):
+        rtmp_targets(("rtmp://a/x", "rtmp://b/y", "rtmp://c/z"), ("k1", "k2"))
+    assert "secret-stream-key" not in redact_url("rtmp://a.test/live/secret-stream-key")
+
+
+def test_redactor_and_secret() -> None:
+    redact = Redactor(["abc", "abcdef"])
+    assert redact("x abcdef y abc") == "x *** y ***"
+    assert str(Secret("pw")) == "***" and repr(Secret("pw")) == "Secret('***')"
+    assert not Secret("")
