@@ -1,0 +1,268 @@
+"""Call audio: RTP payloads to 48 kHz PCM on the output timeline, and that timeline to AAC."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal, cast
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, Track
+
+_WRAP = 1 << 32
+_HALF_WRAP = 1 << 31
+
+Samples = npt.NDArray[np.float32]
+"""Planar float PCM, shape (channels, samples), at AUDIO_RATE."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpAudioCodec:
+    """What an SDP encoding name means for FFmpeg.
+
+    G.722 is the odd one: its RTP clock is 8000 although it carries 16 kHz audio (RFC 3551).
+    """
+
+    name: str
+    ffmpeg_name: str
+    sample_rate: int
+    clock_rate: int
+    decode_layout: str = "mono"
+
+
+_CODECS = {
+    "PCMU": RtpAudioCodec("PCMU", "pcm_mulaw", 8000, 8000),
+    "PCMA": RtpAudioCodec("PCMA", "pcm_alaw", 8000, 8000),
+    "G722": RtpAudioCodec("G722", "g722", 16000, 8000),
+    "OPUS": RtpAudioCodec("opus", "opus", 48000, 48000, "stereo"),
+}
+_ALIASES = {codec.ffmpeg_name.upper(): codec for codec in _CODECS.values()}
+
+
+def rtp_audio_codec(name: str) -> RtpAudioCodec:
+    """Look a codec up by SDP encoding name (``PCMU``, ``opus``) or FFmpeg name."""
+    key = name.upper()
+    codec = _CODECS.get(key) or _ALIASES.get(key) or (_CODECS["OPUS"] if key == "LIBOPUS" else None)
+    if codec is None:
+        raise ValueError(f"unsupported audio codec {name!r}")
+    return codec
+
+
+def audio_context(name: str, mode: Literal["r", "w"]) -> av.AudioCodecContext:
+    context = av.CodecContext.create(name, mode)
+    if not isinstance(context, av.AudioCodecContext):
+        raise ValueError(f"{name} is not an audio codec")
+    return context
+
+
+def layout_for(channels: int) -> str:
+    if channels not in (1, 2):
+        raise ValueError("audio must be mono or stereo")
+    return "mono" if channels == 1 else "stereo"
+
+
+@dataclass(frozen=True, slots=True)
+class PcmChunk:
+    """Decoded audio and where its first sample sits, in AUDIO_RATE samples."""
+
+    pts: int
+    samples: Samples
+
+
+class AudioDecoder:
+    """Decodes one RTP stream's payloads to 48 kHz float PCM with sample-accurate timestamps.
+
+    Timestamps follow the RTP clock (unwrapped), starting at 0 for the first payload; the
+    caller anchors them on its own timeline. Short holes (lost slots, missing packets) are
+    concealed so the resampler output stays continuous; long ones are left for the caller.
+    """
+
+    def __init__(self, codec: str, *, channels: int = 1, max_conceal_s: float = 0.5) -> None:
+        self.codec = rtp_audio_codec(codec)
+        self.channels = channels
+        self._ctx = audio_context(self.codec.ffmpeg_name, "r")
+        self._ctx.sample_rate = self.codec.sample_rate
+        self._ctx.layout = self.codec.decode_layout
+        self._resampler = av.AudioResampler(
+            format="fltp", layout=layout_for(channels), rate=AUDIO_RATE
+        )
+        self._input_time_base = Fraction(1, self.codec.sample_rate)
+        self._max_conceal = int(max_conceal_s * self.codec.clock_rate)
+        self._origin: int | None = None
+        self._last_ext = 0
+        self._next: int | None = None
+        self._slot = self.codec.clock_rate // 50
+        self._fade_source: Samples | None = None
+        self.decoded = 0
+        self.concealed = 0
+        self.discarded = 0
+
+    def decode(self, payload: bytes, rtp_ts: int) -> list[PcmChunk]:
+        """Decode one payload; a hole since the previous one is concealed first."""
+        ext = self._extend(rtp_ts)
+        chunks: list[PcmChunk] = []
+        if self._next is not None:
+            if ext < self._next:
+                self.discarded += 1
+                return chunks
+            chunks.extend(self._fill(self._next, ext))
+        try:
+            frames = self._ctx.decode(av.Packet(payload))
+        except av.error.FFmpegError:
+            self.discarded += 1
+            return chunks + self.conceal(rtp_ts)
+        in_pts = (ext - self._origin_or(ext)) * self.codec.sample_rate // self.codec.clock_rate
+        decoded_samples = 0
+        for frame in frames:
+            frame.pts = in_pts + decoded_samples
+            frame.time_base = self._input_time_base
+            decoded_samples += frame.samples
+            for out in self._resampler.resample(frame):
+                samples = np.asarray(out.to_ndarray(), dtype=np.float32)
+                chunks.append(PcmChunk(cast(int, out.pts), samples))
+        if decoded_samples:
+            self.decoded += 1
+            self._slot = decoded_samples * self.codec.clock_rate // self.codec.sample_rate
+            self._next = ext + self._slot
+            self._fade_source = chunks[-1].samples if chunks else self._fade_source
+        return chunks
+
+    def conceal(self, rtp_ts: int | None = None, duration: int | None = None) -> list[PcmChunk]:
+        """Stand in for a lost slot (RTP clock units; default: the next one, last frame's size).
+
+        Opus PLC is not reachable through PyAV (FFmpeg treats an empty packet as a flush), so
+        every codec gets the same: the last decoded frame faded out, then silence.
+        """
+        if self._next is None:
+            return []
+        start = self._next if rtp_ts is None else self._extend(rtp_ts)
+        end = start + (duration or self._slot)
+        if end <= self._next:
+            return []
+        chunks = self._fill(self._next, end)
+        self._next = max(self._next, end)
+        return chunks
+
+    def _fill(self, start: int, end: int) -> list[PcmChunk]:
+        if end <= start or end - start > self._max_conceal:
+            return []
+        self.concealed += 1
+        count = (end - start) * AUDIO_RATE // self.codec.clock_rate
+        samples = np.zeros((self.channels, count), dtype=np.float32)
+        if self._fade_source is not None:
+            fade = min(self._fade_source.shape[1], count)
+            ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
+            samples[:, :fade] = self._fade_source[:, -fade:] * ramp
+            self._fade_source = None
+        origin = self._origin_or(start)
+        return [PcmChunk((start - origin) * AUDIO_RATE // self.codec.clock_rate, samples)]
+
+    def _origin_or(self, ext: int) -> int:
+        if self._origin is None:
+            self._origin = ext
+        return self._origin
+
+    def _extend(self, rtp_ts: int) -> int:
+        """Unwrap the 32-bit RTP timestamp around the last one seen."""
+        if self._origin is None:
+            self._last_ext = rtp_ts
+            return rtp_ts
+        delta = ((rtp_ts - self._last_ext + _HALF_WRAP) % _WRAP) - _HALF_WRAP
+        self._last_ext += delta
+        return self._last_ext
+
+
+class AudioTimeline:
+    """A ring of PCM ahead of the encoder: writes land by position, unwritten time is silence.
+
+    Reading zeroes what it read, so a span nobody wrote (before the answer, a gap, a late
+    stream) comes out as silence and the AAC track never has a hole.
+    """
+
+    def __init__(self, channels: int, capacity: int) -> None:
+        self._ring = np.zeros((channels, capacity), dtype=np.float32)
+        self.capacity = capacity
+        self.playhead = 0
+
+    def write(self, position: int, samples: Samples) -> int:
+        """Mix-free overwrite at ``position``; returns how many samples fitted in the window."""
+        start = max(position, self.playhead)
+        end = min(position + int(samples.shape[1]), self.playhead + self.capacity)
+        if end <= start:
+            return 0
+        self._copy(start, samples[:, start - position : end - position])
+        return end - start
+
+    def read(self, count: int) -> Samples:
+        """The next ``count`` samples at the playhead, leaving silence behind them."""
+        first = self.playhead % self.capacity
+        split = min(count, self.capacity - first)
+        out = np.concatenate(
+            (self._ring[:, first : first + split], self._ring[:, : count - split]), axis=1
+        )
+        self._ring[:, first : first + split] = 0.0
+        self._ring[:, : count - split] = 0.0
+        self.playhead += count
+        return out
+
+    def _copy(self, start: int, samples: Samples) -> None:
+        first = start % self.capacity
+        split = min(samples.shape[1], self.capacity - first)
+        self._ring[:, first : first + split] = samples[:, :split]
+        self._ring[:, : samples.shape[1] - split] = samples[:, split:]
+
+
+class AacEncoder:
+    """AAC-LC at 48 kHz fed 1024-sample frames; packets are stamped with their frame position.
+
+    FFmpeg's AAC encoder returns packets 1024 samples earlier than the frame (priming); FLV
+    cannot carry negative times and players there ignore priming, so packets keep the
+    position of the frame that produced them.
+    """
+
+    frame_size = 1024
+    priming = 1024
+
+    def __init__(self, *, channels: int = 1, bit_rate: int = 128_000) -> None:
+        self.layout = layout_for(channels)
+        self._ctx = audio_context("aac", "w")
+        self._ctx.sample_rate = AUDIO_RATE
+        self._ctx.layout = self.layout
+        self._ctx.format = "fltp"
+        self._ctx.bit_rate = bit_rate
+        self._ctx.flags |= av.codec.context.Flags.global_header
+        self._ctx.open()
+        self.template = _aac_template(channels, bit_rate)
+        if (self.template.codec_context.extradata or b"") != (self._ctx.extradata or b""):
+            raise RuntimeError("AAC template and encoder disagree on the AudioSpecificConfig")
+
+    def encode(self, samples: Samples, pts: int) -> list[EncodedPacket]:
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples), format="fltp", layout=self.layout
+        )
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = pts
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        return self._wrap(self._ctx.encode(frame))
+
+    def flush(self) -> list[EncodedPacket]:
+        return self._wrap(self._ctx.encode(None))
+
+    def _wrap(self, packets: list[Any]) -> list[EncodedPacket]:
+        return [
+            EncodedPacket(Track.AUDIO, bytes(p), p.pts + self.priming, p.dts + self.priming, True)
+            for p in packets
+        ]
+
+
+def _aac_template(channels: int, bit_rate: int) -> Any:
+    """An AAC stream whose codec parameters outputs copy; never muxed to."""
+    container = av.open(io.BytesIO(), "w", format="flv")
+    stream = container.add_stream("aac", rate=AUDIO_RATE, layout=layout_for(channels))
+    stream.bit_rate = bit_rate
+    container.start_encoding()
+    return stream

@@ -1,0 +1,102 @@
+"""Audio toward the callee: 20 ms RTP payloads in the negotiated codec.
+
+Everything is encoded before the call needs it (one silence payload, the whole announcement),
+so sending costs a list lookup per packet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from sip2rtmp.media.audio import RtpAudioCodec, audio_context, rtp_audio_codec
+
+PTIME_MS = 20
+_G711_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5"}
+"""The codes for 0 in mu-law and A-law: G.711 silence is a constant payload."""
+_OPUS_OPTIONS = {"application": "voip", "frame_duration": str(PTIME_MS)}
+_OPUS_BIT_RATE = 32_000
+_SETTLE_FRAMES = 5
+"""ADPCM and Opus state needs a few frames of silence before a frame becomes repeatable."""
+
+
+class OutboundAudio:
+    """Yields payloads for consecutive 20 ms slots: the announcement (once or looped), then
+    silence. Each payload advances the RTP timestamp by ``timestamp_step``."""
+
+    def __init__(
+        self, codec: str, *, announce_path: str | Path | None = None, loop: bool = False
+    ) -> None:
+        self.codec = rtp_audio_codec(codec)
+        self.timestamp_step = self.codec.clock_rate * PTIME_MS // 1000
+        self.samples_per_payload = self.codec.sample_rate * PTIME_MS // 1000
+        self.loop = loop
+        self.silence = self._encode_silence()
+        self.announcement = (
+            self._encode_file(Path(announce_path)) if announce_path is not None else []
+        )
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.loop and self.announcement:
+            while True:
+                yield from self.announcement
+        yield from self.announcement
+        while True:
+            yield self.silence
+
+    def _encode_silence(self) -> bytes:
+        fixed = _G711_SILENCE.get(self.codec.name)
+        if fixed is not None:
+            return fixed * self.samples_per_payload
+        frames = np.zeros((_SETTLE_FRAMES, self.samples_per_payload), dtype=np.int16)
+        return self._encode(frames)[_SETTLE_FRAMES - 1]
+
+    def _encode_file(self, path: Path) -> list[bytes]:
+        """Decode any audio file PyAV reads, resample to the codec's rate, cut in 20 ms."""
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=self.codec.sample_rate)
+        with av.open(str(path)) as container:
+            pieces = [
+                out.to_ndarray().reshape(-1)
+                for frame in container.decode(audio=0)
+                for out in resampler.resample(frame)
+            ]
+        pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+        pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+        slots = -(-pcm.size // self.samples_per_payload)
+        padded = np.zeros(slots * self.samples_per_payload, dtype=np.int16)
+        padded[: pcm.size] = pcm
+        return self._encode(padded.reshape(slots, self.samples_per_payload))
+
+    def _encode(self, frames: np.ndarray[Any, np.dtype[np.int16]]) -> list[bytes]:
+        """One payload per row of ``frames``, from a fresh encoder."""
+        ctx = _encoder(self.codec)
+        packets: list[Any] = []
+        for index, row in enumerate(frames):
+            frame = av.AudioFrame.from_ndarray(row.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = self.codec.sample_rate
+            frame.pts = index * self.samples_per_payload
+            frame.time_base = Fraction(1, self.codec.sample_rate)
+            packets.extend(ctx.encode(frame))
+        packets.extend(ctx.encode(None))
+        payloads = [bytes(packet) for packet in packets]
+        if len(payloads) < len(frames):
+            raise RuntimeError(f"{self.codec.name} encoder returned fewer payloads than frames")
+        return payloads[: len(frames)]
+
+
+def _encoder(codec: RtpAudioCodec) -> av.AudioCodecContext:
+    name = "libopus" if codec.name == "opus" else codec.ffmpeg_name
+    ctx = audio_context(name, "w")
+    ctx.sample_rate = codec.sample_rate
+    ctx.layout = "mono"
+    ctx.format = "s16"
+    if codec.name == "opus":
+        ctx.bit_rate = _OPUS_BIT_RATE
+        ctx.options = dict(_OPUS_OPTIONS)
+    ctx.open()
+    return ctx

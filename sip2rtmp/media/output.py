@@ -1,0 +1,282 @@
+"""One RTMP/RTMPS server or recording file, fed already-encoded packets from its own thread.
+
+Each output has a bounded buffer measured in media time, so a slow or dead server costs
+memory for at most ``max_buffer_s`` and never blocks the encoder or the other outputs. After a
+connection drops, the same timeline resumes on a fresh connection that starts with the codec
+headers and a keyframe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+
+from sip2rtmp.errors import RtmpOutputFailed
+from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
+
+_NETWORK_SCHEMES = ("rtmp", "rtmps")
+_BITRATE_WINDOW_S = 5.0
+_TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
+_MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+"""Fragmented MP4 keeps a recording playable even if the process dies before the trailer."""
+
+
+class OutputState(Enum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputPolicy:
+    max_buffer_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
+    give_up_after_s: float = 60.0
+    close_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputStats:
+    target: str
+    state: OutputState
+    bytes_sent: int
+    bitrate: float
+    reconnects: int
+    dropped_packets: int
+    buffered_s: float
+    session_start_s: float | None
+    last_sent_s: float | None
+    last_error: str | None
+
+
+def redact(target: str) -> str:
+    """The target without its stream key or credentials, fit for logs and stats."""
+    parts = urlsplit(target)
+    if parts.scheme not in _NETWORK_SCHEMES:
+        return target
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    app = parts.path.rsplit("/", 1)[0]
+    return f"{parts.scheme}://{host}{app}/***"
+
+
+class RtmpOutput:
+    """Muxes packets to one target (rtmp://, rtmps://, or a .flv/.mp4 path) in a worker thread.
+
+    ``submit`` never blocks. The first connect fails for good on anything but a timeout-like
+    error (refused, bad URL, rejected key); once live, any failure is retried with exponential
+    backoff until ``give_up_after_s`` without a working connection. Files are never reopened,
+    since reopening would truncate the recording.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        templates: StreamTemplates,
+        policy: OutputPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.target = target
+        self.display = redact(target)
+        self._templates = templates
+        self._policy = policy or OutputPolicy()
+        self._clock = clock
+        self._is_file = urlsplit(target).scheme not in _NETWORK_SCHEMES
+        self._format = "mp4" if Path(target).suffix.lower() == ".mp4" else "flv"
+        self._queue: deque[EncodedPacket] = deque()
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"output {self.display}", daemon=True
+        )
+        self._state = OutputState.CONNECTING
+        self._ever_live = False
+        self._resync = False
+        self._bytes_sent = 0
+        self._sent_window: deque[tuple[float, int]] = deque()
+        self._reconnects = 0
+        self._dropped = 0
+        self._session_start_s: float | None = None
+        self._last_sent_s: float | None = None
+        self._last_error: str | None = None
+        self._last_errno: int | None = None
+        self._down_since = 0.0
+        self._backoff = self._policy.backoff_initial_s
+
+    @property
+    def state(self) -> OutputState:
+        return self._state
+
+    @property
+    def failure(self) -> RtmpOutputFailed | None:
+        if self._state is not OutputState.FAILED:
+            return None
+        return RtmpOutputFailed(self.display, self._last_error or "")
+
+    def start(self) -> None:
+        self._down_since = self._clock()
+        self._thread.start()
+
+    def submit(self, packet: EncodedPacket) -> None:
+        """Queue a packet; beyond ``max_buffer_s`` of media the oldest are dropped."""
+        with self._cond:
+            if self._state is OutputState.FAILED or self._closing.is_set():
+                return
+            self._queue.append(packet)
+            horizon = packet.seconds - self._policy.max_buffer_s
+            while self._queue[0].seconds < horizon:
+                self._queue.popleft()
+                self._dropped += 1
+                self._resync = True
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Send what is queued (if connected), write the trailer, and stop the thread.
+
+        Blocks up to ``close_timeout_s``; call it from a worker thread, not the event loop.
+        """
+        with self._cond:
+            self._closing.set()
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(self._policy.close_timeout_s)
+
+    def stats(self) -> OutputStats:
+        with self._cond:
+            now = self._clock()
+            while self._sent_window and self._sent_window[0][0] < now - _BITRATE_WINDOW_S:
+                self._sent_window.popleft()
+            recent = sum(size for _, size in self._sent_window)
+            buffered = self._queue[-1].seconds - self._queue[0].seconds if self._queue else 0.0
+            return OutputStats(
+                target=self.display,
+                state=self._state,
+                bytes_sent=self._bytes_sent,
+                bitrate=recent * 8 / _BITRATE_WINDOW_S,
+                reconnects=self._reconnects,
+                dropped_packets=self._dropped,
+                buffered_s=buffered,
+                session_start_s=self._session_start_s,
+                last_sent_s=self._last_sent_s,
+                last_error=self._last_error,
+            )
+
+    def _run(self) -> None:
+        while True:
+            container: Any = None
+            try:
+                options = _MP4_OPTIONS if self._format == "mp4" else {}
+                container = av.open(
+                    self.target, "w", format=self._format, container_options=options
+                )
+                self._pump(container, self._templates.add_to(container))
+                container.close()
+                self._set_state(OutputState.CLOSED)
+                return
+            except (av.error.FFmpegError, OSError, ValueError) as error:
+                self._abandon(container)
+                self._record_failure(error)
+            if self._closing.is_set():
+                self._set_state(OutputState.CLOSED if self._ever_live else OutputState.FAILED)
+                return
+            if not self._retryable() or self._clock() - self._down_since >= (
+                self._policy.give_up_after_s
+            ):
+                self._set_state(OutputState.FAILED)
+                return
+            if self._closing.wait(self._backoff):
+                self._set_state(OutputState.CLOSED)
+                return
+            self._backoff = min(self._backoff * 2, self._policy.backoff_max_s)
+
+    def _pump(self, container: Any, streams: dict[Track, Any]) -> None:
+        """Mux queued packets until closed and drained; raises when the connection fails."""
+        need_keyframe = True
+        session_started = False
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing.is_set():
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                packet = self._queue.popleft()
+                if self._resync:
+                    need_keyframe, self._resync = True, False
+            if need_keyframe:
+                if packet.track is not Track.VIDEO or not packet.keyframe:
+                    continue
+                need_keyframe = False
+            av_packet = av.Packet(packet.data)
+            av_packet.pts = packet.pts
+            av_packet.dts = packet.dts
+            av_packet.time_base = packet.time_base
+            av_packet.stream = streams[packet.track]
+            av_packet.is_keyframe = packet.keyframe
+            try:
+                container.mux(av_packet)
+            except BaseException:
+                with self._cond:
+                    self._queue.appendleft(packet)
+                raise
+            with self._cond:
+                self._bytes_sent += len(packet.data)
+                self._sent_window.append((self._clock(), len(packet.data)))
+                self._last_sent_s = packet.seconds
+                if not session_started:
+                    session_started = True
+                    self._session_start_s = packet.seconds
+                    self._went_live()
+
+    def _went_live(self) -> None:
+        if self._ever_live:
+            self._reconnects += 1
+        self._ever_live = True
+        self._state = OutputState.LIVE
+        self._backoff = self._policy.backoff_initial_s
+
+    def _record_failure(self, error: BaseException) -> None:
+        with self._cond:
+            if self._state is OutputState.LIVE:
+                self._state = OutputState.RECONNECTING
+                self._down_since = self._clock()
+            text = getattr(error, "strerror", None) or str(error)
+            self._last_error = str(text).replace(self.target, self.display)
+            timed_out = isinstance(error, TimeoutError)
+            self._last_errno = errno.ETIMEDOUT if timed_out else getattr(error, "errno", None)
+
+    def _set_state(self, state: OutputState) -> None:
+        with self._cond:
+            self._state = state
+            if state is OutputState.FAILED:
+                self._queue.clear()
+
+    def _retryable(self) -> bool:
+        if self._is_file:
+            return False
+        if self._ever_live:
+            return True
+        return self._last_errno in _TRANSIENT_ERRNOS
+
+    @staticmethod
+    def _abandon(container: Any) -> None:
+        """Close a broken connection; errors here say nothing new."""
+        if container is None:
+            return
+        with contextlib.suppress(av.error.FFmpegError, OSError):
+            container.close()

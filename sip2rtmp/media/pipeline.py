@@ -1,0 +1,213 @@
+"""The media side of a call: RTP audio in, one H.264 + AAC timeline out to every output.
+
+Threads: the caller (the asyncio loop) only enqueues; one media thread decodes, places audio
+on the timeline, encodes AAC and stamps video; each output muxes in its own thread. Media
+time is 0 at ``start()`` and advances with the wall clock, so both tracks keep flowing (slate
+and silence) whether or not RTP arrives.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from sip2rtmp.errors import RtmpOutputFailed
+from sip2rtmp.media.audio import AacEncoder, AudioDecoder, AudioTimeline
+from sip2rtmp.media.output import OutputPolicy, OutputState, OutputStats, RtmpOutput
+from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
+
+
+class Lost(Enum):
+    """Marks an RTP slot the jitter buffer gave up on."""
+
+    LOST = "lost"
+
+
+LOST = Lost.LOST
+
+
+class VideoSource(Protocol):
+    """Where video comes from: the slate today, an H.264 passthrough track later."""
+
+    @property
+    def template(self) -> Any: ...
+
+    def packets_until(self, seconds: float) -> list[EncodedPacket]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    audio_channels: int = 1
+    audio_bit_rate: int = 128_000
+    latency_s: float = 0.15
+    """How far the outputs run behind real time: room for RTP that arrives a little late."""
+    max_ahead_s: float = 1.0
+    """Audio stamped further ahead than this (clock drift, timestamp jumps) is re-anchored."""
+    tick_s: float = 0.02
+    inbound_capacity: int = 500
+    output_policy: OutputPolicy = field(default_factory=OutputPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    media_time_s: float
+    audio_payloads: int
+    audio_lost: int
+    audio_concealed: int
+    audio_discarded: int
+    inbound_dropped: int
+    resyncs: int
+    outputs: tuple[OutputStats, ...]
+
+
+class MediaPipeline:
+    """Owns the decoder, the AAC encoder, the video source and the outputs of one call."""
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        codec: str,
+        video: VideoSource,
+        config: MediaConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not targets:
+            raise ValueError("a pipeline needs at least one output")
+        self.config = config or MediaConfig()
+        self._clock = clock
+        self._video = video
+        self._decoder = AudioDecoder(codec, channels=self.config.audio_channels)
+        self._encoder = AacEncoder(
+            channels=self.config.audio_channels, bit_rate=self.config.audio_bit_rate
+        )
+        self._timeline = AudioTimeline(
+            self.config.audio_channels,
+            int((self.config.latency_s + self.config.max_ahead_s + 1.0) * AUDIO_RATE),
+        )
+        templates = StreamTemplates(video=video.template, audio=self._encoder.template)
+        self.outputs = [
+            RtmpOutput(target, templates, self.config.output_policy, clock=clock)
+            for target in targets
+        ]
+        self._inbound: queue.Queue[tuple[bytes | Lost, int, float]] = queue.Queue(
+            self.config.inbound_capacity
+        )
+        self._thread = threading.Thread(target=self._run, name="media", daemon=True)
+        self._stopping = threading.Event()
+        self._t0 = 0.0
+        self._offset: int | None = None
+        self._payloads = 0
+        self._lost = 0
+        self._inbound_dropped = 0
+        self._resyncs = 0
+
+    def start(self) -> None:
+        """Media time 0 is now; outputs begin connecting at once."""
+        self._t0 = self._clock()
+        for output in self.outputs:
+            output.start()
+        self._thread.start()
+
+    def push_audio(self, payload: bytes | Lost, rtp_ts: int) -> None:
+        """Hand over one RTP payload (or LOST) in jitter-buffer order; never blocks."""
+        try:
+            self._inbound.put_nowait((payload, rtp_ts, self._clock()))
+        except queue.Full:
+            self._inbound_dropped += 1
+
+    def stop(self) -> None:
+        """Flush the encoder and close every output with a proper trailer.
+
+        Blocks for up to the outputs' close timeout: from asyncio, use ``asyncio.to_thread``.
+        """
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for output in self.outputs:
+            output.close()
+
+    def stats(self) -> PipelineStats:
+        return PipelineStats(
+            media_time_s=max(self._clock() - self._t0, 0.0) if self._t0 else 0.0,
+            audio_payloads=self._payloads,
+            audio_lost=self._lost,
+            audio_concealed=self._decoder.concealed,
+            audio_discarded=self._decoder.discarded,
+            inbound_dropped=self._inbound_dropped,
+            resyncs=self._resyncs,
+            outputs=tuple(output.stats() for output in self.outputs),
+        )
+
+    def failures(self) -> list[RtmpOutputFailed]:
+        return [failure for output in self.outputs if (failure := output.failure)]
+
+    @property
+    def all_failed(self) -> bool:
+        return all(output.state is OutputState.FAILED for output in self.outputs)
+
+    def _run(self) -> None:
+        tick = self.config.tick_s
+        deadline = self._t0
+        while not self._stopping.is_set():
+            deadline += tick
+            self._ingest_until(deadline)
+            self._emit(self._clock() - self._t0 - self.config.latency_s)
+        self._ingest_until(self._clock())
+        self._emit(self._clock() - self._t0)
+        self._distribute(self._encoder.flush())
+
+    def _ingest_until(self, deadline: float) -> None:
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                item = (
+                    self._inbound.get(timeout=remaining)
+                    if remaining > 0
+                    else self._inbound.get_nowait()
+                )
+            except queue.Empty:
+                return
+            self._ingest(*item)
+
+    def _ingest(self, payload: bytes | Lost, rtp_ts: int, arrival: float) -> None:
+        if payload is LOST:
+            self._lost += 1
+            chunks = self._decoder.conceal(rtp_ts)
+        else:
+            self._payloads += 1
+            chunks = self._decoder.decode(payload, rtp_ts)
+        arrival_pos = int((arrival - self._t0) * AUDIO_RATE)
+        max_ahead = int(self.config.max_ahead_s * AUDIO_RATE)
+        for chunk in chunks:
+            if self._offset is None:
+                self._offset = arrival_pos - chunk.pts
+            position = chunk.pts + self._offset
+            late = position < self._timeline.playhead
+            if late or position + chunk.samples.shape[1] > arrival_pos + max_ahead:
+                self._offset = max(arrival_pos, self._timeline.playhead) - chunk.pts
+                position = chunk.pts + self._offset
+                self._resyncs += 1
+            self._timeline.write(position, chunk.samples)
+
+    def _emit(self, horizon_s: float) -> None:
+        """Encode audio and take video up to ``horizon_s``, then hand both out in time order."""
+        packets: list[EncodedPacket] = []
+        frame = self._encoder.frame_size
+        target = int(horizon_s * AUDIO_RATE)
+        while self._timeline.playhead + frame <= target:
+            pts = self._timeline.playhead
+            packets.extend(self._encoder.encode(self._timeline.read(frame), pts))
+        packets.extend(self._video.packets_until(horizon_s))
+        packets.sort(key=lambda packet: packet.seconds)
+        self._distribute(packets)
+
+    def _distribute(self, packets: list[EncodedPacket]) -> None:
+        for output in self.outputs:
+            for packet in packets:
+                output.submit(packet)

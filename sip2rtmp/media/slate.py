@@ -1,0 +1,185 @@
+"""The generated video track: one still picture, encoded once, replayed as a looping GOP.
+
+A static picture needs no live encoder. One GOP (an IDR frame followed by P frames that
+skip every macroblock) is encoded at start-up and re-stamped forever. Every GOP opens with an
+IDR, which resets frame numbering and picture order, so repeating the same bytes is a valid
+H.264 stream and costs no encoding CPU while the call runs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from sip2rtmp.media.font import GLYPH_HEIGHT, fitting_chars, render_text, text_width
+from sip2rtmp.media.packets import TIME_BASES, EncodedPacket, Track
+
+DEFAULT_FPS = 10
+"""Ten frames a second: a 2 s GOP is 20 frames, packet overhead stays tiny, and ingest servers
+that frown on very low frame rates (1-5 fps) accept it. Cost does not depend on it much since
+frames are replayed, not encoded."""
+
+KEYFRAME_INTERVAL_S = 2
+"""YouTube and Facebook want a keyframe at least every 2 s."""
+
+_BACKGROUND = (24, 28, 40)
+_ACCENT = (220, 60, 60)
+_FOREGROUND = (235, 235, 235)
+_MUTED = (150, 160, 180)
+
+
+class SlateVideo:
+    """A looping H.264 track of one picture, with a keyframe exactly every 2 s.
+
+    Implements the video source the pipeline pulls from: ``template`` (codec parameters for
+    the outputs) and ``packets_until(seconds)``.
+    """
+
+    def __init__(
+        self,
+        picture: npt.NDArray[np.uint8],
+        *,
+        fps: int = DEFAULT_FPS,
+        crf: int = 20,
+    ) -> None:
+        height, width, _ = picture.shape
+        if width % 2 or height % 2:
+            raise ValueError("the slate picture needs even dimensions for yuv420p")
+        self.fps = fps
+        self.width = width
+        self.height = height
+        self._frame_ticks = int(1 / TIME_BASES[Track.VIDEO] / fps)
+        if self._frame_ticks * fps * TIME_BASES[Track.VIDEO] != 1:
+            raise ValueError(f"{fps} fps does not divide the 90 kHz video clock")
+        self._gop, self.template = _encode_gop(picture, fps, crf)
+        self._next_frame = 0
+
+    @classmethod
+    def text(
+        cls,
+        title: str,
+        subtitle: str = "",
+        *,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = DEFAULT_FPS,
+    ) -> SlateVideo:
+        """A generated card: the callee's name large, a caption (e.g. the call time) below."""
+        return cls(render_card(title, subtitle, width, height), fps=fps)
+
+    @classmethod
+    def image(
+        cls, path: str | Path, *, width: int = 1280, height: int = 720, fps: int = DEFAULT_FPS
+    ) -> SlateVideo:
+        """The first picture of an image (or video) file, fitted inside width x height."""
+        return cls(load_picture(path, width, height), fps=fps)
+
+    @property
+    def gop_bytes(self) -> int:
+        return sum(len(data) for data in self._gop)
+
+    def packets_until(self, seconds: float) -> list[EncodedPacket]:
+        """Frames whose presentation time is at or before ``seconds``, each exactly once."""
+        last = math.floor(seconds * self.fps)
+        packets = []
+        while self._next_frame <= last:
+            index = self._next_frame % len(self._gop)
+            ts = self._next_frame * self._frame_ticks
+            packets.append(EncodedPacket(Track.VIDEO, self._gop[index], ts, ts, index == 0))
+            self._next_frame += 1
+        return packets
+
+
+def render_card(title: str, subtitle: str, width: int, height: int) -> npt.NDArray[np.uint8]:
+    """An RGB picture with the title and subtitle centred, scaled to fit the width."""
+    picture = np.empty((height, width, 3), dtype=np.uint8)
+    picture[:] = _BACKGROUND
+    bar = max(height // 60, 2)
+    picture[height // 2 - bar // 2 : height // 2 + bar - bar // 2, width // 8 : -width // 8] = (
+        _ACCENT
+    )
+    _draw_centered(picture, title, height // 2 - height // 12, height // 9, _FOREGROUND)
+    _draw_centered(picture, subtitle, height // 2 + height // 8, height // 22, _MUTED)
+    return picture
+
+
+def _draw_centered(
+    picture: npt.NDArray[np.uint8],
+    text: str,
+    center_y: int,
+    max_glyph_height: int,
+    color: tuple[int, int, int],
+) -> None:
+    if not text:
+        return
+    height, width, _ = picture.shape
+    scale = max(max_glyph_height // GLYPH_HEIGHT, 1)
+    while scale > 1 and text_width(text, scale) > width * 9 // 10:
+        scale -= 1
+    mask = render_text(text[: fitting_chars(width * 9 // 10, scale)], scale)
+    top = max(center_y - mask.shape[0] // 2, 0)
+    left = max((width - mask.shape[1]) // 2, 0)
+    mask = mask[: height - top, : width - left]
+    region = picture[top : top + mask.shape[0], left : left + mask.shape[1]]
+    region[mask] = color
+
+
+def load_picture(path: str | Path, width: int, height: int) -> npt.NDArray[np.uint8]:
+    """Decode the first frame of ``path`` with PyAV and letterbox it into width x height."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+    scale = min(width / frame.width, height / frame.height)
+    fitted_w = max(int(frame.width * scale) // 2 * 2, 2)
+    fitted_h = max(int(frame.height * scale) // 2 * 2, 2)
+    fitted = frame.reformat(width=fitted_w, height=fitted_h, format="rgb24").to_ndarray()
+    picture = np.zeros((height, width, 3), dtype=np.uint8)
+    top = (height - fitted_h) // 2
+    left = (width - fitted_w) // 2
+    picture[top : top + fitted_h, left : left + fitted_w] = fitted
+    return picture
+
+
+def _encode_gop(picture: npt.NDArray[np.uint8], fps: int, crf: int) -> tuple[list[bytes], Any]:
+    """Encode one 2 s GOP; return its packets and the stream that carries its extradata.
+
+    Encoding happens once, so a slower, sharper preset than a live encoder could afford is
+    fine. No B-frames (zerolatency) keeps pts == dts, which the replay relies on.
+    """
+    gop_frames = fps * KEYFRAME_INTERVAL_S
+    container = av.open(io.BytesIO(), "w", format="flv")
+    stream = container.add_stream(
+        "libx264",
+        rate=fps,
+        options={
+            "preset": "veryfast",
+            "tune": "zerolatency",
+            "crf": str(crf),
+            "x264-params": f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:bframes=0",
+        },
+    )
+    stream.width = picture.shape[1]
+    stream.height = picture.shape[0]
+    stream.pix_fmt = "yuv420p"
+    container.start_encoding()
+    frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+    frame.time_base = Fraction(1, fps)
+    packets = []
+    for index in range(gop_frames):
+        frame.pts = index
+        packets.extend(stream.encode(frame))
+    packets.extend(stream.encode(None))
+    gop = [bytes(packet) for packet in packets]
+    if (
+        len(gop) != gop_frames
+        or not packets[0].is_keyframe
+        or any(packet.is_keyframe for packet in packets[1:])
+    ):
+        raise RuntimeError("libx264 did not produce one closed GOP for the slate")
+    return gop, stream

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from sip2rtmp.media.audio import AacEncoder
+from sip2rtmp.media.output import RtmpOutput
+from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
+from sip2rtmp.media.slate import SlateVideo, load_picture, render_card
+
+
+def test_card_draws_text_on_the_background() -> None:
+    card = render_card("Alice", "call 12:00", 640, 360)
+    assert card.shape == (360, 640, 3)
+    assert (card == 235).all(axis=2).sum() > 500  # title pixels
+
+
+def test_packets_come_once_each_with_a_keyframe_every_two_seconds() -> None:
+    slate = SlateVideo.text("Bob", width=640, height=360, fps=10)
+    assert slate.packets_until(-0.05) == []
+    packets = slate.packets_until(3.0) + slate.packets_until(9.95)
+    assert [p.pts for p in packets] == [i * 9000 for i in range(100)]
+    assert [p.pts for p in packets if p.keyframe] == [i * 180_000 for i in range(5)]
+
+
+def _record(path: Path, slate: SlateVideo, seconds: float) -> None:
+    encoder = AacEncoder()
+    output = RtmpOutput(str(path), StreamTemplates(slate.template, encoder.template))
+    output.start()
+    silence = np.zeros((1, 1024), dtype=np.float32)
+    audio: list[EncodedPacket] = []
+    for index in range(int(seconds * 48000 / 1024)):
+        audio += encoder.encode(silence, index * 1024)
+    for packet in sorted(audio + slate.packets_until(seconds), key=lambda p: p.seconds):
+        output.submit(packet)
+    output.close()
+
+
+def test_recorded_slate_decodes_with_keyframes_exactly_two_seconds_apart(tmp_path: Path) -> None:
+    path = tmp_path / "slate.flv"
+    _record(path, SlateVideo.text("Carol", "call time 00:00", width=640, height=360), 7.0)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        keys = [float(p.pts * p.time_base) for p in container.demux(stream) if p.is_keyframe]
+    assert keys == [0.0, 2.0, 4.0, 6.0]
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 71
+    assert (frames[0].width, frames[0].height) == (640, 360)
+
+
+def test_user_image_is_letterboxed(tmp_path: Path) -> None:
+    picture = tmp_path / "logo.png"
+    with av.open(str(picture), "w", format="image2") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 200, 200, "rgb24"
+        frame = av.VideoFrame.from_ndarray(np.full((200, 200, 3), 255, np.uint8), "rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    loaded = load_picture(picture, 640, 360)
+    assert loaded[180, 320].tolist() == [255, 255, 255] and loaded[180, 10].tolist() == [0, 0, 0]
+    assert SlateVideo.image(picture, width=640, height=360).gop_bytes > 0
+
+
+def test_odd_sizes_are_refused() -> None:
+    with pytest.raises(ValueError):
+        SlateVideo(np.zeros((361, 640, 3), np.uint8))
