@@ -1,0 +1,1 @@
+"""RTP and RTCP, sans-I/O: packets, statistics, jitter buffer, DTMF and video payloads."""

@@ -1,0 +1,317 @@
+"""The UDP side of one RTP stream: an RTP/RTCP port pair, symmetric RTP and periodic RTCP.
+
+Thin on purpose: parsing, statistics and report contents live in ``sip2rtmp.rtp``; this
+file only moves datagrams and keeps time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from sip2rtmp.rtp.packet import RtpPacket, RtpParseError, is_rtcp
+from sip2rtmp.rtp.rtcp import (
+    Bye,
+    FullIntraRequest,
+    PictureLossIndication,
+    ReceiverReport,
+    RtcpPacket,
+    RtcpParseError,
+    SenderReport,
+    SourceDescription,
+    compound,
+    ntp_from_unix,
+    parse_compound,
+)
+from sip2rtmp.rtp.stats import ReceiveStats
+
+__all__ = ["PortAllocationError", "RtcpHandler", "RtpEndpoint", "RtpHandler"]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+RtpHandler = Callable[[RtpPacket, float], None]
+RtcpHandler = Callable[[list[RtcpPacket], float], None]
+
+_MAX_SOURCES = 8  # remote SSRCs we keep statistics for
+_MAX_REPORT_BLOCKS = 31  # RFC 3550 §6.4: five-bit count
+
+
+class PortAllocationError(OSError):
+    """No free even/odd RTP/RTCP port pair in the configured range."""
+
+
+class _Socket(asyncio.DatagramProtocol):
+    """Forwards datagrams to the endpoint once it exists."""
+
+    def __init__(self) -> None:
+        self.handler: Callable[[bytes, Address], None] | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.handler is not None:
+            self.handler(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("RTP socket error: %s", exc)
+
+
+async def _bind(ip: str, port: int) -> tuple[asyncio.DatagramTransport, _Socket]:
+    protocol = _Socket()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: protocol, local_addr=(ip, port)
+    )
+    return transport, protocol
+
+
+class RtpEndpoint:
+    """An RTP port (even) and RTCP port (RTP + 1) on one local address (RFC 3550 §11)."""
+
+    def __init__(
+        self,
+        rtp: asyncio.DatagramTransport,
+        rtcp: asyncio.DatagramTransport,
+        rtp_protocol: _Socket,
+        rtcp_protocol: _Socket,
+        *,
+        local_ip: str,
+        rtp_port: int,
+        clock_rate: int,
+        on_rtp: RtpHandler,
+        on_rtcp: RtcpHandler | None,
+        ssrc: int,
+        cname: str,
+        rtcp_interval: float,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._rtp = rtp
+        self._rtcp = rtcp
+        self.local_ip = local_ip
+        self.rtp_port = rtp_port
+        self.rtcp_port = rtp_port + 1
+        self.clock_rate = clock_rate
+        self.ssrc = ssrc
+        self.cname = cname
+        self.rtcp_interval = rtcp_interval
+        self.remote_rtp: Address | None = None
+        self.remote_rtcp: Address | None = None
+        self.rtcp_mux = False
+        self.rtp_latched = False
+        self.rtcp_latched = False
+        self.malformed = 0
+        self.rejected = 0
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self._on_rtp = on_rtp
+        self._on_rtcp = on_rtcp
+        self._wall_clock = wall_clock
+        self._loop = asyncio.get_running_loop()
+        self._accept: Collection[int] | None = None
+        self._stats: dict[int, ReceiveStats] = {}
+        self._last_rtp_ts = 0
+        self._last_send = 0.0
+        self._sent_since_report = False
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._fir_seq = 0
+        self._closed = False
+        rtp_protocol.handler = self._rtp_datagram
+        rtcp_protocol.handler = self._rtcp_datagram
+
+    @classmethod
+    async def open(
+        cls,
+        local_ip: str,
+        *,
+        on_rtp: RtpHandler,
+        on_rtcp: RtcpHandler | None = None,
+        clock_rate: int,
+        port_range: tuple[int, int] = (16384, 32767),
+        attempts: int = 32,
+        cname: str | None = None,
+        rtcp_interval: float = 5.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> RtpEndpoint:
+        """Bind a free pair with an even RTP port in ``port_range`` (inclusive)."""
+        rng = random.Random()
+        first = port_range[0] + port_range[0] % 2
+        last = port_range[1] - 1
+        if first > last:
+            raise ValueError(f"port range {port_range} holds no even/odd pair")
+        for _ in range(attempts):
+            port = rng.randrange(first, last + 1, 2)
+            try:
+                rtp, rtp_protocol = await _bind(local_ip, port)
+            except OSError:
+                continue
+            try:
+                rtcp, rtcp_protocol = await _bind(local_ip, port + 1)
+            except OSError:
+                rtp.close()
+                continue
+            ssrc = rng.getrandbits(32)
+            return cls(
+                rtp,
+                rtcp,
+                rtp_protocol,
+                rtcp_protocol,
+                local_ip=local_ip,
+                rtp_port=port,
+                clock_rate=clock_rate,
+                on_rtp=on_rtp,
+                on_rtcp=on_rtcp,
+                ssrc=ssrc,
+                cname=cname or f"sip2rtmp-{ssrc:08x}@{local_ip}",
+                rtcp_interval=rtcp_interval,
+                wall_clock=wall_clock,
+            )
+        raise PortAllocationError(f"no free RTP/RTCP port pair on {local_ip} in {port_range}")
+
+    @property
+    def receive_stats(self) -> Mapping[int, ReceiveStats]:
+        """Statistics per remote SSRC."""
+        return self._stats
+
+    def set_remote(
+        self,
+        rtp_address: Address,
+        rtcp_address: Address,
+        *,
+        rtcp_mux: bool = False,
+        accept_payload_types: Collection[int] | None = None,
+    ) -> None:
+        """Where the SDP says to send; addresses must be IP literals (resolve first).
+
+        Starts the periodic RTCP reports. Packets with a payload type outside
+        ``accept_payload_types`` (when given) are dropped before delivery or latching.
+        """
+        for host, _ in (rtp_address, rtcp_address):
+            ipaddress.ip_address(host)
+        self.remote_rtp = rtp_address
+        self.remote_rtcp = rtp_address if rtcp_mux else rtcp_address
+        self.rtcp_mux = rtcp_mux
+        self.rtp_latched = self.rtcp_latched = False
+        self._accept = frozenset(accept_payload_types) if accept_payload_types else None
+        if self._rtcp_task is None and not self._closed:
+            self._rtcp_task = self._loop.create_task(self._rtcp_loop())
+
+    def _rtp_datagram(self, data: bytes, addr: Address) -> None:
+        if is_rtcp(data):
+            self._rtcp_datagram(data, addr)
+            return
+        now = self._loop.time()
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError:
+            self.malformed += 1
+            return
+        if self._accept is not None and packet.payload_type not in self._accept:
+            self.rejected += 1
+            return
+        if self.remote_rtp is not None and not self.rtp_latched:
+            self.rtp_latched = True
+            if addr != self.remote_rtp:
+                log.info("RTP latched to %s:%d (SDP said %s:%d)", *addr, *self.remote_rtp)
+                self.remote_rtp = addr
+                if self.rtcp_mux:
+                    self.remote_rtcp = addr
+        stats = self._stats.get(packet.ssrc)
+        if stats is None:
+            if len(self._stats) >= _MAX_SOURCES:
+                del self._stats[next(iter(self._stats))]
+            stats = self._stats[packet.ssrc] = ReceiveStats(packet.ssrc, self.clock_rate)
+        stats.update(packet.sequence_number, packet.timestamp, now)
+        self._on_rtp(packet, now)
+
+    def _rtcp_datagram(self, data: bytes, addr: Address) -> None:
+        now = self._loop.time()
+        try:
+            packets = parse_compound(data)
+        except RtcpParseError:
+            self.malformed += 1
+            return
+        if self.remote_rtcp is not None and not self.rtcp_latched and not self.rtcp_mux:
+            self.rtcp_latched = True
+            if addr != self.remote_rtcp:
+                self.remote_rtcp = addr
+        for packet in packets:
+            if isinstance(packet, SenderReport) and packet.ssrc in self._stats:
+                self._stats[packet.ssrc].note_sender_report(packet.ntp_timestamp, now)
+        if self._on_rtcp is not None and packets:
+            self._on_rtcp(packets, now)
+
+    def send_rtp(self, packet: RtpPacket) -> None:
+        """Send one packet to the (possibly latched) remote; dropped until it is known."""
+        if self.remote_rtp is None or self._closed:
+            return
+        self._rtp.sendto(packet.serialize(), self.remote_rtp)
+        if packet.ssrc == self.ssrc:
+            self.packets_sent += 1
+            self.octets_sent += len(packet.payload)
+            self._last_rtp_ts = packet.timestamp
+            self._last_send = self._loop.time()
+            self._sent_since_report = True
+
+    def send_rtcp(self, *packets: RtcpPacket) -> None:
+        """Send a compound RTCP packet (our SR/RR and SDES first, RFC 3550 §6.1)."""
+        if self.remote_rtcp is None or self._closed:
+            return
+        transport = self._rtp if self.rtcp_mux else self._rtcp
+        transport.sendto(compound(self._report(), self._sdes(), *packets), self.remote_rtcp)
+
+    def send_pli(self, media_ssrc: int) -> None:
+        """Ask the sender of ``media_ssrc`` for a keyframe (RFC 4585 §6.3.1)."""
+        self.send_rtcp(PictureLossIndication(self.ssrc, media_ssrc))
+
+    def send_fir(self, media_ssrc: int) -> None:
+        """Full intra request (RFC 5104 §4.3.1), for senders that ignore PLI."""
+        self._fir_seq = (self._fir_seq + 1) & 0xFF
+        self.send_rtcp(FullIntraRequest(self.ssrc, ((media_ssrc, self._fir_seq),)))
+
+    def _sdes(self) -> SourceDescription:
+        return SourceDescription.cname(self.ssrc, self.cname)
+
+    def _report(self) -> SenderReport | ReceiverReport:
+        """SR if we sent RTP since the last report, else RR (RFC 3550 §6.4)."""
+        now = self._loop.time()
+        blocks = tuple(
+            stats.report_block(now)
+            for stats in list(self._stats.values())[:_MAX_REPORT_BLOCKS]
+            if stats.received
+        )
+        if not self._sent_since_report:
+            return ReceiverReport(self.ssrc, blocks)
+        self._sent_since_report = False
+        rtp_ts = self._last_rtp_ts + round((now - self._last_send) * self.clock_rate)
+        return SenderReport(
+            self.ssrc,
+            ntp_from_unix(self._wall_clock()),
+            rtp_ts & 0xFFFFFFFF,
+            self.packets_sent,
+            self.octets_sent,
+            blocks,
+        )
+
+    async def _rtcp_loop(self) -> None:
+        """Report every ``rtcp_interval`` × [0.5, 1.5] (RFC 3550 §6.3.1, simplified)."""
+        rng = random.Random()
+        while True:
+            await asyncio.sleep(self.rtcp_interval * rng.uniform(0.5, 1.5))
+            self.send_rtcp()
+
+    async def close(self) -> None:
+        """Send BYE (RFC 3550 §6.6), stop reporting and release both ports."""
+        if self._closed:
+            return
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rtcp_task
+        self.send_rtcp(Bye((self.ssrc,)))
+        self._closed = True
+        self._rtp.close()
+        self._rtcp.close()

@@ -1,0 +1,433 @@
+"""H.264 over RTP (RFC 6184) and the AVCC form FLV carries (ISO/IEC 14496-15).
+
+The depacketizer takes jitter-buffer output and yields whole access units only: one with
+any packet missing is dropped, never half-emitted, and ``keyframe_needed`` goes up so the
+caller can send a PLI. It handles packetization-mode 0 and 1 (single NAL, STAP-A, FU-A);
+the interleaved mode's STAP-B/MTAP/FU-B make the access unit count as damaged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sip2rtmp.rtp.jitterbuffer import Lost, Playout, Resync
+
+__all__ = [
+    "AccessUnit",
+    "H264Depacketizer",
+    "H264ParseError",
+    "SpsInfo",
+    "avc_decoder_configuration_record",
+    "nal_type",
+    "packetize_h264",
+    "parse_sprop_parameter_sets",
+    "parse_sps",
+    "split_annexb",
+    "to_avcc",
+]
+
+NAL_SLICE = 1
+NAL_IDR = 5
+NAL_SEI = 6
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_AUD = 9
+STAP_A = 24
+FU_A = 28
+_INTERLEAVED = frozenset((25, 26, 27, 29))  # STAP-B, MTAP16, MTAP24, FU-B (RFC 6184 §5.2)
+_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
+
+
+class H264ParseError(ValueError):
+    """A parameter set or fmtp value that cannot be decoded."""
+
+
+def nal_type(nal: bytes) -> int:
+    return nal[0] & 0x1F
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUnit:
+    """One picture's NAL units (no start codes) at one RTP timestamp."""
+
+    timestamp: int
+    nals: tuple[bytes, ...]
+    keyframe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SpsInfo:
+    """What we need from a sequence parameter set (ITU-T H.264 §7.3.2.1.1)."""
+
+    profile_idc: int
+    constraint_flags: int
+    level_idc: int
+    chroma_format_idc: int
+    bit_depth_luma: int
+    bit_depth_chroma: int
+    width: int
+    height: int
+
+
+class _Bits:
+    """MSB-first bit reader over an RBSP."""
+
+    __slots__ = ("_left", "_value")
+
+    def __init__(self, data: bytes) -> None:
+        self._value = int.from_bytes(data, "big")
+        self._left = 8 * len(data)
+
+    def u(self, count: int) -> int:
+        if count > self._left:
+            raise H264ParseError("SPS ends early")
+        self._left -= count
+        return (self._value >> self._left) & ((1 << count) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.u(1):
+            zeros += 1
+            if zeros > 31:
+                raise H264ParseError("exp-Golomb code longer than 32 bits")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        code = self.ue()
+        return (code + 1) // 2 if code & 1 else -(code // 2)
+
+
+def _skip_scaling_list(bits: _Bits, size: int) -> None:
+    """H.264 §7.3.2.1.1.1: only the delta_scale values need consuming."""
+    last = next_scale = 8
+    for _ in range(size):
+        if next_scale:
+            next_scale = (last + bits.se()) % 256
+        last = next_scale or last
+
+
+def parse_sps(nal: bytes) -> SpsInfo:
+    """Decode profile, level, chroma format and the cropped picture size from an SPS NAL."""
+    if len(nal) < 4 or nal_type(nal) != NAL_SPS:
+        raise H264ParseError("not an SPS NAL unit")
+    bits = _Bits(nal[1:].replace(b"\x00\x00\x03", b"\x00\x00"))
+    profile, constraints, level = bits.u(8), bits.u(8), bits.u(8)
+    bits.ue()  # seq_parameter_set_id
+    chroma, separate_planes, depth_luma, depth_chroma = 1, 0, 8, 8
+    if profile in _HIGH_PROFILES:
+        chroma = bits.ue()
+        if chroma > 3:
+            raise H264ParseError(f"chroma_format_idc {chroma}")
+        if chroma == 3:
+            separate_planes = bits.u(1)
+        depth_luma = bits.ue() + 8
+        depth_chroma = bits.ue() + 8
+        bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if bits.u(1):  # seq_scaling_matrix_present_flag
+            for index in range(8 if chroma != 3 else 12):
+                if bits.u(1):
+                    _skip_scaling_list(bits, 16 if index < 6 else 64)
+    bits.ue()  # log2_max_frame_num_minus4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()
+    elif poc_type == 1:
+        bits.u(1)
+        bits.se()
+        bits.se()
+        for _ in range(bits.ue()):
+            bits.se()
+    bits.ue()  # max_num_ref_frames
+    bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+    width_mbs = bits.ue() + 1
+    height_units = bits.ue() + 1
+    frame_mbs_only = bits.u(1)
+    if not frame_mbs_only:
+        bits.u(1)  # mb_adaptive_frame_field_flag
+    bits.u(1)  # direct_8x8_inference_flag
+    crop_left = crop_right = crop_top = crop_bottom = 0
+    if bits.u(1):
+        crop_left, crop_right, crop_top, crop_bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+    array_type = 0 if separate_planes else chroma
+    if array_type == 0:
+        unit_x, unit_y = 1, 2 - frame_mbs_only
+    else:
+        unit_x = 2 if chroma in (1, 2) else 1
+        unit_y = (2 if chroma == 1 else 1) * (2 - frame_mbs_only)
+    width = 16 * width_mbs - unit_x * (crop_left + crop_right)
+    height = 16 * height_units * (2 - frame_mbs_only) - unit_y * (crop_top + crop_bottom)
+    if width <= 0 or height <= 0:
+        raise H264ParseError(f"SPS crops the picture to {width}x{height}")
+    return SpsInfo(profile, constraints, level, chroma, depth_luma, depth_chroma, width, height)
+
+
+def parse_sprop_parameter_sets(value: str) -> list[bytes]:
+    """NAL units from an fmtp sprop-parameter-sets value (RFC 6184 §8.1)."""
+    nals: list[bytes] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nal = base64.b64decode(part + "=" * (-len(part) % 4), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise H264ParseError(f"bad base64 in sprop-parameter-sets: {part!r}") from exc
+        if nal:
+            nals.append(nal)
+    return nals
+
+
+def split_annexb(data: bytes) -> list[bytes]:
+    """NAL units from an Annex B byte stream (3- or 4-byte start codes)."""
+    nals: list[bytes] = []
+    start = data.find(b"\x00\x00\x01")
+    while start >= 0:
+        begin = start + 3
+        end = data.find(b"\x00\x00\x01", begin)
+        nal = data[begin:] if end < 0 else data[begin:end]
+        nal = nal.rstrip(b"\x00") if end >= 0 else nal
+        if nal:
+            nals.append(nal)
+        start = end
+    return nals
+
+
+def to_avcc(nals: Sequence[bytes]) -> bytes:
+    """4-byte length-prefixed NAL units, the sample format FLV and MP4 carry."""
+    return b"".join(struct.pack("!I", len(nal)) + nal for nal in nals)
+
+
+def avc_decoder_configuration_record(sps: Sequence[bytes], pps: Sequence[bytes]) -> bytes:
+    """AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.2.4.1) with 4-byte NAL lengths."""
+    if not sps or not pps:
+        raise H264ParseError("need at least one SPS and one PPS")
+    info = parse_sps(sps[0])
+    record = bytearray((1, sps[0][1], sps[0][2], sps[0][3], 0xFF, 0xE0 | len(sps)))
+    for nal in sps:
+        record += struct.pack("!H", len(nal)) + nal
+    record.append(len(pps))
+    for nal in pps:
+        record += struct.pack("!H", len(nal)) + nal
+    if info.profile_idc in (100, 110, 122, 144):
+        record += bytes(
+            (
+                0xFC | info.chroma_format_idc,
+                0xF8 | (info.bit_depth_luma - 8),
+                0xF8 | (info.bit_depth_chroma - 8),
+                0,
+            )
+        )
+    return bytes(record)
+
+
+def packetize_h264(nals: Sequence[bytes], max_payload: int = 1200) -> list[bytes]:
+    """RTP payloads for one access unit (packetization-mode 1; RFC 6184 §5.7.1, §5.8).
+
+    Small neighbours are aggregated into STAP-A, large NALs split into FU-A. The caller
+    sets the marker bit on the last payload.
+    """
+    if max_payload < 3:
+        raise ValueError("max_payload too small for FU-A")
+    payloads: list[bytes] = []
+    group: list[bytes] = []
+    group_size = 1
+
+    def flush() -> None:
+        nonlocal group_size
+        if len(group) == 1:
+            payloads.append(group[0])
+        elif group:
+            nri = max(nal[0] & 0x60 for nal in group)
+            payloads.append(
+                bytes((nri | STAP_A,)) + b"".join(struct.pack("!H", len(n)) + n for n in group)
+            )
+        group.clear()
+        group_size = 1
+
+    for nal in nals:
+        if not nal:
+            continue
+        if len(nal) > max_payload:
+            flush()
+            indicator = (nal[0] & 0xE0) | FU_A
+            kind = nal[0] & 0x1F
+            body = nal[1:]
+            chunk = max_payload - 2
+            for offset in range(0, len(body), chunk):
+                header = kind
+                if offset == 0:
+                    header |= 0x80
+                if offset + chunk >= len(body):
+                    header |= 0x40
+                payloads.append(bytes((indicator, header)) + body[offset : offset + chunk])
+            continue
+        if group_size + 2 + len(nal) > max_payload:
+            flush()
+        group.append(nal)
+        group_size += 2 + len(nal)
+    flush()
+    return payloads
+
+
+class H264Depacketizer:
+    """Reassembles access units from ordered RTP packets and loss markers."""
+
+    def __init__(
+        self, parameter_sets: Sequence[bytes] = (), *, wait_for_keyframe: bool = True
+    ) -> None:
+        self.sps: bytes | None = None
+        self.pps: bytes | None = None
+        self.wait_for_keyframe = wait_for_keyframe
+        self.keyframe_needed = True
+        self.dropped = 0
+        self.emitted = 0
+        self._ts: int | None = None
+        self._nals: list[bytes] = []
+        self._fragment: bytearray | None = None
+        self._damaged = False
+        self._gap = False
+        self._expected_seq: int | None = None
+        for nal in parameter_sets:
+            self._note_parameter_set(nal)
+
+    def _note_parameter_set(self, nal: bytes) -> None:
+        kind = nal_type(nal)
+        if kind == NAL_SPS:
+            self.sps = nal
+        elif kind == NAL_PPS:
+            self.pps = nal
+
+    def decoder_config(self) -> bytes | None:
+        """The AVCDecoderConfigurationRecord for the current SPS/PPS, once both are known."""
+        if self.sps is None or self.pps is None:
+            return None
+        try:
+            return avc_decoder_configuration_record([self.sps], [self.pps])
+        except H264ParseError:
+            return None
+
+    @property
+    def resolution(self) -> tuple[int, int] | None:
+        if self.sps is None:
+            return None
+        try:
+            info = parse_sps(self.sps)
+        except H264ParseError:
+            return None
+        return info.width, info.height
+
+    def push(self, item: Playout) -> list[AccessUnit]:
+        """Feed one jitter-buffer item; returns access units completed by it."""
+        out: list[AccessUnit] = []
+        if isinstance(item, Lost):
+            self._gap = True
+            self._expected_seq = (item.seq + 1) & 0xFFFF
+            return out
+        if isinstance(item, Resync):
+            self._finish(out)
+            self._gap = False
+            self._expected_seq = None
+            self.keyframe_needed = True
+            return out
+        seq = item.sequence_number
+        if self._expected_seq is not None and seq != self._expected_seq:
+            self._gap = True
+        self._expected_seq = (seq + 1) & 0xFFFF
+        if self._ts is not None and item.timestamp != self._ts:
+            self._damaged |= self._gap
+            self._finish(out)
+        if self._gap:
+            self._damaged = True
+            self._gap = False
+        self._ts = item.timestamp
+        self._depacketize(item.payload)
+        if item.marker:
+            self._finish(out)
+        return out
+
+    def _complete(self, nal: bytes) -> None:
+        self._nals.append(nal)
+        kind = nal[0] & 0x1F
+        if kind in (NAL_SPS, NAL_PPS):
+            self._note_parameter_set(nal)
+
+    def _depacketize(self, payload: bytes) -> None:
+        if not payload or payload[0] & 0x80:
+            self._damaged = True  # empty, or forbidden_zero_bit set (RFC 6184 §5.3)
+            return
+        kind = payload[0] & 0x1F
+        if kind == FU_A:
+            self._fu_a(payload)
+            return
+        if self._fragment is not None:
+            self._damaged = True
+            self._fragment = None
+        if 1 <= kind <= 23:
+            self._complete(payload)
+        elif kind == STAP_A:
+            offset = 1
+            end = len(payload)
+            while offset < end:
+                if offset + 2 > end:
+                    self._damaged = True
+                    return
+                size = (payload[offset] << 8) | payload[offset + 1]
+                offset += 2
+                if size == 0 or offset + size > end:
+                    self._damaged = True
+                    return
+                self._complete(payload[offset : offset + size])
+                offset += size
+        elif kind in _INTERLEAVED:
+            self._damaged = True
+
+    def _fu_a(self, payload: bytes) -> None:
+        if len(payload) < 3:
+            self._damaged = True
+            return
+        header = payload[1]
+        start, end = header & 0x80, header & 0x40
+        if start and end:
+            self._damaged = True
+            return
+        if start:
+            if self._fragment is not None:
+                self._damaged = True
+            self._fragment = bytearray(((payload[0] & 0xE0) | (header & 0x1F),))
+        elif self._fragment is None:
+            self._damaged = True
+            return
+        self._fragment += payload[2:]
+        if end:
+            self._complete(bytes(self._fragment))
+            self._fragment = None
+
+    def _finish(self, out: list[AccessUnit]) -> None:
+        """Close the access unit being built; emit it only if every packet made it."""
+        if self._ts is None:
+            return
+        damaged = self._damaged or self._fragment is not None
+        nals = self._nals
+        timestamp = self._ts
+        self._ts = None
+        self._nals = []
+        self._fragment = None
+        self._damaged = False
+        if damaged:
+            self.dropped += 1
+            self.keyframe_needed = True
+            return
+        if not nals:
+            return
+        keyframe = any(nal[0] & 0x1F == NAL_IDR for nal in nals)
+        if keyframe:
+            self.keyframe_needed = False
+        elif self.keyframe_needed and self.wait_for_keyframe:
+            self.dropped += 1
+            return
+        self.emitted += 1
+        out.append(AccessUnit(timestamp, tuple(nals), keyframe))

@@ -1,0 +1,694 @@
+"""SDP (RFC 4566) and the offer/answer model (RFC 3264) for one audio and one video stream.
+
+``build_offer`` writes what we can receive, ``negotiate`` reads the answer into typed
+per-stream parameters, and ``answer_offer`` answers a re-INVITE's offer from the same
+capabilities, keeping the o= version when nothing changed (RFC 3264 §8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+__all__ = [
+    "Connection",
+    "MediaDescription",
+    "NegotiatedSession",
+    "NegotiatedStream",
+    "Origin",
+    "RtpMap",
+    "SdpAnswer",
+    "SdpParseError",
+    "SessionDescription",
+    "answer_offer",
+    "build_offer",
+    "negotiate",
+    "parse_fmtp",
+]
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_CANONICAL_NAMES = {
+    "PCMU": "PCMU",
+    "PCMA": "PCMA",
+    "G722": "G722",
+    "OPUS": "opus",
+    "H264": "H264",
+    "VP8": "VP8",
+    "TELEPHONE-EVENT": "telephone-event",
+}
+_MEDIA_CODECS = frozenset(("PCMU", "PCMA", "G722", "opus", "H264", "VP8"))
+_STATIC = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1)}  # RFC 3551 §6
+_SAMPLE_RATE = {"G722": 16000}  # RTP clock 8000, audio at 16 kHz (RFC 3551 §4.5.2)
+
+
+class SdpParseError(ValueError):
+    """The text is not a session description we can use."""
+
+
+@dataclass(slots=True)
+class Origin:
+    """The o= line (RFC 4566 §5.2)."""
+
+    username: str
+    session_id: str
+    session_version: int
+    nettype: str
+    addrtype: str
+    address: str
+
+    def serialize(self) -> str:
+        return (
+            f"{self.username} {self.session_id} {self.session_version} "
+            f"{self.nettype} {self.addrtype} {self.address}"
+        )
+
+
+@dataclass(slots=True)
+class Connection:
+    """The c= line (RFC 4566 §5.7); a multicast TTL suffix stays in ``address``."""
+
+    nettype: str
+    addrtype: str
+    address: str
+
+    @property
+    def host(self) -> str:
+        return self.address.split("/", 1)[0]
+
+    def serialize(self) -> str:
+        return f"{self.nettype} {self.addrtype} {self.address}"
+
+
+@dataclass(frozen=True, slots=True)
+class RtpMap:
+    """An a=rtpmap entry, or the RFC 3551 static defaults; names are canonical case."""
+
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    channels: int = 1
+
+
+def _canonical(name: str) -> str:
+    return _CANONICAL_NAMES.get(name.upper(), name)
+
+
+def parse_fmtp(value: str) -> dict[str, str]:
+    """``k=v;k=v`` parameters, keys lower-cased; a bare token maps to ""."""
+    params: dict[str, str] = {}
+    for part in value.split(";"):
+        key, sep, val = part.strip().partition("=")
+        if key:
+            params[key.strip().lower() if sep else key.strip()] = val.strip()
+    return params
+
+
+def _parse_connection(value: str) -> Connection:
+    parts = value.split()
+    if len(parts) != 3:
+        raise SdpParseError(f"bad c= line: {value!r}")
+    return Connection(*parts)
+
+
+def _parse_port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise SdpParseError(f"bad port: {text!r}")
+    return int(text)
+
+
+@dataclass(slots=True)
+class MediaDescription:
+    """One m= section (RFC 4566 §5.14) with its c=, b= and a= lines."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    port_count: int | None = None
+    connection: Connection | None = None
+    bandwidths: list[str] = field(default_factory=list)
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    other: list[tuple[str, str]] = field(default_factory=list)
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.attributes if k == name and v is not None]
+
+    def first(self, name: str) -> str | None:
+        values = self.values(name)
+        return values[0] if values else None
+
+    def has(self, name: str) -> bool:
+        return any(k == name for k, _ in self.attributes)
+
+    @property
+    def payload_types(self) -> list[int]:
+        return [int(f) for f in self.formats if f.isascii() and f.isdigit() and int(f) < 128]
+
+    def rtpmaps(self) -> dict[int, RtpMap]:
+        """Every format's encoding: explicit rtpmap, else the static table; malformed skipped."""
+        maps: dict[int, RtpMap] = {}
+        for value in self.values("rtpmap"):
+            pt_text, _, spec = value.strip().partition(" ")
+            parts = spec.strip().split("/")
+            try:
+                pt = int(pt_text)
+                rate = int(parts[1])
+                channels = int(parts[2]) if len(parts) > 2 else 1
+            except (ValueError, IndexError):
+                continue
+            maps.setdefault(pt, RtpMap(pt, _canonical(parts[0]), rate, channels))
+        for pt in self.payload_types:
+            if pt not in maps and pt in _STATIC:
+                maps[pt] = RtpMap(pt, *_STATIC[pt])
+        return maps
+
+    def fmtp_text(self, payload_type: int) -> str | None:
+        for value in self.values("fmtp"):
+            pt_text, _, params = value.strip().partition(" ")
+            if pt_text == str(payload_type):
+                return params.strip()
+        return None
+
+    def fmtp(self, payload_type: int) -> dict[str, str]:
+        text = self.fmtp_text(payload_type)
+        return parse_fmtp(text) if text is not None else {}
+
+    def rtcp_fb(self, payload_type: int) -> frozenset[str]:
+        """RFC 4585 §4.2 feedback types for a payload type, wildcard entries included."""
+        found: set[str] = set()
+        for value in self.values("rtcp-fb"):
+            pt_text, _, kind = value.strip().partition(" ")
+            if pt_text in ("*", str(payload_type)) and kind.strip():
+                found.add(" ".join(kind.split()))
+        return frozenset(found)
+
+    def direction(self, default: str = "sendrecv") -> str:
+        for name, _ in self.attributes:
+            if name in DIRECTIONS:
+                return name
+        return default
+
+    @property
+    def ptime(self) -> int | None:
+        value = self.first("ptime")
+        try:
+            return round(float(value)) if value is not None else None
+        except (ValueError, OverflowError):
+            return None
+
+    def rtcp_attribute(self) -> tuple[int, str | None] | None:
+        """a=rtcp (RFC 3605): the RTCP port and, if given, its address."""
+        value = self.first("rtcp")
+        if value is None:
+            return None
+        parts = value.split()
+        try:
+            port = _parse_port(parts[0])
+        except (SdpParseError, IndexError):
+            return None
+        return port, parts[3] if len(parts) >= 4 else None
+
+    def serialize(self) -> list[str]:
+        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
+        lines = [f"m={self.kind} {port} {' '.join([self.proto, *self.formats])}"]
+        lines += [f"{k}={v}" for k, v in self.other if k == "i"]
+        if self.connection is not None:
+            lines.append(f"c={self.connection.serialize()}")
+        lines += [f"b={b}" for b in self.bandwidths]
+        lines += [f"{k}={v}" for k, v in self.other if k != "i"]
+        lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        return lines
+
+
+@dataclass(slots=True)
+class SessionDescription:
+    """A whole SDP body (RFC 4566 §5)."""
+
+    origin: Origin
+    session_name: str = "-"
+    connection: Connection | None = None
+    timing: list[str] = field(default_factory=lambda: ["0 0"])
+    bandwidths: list[str] = field(default_factory=list)
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+    other: list[tuple[str, str]] = field(default_factory=list)
+
+    def direction(self) -> str:
+        for name, _ in self.attributes:
+            if name in DIRECTIONS:
+                return name
+        return "sendrecv"
+
+    @classmethod
+    def parse(cls, text: str) -> SessionDescription:
+        """Parse strictly enough to trust the structure; unknown lines are kept."""
+        lines = [line.rstrip("\r") for line in text.split("\n")]
+        lines = [line for line in lines if line.strip()]
+        if not lines or lines[0].strip() != "v=0":
+            raise SdpParseError("SDP must start with v=0")
+        origin: Origin | None = None
+        session = cls(Origin("-", "0", 0, "IN", "IP4", "0.0.0.0"))
+        session.timing = []
+        current: MediaDescription | None = None
+        for line in lines[1:]:
+            if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+                raise SdpParseError(f"not an SDP line: {line[:40]!r}")
+            kind, value = line[0], line[2:]
+            if kind == "m":
+                current = _parse_media(value)
+                session.media.append(current)
+            elif kind == "a":
+                name, sep, attr_value = value.partition(":")
+                if not name:
+                    raise SdpParseError(f"empty attribute: {line[:40]!r}")
+                attribute = (name, attr_value if sep else None)
+                (current.attributes if current else session.attributes).append(attribute)
+            elif kind == "c":
+                connection = _parse_connection(value)
+                if current is None:
+                    session.connection = connection
+                else:
+                    current.connection = connection
+            elif kind == "b":
+                (current.bandwidths if current else session.bandwidths).append(value)
+            elif current is not None:
+                current.other.append((kind, value))
+            elif kind == "o":
+                origin = _parse_origin(value)
+            elif kind == "s":
+                session.session_name = value
+            elif kind == "t":
+                session.timing.append(value)
+            elif kind == "v":
+                raise SdpParseError("repeated v= line")
+            else:
+                session.other.append((kind, value))
+        if origin is None:
+            raise SdpParseError("SDP has no o= line")
+        session.origin = origin
+        session.timing = session.timing or ["0 0"]
+        return session
+
+    def serialize(self) -> str:
+        """CRLF-terminated text in RFC 4566 §5 line order."""
+        lines = ["v=0", f"o={self.origin.serialize()}", f"s={self.session_name}"]
+        lines += [f"{k}={v}" for k, v in self.other if k in "iuep"]
+        if self.connection is not None:
+            lines.append(f"c={self.connection.serialize()}")
+        lines += [f"b={b}" for b in self.bandwidths]
+        lines += [f"t={t}" for t in self.timing]
+        lines += [f"{k}={v}" for k, v in self.other if k not in "iuep"]
+        lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        for media in self.media:
+            lines += media.serialize()
+        return "\r\n".join(lines) + "\r\n"
+
+
+def _parse_origin(value: str) -> Origin:
+    parts = value.split()
+    if len(parts) != 6:
+        raise SdpParseError(f"bad o= line: {value!r}")
+    if not parts[2].isascii() or not parts[2].isdigit():
+        raise SdpParseError(f"bad session version: {parts[2]!r}")
+    return Origin(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
+
+
+def _parse_media(value: str) -> MediaDescription:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpParseError(f"bad m= line: {value!r}")
+    port_text, _, count_text = parts[1].partition("/")
+    port = _parse_port(port_text)
+    count = _parse_port(count_text) if count_text else None
+    return MediaDescription(parts[0], port, parts[2], parts[3:], count)
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    name: str
+    payload_type: int
+    clock_rate: int
+    channels: int = 1
+    fmtp: str | None = None
+    feedback: tuple[str, ...] = ()
+
+
+_VIDEO_FEEDBACK = ("nack pli", "ccm fir")
+_AUDIO_OFFER = {
+    "opus": _Codec("opus", 111, 48000, 2, "useinbandfec=1"),
+    "G722": _Codec("G722", 9, 8000),
+    "PCMU": _Codec("PCMU", 0, 8000),
+    "PCMA": _Codec("PCMA", 8, 8000),
+}
+_TELEPHONE_EVENTS = (
+    _Codec("telephone-event", 101, 8000, 1, "0-16"),
+    _Codec("telephone-event", 110, 48000, 1, "0-16"),
+)
+_VIDEO_OFFER = {
+    "H264": _Codec(
+        "H264",
+        96,
+        90000,
+        1,
+        "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1",
+        _VIDEO_FEEDBACK,
+    ),
+    "H264/0": _Codec(
+        "H264",
+        97,
+        90000,
+        1,
+        "profile-level-id=42e01f;packetization-mode=0;level-asymmetry-allowed=1",
+        _VIDEO_FEEDBACK,
+    ),
+    "VP8": _Codec("VP8", 98, 90000, 1, None, _VIDEO_FEEDBACK),
+}
+DEFAULT_AUDIO_CODECS = ("opus", "G722", "PCMU", "PCMA")
+DEFAULT_VIDEO_CODECS = ("H264", "H264/0", "VP8")
+
+
+def _codec_attributes(codec: _Codec) -> list[tuple[str, str | None]]:
+    pt = codec.payload_type
+    suffix = f"/{codec.channels}" if codec.channels != 1 else ""
+    attrs: list[tuple[str, str | None]] = [
+        ("rtpmap", f"{pt} {codec.name}/{codec.clock_rate}{suffix}")
+    ]
+    if codec.fmtp:
+        attrs.append(("fmtp", f"{pt} {codec.fmtp}"))
+    attrs += [("rtcp-fb", f"{pt} {fb}") for fb in codec.feedback]
+    return attrs
+
+
+def _media_section(
+    kind: str, port: int, codecs: Sequence[_Codec], extra: list[tuple[str, str | None]]
+) -> MediaDescription:
+    attributes: list[tuple[str, str | None]] = []
+    for codec in codecs:
+        attributes += _codec_attributes(codec)
+    formats = [str(c.payload_type) for c in codecs]
+    return MediaDescription(kind, port, "RTP/AVP", formats, attributes=attributes + extra)
+
+
+def build_offer(
+    local_ip: str,
+    audio_port: int,
+    video_port: int | None = None,
+    *,
+    session_id: int,
+    session_version: int = 0,
+    username: str = "-",
+    session_name: str = "sip2rtmp",
+    audio_codecs: Sequence[str] = DEFAULT_AUDIO_CODECS,
+    video_codecs: Sequence[str] = DEFAULT_VIDEO_CODECS,
+    ptime: int = 20,
+    rtcp_mux: bool = True,
+) -> str:
+    """Our initial offer: everything we can receive, best quality first (RFC 3264 §5).
+
+    Video codec names are "H264" (packetization-mode=1), "H264/0" (mode 0) and "VP8".
+    Telephone-events are offered at 8 and 48 kHz to match the audio clock (RFC 4733 §2.1).
+    """
+    try:
+        audio = [_AUDIO_OFFER[name] for name in audio_codecs]
+        video = [_VIDEO_OFFER[name] for name in video_codecs]
+    except KeyError as exc:
+        raise ValueError(f"unknown codec {exc.args[0]!r}") from None
+    if not audio:
+        raise ValueError("offer needs at least one audio codec")
+    addrtype = "IP6" if ":" in local_ip else "IP4"
+    common: list[tuple[str, str | None]] = [("rtcp-mux", None)] if rtcp_mux else []
+    session = SessionDescription(
+        Origin(username, str(session_id), session_version, "IN", addrtype, local_ip),
+        session_name,
+        Connection("IN", addrtype, local_ip),
+    )
+    session.media.append(
+        _media_section(
+            "audio",
+            audio_port,
+            [*audio, *_TELEPHONE_EVENTS],
+            [("ptime", str(ptime)), *common, ("sendrecv", None)],
+        )
+    )
+    if video_port is not None and video:
+        session.media.append(
+            _media_section("video", video_port, video, [*common, ("sendrecv", None)])
+        )
+    return session.serialize()
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiatedStream:
+    """What both sides agreed for one stream, ready for the RTP layer.
+
+    ``payload_type`` is what we send with (the remote's number); the remote may send with
+    ``payload_type`` or ``local_payload_type`` (ours), so accept both. ``direction`` is as
+    the remote declared it.
+    """
+
+    kind: str
+    rtp_address: tuple[str, int]
+    rtcp_address: tuple[str, int]
+    rtcp_mux: bool
+    codec: str
+    payload_type: int
+    local_payload_type: int
+    clock_rate: int
+    sample_rate: int
+    channels: int
+    fmtp: Mapping[str, str]
+    telephone_event_pt: int | None
+    local_telephone_event_pt: int | None
+    direction: str
+    ptime: int | None
+    rtcp_fb: frozenset[str]
+
+    @property
+    def receive_payload_types(self) -> frozenset[int]:
+        return frozenset((self.payload_type, self.local_payload_type))
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiatedSession:
+    """Result of an offer/answer exchange; a rejected or absent stream is None."""
+
+    audio: NegotiatedStream | None
+    video: NegotiatedStream | None
+    remote_origin: Origin
+
+
+def _as_description(sdp: str | SessionDescription) -> SessionDescription:
+    return sdp if isinstance(sdp, SessionDescription) else SessionDescription.parse(sdp)
+
+
+def _packetization_mode(media: MediaDescription, payload_type: int) -> str:
+    return media.fmtp(payload_type).get("packetization-mode", "0")
+
+
+def _same_codec(
+    remote: MediaDescription, rmap: RtpMap, local: MediaDescription, lmap: RtpMap
+) -> bool:
+    if (rmap.encoding.upper(), rmap.clock_rate) != (lmap.encoding.upper(), lmap.clock_rate):
+        return False
+    if rmap.encoding == "opus":
+        return True  # opus is always signalled /2 (RFC 7587 §7)
+    if rmap.channels != lmap.channels:
+        return False
+    if rmap.encoding == "H264":
+        return _packetization_mode(remote, rmap.payload_type) == _packetization_mode(
+            local, lmap.payload_type
+        )
+    return True
+
+
+_Selection = tuple[RtpMap, RtpMap, RtpMap | None, RtpMap | None]
+
+
+def _select(remote: MediaDescription, local: MediaDescription) -> _Selection | None:
+    """First remote codec we also listed, and the telephone-event pair at its clock."""
+    remote_maps = remote.rtpmaps()
+    local_maps = local.rtpmaps()
+    local_order = [local_maps[pt] for pt in local.payload_types if pt in local_maps]
+    for pt in remote.payload_types:
+        rmap = remote_maps.get(pt)
+        if rmap is None or rmap.encoding not in _MEDIA_CODECS:
+            continue
+        matches = [lm for lm in local_order if _same_codec(remote, rmap, local, lm)]
+        if not matches:
+            continue
+        lmap = next((m for m in matches if m.payload_type == pt), matches[0])
+        events = [
+            (r, lm)
+            for r in (remote_maps[p] for p in remote.payload_types if p in remote_maps)
+            if r.encoding == "telephone-event" and r.clock_rate == rmap.clock_rate
+            for lm in local_order
+            if lm.encoding == "telephone-event" and lm.clock_rate == r.clock_rate
+        ]
+        if events:
+            return rmap, lmap, events[0][0], events[0][1]
+        return rmap, lmap, None, None
+    return None
+
+
+def _stream(
+    remote_session: SessionDescription,
+    remote: MediaDescription,
+    local: MediaDescription,
+) -> NegotiatedStream | None:
+    if remote.port == 0 or local.port == 0:
+        return None
+    chosen = _select(remote, local)
+    return None if chosen is None else _build_stream(remote_session, remote, local, chosen)
+
+
+def _build_stream(
+    remote_session: SessionDescription,
+    remote: MediaDescription,
+    local: MediaDescription,
+    chosen: _Selection,
+) -> NegotiatedStream:
+    rmap, lmap, rte, lte = chosen
+    connection = remote.connection or remote_session.connection
+    if connection is None:
+        raise SdpParseError(f"no connection address for the {remote.kind} stream")
+    host = connection.host
+    mux = remote.has("rtcp-mux") and local.has("rtcp-mux")
+    rtcp = remote.rtcp_attribute()
+    if mux:
+        rtcp_address = (host, remote.port)
+    elif rtcp is not None:
+        rtcp_address = (rtcp[1] or host, rtcp[0])
+    else:
+        rtcp_address = (host, remote.port + 1)
+    return NegotiatedStream(
+        kind=remote.kind,
+        rtp_address=(host, remote.port),
+        rtcp_address=rtcp_address,
+        rtcp_mux=mux,
+        codec=rmap.encoding,
+        payload_type=rmap.payload_type,
+        local_payload_type=lmap.payload_type,
+        clock_rate=rmap.clock_rate,
+        sample_rate=_SAMPLE_RATE.get(rmap.encoding, rmap.clock_rate),
+        channels=rmap.channels,
+        fmtp=remote.fmtp(rmap.payload_type),
+        telephone_event_pt=rte.payload_type if rte else None,
+        local_telephone_event_pt=lte.payload_type if lte else None,
+        direction=remote.direction(remote_session.direction()),
+        ptime=remote.ptime,
+        rtcp_fb=remote.rtcp_fb(rmap.payload_type),
+    )
+
+
+def _first_of_kind(
+    streams: Sequence[NegotiatedStream | None], kind: str
+) -> NegotiatedStream | None:
+    return next((s for s in streams if s is not None and s.kind == kind), None)
+
+
+def negotiate(offer: str | SessionDescription, answer: str) -> NegotiatedSession:
+    """Read the answer to our offer (RFC 3264 §6): m-lines pair up by position."""
+    ours = _as_description(offer)
+    theirs = SessionDescription.parse(answer)
+    streams = [
+        _stream(theirs, remote, local) if remote.kind == local.kind else None
+        for local, remote in zip(ours.media, theirs.media, strict=False)
+    ]
+    return NegotiatedSession(
+        _first_of_kind(streams, "audio"), _first_of_kind(streams, "video"), theirs.origin
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SdpAnswer:
+    """Our answer to a remote offer; ``changed`` tells whether the o= version moved."""
+
+    sdp: str
+    session: NegotiatedSession
+    changed: bool
+
+
+def _direction(send: bool, receive: bool) -> str:
+    return ("inactive", "recvonly", "sendonly", "sendrecv")[2 * send + receive]
+
+
+def _answer_section(
+    remote_session: SessionDescription,
+    remote: MediaDescription,
+    local: MediaDescription | None,
+) -> tuple[MediaDescription, NegotiatedStream | None]:
+    chosen = None
+    plain_rtp = remote.proto in ("RTP/AVP", "RTP/AVPF")  # no SRTP keys to answer with
+    if local is not None and plain_rtp and remote.port != 0 and local.port != 0:
+        chosen = _select(remote, local)
+    if local is None or chosen is None:
+        rejected = MediaDescription(remote.kind, 0, remote.proto, remote.formats[:1] or ["0"])
+        return rejected, None
+    stream = _build_stream(remote_session, remote, local, chosen)
+    rmap, lmap, rte, _ = chosen
+    feedback = remote.rtcp_fb(rmap.payload_type) & local.rtcp_fb(lmap.payload_type)
+    codecs = [
+        _Codec(
+            rmap.encoding,
+            rmap.payload_type,
+            rmap.clock_rate,
+            rmap.channels,
+            local.fmtp_text(lmap.payload_type),
+            tuple(sorted(feedback)),
+        )
+    ]
+    if rte is not None:
+        codecs.append(_Codec("telephone-event", rte.payload_type, rte.clock_rate, 1, "0-16"))
+    extra: list[tuple[str, str | None]] = []
+    if local.ptime is not None:
+        extra.append(("ptime", str(local.ptime)))
+    if stream.rtcp_mux:
+        extra.append(("rtcp-mux", None))
+    ours, theirs = local.direction(), stream.direction
+    send = ours in ("sendrecv", "sendonly") and theirs in ("sendrecv", "recvonly")
+    receive = ours in ("sendrecv", "recvonly") and theirs in ("sendrecv", "sendonly")
+    extra.append((_direction(send, receive), None))
+    section = _media_section(remote.kind, local.port, codecs, extra)
+    section.proto = remote.proto
+    return section, stream
+
+
+def answer_offer(
+    capabilities: str | SessionDescription,
+    offer: str,
+    *,
+    previous: str | SessionDescription | None = None,
+) -> SdpAnswer:
+    """Answer a remote offer (a re-INVITE's, RFC 3264 §6 and §8) from our capabilities.
+
+    ``capabilities`` is our own initial offer (ports, address, codecs); ``previous`` is the
+    last SDP we sent in the dialog. The o= line keeps its session id, and its version goes
+    up by one only if the body differs from ``previous``.
+    """
+    ours = _as_description(capabilities)
+    theirs = SessionDescription.parse(offer)
+    last = _as_description(previous) if previous is not None else ours
+    unused = list(ours.media)
+    sections: list[MediaDescription] = []
+    streams: list[NegotiatedStream | None] = []
+    for remote in theirs.media:
+        local = next((m for m in unused if m.kind == remote.kind), None)
+        if local is not None:
+            unused.remove(local)
+        section, stream = _answer_section(theirs, remote, local)
+        sections.append(section)
+        streams.append(stream)
+    origin = replace(last.origin)
+    answer = SessionDescription(origin, ours.session_name, ours.connection, media=sections)
+    changed = _body(answer) != _body(last)
+    if changed:
+        answer.origin.session_version += 1
+    session = NegotiatedSession(
+        _first_of_kind(streams, "audio"), _first_of_kind(streams, "video"), theirs.origin
+    )
+    return SdpAnswer(answer.serialize(), session, changed)
+
+
+def _body(description: SessionDescription) -> list[str]:
+    """The serialised lines except o=, to tell whether our SDP changed."""
+    return [line for line in description.serialize().split("\r\n") if not line.startswith("o=")]

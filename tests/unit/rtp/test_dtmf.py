@@ -1,0 +1,82 @@
+"""RFC 4733 telephone-events: send schedule and receive dedup."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule, parse_event
+
+
+def fields(payload: bytes) -> tuple[int, bool, int, int]:
+    event, flags, duration = struct.unpack("!BBH", payload)
+    return event, bool(flags & 0x80), flags & 0x3F, duration
+
+
+def test_single_digit_like_rfc4733_section5() -> None:
+    # 50 ms packets, a 200 ms tone at 8 kHz: updates every 400 units, end sent three times
+    sends = dtmf_schedule("1", ptime=0.05, tone=0.2)
+    assert [fields(s.payload) for s in sends] == [
+        (1, False, 10, 400),
+        (1, False, 10, 800),
+        (1, False, 10, 1200),
+        (1, True, 10, 1600),
+        (1, True, 10, 1600),
+        (1, True, 10, 1600),
+    ]
+    assert [s.marker for s in sends] == [True] + [False] * 5
+    assert {s.timestamp_offset for s in sends} == {0}
+    assert [s.at for s in sends] == pytest.approx([0, 0.05, 0.1, 0.15, 0.2, 0.25])
+
+
+def test_digit_string_uses_a_new_timestamp_per_event() -> None:
+    sends = dtmf_schedule("9#", tone=0.1, gap=0.1)
+    events = sorted({(s.timestamp_offset, fields(s.payload)[0]) for s in sends})
+    assert events == [(0, 9), (1920, 11)]  # last resend of 9 at 120 ms, then ptime + gap
+    assert sum(s.marker for s in sends) == 2
+    assert [s.at for s in sends] == sorted(s.at for s in sends)
+
+
+def test_rejects_bad_digits() -> None:
+    with pytest.raises(ValueError):
+        dtmf_schedule("1x")
+
+
+def test_receiver_reports_each_digit_once() -> None:
+    receiver = DtmfReceiver()
+    got = []
+    for send in dtmf_schedule("12*", ptime=0.02, tone=0.08):
+        got += receiver.feed(1000 + send.timestamp_offset, send.payload)
+    assert "".join(e.digit for e in got) == "12*"
+    assert all(e.end and e.duration == 640 for e in got)
+
+
+def test_receiver_survives_lost_end_packets_and_late_retransmits() -> None:
+    receiver = DtmfReceiver()
+    start = struct.pack("!BBH", 5, 10, 160)
+    end = struct.pack("!BBH", 5, 0x80 | 10, 800)
+    assert receiver.feed(0, start) == []
+    next_start = struct.pack("!BBH", 6, 10, 160)
+    assert [e.digit for e in receiver.feed(2000, next_start)] == ["5"]
+    assert receiver.feed(0, end) == []  # retransmitted end of the reported event
+    assert [e.digit for e in receiver.feed(2000, struct.pack("!BBH", 6, 0x80, 400))] == ["6"]
+
+
+def test_parse_flash_and_non_dtmf() -> None:
+    assert parse_event(struct.pack("!BBH", 16, 0, 0)).digit == "!"
+    assert parse_event(struct.pack("!BBH", 40, 0, 0)).digit == ""
+    with pytest.raises(DtmfParseError):
+        parse_event(b"\x01\x02")
+
+
+@given(st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.binary(max_size=8)), max_size=30))
+def test_receiver_arbitrary_input(packets: list[tuple[int, bytes]]) -> None:
+    receiver = DtmfReceiver()
+    for timestamp, payload in packets:
+        try:
+            receiver.feed(timestamp, payload)
+        except DtmfParseError:
+            assert len(payload) < 4

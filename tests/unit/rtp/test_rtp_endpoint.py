@@ -1,0 +1,167 @@
+"""RtpEndpoint on 127.0.0.1: delivery, symmetric-RTP latching, RTCP reports, PLI, close."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from sip2rtmp.net.rtp_endpoint import PortAllocationError, RtpEndpoint
+from sip2rtmp.rtp.packet import RtpPacket
+from sip2rtmp.rtp.rtcp import (
+    Bye,
+    PictureLossIndication,
+    ReceiverReport,
+    RtcpPacket,
+    SenderReport,
+    SourceDescription,
+)
+
+LOCALHOST = "127.0.0.1"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.rtp: list[tuple[RtpPacket, float]] = []
+        self.rtcp: list[RtcpPacket] = []
+        self.event = asyncio.Event()
+
+    def on_rtp(self, packet: RtpPacket, arrival: float) -> None:
+        self.rtp.append((packet, arrival))
+        self.event.set()
+
+    def on_rtcp(self, packets: list[RtcpPacket], arrival: float) -> None:
+        self.rtcp += packets
+        self.event.set()
+
+    async def wait(self, predicate: object, timeout: float = 2.0) -> None:
+        async def loop() -> None:
+            while not predicate():  # type: ignore[operator]
+                self.event.clear()
+                await self.event.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def pair(interval: float = 5.0) -> tuple[RtpEndpoint, Sink, RtpEndpoint, Sink]:
+    a_sink, b_sink = Sink(), Sink()
+    a = await RtpEndpoint.open(
+        LOCALHOST,
+        on_rtp=a_sink.on_rtp,
+        on_rtcp=a_sink.on_rtcp,
+        clock_rate=8000,
+        rtcp_interval=interval,
+    )
+    b = await RtpEndpoint.open(
+        LOCALHOST,
+        on_rtp=b_sink.on_rtp,
+        on_rtcp=b_sink.on_rtcp,
+        clock_rate=8000,
+        rtcp_interval=interval,
+    )
+    return a, a_sink, b, b_sink
+
+
+def test_ports_are_an_even_odd_pair() -> None:
+    async def main() -> None:
+        a, _, b, _ = await pair()
+        for endpoint in (a, b):
+            assert endpoint.rtp_port % 2 == 0
+            assert endpoint.rtcp_port == endpoint.rtp_port + 1
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_exhausted_range_raises() -> None:
+    async def main() -> None:
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        blocker.bind((LOCALHOST, 0))
+        port = blocker.getsockname()[1]
+        even = port - port % 2
+        try:
+            with pytest.raises(PortAllocationError):
+                await RtpEndpoint.open(
+                    LOCALHOST,
+                    on_rtp=lambda p, t: None,
+                    clock_rate=8000,
+                    port_range=(even, even + 1),
+                    attempts=3,
+                )
+        finally:
+            blocker.close()
+
+    asyncio.run(main())
+
+
+def test_media_flows_and_far_end_is_latched() -> None:
+    async def main() -> None:
+        a, a_sink, b, b_sink = await pair()
+        # B was told a wrong address for A (as behind a NAT); A's first packet corrects it
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        b.set_remote((LOCALHOST, 9), (LOCALHOST, 11), accept_payload_types={0, 101})
+        for seq in range(3):
+            a.send_rtp(RtpPacket(0, seq, 160 * seq, a.ssrc, b"\xff" * 160))
+        a.send_rtp(RtpPacket(96, 3, 480, a.ssrc, b"rejected payload type"))
+        await b_sink.wait(lambda: len(b_sink.rtp) == 3)
+        assert [p.sequence_number for p, _ in b_sink.rtp] == [0, 1, 2]
+        arrivals = [t for _, t in b_sink.rtp]
+        assert arrivals == sorted(arrivals)
+        assert b.rtp_latched and b.remote_rtp == (LOCALHOST, a.rtp_port)
+        assert b.receive_stats[a.ssrc].received == 3
+        await asyncio.sleep(0.05)
+        assert b.rejected == 1
+        b.send_rtp(RtpPacket(0, 7, 0, b.ssrc, b"back"))
+        await a_sink.wait(lambda: len(a_sink.rtp) == 1)
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_reports_pli_and_bye() -> None:
+    async def main() -> None:
+        a, a_sink, b, b_sink = await pair(interval=0.05)
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port))
+        for seq in range(5):
+            a.send_rtp(RtpPacket(0, seq, 160 * seq, a.ssrc, b"x" * 160))
+        await b_sink.wait(lambda: any(isinstance(p, SenderReport) for p in b_sink.rtcp))
+        sr = next(p for p in b_sink.rtcp if isinstance(p, SenderReport))
+        assert sr.ssrc == a.ssrc and sr.packet_count == 5 and sr.octet_count == 800
+        assert any(isinstance(p, SourceDescription) for p in b_sink.rtcp)
+
+        def rr_about_a() -> bool:
+            return any(
+                isinstance(p, ReceiverReport) and p.reports and p.reports[0].ssrc == a.ssrc
+                for p in a_sink.rtcp
+            )
+
+        await a_sink.wait(rr_about_a)
+        report = next(p for p in a_sink.rtcp if isinstance(p, ReceiverReport) and p.reports)
+        assert report.reports[0].highest_sequence == 4
+        assert report.reports[0].cumulative_lost == 0
+
+        b.send_pli(a.ssrc)
+        await a_sink.wait(lambda: any(isinstance(p, PictureLossIndication) for p in a_sink.rtcp))
+        await b.close()
+        await a_sink.wait(lambda: any(isinstance(p, Bye) for p in a_sink.rtcp))
+        await a.close()
+
+    asyncio.run(main())
+
+
+def test_rtcp_mux_shares_the_rtp_port() -> None:
+    async def main() -> None:
+        a, _a_sink, b, b_sink = await pair()
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtp_port), rtcp_mux=True)
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtp_port), rtcp_mux=True)
+        a.send_fir(b.ssrc)
+        a.send_rtp(RtpPacket(0, 1, 0, a.ssrc, b"x"))
+        await b_sink.wait(lambda: b_sink.rtcp and b_sink.rtp)
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
