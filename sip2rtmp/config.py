@@ -247,7 +247,7 @@ def build_call_settings(
         sip_login=login,
         sip_auth_name=sip_auth_name or login,
         sip_password=Secret(sip_password or ""),
-        sip_transport=transport,  # type: ignore[arg-type]
+        sip_transport=transport,
         sip_server=server,
         sip_outbound_proxy=proxy,
         register=register,

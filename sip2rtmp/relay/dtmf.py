@@ -1,0 +1,58 @@
+"""DTMF as users write it and as SIP INFO carries it.
+
+A script like ``"wait:3 1234# wait:1.5 *9"`` enters a conference PIN after the answer: digits
+are sent as RFC 4733 events when negotiated, otherwise as SIP INFO.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sip2rtmp.errors import UsageError
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_INFO_SIGNAL = re.compile(rb"^\s*signal\s*=\s*(\S)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DtmfStep:
+    wait: float = 0.0
+    digits: str = ""
+
+
+@dataclass(frozen=True)
+class DtmfScript:
+    steps: tuple[DtmfStep, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> DtmfScript:
+        """Space-separated words: `wait:SECONDS` pauses, anything else is digits to send."""
+        steps: list[DtmfStep] = []
+        for word in text.split():
+            if word.lower().startswith("wait:"):
+                try:
+                    seconds = float(word[5:])
+                except ValueError:
+                    raise UsageError(f"--dtmf: {word!r} is not wait:SECONDS") from None
+                if not 0 <= seconds <= 3600:
+                    raise UsageError(f"--dtmf: {word!r} waits too long or negatively")
+                steps.append(DtmfStep(wait=seconds))
+                continue
+            digits = word.upper()
+            bad = sorted(set(digits) - DTMF_DIGITS)
+            if bad:
+                raise UsageError(f"--dtmf: {''.join(bad)!r} are not DTMF digits (0-9 * # A-D)")
+            steps.append(DtmfStep(digits=digits))
+        return cls(tuple(steps))
+
+
+def parse_info_dtmf(content_type: str, body: bytes) -> str | None:
+    """The digit of an `application/dtmf-relay` INFO body (`Signal=5`), if it is one."""
+    if content_type.split(";", 1)[0].strip().lower() != "application/dtmf-relay":
+        return None
+    match = _INFO_SIGNAL.search(body)
+    if match is None:
+        return None
+    digit = match.group(1).decode("ascii", "replace").upper()
+    return digit if digit in DTMF_DIGITS else None

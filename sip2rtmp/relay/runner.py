@@ -1,0 +1,401 @@
+"""One relay run: register, call, relay the answered call into the outputs, end cleanly.
+
+Ends on the callee's BYE, Ctrl-C/SIGTERM, `--max-duration`, a hangup request, or a failure
+(no media, every output failed for good); each end is reported as an event and, for failures,
+raised as the typed outcome that decides the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from sip2rtmp.config import CallSettings
+from sip2rtmp.errors import BusyOrDeclined, Interrupted, MediaTimeout, Sip2RtmpError
+from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline
+from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.net.sip_session import SipCall, SipSession
+from sip2rtmp.relay.audio import AudioLeg
+from sip2rtmp.relay.dtmf import DtmfScript, parse_info_dtmf
+from sip2rtmp.sip.auth import Credentials
+from sip2rtmp.sip.events import CallProgress
+from sip2rtmp.sip.sdp import NegotiatedSession, build_offer, negotiate
+from sip2rtmp.sip.useragent import UserAgentConfig
+from sip2rtmp.status import CallStatus, EventSink, RelayControl, RelayEvent, status_for_provisional
+
+log = logging.getLogger(__name__)
+wire_log = logging.getLogger("sip2rtmp.sip.wire")
+
+T = TypeVar("T")
+STATS_INTERVAL = 5.0
+WATCH_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    """What goes toward the callee and into the outputs besides the call itself."""
+
+    announce: Path | None = None
+    announce_loop: bool = False
+    slate: Path | None = None
+    record: Path | None = None
+    dtmf_script: str | None = None
+    audio_channels: int = 1
+    audio_bit_rate: int = 128_000
+
+
+@dataclass
+class _Ending:
+    reason: str = ""
+    error: Sip2RtmpError | None = None
+    signal_name: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def end(self, reason: str, error: Sip2RtmpError | None = None) -> None:
+        if not self.done.is_set():
+            self.reason, self.error = reason, error
+            self.done.set()
+
+
+def run_relay(
+    settings: CallSettings,
+    emit: EventSink,
+    options: MediaOptions | None = None,
+    control: RelayControl | None = None,
+) -> None:
+    """Run one relay to its end; raises the typed outcome of a failure."""
+    asyncio.run(Relay(settings, emit, options or MediaOptions(), control).run())
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: CallSettings,
+        emit: EventSink,
+        options: MediaOptions,
+        control: RelayControl | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self._emit = emit
+        self.control = control or RelayControl()
+        self._ending = _Ending()
+        self._answered_at: float | None = None
+        self._leg: AudioLeg | None = None
+        self._pipeline: MediaPipeline | None = None
+        self._call: SipCall | None = None
+        self._output_states: dict[str, str] = {}
+
+    def emit(self, event: str, status: CallStatus | None = None, /, **data: object) -> None:
+        self._emit(RelayEvent(event, status, dict(data)))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._on_control)
+
+        self.control.on_request(wake)
+        try:
+            await self._run()
+        except Sip2RtmpError as error:
+            status = CallStatus.BUSY if isinstance(error, BusyOrDeclined) else CallStatus.FAILED
+            self.emit("status", status, reason=error.describe(), exitCode=int(error.exit_code))
+            raise
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        self._ending.signal_name = name
+        self._ending.end(name)
+
+    def _on_control(self) -> None:
+        if self.control.hangup_requested:
+            self._ending.end("hangup requested")
+        digits = "".join(self.control.take_dtmf())
+        if digits and self._call is not None:
+            asyncio.get_running_loop().create_task(self._send_dtmf(digits))
+
+    async def _run(self) -> None:
+        settings = self.settings
+        async with SipSession(self._ua_config(), message_log=_log_message) as sip:
+            if settings.register:
+                self.emit(
+                    "registering", server=str(settings.sip_server), transport=settings.sip_transport
+                )
+                expires = await self._unless_ended(sip.register())
+                self.emit("registered", expires=expires)
+            local_ip = sip.local_address[0]
+            self._leg = await AudioLeg.open(
+                local_ip,
+                announce=self.options.announce,
+                announce_loop=self.options.announce_loop,
+                on_dtmf=lambda digit, method: self.emit(
+                    "dtmf", digit=digit, direction="received", method=method
+                ),
+            )
+            try:
+                await self._call_and_relay(sip, local_ip)
+            finally:
+                await self._leg.close()
+            if settings.register:
+                await sip.unregister()
+                self.emit("unregistered")
+
+    async def _call_and_relay(self, sip: SipSession, local_ip: str) -> None:
+        assert self._leg is not None
+        offer = build_offer(
+            local_ip,
+            self._leg.port,
+            None,
+            session_id=int(time.time()),
+        )
+        self.emit("status", CallStatus.TRYING, callee=self.settings.callee_uri)
+        call = await self._unless_ended(
+            sip.invite(
+                self.settings.callee_uri,
+                offer.encode(),
+                on_progress=lambda progress: self._on_progress(progress, offer),
+                ring_timeout=self.settings.ring_timeout,
+            )
+        )
+        self._call = call
+        call.on_info = self._on_info
+        negotiated = negotiate(offer, call.answer_sdp.decode("utf-8", "replace"))
+        self._answered_at = time.monotonic()
+        self.emit(
+            "status",
+            CallStatus.ESTABLISHED,
+            code=200,
+            reason="OK",
+            **_codecs(negotiated),
+        )
+        if negotiated.audio is not None:
+            await self._leg.connect(negotiated.audio)
+        await self._relay(call, negotiated)
+
+    async def _relay(self, call: SipCall, negotiated: NegotiatedSession) -> None:
+        assert self._leg is not None
+        settings = self.settings
+        pipeline = MediaPipeline(
+            [target.url for target in settings.rtmp_targets]
+            + ([str(self.options.record)] if self.options.record else []),
+            codec=negotiated.audio.codec if negotiated.audio else "PCMU",
+            video=self._slate(),
+            config=MediaConfig(
+                audio_channels=self.options.audio_channels,
+                audio_bit_rate=self.options.audio_bit_rate,
+            ),
+        )
+        self._pipeline = pipeline
+        if settings.audio:
+            self._leg.attach(pipeline)
+        pipeline.start()
+        watchers = [
+            asyncio.create_task(self._watch_call_end(call)),
+            asyncio.create_task(self._watch_outputs(pipeline)),
+            asyncio.create_task(self._watch_media(negotiated)),
+            asyncio.create_task(self._report_stats(pipeline)),
+        ]
+        if settings.max_duration is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(settings.max_duration, self._ending.end, "max duration reached")
+        if self.options.dtmf_script:
+            watchers.append(asyncio.create_task(self._run_dtmf_script(self.options.dtmf_script)))
+        try:
+            await self._ending.done.wait()
+        finally:
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            if not call.ended.is_set():
+                await call.hangup()
+            await asyncio.to_thread(pipeline.stop)
+            self._report_output_states(pipeline)
+        duration = time.monotonic() - (self._answered_at or time.monotonic())
+        if self._ending.error is not None:
+            raise self._ending.error
+        self.emit(
+            "status",
+            CallStatus.FINISH,
+            reason=self._ending.reason,
+            duration=round(duration, 3),
+        )
+
+    def _slate(self) -> SlateVideo:
+        if self.options.slate is not None:
+            return SlateVideo.image(self.options.slate)
+        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        callee = self.settings.callee_uri.split(":", 1)[-1].split(";", 1)[0]
+        return SlateVideo.text(callee, f"call started {started}")
+
+    async def _unless_ended(self, awaitable: Awaitable[T]) -> T:
+        """Await a SIP step, abandoning it (CANCEL while ringing) when a signal arrives."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.create_task(self._ending.done.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Sip2RtmpError):
+                await task
+            raise Interrupted(self._ending.signal_name or self._ending.reason)
+        return task.result()
+
+    def _on_progress(self, progress: CallProgress, offer: str) -> None:
+        if progress.status == 100:
+            return
+        self.emit(
+            "status",
+            status_for_provisional(progress.status, progress.sdp is not None),
+            code=progress.status,
+            reason=progress.reason,
+        )
+        if progress.sdp and self._leg is not None:
+            early = negotiate(offer, progress.sdp.decode("utf-8", "replace"))
+            if early.audio is not None:
+                asyncio.get_running_loop().create_task(self._leg.connect(early.audio))
+
+    def _on_info(self, content_type: str, body: bytes) -> None:
+        digit = parse_info_dtmf(content_type, body)
+        if digit:
+            self.emit("dtmf", digit=digit, direction="received", method="info")
+
+    async def _send_dtmf(self, digits: str) -> None:
+        leg, call = self._leg, self._call
+        if leg is None or call is None:
+            return
+        if leg.rfc4733:
+            await leg.send_dtmf(digits)
+            method = "rfc4733"
+        else:
+            for digit in digits:
+                await call.send_info(
+                    "application/dtmf-relay", f"Signal={digit}\r\nDuration=160\r\n".encode()
+                )
+                await asyncio.sleep(0.2)
+            method = "info"
+        for digit in digits:
+            self.emit("dtmf", digit=digit, direction="sent", method=method)
+
+    async def _run_dtmf_script(self, script: str) -> None:
+        for step in DtmfScript.parse(script).steps:
+            if step.wait:
+                await asyncio.sleep(step.wait)
+            if step.digits:
+                await self._send_dtmf(step.digits)
+
+    async def _watch_call_end(self, call: SipCall) -> None:
+        reason = await call.wait_ended()
+        self._ending.end("hangup by callee" if call.ended_by_remote else reason)
+
+    async def _watch_media(self, negotiated: NegotiatedSession) -> None:
+        """No RTP at all from a callee that should send is a failure, not a silent stream."""
+        audio = negotiated.audio
+        if self._leg is None or audio is None or audio.direction not in ("sendrecv", "sendonly"):
+            return
+        try:
+            await asyncio.wait_for(self._leg.first_packet.wait(), self.settings.media_timeout)
+        except TimeoutError:
+            self._ending.end("no media", MediaTimeout(self.settings.media_timeout))
+            return
+        self.emit("media", kind="audio", remote=_address(self._leg.endpoint.remote_rtp))
+
+    async def _watch_outputs(self, pipeline: MediaPipeline) -> None:
+        while True:
+            self._report_output_states(pipeline)
+            if pipeline.all_failed:
+                failures = pipeline.failures()
+                if failures:
+                    self._ending.end("every output failed", failures[0])
+                    return
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    def _report_output_states(self, pipeline: MediaPipeline) -> None:
+        for output in pipeline.stats().outputs:
+            state = output.state.value
+            if self._output_states.get(output.target) != state:
+                self._output_states[output.target] = state
+                data: dict[str, object] = {"target": output.target, "state": state}
+                if output.last_error and state in ("reconnecting", "failed"):
+                    data["error"] = output.last_error
+                self.emit("output", **data)
+
+    async def _report_stats(self, pipeline: MediaPipeline) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            self.emit("stats", **self.stats_snapshot(pipeline))
+
+    def stats_snapshot(self, pipeline: MediaPipeline) -> dict[str, object]:
+        media = pipeline.stats()
+        snapshot: dict[str, object] = {
+            "duration": round(time.monotonic() - (self._answered_at or time.monotonic()), 1),
+            "outputs": [
+                {
+                    "target": output.target,
+                    "state": output.state.value,
+                    "bitrate": round(output.bitrate),
+                    "bytes": output.bytes_sent,
+                    "reconnects": output.reconnects,
+                }
+                for output in media.outputs
+            ],
+        }
+        jitter = self._leg.stats if self._leg is not None else None
+        if jitter is not None:
+            expected = jitter.received + jitter.lost
+            snapshot["rtp"] = {
+                "received": jitter.received,
+                "lost": jitter.lost,
+                "late": jitter.late,
+                "duplicate": jitter.duplicate,
+                "reordered": jitter.reordered,
+                "jitter_ms": round(jitter.jitter_ms, 1),
+                "depth_ms": round(jitter.depth_ms, 1),
+                "loss_pct": round(100.0 * jitter.lost / expected, 2) if expected else 0.0,
+            }
+        return snapshot
+
+    def _ua_config(self) -> UserAgentConfig:
+        settings = self.settings
+        return UserAgentConfig(
+            user=settings.sip_login or "sip2rtmp",
+            domain=settings.sip_domain,
+            credentials=Credentials(settings.sip_auth_name, settings.sip_password.reveal()),
+            transport=settings.sip_transport,
+            outbound_proxy=settings.sip_server.host,
+            port=settings.sip_server.port,
+            local_port=0,
+        )
+
+
+def _codecs(negotiated: NegotiatedSession) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for kind, stream in (("audio", negotiated.audio), ("video", negotiated.video)):
+        if stream is not None:
+            result[kind] = {"codec": stream.codec, "rate": stream.clock_rate}
+    return result
+
+
+def _address(address: tuple[str, int] | None) -> str:
+    return f"{address[0]}:{address[1]}" if address else ""
+
+
+def _log_message(direction: str, addr: tuple[str, int], data: bytes) -> None:
+    if wire_log.isEnabledFor(logging.DEBUG):
+        text = data.decode("utf-8", "replace")
+        wire_log.debug("%s %s:%d\n%s", direction, addr[0], addr[1], text)
