@@ -147,8 +147,6 @@ def callee_uri(callee: str, domain: str | None) -> str:
 
 def rtmp_targets(urls: tuple[str, ...], streams: tuple[str, ...]) -> tuple[RtmpTarget, ...]:
     """Pair each --rtmp-url with its --rtmp-stream key (one key serves every URL)."""
-    if not urls:
-        raise UsageError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP)")
     if len(streams) > 1 and len(streams) != len(urls):
         raise UsageError(
             f"{len(streams)} --rtmp-stream values for {len(urls)} --rtmp-url values: "
@@ -207,6 +205,7 @@ def build_call_settings(
     max_duration: float | None,
     ring_timeout: float,
     media_timeout: float,
+    has_recording: bool = False,
 ) -> CallSettings:
     """Check every value and derive the rest; raises UsageError with one line."""
     if not callee:
@@ -239,6 +238,8 @@ def build_call_settings(
         domain_hp = parse_host_port(host, "--sip-domain")
         server = HostPort(domain_hp.host, domain_hp.port or sip_port or default_port)
     targets = rtmp_targets(rtmp_urls, rtmp_streams)
+    if not targets and not has_recording:
+        raise UsageError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP) or --record")
     secrets = tuple(s for s in [sip_password or "", *(t.stream_key for t in targets)] if s)
     login = sip_login or ""
     return CallSettings(

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
+from sip2rtmp.cli.options import relay_options
 from sip2rtmp.cli.output import EventPrinter, RedactingFilter, Redactor
-from sip2rtmp.cli.profile import apply_profile
 from sip2rtmp.config import build_call_settings
-from sip2rtmp.errors import ExitCode
+from sip2rtmp.errors import ExitCode, UsageError
+from sip2rtmp.relay import MediaOptions, run_relay
+from sip2rtmp.relay.dtmf import DtmfScript
 
 ENV_PREFIX = "SIP2RTMP_"
 
@@ -39,108 +41,7 @@ def configure_logging(verbose: int, quiet: bool, log_file: Path | None, redactor
 
 
 @click.command(context_settings={"auto_envvar_prefix": "SIP2RTMP"})
-@click.option("--callee", metavar="URI", help="Who to call: an extension, user@host or a SIP URI.")
-@click.option("--sip-login", metavar="USER", help="SIP account user (From and Contact user part).")
-@click.option("--sip-auth-name", metavar="NAME", help="Digest user name (default: --sip-login).")
-@click.option(
-    "--sip-password",
-    metavar="PASSWORD",
-    envvar="SIP2RTMP_SIP_PASSWORD",
-    help="Digest password; better from $SIP2RTMP_SIP_PASSWORD. Prompted for on a terminal.",
-)
-@click.option("--sip-domain", metavar="DOMAIN", help="SIP domain (registrar and From host).")
-@click.option(
-    "--sip-outbound-proxy",
-    metavar="HOST[:PORT]",
-    help="Send every request through this proxy instead of the domain's server.",
-)
-@click.option(
-    "--sip-port",
-    type=click.IntRange(1, 65535),
-    metavar="PORT",
-    help="SIP server port when not given in the proxy/domain (default 5060; 5061 for TLS).",
-)
-@click.option(
-    "--sip-transport",
-    type=click.Choice(["udp", "tcp", "tls"], case_sensitive=False),
-    default="udp",
-    show_default=True,
-)
-@click.option(
-    "--register/--no-register",
-    default=True,
-    show_default=True,
-    help="Register before calling, or call directly.",
-)
-@click.option(
-    "--rtmp-url",
-    "rtmp_urls",
-    multiple=True,
-    metavar="URL",
-    help="rtmp:// or rtmps:// server URL; repeat for several outputs.",
-)
-@click.option(
-    "--rtmp-stream",
-    "rtmp_streams",
-    multiple=True,
-    metavar="KEY",
-    help="Stream key appended to the URL; one for all URLs or one per URL.",
-)
-@click.option("--audio/--no-audio", default=True, show_default=True, help="Relay the call's audio.")
-@click.option(
-    "--video/--no-video",
-    default=True,
-    show_default=True,
-    help="Offer and relay video (a slate is streamed when the call has none).",
-)
-@click.option("--call-id", metavar="ID", help="An id for this relay in events (default: random).")
-@click.option(
-    "--max-duration",
-    type=float,
-    metavar="SECONDS",
-    help="Hang up after this long once answered.",
-)
-@click.option(
-    "--ring-timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Give up when the callee has not answered by then.",
-)
-@click.option(
-    "--media-timeout",
-    type=float,
-    default=15.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Fail when no RTP arrives this long after the answer.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout.")
-@click.option(
-    "--profile",
-    metavar="NAME|PATH",
-    is_eager=True,
-    expose_value=False,
-    callback=apply_profile,
-    help="Take defaults from [profiles.NAME] of the config file, or from a .toml file.",
-)
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    is_eager=True,
-    expose_value=False,
-    callback=apply_profile,
-    help="Config file holding [profiles.NAME] tables"
-    " (default: $XDG_CONFIG_HOME/sip2rtmp/config.toml).",
-)
-@click.option(
-    "--log-file",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Also write a debug log here.",
-)
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@relay_options()
 @click.pass_context
 def call(
     ctx: click.Context,
@@ -161,6 +62,11 @@ def call(
     max_duration: float | None,
     ring_timeout: float,
     media_timeout: float,
+    announce: Path | None,
+    announce_loop: bool,
+    dtmf_script: str | None,
+    record: Path | None,
+    slate: Path | None,
     as_json: bool,
     log_file: Path | None,
     verbose: int,
@@ -193,8 +99,17 @@ def call(
     )
     redactor.add(*settings.secrets)
     configure_logging(verbose, quiet, log_file, redactor)
+    if dtmf_script:
+        DtmfScript.parse(dtmf_script)
+    if record is not None and record.suffix.lower() not in (".flv", ".mp4"):
+        raise UsageError(f"--record {record} must end in .flv or .mp4")
+    options = MediaOptions(
+        announce=announce,
+        announce_loop=announce_loop,
+        slate=slate,
+        record=record,
+        dtmf_script=dtmf_script,
+    )
     printer = EventPrinter(settings.call_id, redactor, as_json=as_json, stream=sys.stdout)
-    from sip2rtmp.relay import run_relay
-
-    run_relay(settings, printer)
+    run_relay(settings, printer, options)
     return ExitCode.OK

@@ -6,6 +6,7 @@ is proven by measuring its output, not by trusting its logs.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class Recording:
         if not self.video_keyframes:
             return float("inf")
         marks = [*self.video_keyframes, self.video_dts[-1]]
-        return max(b - a for a, b in zip(marks, marks[1:], strict=False)) if len(marks) > 1 else 0.0
+        return max(b - a for a, b in itertools.pairwise(marks)) if len(marks) > 1 else 0.0
 
     def kinds(self, kind: str) -> list[StreamInfo]:
         return [s for s in self.streams if s.kind == kind]
@@ -136,7 +137,7 @@ def tone_seconds(
     spectra = np.abs(np.fft.rfft(frames, axis=1))
     spectra[:, 0] = 0.0
     bin_width = rate / size
-    target = int(round(frequency / bin_width))
+    target = round(frequency / bin_width)
     peaks = np.argmax(spectra, axis=1)
     loud = spectra.max(axis=1) > 1e-3 * size
     result: npt.NDArray[np.bool_] = (np.abs(peaks - target) <= 1) & loud

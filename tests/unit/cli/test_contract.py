@@ -82,7 +82,10 @@ def test_call_help_lists_every_contract_flag() -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--sip-login", "relay", "--sip-domain", "x.test", "--rtmp-url", "rtmp://h/a"], "--callee"),
+        (
+            ["--sip-login", "relay", "--sip-domain", "x.test", "--rtmp-url", "rtmp://h/a"],
+            "--callee",
+        ),
         (VALID[:6], "--rtmp-url"),
         (["--callee", "1001", "--sip-domain", "x.test", "--rtmp-url", "rtmp://h/a"], "--sip-login"),
         ([*VALID[:8], "--rtmp-url", "http://example.test/live"], "not an rtmp"),
@@ -125,9 +128,7 @@ def test_profile_supplies_values_and_flags_win(tmp_path: Path) -> None:
     result = run("call", "--profile", str(profile), *VALID[2:6])
     assert_one_line_usage_error(result, "not an rtmp")
     # The flag overrides the profile's bad URL, so the next problem is the unknown transport.
-    result = run(
-        "call", "--profile", str(profile), *VALID[2:], "--sip-transport", "sctp"
-    )
+    result = run("call", "--profile", str(profile), *VALID[2:], "--sip-transport", "sctp")
     assert_one_line_usage_error(result, "sctp")
 
 
@@ -147,7 +148,7 @@ def test_environment_overrides_profile_and_flag_overrides_environment(tmp_path: 
     ("content", "needle"),
     [
         ('sip-logn = "x"\n', "unknown key 'sip-logn'"),
-        ("sip-port = \"many\"\n", "sip-port must be"),
+        ('sip-port = "many"\n', "sip-port must be"),
         ("audio = 3\n", "audio must be true or false"),
         ("callee = \n", "not valid TOML"),
     ],
