@@ -33,7 +33,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "the call ended normally (hangup, --max-duration, Ctrl-C or SIGTERM once up)",
     ExitCode.INTERNAL: "an internal error (a bug: please report it)",
     ExitCode.USAGE: "a usage or configuration error",
-    ExitCode.AUTHENTICATION_FAILED: "the SIP server rejected the credentials",
+    ExitCode.AUTHENTICATION_FAILED: "authentication failed: the server rejected the credentials",
     ExitCode.CALLEE_NOT_FOUND: "the callee does not exist or is not reachable (404/480/604)",
     ExitCode.BUSY_OR_DECLINED: "the callee was busy or declined the call (486/600/603)",
     ExitCode.NO_ANSWER: "the callee did not answer within --ring-timeout",

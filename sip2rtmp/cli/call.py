@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 import click
 
+from sip2rtmp.cli.live import LiveView, PlainSummary
 from sip2rtmp.cli.options import relay_options
 from sip2rtmp.cli.output import EventPrinter, RedactingFilter, Redactor
 from sip2rtmp.config import build_call_settings
 from sip2rtmp.errors import ExitCode, UsageError
 from sip2rtmp.relay import MediaOptions, run_relay
 from sip2rtmp.relay.dtmf import DtmfScript
-
-ENV_PREFIX = "SIP2RTMP_"
+from sip2rtmp.status import EventSink, RelayControl
 
 
 def configure_logging(verbose: int, quiet: bool, log_file: Path | None, redactor: Redactor) -> None:
@@ -96,6 +97,7 @@ def call(
         max_duration=max_duration,
         ring_timeout=ring_timeout,
         media_timeout=media_timeout,
+        has_recording=record is not None,
     )
     redactor.add(*settings.secrets)
     configure_logging(verbose, quiet, log_file, redactor)
@@ -110,6 +112,16 @@ def call(
         record=record,
         dtmf_script=dtmf_script,
     )
-    printer = EventPrinter(settings.call_id, redactor, as_json=as_json, stream=sys.stdout)
-    run_relay(settings, printer, options)
+    control = RelayControl()
+    sink: EventSink
+    if as_json:
+        sink = EventPrinter(settings.call_id, redactor, as_json=True, stream=sys.stdout)
+    elif sys.stdout.isatty():
+        sink = LiveView(redactor, control, call_id=settings.call_id)
+    else:
+        sink = PlainSummary(redactor, stream=sys.stdout)
+    with contextlib.ExitStack() as stack:
+        if isinstance(sink, LiveView):
+            stack.enter_context(sink)
+        run_relay(settings, sink, options, control)
     return ExitCode.OK

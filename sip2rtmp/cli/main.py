@@ -10,6 +10,7 @@ import click
 
 from sip2rtmp import __version__
 from sip2rtmp.cli.call import call
+from sip2rtmp.cli.check import check
 from sip2rtmp.cli.lab import lab
 from sip2rtmp.cli.output import Redactor, print_error
 from sip2rtmp.errors import EXIT_CODE_MEANINGS, ExitCode, Sip2RtmpError
@@ -36,6 +37,7 @@ def cli() -> None:
 
 
 cli.add_command(call)
+cli.add_command(check)
 cli.add_command(lab)
 
 

@@ -76,7 +76,9 @@ def profile_defaults(command: click.Command, path: Path, table: dict[str, Any]) 
 
 
 def _long_names(param: click.Option) -> list[str]:
-    return [opt.lstrip("-") for opt in param.opts if opt.startswith("--")]
+    """`--rtmp-url` may be written `rtmp-url` or `rtmp_url` in a profile."""
+    names = [opt.lstrip("-") for opt in param.opts if opt.startswith("--")]
+    return names + [name.replace("-", "_") for name in names]
 
 
 def _convert(path: Path, key: str, param: click.Option, value: Any) -> Any:

@@ -237,6 +237,13 @@ class Lab:
         self._stop([callee_program(a.user) for a in CALLEES], timeout)
         self._stop([NGINX, KAMAILIO], timeout)
 
+    def stop(self, *programs: str, timeout: float = 5.0) -> None:
+        """Stop some of the lab's programs (fault tests stop nginx mid-call); `up()` restarts."""
+        unknown = set(programs) - set(PROGRAMS)
+        if unknown:
+            raise LabError(f"no lab program named {', '.join(sorted(unknown))}")
+        self._stop(programs, timeout)
+
     def status(self) -> LabStatus:
         """Which programs run and which users kamailio reports as registered."""
         programs = tuple(

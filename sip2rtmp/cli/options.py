@@ -1,0 +1,195 @@
+"""The flags `call` and `check` share, defined once so both read the same profiles and env vars.
+
+`check` takes the call-only flags too, hidden: a profile written for `call` (with `callee` or
+`max-duration` in it) must work unchanged for `check`, and a profile key needs a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sip2rtmp.cli.profile import apply_profile
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
+    """Every flag of `call`, in `call --help` order; `hide_call_flags` hides the call-only ones."""
+    hidden = hide_call_flags
+    decorators = [
+        click.option(
+            "--callee",
+            metavar="URI",
+            hidden=hidden,
+            help="Who to call: an extension, user@host or a SIP URI.",
+        ),
+        click.option(
+            "--sip-login", metavar="USER", help="SIP account user (From and Contact user part)."
+        ),
+        click.option(
+            "--sip-auth-name", metavar="NAME", help="Digest user name (default: --sip-login)."
+        ),
+        click.option(
+            "--sip-password",
+            metavar="PASSWORD",
+            envvar="SIP2RTMP_SIP_PASSWORD",
+            help="Digest password; better from $SIP2RTMP_SIP_PASSWORD. Prompted for on a terminal.",
+        ),
+        click.option(
+            "--sip-domain", metavar="DOMAIN", help="SIP domain (registrar and From host)."
+        ),
+        click.option(
+            "--sip-outbound-proxy",
+            metavar="HOST[:PORT]",
+            help="Send every request through this proxy instead of the domain's server.",
+        ),
+        click.option(
+            "--sip-port",
+            type=click.IntRange(1, 65535),
+            metavar="PORT",
+            help="SIP server port when not given in the proxy/domain (default 5060; 5061 for TLS).",
+        ),
+        click.option(
+            "--sip-transport",
+            type=click.Choice(["udp", "tcp", "tls"], case_sensitive=False),
+            default="udp",
+            show_default=True,
+        ),
+        click.option(
+            "--register/--no-register",
+            default=True,
+            show_default=True,
+            help="Register before calling, or call directly.",
+        ),
+        click.option(
+            "--rtmp-url",
+            "rtmp_urls",
+            multiple=True,
+            metavar="URL",
+            help="rtmp:// or rtmps:// server URL; repeat for several outputs.",
+        ),
+        click.option(
+            "--rtmp-stream",
+            "rtmp_streams",
+            multiple=True,
+            metavar="KEY",
+            help="Stream key appended to the URL; one for all URLs or one per URL.",
+        ),
+        click.option(
+            "--audio/--no-audio",
+            default=True,
+            show_default=True,
+            hidden=hidden,
+            help="Relay the call's audio.",
+        ),
+        click.option(
+            "--video/--no-video",
+            default=True,
+            show_default=True,
+            hidden=hidden,
+            help="Offer and relay video (a slate is streamed when the call has none).",
+        ),
+        click.option(
+            "--call-id",
+            metavar="ID",
+            hidden=hidden,
+            help="An id for this relay in events (default: random).",
+        ),
+        click.option(
+            "--max-duration",
+            type=float,
+            metavar="SECONDS",
+            hidden=hidden,
+            help="Hang up after this long once answered.",
+        ),
+        click.option(
+            "--ring-timeout",
+            type=float,
+            default=60.0,
+            show_default=True,
+            metavar="SECONDS",
+            hidden=hidden,
+            help="Give up when the callee has not answered by then.",
+        ),
+        click.option(
+            "--media-timeout",
+            type=float,
+            default=15.0,
+            show_default=True,
+            metavar="SECONDS",
+            hidden=hidden,
+            help="Fail when no RTP arrives this long after the answer.",
+        ),
+        click.option(
+            "--announce",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="FILE",
+            hidden=hidden,
+            help="Play this audio file to the callee once answered (any format FFmpeg reads).",
+        ),
+        click.option(
+            "--announce-loop",
+            is_flag=True,
+            hidden=hidden,
+            help="Repeat --announce until the call ends.",
+        ),
+        click.option(
+            "--dtmf",
+            "dtmf_script",
+            metavar="SCRIPT",
+            hidden=hidden,
+            help='DTMF to send once answered, e.g. "wait:3 1234#" for a conference PIN.',
+        ),
+        click.option(
+            "--record",
+            type=click.Path(dir_okay=False, writable=True, path_type=Path),
+            metavar="FILE",
+            hidden=hidden,
+            help="Also record the stream to this .flv or .mp4 file.",
+        ),
+        click.option(
+            "--slate",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="IMAGE",
+            hidden=hidden,
+            help="Picture to stream as video when the call has none (default: a generated card).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout."),
+        click.option(
+            "--profile",
+            metavar="NAME|PATH",
+            is_eager=True,
+            expose_value=False,
+            callback=apply_profile,
+            help="Take defaults from [profiles.NAME] of the config file, or from a .toml file.",
+        ),
+        click.option(
+            "--config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            is_eager=True,
+            expose_value=False,
+            callback=apply_profile,
+            help="Config file holding [profiles.NAME] tables"
+            " (default: $XDG_CONFIG_HOME/sip2rtmp/config.toml).",
+        ),
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False, writable=True, path_type=Path),
+            help="Also write a debug log here.",
+        ),
+        click.option(
+            "-v", "--verbose", count=True, help="More log output on stderr (-vv for debug)."
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
+    ]
+
+    def apply(command: F) -> F:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply

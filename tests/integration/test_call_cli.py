@@ -1,0 +1,154 @@
+"""`sip2rtmp call` against kamailio and baresip: signalling outcomes, seen from the outside.
+
+Each test drives the installed CLI as a user would and checks its exit code, its events, and
+the SIP messages it logged (parsed with our own parser).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from sip2rtmp.lab import BUSY_USER, DECLINE_USER, RELAY_ACCOUNT, UNKNOWN_USER, account
+from tests.integration.sip_log import count, sip_messages
+
+pytestmark = pytest.mark.lab
+WRONG_PASSWORD = "Wrong-Pw-Zebra-0417"
+
+
+def assert_no_secret(run: Any, *secrets: str) -> None:
+    for secret in (RELAY_ACCOUNT.password, *secrets):
+        assert secret not in run.everything
+    assert "Traceback" not in run.stderr
+
+
+def callee_hangup(user: str) -> None:
+    """Ask the callee's baresip (ctrl_tcp, netstring JSON) to hang up."""
+    port = account(user).ctrl_port
+    assert port is not None
+    body = json.dumps({"command": "hangup", "params": "", "token": "test"}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(str(len(body)).encode() + b":" + body + b",")
+        sock.recv(4096)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_register_call_and_stay_up_beyond_the_lost_ack_timeout(
+    start_call: Any, transport: str
+) -> None:
+    """Real servers challenge twice (401, 407); a wrong ACK would drop the call after ~32 s."""
+    callee = "tone" if transport == "udp" else "pcmu"
+    run = start_call(callee, "--no-video", "--max-duration", "40", transport=transport).wait(75)
+    assert run.returncode == 0, run.stderr
+    assert run.statuses[0] == "TRYING"
+    assert "ESTABLISHED" in run.statuses
+    assert run.statuses[-1] == "FINISH"
+    assert run.last("status")["reason"] == "max duration reached"
+    assert 39 <= run.last("status")["duration"] <= 42
+    messages = sip_messages(run.log)
+    assert count(messages, "received", status=401, of="REGISTER") >= 1
+    assert count(messages, "received", status=200, of="REGISTER") >= 1
+    assert count(messages, "received", status=407, of="INVITE") == 1
+    # The callee retransmits its 200 OK until our ACK arrives: one 200 means the ACK was right.
+    assert count(messages, "received", status=200, of="INVITE") == 1
+    assert count(messages, "sent", method="ACK") == 2  # for the 407, and for the 200
+    assert count(messages, "sent", method="BYE") == 1
+    assert count(messages, "received", status=200, of="BYE") == 1
+    assert_no_secret(run)
+
+
+def test_ack_and_bye_follow_the_dialog(start_call: Any) -> None:
+    """RFC 3261 §12-13: ACK for 2xx and BYE use the route set, tags and CSeq of the dialog."""
+    run = start_call("tone", "--no-video", "--max-duration", "2").wait(30)
+    assert run.returncode == 0, run.stderr
+    messages = sip_messages(run.log)
+    ok = next(m for m in messages if m.direction == "received" and m.is_response(200, "INVITE"))
+    ack_200 = [m for m in messages if m.direction == "sent" and m.is_request("ACK")][-1]
+    bye = next(m for m in messages if m.direction == "sent" and m.is_request("BYE"))
+    invite = [m for m in messages if m.direction == "sent" and m.is_request("INVITE")][-1]
+    record_route = ok.message.headers.get_all("Record-Route")
+    assert record_route, "kamailio record-routes"
+    contact = ok.message.headers.get("Contact") or ""
+    for request in (ack_200, bye):
+        assert request.message.headers.get_all("Route") == list(reversed(record_route))
+        assert request.message.uri in contact  # type: ignore[union-attr]
+        assert request.message.headers.get("To") == ok.message.headers.get("To")
+        assert request.message.headers.get("Call-ID") == invite.message.headers.get("Call-ID")
+    assert ack_200.cseq == (invite.cseq[0], "ACK")
+    assert bye.cseq[0] > invite.cseq[0]
+    assert ack_200.message.headers.get("Via") != invite.message.headers.get("Via")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_the_call_cleanly(start_call: Any, signum: signal.Signals) -> None:
+    call = start_call("tone", "--no-video")
+    call.wait_for_status("ESTABLISHED", 15)
+    time.sleep(1.5)
+    call.signal(signum)
+    run = call.wait(20)
+    assert run.returncode == 0, run.stderr
+    assert run.statuses[-1] == "FINISH"
+    assert run.last("status")["reason"] == signum.name
+    messages = sip_messages(run.log)
+    assert count(messages, "sent", method="BYE") == 1
+    assert count(messages, "received", status=200, of="BYE") == 1
+    assert "Traceback" not in run.stderr
+
+
+def test_callee_hangup_ends_with_exit_0(start_call: Any) -> None:
+    call = start_call("tone", "--no-video")
+    call.wait_for_status("ESTABLISHED", 15)
+    time.sleep(1.5)
+    callee_hangup("tone")
+    run = call.wait(20)
+    assert run.returncode == 0, run.stderr
+    assert run.last("status")["reason"] == "hangup by callee"
+    messages = sip_messages(run.log)
+    assert count(messages, "received", method="BYE") == 1
+    assert count(messages, "sent", status=200, of="BYE") == 1
+    assert count(messages, "sent", method="BYE") == 0
+
+
+def test_sigint_while_ringing_cancels(start_call: Any) -> None:
+    call = start_call("noanswer", "--no-video")
+    call.wait_for_status("RING", 15)
+    call.signal(signal.SIGINT)
+    run = call.wait(15)
+    assert run.returncode == 130, run.stderr
+    messages = sip_messages(run.log)
+    assert count(messages, "sent", method="CANCEL") == 1
+    assert count(messages, "received", status=487, of="INVITE") == 1
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "interrupted" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("callee", "extra", "password", "code", "words"),
+    [
+        ("tone", [], WRONG_PASSWORD, 3, "authentication failed"),
+        (UNKNOWN_USER, [], RELAY_ACCOUNT.password, 4, "not found"),
+        (BUSY_USER, [], RELAY_ACCOUNT.password, 5, "busy"),
+        (DECLINE_USER, [], RELAY_ACCOUNT.password, 5, "declined"),
+        ("noanswer", ["--ring-timeout", "3"], RELAY_ACCOUNT.password, 6, "no answer within 3 s"),
+    ],
+    ids=["wrong-password", "unknown-callee", "busy", "decline", "no-answer"],
+)
+def test_failures_have_their_own_exit_code_and_one_line(
+    start_call: Any, callee: str, extra: list[str], password: str, code: int, words: str
+) -> None:
+    run = start_call(callee, "--no-video", *extra, password=password).wait(15)
+    assert run.returncode == code, run.stderr
+    assert run.elapsed < 10
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert words in lines[0]
+    assert run.statuses[-1] in ("FAILED", "BUSY")
+    assert run.last("status")["exitCode"] == code
+    assert_no_secret(run, WRONG_PASSWORD)
+    if callee == "noanswer":
+        assert count(sip_messages(run.log), "sent", method="CANCEL") == 1

@@ -1,0 +1,312 @@
+"""`sip2rtmp check`: a stub SIP server for the offline cases, the lab for credentials and RTMP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sip2rtmp.cli import check as check_module
+from sip2rtmp.cli.check import check
+from sip2rtmp.errors import ExitCode
+from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, SIP_PORT, Lab
+from sip2rtmp.sip.message import Headers, Request, Response, parse_message
+
+WRONG_PASSWORD = "Wrong-Pw-Check-Walrus-5521"
+STREAM_KEY = "check-key-Gannet-3390"
+RUN_CHECK = (
+    "import sys\n"
+    "from sip2rtmp.cli.check import check\n"
+    "from sip2rtmp.cli.main import cli, main\n"
+    "cli.add_command(check)\n"
+    "main(['check', *sys.argv[1:]])\n"
+)
+
+
+class OptionsResponder:
+    """A UDP SIP server that answers every request 200 and records (method, Expires)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[tuple[str, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            request = parse_message(data)
+            assert isinstance(request, Request)
+            expires = request.headers.get("Expires")
+            self.requests.append((request.method, expires))
+            headers = Headers()
+            for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+                headers.add(name, request.headers.get(name) or "")
+            if expires is not None:
+                headers.add("Expires", expires)
+            self.sock.sendto(Response(200, "OK", headers).to_bytes(), addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def responder() -> Iterator[OptionsResponder]:
+    server = OptionsResponder()
+    yield server
+    server.close()
+
+
+def closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+    clean: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SIP2RTMP_")}
+    clean.update(env or {})
+    result = CliRunner().invoke(check, list(args), standalone_mode=False, env=clean)
+    if result.exception is not None:
+        raise result.exception
+    return int(result.return_value), result.stdout
+
+
+def marks(stdout: str) -> list[str]:
+    return [line.split(" ", 1)[0] for line in stdout.splitlines()]
+
+
+def offline_args(port: int, *extra: str) -> list[str]:
+    return [
+        "--sip-domain",
+        "pbx.test",
+        "--sip-outbound-proxy",
+        f"127.0.0.1:{port}",
+        "--no-register",
+        "--rtmp-url",
+        "rtmp://127.0.0.1:1/live",
+        "--rtmp-stream",
+        STREAM_KEY,
+        *extra,
+    ]
+
+
+def test_closed_rtmp_port_fails_with_exit_8(responder: OptionsResponder) -> None:
+    code, stdout = invoke(*offline_args(responder.port))
+    assert code == ExitCode.RTMP_FAILED
+    assert responder.requests == [("OPTIONS", None)]
+    lines = stdout.splitlines()
+    assert lines[0].startswith(f"✓ SIP server udp:127.0.0.1:{responder.port}: reachable")
+    assert "OPTIONS answered 200 OK" in lines[0]
+    assert lines[1].startswith("- SIP registration")
+    failed = [line for line in lines if line.startswith("✗")]
+    assert len(failed) == 1
+    assert failed[0].startswith("✗ RTMP output rtmp://127.0.0.1:1/live/chec****")
+    assert "Connection refused" in failed[0]
+    assert STREAM_KEY not in stdout
+
+
+def test_unreachable_sip_server_fails_with_exit_7_and_skips_registration() -> None:
+    port = closed_udp_port()
+    code, stdout = invoke(
+        "--sip-login",
+        "relay",
+        "--sip-password",
+        "irrelevant-Pw-1",
+        "--sip-domain",
+        "pbx.test",
+        "--sip-outbound-proxy",
+        f"127.0.0.1:{port}",
+        "--rtmp-url",
+        "rtmp://127.0.0.1:1/live/key-123456789",
+    )
+    assert code == ExitCode.SIP_UNREACHABLE
+    lines = stdout.splitlines()
+    assert lines[0].startswith(f"✗ SIP server udp:127.0.0.1:{port}")
+    assert lines[1] == "- SIP registration relay@pbx.test: server unreachable"
+    assert marks(stdout).count("✗") == 2  # the SIP server, and the closed RTMP port
+
+
+def test_json_reports_one_object_per_check_and_a_summary(responder: OptionsResponder) -> None:
+    code, stdout = invoke(*offline_args(responder.port, "--json"))
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert code == ExitCode.RTMP_FAILED
+    assert {r["event"] for r in records[:-1]} == {"check"}
+    assert [r["check"] for r in records[:3]] == ["SIP server", "SIP registration", "RTMP output"]
+    assert [r["result"] for r in records[:3]] == ["pass", "skip", "fail"]
+    assert records[2]["exitCode"] == ExitCode.RTMP_FAILED
+    assert "exitCode" not in records[0]
+    assert records[-1] == {"event": "checked", "ok": False, "exitCode": 8}
+    codecs = {r["target"] for r in records[:-1] if r["check"] == "codec"}
+    assert codecs >= {"aac", "libx264", "opus"}
+
+
+def test_registration_is_removed_again(responder: OptionsResponder) -> None:
+    args = offline_args(responder.port, "--sip-login", "relay", "--sip-password", WRONG_PASSWORD)
+    code, stdout = invoke(*[arg for arg in args if arg != "--no-register"])
+    assert code == ExitCode.RTMP_FAILED
+    assert responder.requests == [("OPTIONS", None), ("REGISTER", "600"), ("REGISTER", "0")]
+    assert "✓ SIP registration relay@pbx.test: credentials accepted" in stdout
+    assert WRONG_PASSWORD not in stdout
+
+
+def test_installed_codecs_all_pass() -> None:
+    results = check_module.check_codecs()
+    assert [r.result for r in results] == [check_module.Result.PASS] * len(check_module.CODECS)
+
+
+def test_a_missing_codec_fails_as_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    codecs = (*check_module.CODECS, ("no_such_codec", ("r", "w"), "a codec nobody has"))
+    monkeypatch.setattr(check_module, "CODECS", codecs)
+    failed = [r for r in check_module.check_codecs() if r.result is check_module.Result.FAIL]
+    assert len(failed) == 1
+    assert failed[0].exit_code == ExitCode.USAGE
+    assert failed[0].line() == (
+        "✗ codec no_such_codec: no decoder and encoder in this PyAV build (a codec nobody has)"
+    )
+
+
+def test_a_call_profile_works_for_check(tmp_path: Path, responder: OptionsResponder) -> None:
+    profile = tmp_path / "weekly.toml"
+    profile.write_text(
+        'callee = "conference@bridge.test"\n'
+        "max-duration = 3600\n"
+        'sip-domain = "pbx.test"\n'
+        f'sip-outbound-proxy = "127.0.0.1:{responder.port}"\n'
+        "register = false\n"
+        'rtmp-url = ["rtmp://127.0.0.1:1/live"]\n'
+    )
+    code, stdout = invoke("--profile", str(profile))
+    assert code == ExitCode.RTMP_FAILED
+    assert responder.requests == [("OPTIONS", None)]
+    assert stdout.startswith(f"✓ SIP server udp:127.0.0.1:{responder.port}")
+
+
+def test_no_sip_server_is_a_usage_error() -> None:
+    with pytest.raises(Exception, match="--sip-outbound-proxy") as raised:
+        invoke("--no-register", "--rtmp-url", "rtmp://127.0.0.1/live")
+    assert getattr(raised.value, "exit_code", None) == ExitCode.USAGE
+
+
+def test_help_shows_the_sip_and_rtmp_flags_but_not_the_call_only_ones() -> None:
+    result = CliRunner().invoke(check, ["--help"])
+    for flag in ("--sip-login", "--sip-password", "--sip-outbound-proxy", "--rtmp-url", "--json"):
+        assert flag in result.stdout
+    for flag in ("--callee", "--max-duration", "--ring-timeout", "--call-id"):
+        assert flag not in result.stdout
+
+
+# ---- against the lab ------------------------------------------------------------------------
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    """The check as the installed CLI runs it: main()'s exit codes and stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
+    return subprocess.run(
+        [sys.executable, "-c", RUN_CHECK, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def lab_args(password: str, *extra: str) -> list[str]:
+    return [
+        "--sip-login",
+        RELAY_ACCOUNT.user,
+        "--sip-password",
+        password,
+        "--sip-domain",
+        SIP_DOMAIN,
+        "--sip-outbound-proxy",
+        f"{SIP_HOST}:{SIP_PORT}",
+        "--rtmp-url",
+        RTMP_URL,
+        "--rtmp-stream",
+        STREAM_KEY,
+        *extra,
+    ]
+
+
+def everything(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_lab_passes_with_the_right_password(lab: Lab, transport: str) -> None:
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--sip-transport", transport))
+    assert result.returncode == 0, everything(result)
+    assert set(marks(result.stdout)) == {"✓"}
+    assert "credentials accepted" in result.stdout
+    assert "accepted the stream" in result.stdout
+    assert RELAY_ACCOUNT.password not in everything(result)
+    assert STREAM_KEY not in everything(result)
+
+
+@pytest.mark.lab
+def test_lab_wrong_password_fails_with_exit_3_and_one_line(lab: Lab) -> None:
+    result = run_check(*lab_args(WRONG_PASSWORD))
+    assert result.returncode == ExitCode.AUTHENTICATION_FAILED, everything(result)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    assert len(failed) == 1
+    assert failed[0].startswith(f"✗ SIP registration {RELAY_ACCOUNT.user}@{SIP_DOMAIN}")
+    assert "authentication failed" in failed[0]
+    assert WRONG_PASSWORD not in everything(result)
+    assert result.stderr == ""
+
+
+@pytest.mark.lab
+def test_lab_closed_rtmp_port_fails_with_exit_8(lab: Lab) -> None:
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--rtmp-url", "rtmp://127.0.0.1:1/live"))
+    assert result.returncode == ExitCode.RTMP_FAILED, everything(result)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    assert len(failed) == 1
+    assert failed[0].startswith("✗ RTMP output rtmp://127.0.0.1:1/live/")
+    assert STREAM_KEY not in everything(result)
+
+
+@pytest.mark.lab
+def test_lab_json_summary(lab: Lab) -> None:
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--json"))
+    records: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0, everything(result)
+    assert records[-1] == {"event": "checked", "ok": True, "exitCode": 0}
+    assert RELAY_ACCOUNT.password not in result.stdout
+
+
+def test_announcement_and_slate_files_are_decoded(tmp_path: Path) -> None:
+    tone = tmp_path / "tone.wav"
+    with wave.open(str(tone), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 8000 * 2)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    results = check_module.check_media_files(tone, True, broken)
+    assert results[0].line() == (f"✓ announcement {tone}: decodes: 2.0 s, played looped")
+    assert results[1].result is check_module.Result.FAIL
+    assert results[1].exit_code == ExitCode.USAGE
+    assert results[1].line().startswith(f"✗ slate {broken}: --slate {broken}: ")

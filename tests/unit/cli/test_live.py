@@ -1,0 +1,321 @@
+"""The live view and the plain summary, fed scripted relay events and fake keys."""
+
+from __future__ import annotations
+
+import io
+import os
+import termios
+import threading
+import time
+
+import pytest
+from rich.console import Console
+
+from sip2rtmp.cli.live import KeyReader, LiveView, PlainSummary, summary_line
+from sip2rtmp.cli.output import Redactor
+from sip2rtmp.status import CallStatus, RelayControl, RelayEvent
+
+PASSWORD = "Pw-Live-Pelican-6613"
+TARGET = "rtmp://a.rtmp.youtube.com/live2/abcd****"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingControl(RelayControl):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[str] = []
+
+    def send_dtmf(self, digits: str) -> None:
+        self.requests.append(digits)
+        super().send_dtmf(digits)
+
+    def hangup(self) -> None:
+        self.requests.append("hangup")
+        super().hangup()
+
+
+def stats(level: float, *, duration: float = 65.0, state: str = "live") -> RelayEvent:
+    return RelayEvent(
+        "stats",
+        data={
+            "duration": duration,
+            "rtp": {
+                "received": 3250,
+                "lost": 3,
+                "late": 1,
+                "duplicate": 0,
+                "reordered": 0,
+                "jitter_ms": 4.2,
+                "depth_ms": 60.0,
+                "loss_pct": 0.09,
+            },
+            "level_dbfs": level,
+            "outputs": [
+                {
+                    "target": TARGET,
+                    "state": state,
+                    "bitrate": 2_512_000,
+                    "bytes": 12_345_678,
+                    "reconnects": 1,
+                }
+            ],
+        },
+    )
+
+
+def call_until_established(clock: FakeClock) -> list[tuple[float, RelayEvent]]:
+    """(time to advance before the event, event) for a call from REGISTER to ESTABLISHED."""
+    return [
+        (0, RelayEvent("registering", data={"server": "pbx.example.com:5060", "transport": "udp"})),
+        (0.1, RelayEvent("registered", data={"expires": 600})),
+        (0.1, RelayEvent("status", CallStatus.TRYING, {"callee": "sip:1001@pbx.example.com"})),
+        (0.5, RelayEvent("status", CallStatus.RING, {"code": 180, "reason": "Ringing"})),
+        (
+            4.0,
+            RelayEvent(
+                "status",
+                CallStatus.ESTABLISHED,
+                {
+                    "code": 200,
+                    "reason": "OK",
+                    "audio": {"codec": "PCMU", "rate": 8000},
+                    "video": {"codec": "H264", "rate": 90000},
+                },
+            ),
+        ),
+        (0.2, RelayEvent("media", data={"kind": "audio", "remote": "192.0.2.7:40000"})),
+        (0.3, RelayEvent("output", data={"target": TARGET, "state": "connecting"})),
+        (0.5, RelayEvent("output", data={"target": TARGET, "state": "live"})),
+    ]
+
+
+def feed(
+    view: LiveView | PlainSummary, clock: FakeClock, script: list[tuple[float, RelayEvent]]
+) -> None:
+    for advance, event in script:
+        clock.now += advance
+        view(event)
+
+
+def rendered(view: LiveView) -> str:
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(view.render())
+    return console.export_text()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_a_call_in_progress_shows_status_timers_codecs_level_and_outputs(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), RecordingControl(), call_id="weekly-42", clock=clock)
+    feed(view, clock, call_until_established(clock))
+    clock.now += 64.0
+    view(stats(-20.0))
+    text = rendered(view)
+    assert "weekly-42" in text
+    assert "ESTABLISHED" in text
+    assert "SIP 200 OK" in text
+    assert "registered, expires in 600 s" in text
+    # 65 s since the answer, 64 s since the output went live 1 s later.
+    assert "call 01:05" in text
+    assert "stream 01:04" in text
+    assert "audio PCMU/8000" in text
+    assert "video H264/90000" in text
+    assert "audio from 192.0.2.7:40000" in text
+    assert "loss 0.1%" in text
+    assert "jitter 4.2 ms" in text
+    assert "buffer 60.0 ms" in text
+    assert TARGET in text
+    assert "live" in text
+    assert "2.51 Mbit/s" in text
+    assert "12.3 MB" in text
+    assert "q hang up" in text
+
+
+def test_level_meter_grows_with_the_level(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), clock=clock)
+    assert "no audio yet" in rendered(view)
+    view(stats(-45.0))
+    quiet = rendered(view)
+    view(stats(-6.0))
+    loud = rendered(view)
+    assert "-45.0 dBFS" in quiet
+    assert "-6.0 dBFS" in loud
+    bars = [next(line for line in t.splitlines() if "dBFS" in line) for t in (quiet, loud)]
+    assert bars[0].count("█") == 8
+    assert bars[1].count("█") == 27
+
+
+def test_ringing_shows_the_last_sip_status_and_no_timers(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), clock=clock)
+    feed(view, clock, call_until_established(clock)[:4])
+    text = rendered(view)
+    assert "RING" in text
+    assert "SIP 180 Ringing" in text
+    assert "call --:--" in text
+    assert "stream --:--" in text
+
+
+def test_timers_stop_when_the_call_ends(clock: FakeClock) -> None:
+    control = RecordingControl()
+    view = LiveView(Redactor(), control, clock=clock)
+    feed(view, clock, call_until_established(clock))
+    clock.now += 30.0
+    view(RelayEvent("status", CallStatus.FINISH, {"reason": "hangup by callee", "duration": 31}))
+    clock.now += 100.0
+    view(RelayEvent("output", data={"target": TARGET, "state": "closed"}))
+    text = rendered(view)
+    assert "FINISH" in text
+    assert "hangup by callee" in text
+    assert "call 00:31" in text
+    assert "closed" in text
+    assert "q hang up" not in text
+    view.handle_key("5")
+    view.handle_key("q")
+    assert control.requests == []
+
+
+def test_a_failed_output_shows_its_error(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), clock=clock)
+    view(RelayEvent("output", data={"target": TARGET, "state": "failed", "error": "refused"}))
+    view(RelayEvent("status", CallStatus.FAILED, {"reason": "no media", "exitCode": 9}))
+    text = rendered(view)
+    assert "FAILED" in text
+    assert "no media" in text
+    assert "failed: refused" in text
+
+
+def test_secrets_in_events_are_redacted(clock: FakeClock) -> None:
+    view = LiveView(Redactor([PASSWORD]), call_id=f"id-{PASSWORD}", clock=clock)
+    view(RelayEvent("status", CallStatus.FAILED, {"reason": f"auth {PASSWORD}", "code": 403}))
+    view(RelayEvent("output", data={"target": f"rtmp://h/app/{PASSWORD}", "state": "failed"}))
+    text = rendered(view)
+    assert PASSWORD not in text
+    assert "auth ***" in text
+
+
+def test_markup_in_event_text_is_shown_literally(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), clock=clock)
+    view(RelayEvent("status", CallStatus.FAILED, {"reason": "[bold]Nope[/bold]"}))
+    assert "[bold]Nope[/bold]" in rendered(view)
+
+
+def test_keys_map_to_dtmf_and_hangup() -> None:
+    control = RecordingControl()
+    view = LiveView(Redactor(), control)
+    for key in "12x*#0 q":
+        view.handle_key(key)
+    assert control.requests == ["1", "2", "*", "#", "0", "hangup"]
+    assert control.take_dtmf() == ["1", "2", "*", "#", "0"]
+    assert control.hangup_requested
+    assert "hang-up requested" in rendered(view)
+
+
+def test_without_control_keys_do_nothing_and_no_hint() -> None:
+    view = LiveView(Redactor())
+    view.handle_key("1")
+    assert "hang up" not in rendered(view)
+
+
+def test_key_reader_reads_a_terminal_in_cbreak_mode_and_restores_it() -> None:
+    leader, follower = os.openpty()
+    keys: list[str] = []
+    got_all = threading.Event()
+
+    def on_key(key: str) -> None:
+        keys.append(key)
+        if len(keys) == 3:
+            got_all.set()
+
+    with os.fdopen(follower, "r", closefd=True) as terminal:
+        before = termios.tcgetattr(follower)
+        reader = KeyReader(on_key, terminal)
+        reader.start()
+        during = termios.tcgetattr(follower)
+        assert not during[3] & termios.ICANON
+        assert during[3] & termios.ISIG, "Ctrl-C must stay a signal"
+        os.write(leader, b"7#q")
+        assert got_all.wait(5)
+        reader.stop()
+        assert termios.tcgetattr(follower) == before
+    os.close(leader)
+    assert keys == ["7", "#", "q"]
+
+
+def test_key_reader_is_a_no_op_off_a_terminal() -> None:
+    read, write = os.pipe()
+    with os.fdopen(read, "r") as pipe:
+        reader = KeyReader(lambda key: None, pipe)
+        reader.start()
+        reader.stop()
+    os.close(write)
+
+
+def test_start_and_stop_leave_the_final_frame(clock: FakeClock) -> None:
+    console = Console(record=True, width=100, file=io.StringIO())
+    with LiveView(Redactor(), RecordingControl(), console=console, clock=clock) as view:
+        feed(view, clock, call_until_established(clock))
+        view(RelayEvent("status", CallStatus.FINISH, {"reason": "max duration reached"}))
+    assert "max duration reached" in console.export_text()
+
+
+def test_plain_summary_throttles_stats_and_flushes_the_last_before_the_end(
+    clock: FakeClock,
+) -> None:
+    stream = io.StringIO()
+    summary = PlainSummary(Redactor([PASSWORD]), stream=stream, every=10.0, clock=clock)
+    feed(summary, clock, call_until_established(clock))
+    for second in range(1, 26):
+        clock.now += 1.0
+        if second % 2 == 0:
+            summary(stats(-20.0 - second, duration=second))
+    summary(RelayEvent("status", CallStatus.FINISH, {"reason": f"bye {PASSWORD}"}))
+    lines = stream.getvalue().splitlines()
+    stat_lines = [line for line in lines if " stats " in line]
+    # Stats at 2..24 s: printed at 2, 12 and 22 s, and the one at 24 s before FINISH.
+    assert [line.split("duration=")[1].split()[0] for line in stat_lines] == [
+        "00:02",
+        "00:12",
+        "00:22",
+        "00:24",
+    ]
+    assert lines[-2] == stat_lines[-1]
+    assert " FINISH " in lines[-1]
+    assert PASSWORD not in stream.getvalue()
+    assert any(" ESTABLISHED " in line for line in lines)
+
+
+def test_summary_line_is_compact() -> None:
+    line = summary_line(stats(-23.4))
+    words = line.split(" ")
+    assert words[1:] == [
+        "stats",
+        "duration=01:05",
+        "rtp=loss:0.1%,jitter:4.2ms,buffer:60.0ms,received:3250,lost:3,late:1",
+        "level=-23.4dBFS",
+        f"output={TARGET},live,2.51Mbit/s,12.3MB,reconnects:1",
+    ]
+
+
+def test_refresh_from_another_thread_is_safe(clock: FakeClock) -> None:
+    console = Console(record=True, width=100, file=io.StringIO(), force_terminal=True)
+    view = LiveView(Redactor(), console=console, refresh_per_second=50)
+    view.start()
+    try:
+        deadline = time.monotonic() + 0.3
+        level = -60.0
+        while time.monotonic() < deadline:
+            view(stats(level))
+            level = -60.0 if level > -1 else level + 1
+    finally:
+        view.stop()
+    assert "dBFS" in console.export_text()
