@@ -1,0 +1,155 @@
+"""Sockets for SIP: UDP, TCP and TLS to one server, delivering whole messages (RFC 3261 §18).
+
+UDP uses a connected socket: the kernel picks the source address from the route to the server
+(what we put in Via and Contact) and reports ICMP port-unreachable as an error instead of
+silence. TCP and TLS are asyncio streams cut into messages by `StreamFramer`; TLS verifies the
+server certificate unless told which CA file to trust instead of the system store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Literal
+
+from sip2rtmp.sip.message import SipParseError, StreamFramer
+
+Addr = tuple[str, int]
+OnMessage = Callable[[bytes, Addr], None]
+OnError = Callable[[Exception], None]
+
+READ_SIZE = 65536
+
+
+class SipTransport:
+    """What the session needs from any transport: send, where we are, close."""
+
+    def __init__(self, local_addr: Addr, remote_addr: Addr) -> None:
+        self.local_addr = local_addr
+        self.remote_addr = remote_addr
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, on_message: OnMessage, on_error: OnError) -> None:
+        self._on_message = on_message
+        self._on_error = on_error
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._on_message(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        self._on_error(exc)
+
+
+class UdpTransport(SipTransport):
+    def __init__(self, transport: asyncio.DatagramTransport, local: Addr, remote: Addr) -> None:
+        super().__init__(local, remote)
+        self._transport = transport
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        # The socket is connected to the server; `addr` is always that server.
+        self._transport.sendto(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class StreamTransport(SipTransport):
+    """TCP or TLS: one connection, read by a task that frames messages."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_message: OnMessage,
+        on_error: OnError,
+    ) -> None:
+        local = writer.get_extra_info("sockname")
+        remote = writer.get_extra_info("peername")
+        super().__init__((local[0], local[1]), (remote[0], remote[1]))
+        self._writer = writer
+        self._closing = False
+        self._task = asyncio.get_running_loop().create_task(
+            self._read(reader, on_message, on_error)
+        )
+
+    async def _read(
+        self, reader: asyncio.StreamReader, on_message: OnMessage, on_error: OnError
+    ) -> None:
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(READ_SIZE):
+                for message in framer.feed(data):
+                    on_message(message, self.remote_addr)
+            error: Exception = ConnectionResetError("the server closed the connection")
+        except (OSError, SipParseError) as exc:
+            error = exc
+        if not self._closing:
+            on_error(error)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(data)
+
+    def close(self) -> None:
+        self._closing = True
+        self._task.cancel()
+        self._writer.close()
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificate and host name verified; `ca_file` replaces the system trust store."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+async def open_transport(
+    kind: Literal["udp", "tcp", "tls"],
+    remote: Addr,
+    on_message: OnMessage,
+    on_error: OnError,
+    *,
+    local_port: int = 0,
+    server_hostname: str | None = None,
+    tls_ca_file: str | None = None,
+    connect_timeout: float = 10.0,
+) -> SipTransport:
+    """Open a transport to `remote`; OSError (refused, unreachable) propagates."""
+    loop = asyncio.get_running_loop()
+    local_bind = ("0.0.0.0" if ":" not in remote[0] else "::", local_port)
+    if kind == "udp":
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(on_message, on_error),
+            remote_addr=remote,
+            local_addr=local_bind if local_port else None,
+        )
+        local = transport.get_extra_info("sockname")
+        return UdpTransport(transport, (local[0], local[1]), remote)
+    context = tls_context(tls_ca_file) if kind == "tls" else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            remote[0],
+            remote[1],
+            ssl=context,
+            server_hostname=(server_hostname or remote[0]) if context else None,
+            local_addr=local_bind if local_port else None,
+        ),
+        connect_timeout,
+    )
+    return StreamTransport(reader, writer, on_message, on_error)
+
+
+async def resolve(host: str, port: int, kind: Literal["udp", "tcp", "tls"]) -> Addr:
+    """A/AAAA lookup through the loop (no SRV): the first address the resolver prefers."""
+    loop = asyncio.get_running_loop()
+    sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    infos = await loop.getaddrinfo(host, port, type=sock_type)
+    sockaddr = infos[0][4]
+    return str(sockaddr[0]), int(sockaddr[1])

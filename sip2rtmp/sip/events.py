@@ -1,0 +1,111 @@
+"""What the user agent reports, one typed value per happening, read with `next_event()`.
+
+Outcomes that end an attempt carry a `Sip2RtmpError` from `sip2rtmp.errors`, so the caller can
+raise them as they are and the CLI maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sip2rtmp.errors import Sip2RtmpError
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class MessageLogged:
+    """Every message sent or received, byte for byte, before any parsing (for logs and tests)."""
+
+    direction: Literal["sent", "received"]
+    addr: Addr
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A REGISTER (first or refresh) succeeded; `expires` is what the registrar granted."""
+
+    expires: int
+
+
+@dataclass(frozen=True)
+class RegistrationFailed:
+    outcome: Sip2RtmpError
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    """The binding is gone: un-REGISTER answered 2xx, or it failed and we stopped trying."""
+
+    ok: bool
+
+
+@dataclass(frozen=True)
+class CallProgress:
+    """A provisional response: 100, 180 ringing, 183 session progress; `sdp` is early media."""
+
+    status: int
+    reason: str
+    sdp: bytes | None
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    """2xx received and ACKed: the call is up; `sdp` is the answer to our offer."""
+
+    sdp: bytes
+
+
+@dataclass(frozen=True)
+class CallAttemptFailed:
+    """The INVITE ended without a call: rejected, timed out, cancelled or not answered."""
+
+    outcome: Sip2RtmpError
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """An established call is over; `by_remote` when the peer sent BYE or the dialog died."""
+
+    by_remote: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class InfoReceived:
+    """An in-dialog INFO from the peer (already answered 200)."""
+
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class InfoAnswered:
+    """The final response to an INFO we sent."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionModified:
+    """The peer sent a new SDP in a re-INVITE or UPDATE (hold, new address); we answered 200."""
+
+    sdp: bytes
+
+
+Event = (
+    MessageLogged
+    | Registered
+    | RegistrationFailed
+    | Unregistered
+    | CallProgress
+    | CallAnswered
+    | CallAttemptFailed
+    | CallEnded
+    | InfoReceived
+    | InfoAnswered
+    | SessionModified
+)
