@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import math
 import os
 import re
@@ -182,6 +183,13 @@ class Lab:
         """The text of a callee's log so far (empty before its first start)."""
         path = self.callee_log_path(user)
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def callee_command(self, user: str, command: str, params: str = "") -> None:
+        """Drive a callee's baresip like its user would: e.g. `hangup`, or `dial` a URI."""
+        port = account(user).ctrl_port
+        if port is None:
+            raise LabError(f"lab user {user} has no control port")
+        baresip_command(port, command, params)
 
     def received_dir(self, user: str) -> Path:
         """Where a callee's baresip dumps the audio it sends and receives, one WAV pair a call."""
@@ -710,3 +718,16 @@ def _last_error(log: Path) -> str:
 
 def _mtime(path: Path) -> float:
     return path.stat().st_mtime
+
+
+def baresip_command(port: int, command: str, params: str = "") -> None:
+    """Send one command to a baresip's ctrl_tcp port (netstring-framed JSON)."""
+    body = json.dumps({"command": command, "params": params, "token": command}).encode()
+    try:
+        with socket.create_connection((SIP_HOST, port), timeout=5) as connection:
+            connection.sendall(str(len(body)).encode() + b":" + body + b",")
+            connection.recv(4096)
+    except OSError as error:
+        raise LabError(
+            f"baresip on control port {port} did not take {command!r}: {error}"
+        ) from None

@@ -42,13 +42,9 @@ def sip_messages(log: str) -> list[Logged]:
         rest = log[match.end() :]
         following = _ANY_RECORD.search(rest)
         text = rest[: following.start()] if following else rest
-        data = text.rstrip("\n").encode()
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if not sep:
-            head, sep, body = data.partition(b"\n\n")
-        messages.append(
-            Logged(match.group(1), match.group(2), parse_message(head + b"\r\n\r\n" + body))
-        )
+        # The log was read with universal newlines: restore SIP's CRLF line ends.
+        data = text.removesuffix("\n").replace("\n", "\r\n").encode()
+        messages.append(Logged(match.group(1), match.group(2), parse_message(data)))
     return messages
 
 

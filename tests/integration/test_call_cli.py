@@ -6,15 +6,13 @@ the SIP messages it logged (parsed with our own parser).
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import time
 from typing import Any
 
 import pytest
 
-from sip2rtmp.lab import BUSY_USER, DECLINE_USER, RELAY_ACCOUNT, UNKNOWN_USER, account
+from sip2rtmp.lab import BUSY_USER, DECLINE_USER, RELAY_ACCOUNT, UNKNOWN_USER, Lab
 from tests.integration.sip_log import count, sip_messages
 
 pytestmark = pytest.mark.lab
@@ -25,16 +23,6 @@ def assert_no_secret(run: Any, *secrets: str) -> None:
     for secret in (RELAY_ACCOUNT.password, *secrets):
         assert secret not in run.everything
     assert "Traceback" not in run.stderr
-
-
-def callee_hangup(user: str) -> None:
-    """Ask the callee's baresip (ctrl_tcp, netstring JSON) to hang up."""
-    port = account(user).ctrl_port
-    assert port is not None
-    body = json.dumps({"command": "hangup", "params": "", "token": "test"}).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(str(len(body)).encode() + b":" + body + b",")
-        sock.recv(4096)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -100,11 +88,11 @@ def test_signal_ends_the_call_cleanly(start_call: Any, signum: signal.Signals) -
     assert "Traceback" not in run.stderr
 
 
-def test_callee_hangup_ends_with_exit_0(start_call: Any) -> None:
+def test_callee_hangup_ends_with_exit_0(start_call: Any, lab: Lab) -> None:
     call = start_call("tone", "--no-video")
     call.wait_for_status("ESTABLISHED", 15)
     time.sleep(1.5)
-    callee_hangup("tone")
+    lab.callee_command("tone", "hangup")
     run = call.wait(20)
     assert run.returncode == 0, run.stderr
     assert run.last("status")["reason"] == "hangup by callee"
