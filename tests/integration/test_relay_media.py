@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -106,21 +107,28 @@ def test_callee_receives_audio_from_the_first_moment(start_call: Any, lab: Lab) 
     assert samples.size >= rate * 2, "about 3 s of our audio reached the callee"
 
 
-def test_dtmf_script_reaches_the_callee(start_call: Any, lab: Lab) -> None:
-    log_before = lab.callee_log("tone")
+@pytest.mark.parametrize(
+    ("callee", "method", "logged"),
+    [
+        ("pcmu", "rfc4733", "received event: '(.)' \\(end=1\\)"),
+        ("opus", "info", "received DTMF: '(.)'"),
+    ],
+    ids=["rfc4733", "sip-info"],
+)
+def test_dtmf_script_reaches_the_callee(
+    start_call: Any, lab: Lab, callee: str, method: str, logged: str
+) -> None:
+    """RFC 4733 events where telephone-event matches the codec's clock, SIP INFO otherwise."""
+    log_before = lab.callee_log(callee)
     run = start_call(
-        "tone", "--no-video", "--dtmf", "wait:0.5 147# wait:0.3 *9", "--max-duration", "4"
+        callee, "--no-video", "--dtmf", "wait:0.5 147# wait:0.3 *9", "--max-duration", "4"
     ).wait(30)
     assert run.returncode == 0, run.stderr
-    new_log = lab.callee_log("tone")[len(log_before) :]
-    received = [
-        line.split("'")[1]
-        for line in new_log.splitlines()
-        if "received event:" in line and "end=1" in line
-    ]
+    received = re.findall(logged, lab.callee_log(callee)[len(log_before) :])
     assert received == list("147#*9")
-    sent = [e["digit"] for e in run.events if e["event"] == "dtmf" and e["direction"] == "sent"]
-    assert sent == list("147#*9")
+    sent = [e for e in run.events if e["event"] == "dtmf" and e["direction"] == "sent"]
+    assert [e["digit"] for e in sent] == list("147#*9")
+    assert {e["method"] for e in sent} == {method}
 
 
 def test_rtmp_server_restart_keeps_the_call_and_the_timeline(start_call: Any, lab: Lab) -> None:
