@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import click
 
-from sip2rtmp.errors import Sip2RtmpError
 from sip2rtmp.lab import (
     CALLEES,
     RTMP_URL,
@@ -25,23 +21,7 @@ from sip2rtmp.lab import (
     LabStatus,
     callee_program,
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn an expected failure into one line on stderr and its documented exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except Sip2RtmpError as exc:
-            click.echo(f"error: {exc.describe()}", err=True)
-            raise SystemExit(int(exc.exit_code)) from None
-
-    return wrapper
+from sip2rtmp.lab.demo import run_demo
 
 
 @click.group(name="lab")
@@ -62,7 +42,6 @@ def lab(ctx: click.Context, run_dir: Path | None) -> None:
 @lab.command()
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds to wait for the lab.")
 @click.pass_obj
-@_one_line_errors
 def up(the_lab: Lab, timeout: float) -> None:
     """Start the lab (programs already running are left alone)."""
     click.echo(_table(the_lab.up(timeout=timeout)))
@@ -70,7 +49,6 @@ def up(the_lab: Lab, timeout: float) -> None:
 
 @lab.command()
 @click.pass_obj
-@_one_line_errors
 def down(the_lab: Lab) -> None:
     """Stop every program the lab started."""
     the_lab.down()
@@ -80,7 +58,6 @@ def down(the_lab: Lab) -> None:
 @lab.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
-@_one_line_errors
 def status(the_lab: Lab, as_json: bool) -> None:
     """Show which lab programs run and which callees are registered."""
     current = the_lab.status()
@@ -107,3 +84,19 @@ def _table(current: LabStatus) -> str:
         f"stats     {STAT_URL}",
     ]
     return "\n".join(rows)
+
+
+@lab.command()
+@click.option(
+    "--seconds",
+    type=click.FloatRange(3, 3600),
+    default=20.0,
+    show_default=True,
+    help="How long to relay.",
+)
+@click.option("--callee", default="video", show_default=True, help="Which lab callee to call.")
+@click.pass_obj
+def demo(the_lab: Lab, seconds: float, callee: str) -> None:
+    """Bring the lab up, relay a real call into its RTMP server, and show what it recorded."""
+    click.echo(_table(the_lab.up()))
+    run_demo(the_lab, callee=callee, seconds=seconds, echo=click.echo)
