@@ -91,6 +91,8 @@ class CallSettings:
     video: bool
     call_id: str
     max_duration: float | None = None
+    sip_tls_ca: str | None = None
+    """A CA file to trust for the SIP server's TLS certificate instead of the system store."""
     ring_timeout: float = 60.0
     media_timeout: float = 15.0
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -206,6 +208,7 @@ def build_call_settings(
     ring_timeout: float,
     media_timeout: float,
     has_recording: bool = False,
+    sip_tls_ca: str | None = None,
 ) -> CallSettings:
     """Check every value and derive the rest; raises UsageError with one line."""
     if not callee:
@@ -257,6 +260,7 @@ def build_call_settings(
         video=video,
         call_id=call_id or str(uuid.uuid4()),
         max_duration=max_duration,
+        sip_tls_ca=sip_tls_ca,
         ring_timeout=ring_timeout,
         media_timeout=media_timeout,
         secrets=secrets,

@@ -40,10 +40,9 @@ from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.net.sip_transport import Addr, open_transport, resolve
 from sip2rtmp.relay.dtmf import DtmfScript
-from sip2rtmp.sip.auth import Credentials
+from sip2rtmp.relay.runner import user_agent_config
 from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, parse_message
 from sip2rtmp.sip.transaction import ClientTransaction
-from sip2rtmp.sip.useragent import UserAgentConfig
 
 OPTIONS_TIMEOUT = 5.0
 """Long enough for three UDP retransmissions; a server that has not answered by then is down."""
@@ -131,7 +130,7 @@ async def check_sip(settings: CallSettings) -> list[CheckResult]:
         results.append(CheckResult("SIP registration", account, Result.SKIP, "--no-register"))
         return results
     try:
-        async with SipSession(_user_agent_config(settings)) as session:
+        async with SipSession(user_agent_config(settings)) as session:
             expires = await session.register()
     except Sip2RtmpError as error:
         results.append(CheckResult.failed("SIP registration", account, error, error.describe()))
@@ -145,19 +144,6 @@ async def check_sip(settings: CallSettings) -> list[CheckResult]:
         )
     )
     return results
-
-
-def _user_agent_config(settings: CallSettings) -> UserAgentConfig:
-    """Requests go to `sip_server` (the proxy, or the domain's server) as `call` sends them."""
-    return UserAgentConfig(
-        user=settings.sip_login or "sip2rtmp",
-        domain=settings.sip_domain,
-        credentials=Credentials(settings.sip_auth_name, settings.sip_password.reveal()),
-        transport=settings.sip_transport,
-        outbound_proxy=settings.sip_server.host,
-        port=settings.sip_server.port,
-        local_port=0,
-    )
 
 
 async def ping_options(settings: CallSettings, timeout: float) -> Response:
@@ -197,6 +183,7 @@ async def ping_options(settings: CallSettings, timeout: float) -> Response:
             on_error,
             server_hostname=server.host,
             connect_timeout=timeout,
+            tls_ca_file=settings.sip_tls_ca,
         )
     except TimeoutError:
         raise SipUnreachable(target, f"no connection within {timeout:g} s") from None
@@ -377,6 +364,7 @@ def check(
     sip_outbound_proxy: str | None,
     sip_port: int | None,
     sip_transport: str,
+    sip_tls_ca: str | None,
     register: bool,
     rtmp_urls: tuple[str, ...],
     rtmp_streams: tuple[str, ...],
@@ -415,6 +403,7 @@ def check(
         sip_outbound_proxy=sip_outbound_proxy,
         sip_port=sip_port,
         sip_transport=sip_transport,
+        sip_tls_ca=sip_tls_ca,
         register=register,
         rtmp_urls=rtmp_urls,
         rtmp_streams=rtmp_streams,

@@ -60,6 +60,12 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             show_default=True,
         ),
         click.option(
+            "--sip-tls-ca",
+            type=click.Path(exists=True, dir_okay=False),
+            metavar="FILE",
+            help="Trust this CA file for the SIP server's TLS certificate (default: system CAs).",
+        ),
+        click.option(
             "--register/--no-register",
             default=True,
             show_default=True,

@@ -130,7 +130,7 @@ class Relay:
 
     async def _run(self) -> None:
         settings = self.settings
-        async with SipSession(self._ua_config(), message_log=_log_message) as sip:
+        async with SipSession(user_agent_config(settings), message_log=_log_message) as sip:
             if settings.register:
                 self.emit(
                     "registering", server=str(settings.sip_server), transport=settings.sip_transport
@@ -370,17 +370,19 @@ class Relay:
             }
         return snapshot
 
-    def _ua_config(self) -> UserAgentConfig:
-        settings = self.settings
-        return UserAgentConfig(
-            user=settings.sip_login or "sip2rtmp",
-            domain=settings.sip_domain,
-            credentials=Credentials(settings.sip_auth_name, settings.sip_password.reveal()),
-            transport=settings.sip_transport,
-            outbound_proxy=settings.sip_server.host,
-            port=settings.sip_server.port,
-            local_port=0,
-        )
+
+def user_agent_config(settings: CallSettings) -> UserAgentConfig:
+    """The SIP account as the user agent sees it; every request goes to `sip_server`."""
+    return UserAgentConfig(
+        user=settings.sip_login or "sip2rtmp",
+        domain=settings.sip_domain,
+        credentials=Credentials(settings.sip_auth_name, settings.sip_password.reveal()),
+        transport=settings.sip_transport,
+        outbound_proxy=settings.sip_server.host,
+        port=settings.sip_server.port,
+        local_port=0,
+        tls_ca_file=settings.sip_tls_ca,
+    )
 
 
 def _codecs(negotiated: NegotiatedSession) -> dict[str, object]:
