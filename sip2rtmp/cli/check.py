@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,10 +23,8 @@ import av
 import click
 import numpy as np
 
-from sip2rtmp.cli.call import configure_logging
-from sip2rtmp.cli.options import relay_options
-from sip2rtmp.cli.output import Redactor
-from sip2rtmp.config import CallSettings, RtmpTarget, build_call_settings
+from sip2rtmp.cli.options import relay_options, relay_request
+from sip2rtmp.config import CallSettings, RtmpTarget
 from sip2rtmp.errors import (
     ExitCode,
     RtmpOutputFailed,
@@ -39,7 +36,6 @@ from sip2rtmp.media import AacEncoder, EncodedPacket, SlateVideo, StreamTemplate
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.net.sip_transport import Addr, open_transport, resolve
-from sip2rtmp.relay.dtmf import DtmfScript
 from sip2rtmp.relay.runner import user_agent_config
 from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, parse_message
 from sip2rtmp.sip.transaction import ClientTransaction
@@ -354,71 +350,22 @@ def check_media_files(
 @click.command(context_settings={"auto_envvar_prefix": "SIP2RTMP"})
 @relay_options(hide_call_flags=True)
 @click.pass_context
-def check(
-    ctx: click.Context,
-    callee: str | None,
-    sip_login: str | None,
-    sip_auth_name: str | None,
-    sip_password: str | None,
-    sip_domain: str | None,
-    sip_outbound_proxy: str | None,
-    sip_port: int | None,
-    sip_transport: str,
-    sip_tls_ca: str | None,
-    register: bool,
-    rtmp_urls: tuple[str, ...],
-    rtmp_streams: tuple[str, ...],
-    audio: bool,
-    video: bool,
-    call_id: str | None,
-    max_duration: float | None,
-    ring_timeout: float,
-    media_timeout: float,
-    announce: Path | None,
-    announce_loop: bool,
-    dtmf_script: str | None,
-    record: Path | None,
-    slate: Path | None,
-    as_json: bool,
-    log_file: Path | None,
-    verbose: int,
-    quiet: bool,
-) -> int:
+def check(ctx: click.Context, /, **flags: Any) -> int:
     """Check the SIP server, credentials, RTMP outputs, codecs and media files; call no one.
 
     Takes the flags and profiles of `call`. Prints one line per check (or, with --json, one JSON
     object per line) and exits 0 when all pass, else with the exit code of the first failure.
     """
-    redactor: Redactor = ctx.obj if isinstance(ctx.obj, Redactor) else Redactor()
-    redactor.add(sip_password or "", *rtmp_streams)
-    if register and sip_password is None and sip_login and sys.stdin.isatty():
-        sip_password = click.prompt("SIP password", hide_input=True, err=True)
-        redactor.add(sip_password or "")
-    settings = build_call_settings(
-        callee=callee or _server_callee(sip_login, sip_domain, sip_outbound_proxy),
-        sip_login=sip_login,
-        sip_auth_name=sip_auth_name,
-        sip_password=sip_password,
-        sip_domain=sip_domain,
-        sip_outbound_proxy=sip_outbound_proxy,
-        sip_port=sip_port,
-        sip_transport=sip_transport,
-        sip_tls_ca=sip_tls_ca,
-        register=register,
-        rtmp_urls=rtmp_urls,
-        rtmp_streams=rtmp_streams,
-        audio=audio,
-        video=video,
-        call_id=call_id,
-        max_duration=max_duration,
-        ring_timeout=ring_timeout,
-        media_timeout=media_timeout,
-        has_recording=record is not None,
+    request = relay_request(
+        ctx,
+        flags,
+        default_callee=_server_callee(
+            flags["sip_login"], flags["sip_domain"], flags["sip_outbound_proxy"]
+        ),
     )
-    redactor.add(*settings.secrets)
-    configure_logging(verbose, quiet, log_file, redactor)
-    if dtmf_script:
-        DtmfScript.parse(dtmf_script)
+    settings, redactor, as_json = request.settings, request.redactor, request.as_json
+    announce, slate = request.media.announce, request.media.slate
+    announce_loop = request.media.announce_loop
 
     outcomes: list[CheckResult] = []
     for results in run_checks(settings, announce, announce_loop, slate):

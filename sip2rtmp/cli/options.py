@@ -6,13 +6,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from sip2rtmp.cli.output import Redactor, configure_logging
 from sip2rtmp.cli.profile import apply_profile
+from sip2rtmp.config import CallSettings, build_call_settings
+from sip2rtmp.errors import UsageError
+from sip2rtmp.relay import MediaOptions
+from sip2rtmp.relay.dtmf import DtmfScript
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -199,3 +206,70 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
         return command
 
     return apply
+
+
+@dataclass(frozen=True)
+class RelayRequest:
+    """What the shared flags ask for: the call's settings and what to send and record."""
+
+    settings: CallSettings
+    media: MediaOptions
+    redactor: Redactor
+    as_json: bool
+
+
+def relay_request(
+    ctx: click.Context, flags: dict[str, Any], *, default_callee: str | None = None
+) -> RelayRequest:
+    """Validate the flags once, for every command that takes them; logging is set up here too.
+
+    Every secret is known to the redactor before anything can print it.
+    """
+    redactor: Redactor = ctx.obj if isinstance(ctx.obj, Redactor) else Redactor()
+    password: str | None = flags["sip_password"]
+    redactor.add(password or "", *flags["rtmp_streams"])
+    if flags["register"] and password is None and flags["sip_login"] and sys.stdin.isatty():
+        password = click.prompt("SIP password", hide_input=True, err=True)
+        redactor.add(password or "")
+    record: Path | None = flags["record"]
+    settings = build_call_settings(
+        **{name: flags[name] for name in SETTINGS_FLAGS},
+        callee=flags["callee"] or default_callee,
+        sip_password=password,
+        has_recording=record is not None,
+    )
+    redactor.add(*settings.secrets)
+    configure_logging(flags["verbose"], flags["quiet"], flags["log_file"], redactor)
+    if flags["dtmf_script"]:
+        DtmfScript.parse(flags["dtmf_script"])
+    if record is not None and record.suffix.lower() not in (".flv", ".mp4"):
+        raise UsageError(f"--record {record} must end in .flv or .mp4")
+    media = MediaOptions(
+        announce=flags["announce"],
+        announce_loop=flags["announce_loop"],
+        slate=flags["slate"],
+        record=record,
+        dtmf_script=flags["dtmf_script"],
+    )
+    return RelayRequest(settings, media, redactor, flags["as_json"])
+
+
+SETTINGS_FLAGS = (
+    "sip_login",
+    "sip_auth_name",
+    "sip_domain",
+    "sip_outbound_proxy",
+    "sip_port",
+    "sip_transport",
+    "sip_tls_ca",
+    "register",
+    "rtmp_urls",
+    "rtmp_streams",
+    "audio",
+    "video",
+    "call_id",
+    "max_duration",
+    "ring_timeout",
+    "media_timeout",
+)
+"""Flags passed to `build_call_settings` as they are."""

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from sip2rtmp.status import RelayEvent
@@ -100,3 +101,25 @@ def print_error(message: str, hint: str, redactor: Redactor) -> None:
         line += f" — {hint}"
     sys.stderr.write(redactor(line) + "\n")
     sys.stderr.flush()
+
+
+def configure_logging(verbose: int, quiet: bool, log_file: Path | None, redactor: Redactor) -> None:
+    """Logs go to stderr (and --log-file), never to stdout where events are; always redacted."""
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    root = logging.getLogger("sip2rtmp")
+    root.setLevel(logging.DEBUG if log_file else level)
+    root.handlers.clear()
+    root.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(level)
+    if log_file is not None:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG)
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(RedactingFilter(redactor))
+        root.addHandler(handler)
