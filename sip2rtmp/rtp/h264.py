@@ -14,7 +14,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sip2rtmp.rtp.jitterbuffer import Lost, Playout, Resync
+from sip2rtmp.rtp.frames import FrameAssembler
+from sip2rtmp.rtp.packet import RtpPacket
 
 __all__ = [
     "AccessUnit",
@@ -273,24 +274,17 @@ def packetize_h264(nals: Sequence[bytes], max_payload: int = 1200) -> list[bytes
     return payloads
 
 
-class H264Depacketizer:
+class H264Depacketizer(FrameAssembler["AccessUnit"]):
     """Reassembles access units from ordered RTP packets and loss markers."""
 
     def __init__(
         self, parameter_sets: Sequence[bytes] = (), *, wait_for_keyframe: bool = True
     ) -> None:
+        super().__init__(wait_for_keyframe=wait_for_keyframe)
         self.sps: bytes | None = None
         self.pps: bytes | None = None
-        self.wait_for_keyframe = wait_for_keyframe
-        self.keyframe_needed = True
-        self.dropped = 0
-        self.emitted = 0
-        self._ts: int | None = None
         self._nals: list[bytes] = []
         self._fragment: bytearray | None = None
-        self._damaged = False
-        self._gap = False
-        self._expected_seq: int | None = None
         for nal in parameter_sets:
             self._note_parameter_set(nal)
 
@@ -320,34 +314,8 @@ class H264Depacketizer:
             return None
         return info.width, info.height
 
-    def push(self, item: Playout) -> list[AccessUnit]:
-        """Feed one jitter-buffer item; returns access units completed by it."""
-        out: list[AccessUnit] = []
-        if isinstance(item, Lost):
-            self._gap = True
-            self._expected_seq = (item.seq + 1) & 0xFFFF
-            return out
-        if isinstance(item, Resync):
-            self._finish(out)
-            self._gap = False
-            self._expected_seq = None
-            self.keyframe_needed = True
-            return out
-        seq = item.sequence_number
-        if self._expected_seq is not None and seq != self._expected_seq:
-            self._gap = True
-        self._expected_seq = (seq + 1) & 0xFFFF
-        if self._ts is not None and item.timestamp != self._ts:
-            self._damaged |= self._gap
-            self._finish(out)
-        if self._gap:
-            self._damaged = True
-            self._gap = False
-        self._ts = item.timestamp
-        self._depacketize(item.payload)
-        if item.marker:
-            self._finish(out)
-        return out
+    def _add(self, packet: RtpPacket) -> None:
+        self._depacketize(packet.payload)
 
     def _complete(self, nal: bytes) -> None:
         self._nals.append(nal)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sip2rtmp.rtp.jitterbuffer import Lost, Playout, Resync
+from sip2rtmp.rtp.frames import FrameAssembler
+from sip2rtmp.rtp.packet import RtpPacket
 
 __all__ = [
     "Vp8Depacketizer",
@@ -134,58 +135,24 @@ def packetize_vp8(
     return payloads
 
 
-class Vp8Depacketizer:
+class Vp8Depacketizer(FrameAssembler["Vp8Frame"]):
     """Reassembles VP8 frames from ordered RTP packets and loss markers."""
 
     def __init__(self, *, wait_for_keyframe: bool = True) -> None:
-        self.wait_for_keyframe = wait_for_keyframe
-        self.keyframe_needed = True
+        super().__init__(wait_for_keyframe=wait_for_keyframe)
         self.resolution: tuple[int, int] | None = None
-        self.dropped = 0
-        self.emitted = 0
-        self._ts: int | None = None
         self._parts: list[bytes] = []
-        self._damaged = False
-        self._gap = False
-        self._expected_seq: int | None = None
 
-    def push(self, item: Playout) -> list[Vp8Frame]:
-        """Feed one jitter-buffer item; returns frames completed by it."""
-        out: list[Vp8Frame] = []
-        if isinstance(item, Lost):
-            self._gap = True
-            self._expected_seq = (item.seq + 1) & 0xFFFF
-            return out
-        if isinstance(item, Resync):
-            self._finish(out)
-            self._gap = False
-            self._expected_seq = None
-            self.keyframe_needed = True
-            return out
-        seq = item.sequence_number
-        if self._expected_seq is not None and seq != self._expected_seq:
-            self._gap = True
-        self._expected_seq = (seq + 1) & 0xFFFF
-        if self._ts is not None and item.timestamp != self._ts:
-            self._damaged |= self._gap
-            self._finish(out)
-        if self._gap:
-            self._damaged = True
-            self._gap = False
+    def _add(self, packet: RtpPacket) -> None:
         try:
-            descriptor = parse_descriptor(item.payload)
+            descriptor = parse_descriptor(packet.payload)
         except Vp8ParseError:
             self._damaged = True
-            descriptor = None
-        if descriptor is not None:
-            begins = descriptor.start and descriptor.partition_id == 0
-            if begins == (self._ts is not None and bool(self._parts)):
-                self._damaged = True  # a second frame start, or a frame without its start
-            self._parts.append(item.payload[descriptor.size :])
-        self._ts = item.timestamp
-        if item.marker:
-            self._finish(out)
-        return out
+            return
+        begins = descriptor.start and descriptor.partition_id == 0
+        if begins == (self._ts is not None and bool(self._parts)):
+            self._damaged = True  # a second frame start, or a frame without its start
+        self._parts.append(packet.payload[descriptor.size :])
 
     def _finish(self, out: list[Vp8Frame]) -> None:
         """Close the frame being built; emit it only if every packet made it."""
