@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Any
 
@@ -14,6 +15,9 @@ from sip2rtmp.cli.output import EventPrinter
 from sip2rtmp.errors import ExitCode
 from sip2rtmp.relay import run_relay
 from sip2rtmp.status import EventSink, RelayControl
+
+LIVE_STATS_INTERVAL = 0.25
+"""A level meter and counters that move: four updates a second for the live view."""
 
 
 @click.command(context_settings={"auto_envvar_prefix": "SIP2RTMP"})
@@ -31,8 +35,10 @@ def call(ctx: click.Context, /, **flags: Any) -> int:
         sink = LiveView(redactor, control, call_id=settings.call_id)
     else:
         sink = PlainSummary(redactor, stream=sys.stdout)
+    media = request.media
     with contextlib.ExitStack() as stack:
         if isinstance(sink, LiveView):
             stack.enter_context(sink)
-        run_relay(settings, sink, request.media, control)
+            media = dataclasses.replace(media, stats_interval=LIVE_STATS_INTERVAL)
+        run_relay(settings, sink, media, control)
     return ExitCode.OK

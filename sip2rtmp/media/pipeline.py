@@ -8,6 +8,7 @@ and silence) whether or not RTP arrives.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -16,10 +17,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+import numpy as np
+
 from sip2rtmp.errors import RtmpOutputFailed
 from sip2rtmp.media.audio import AacEncoder, AudioDecoder, AudioTimeline
 from sip2rtmp.media.output import OutputPolicy, OutputState, OutputStats, RtmpOutput
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
+
+LEVEL_DECAY = 0.9
+"""Per 20 ms packet: a meter falls about 45 dB a second, fast enough to follow speech."""
+LEVEL_FLOOR_DBFS = -90.0
 
 
 class Lost(Enum):
@@ -32,7 +39,7 @@ LOST = Lost.LOST
 
 
 class VideoSource(Protocol):
-    """Where video comes from: the slate today, an H.264 passthrough track later."""
+    """Where video comes from: the slate, or the callee's own H.264 passed through."""
 
     @property
     def template(self) -> Any: ...
@@ -62,6 +69,8 @@ class PipelineStats:
     audio_discarded: int
     inbound_dropped: int
     resyncs: int
+    level_dbfs: float
+    """Recent peak RMS of the callee's audio (dB full scale, -90 for silence)."""
     outputs: tuple[OutputStats, ...]
 
 
@@ -106,6 +115,7 @@ class MediaPipeline:
         self._lost = 0
         self._inbound_dropped = 0
         self._resyncs = 0
+        self._level = 0.0
 
     def start(self) -> None:
         """Media time 0 is now; outputs begin connecting at once."""
@@ -113,6 +123,11 @@ class MediaPipeline:
         for output in self.outputs:
             output.start()
         self._thread.start()
+
+    @property
+    def origin(self) -> float:
+        """The clock reading of media time 0, so other tracks can stamp onto the same timeline."""
+        return self._t0
 
     def push_audio(self, payload: bytes | Lost, rtp_ts: int) -> None:
         """Hand over one RTP payload (or LOST) in jitter-buffer order; never blocks."""
@@ -141,6 +156,9 @@ class MediaPipeline:
             audio_discarded=self._decoder.discarded,
             inbound_dropped=self._inbound_dropped,
             resyncs=self._resyncs,
+            level_dbfs=max(20.0 * math.log10(self._level), LEVEL_FLOOR_DBFS)
+            if self._level > 0
+            else LEVEL_FLOOR_DBFS,
             outputs=tuple(output.stats() for output in self.outputs),
         )
 
@@ -182,6 +200,11 @@ class MediaPipeline:
         else:
             self._payloads += 1
             chunks = self._decoder.decode(payload, rtp_ts)
+            for chunk in chunks:
+                rms = (
+                    float(np.sqrt(np.mean(np.square(chunk.samples)))) if chunk.samples.size else 0.0
+                )
+                self._level = max(rms, self._level * LEVEL_DECAY)
         arrival_pos = int((arrival - self._t0) * AUDIO_RATE)
         max_ahead = int(self.config.max_ahead_s * AUDIO_RATE)
         for chunk in chunks:

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 wire_log = logging.getLogger("sip2rtmp.sip.wire")
 
 T = TypeVar("T")
-STATS_INTERVAL = 5.0
 WATCH_INTERVAL = 0.5
 
 
@@ -50,6 +49,8 @@ class MediaOptions:
     dtmf_script: str | None = None
     audio_channels: int = 1
     audio_bit_rate: int = 128_000
+    stats_interval: float = 5.0
+    """Seconds between `stats` events: a live view wants them more often than a log."""
 
 
 @dataclass
@@ -337,13 +338,14 @@ class Relay:
 
     async def _report_stats(self, pipeline: MediaPipeline) -> None:
         while True:
-            await asyncio.sleep(STATS_INTERVAL)
+            await asyncio.sleep(self.options.stats_interval)
             self.emit("stats", **self.stats_snapshot(pipeline))
 
     def stats_snapshot(self, pipeline: MediaPipeline) -> dict[str, object]:
         media = pipeline.stats()
         snapshot: dict[str, object] = {
             "duration": round(time.monotonic() - (self._answered_at or time.monotonic()), 1),
+            "level_dbfs": round(media.level_dbfs, 1),
             "outputs": [
                 {
                     "target": output.target,
