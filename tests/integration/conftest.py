@@ -125,6 +125,7 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
         password: str = RELAY_ACCOUNT.password,
         transport: str = "udp",
         rtmp: bool = True,
+        json_events: bool = True,
     ) -> CallProcess:
         key = f"t{uuid.uuid4().hex[:10]}"
         log_file = tmp_path / f"{key}.log"
@@ -141,7 +142,7 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
             SIP_HOST,
             "--sip-transport",
             transport,
-            "--json",
+            *(["--json"] if json_events else []),
             "--log-file",
             str(log_file),
         ]

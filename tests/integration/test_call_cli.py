@@ -77,6 +77,22 @@ def test_tls_refuses_an_untrusted_certificate(start_call: Any) -> None:
     assert len(run.stderr.strip().splitlines()) == 1
 
 
+def test_plain_lines_off_a_terminal(start_call: Any) -> None:
+    """Cron and pipes get one line per state change and periodic summaries, no live view."""
+    run = start_call("tone", "--no-video", "--max-duration", "6", json_events=False).wait(30)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    words = [line.split()[1] for line in lines]
+    assert words[:2] == ["registering", "registered"]
+    for status in ("TRYING", "RING", "ESTABLISHED", "FINISH"):
+        assert status in words
+    assert words.index("TRYING") < words.index("ESTABLISHED") < words.index("FINISH")
+    finish = lines[words.index("FINISH")]
+    assert 'reason="max duration reached"' in finish
+    assert "\x1b[" not in run.stdout, "no terminal control codes off a terminal"
+    assert_no_secret(run)
+
+
 def test_ack_and_bye_follow_the_dialog(start_call: Any) -> None:
     """RFC 3261 §12-13: ACK for 2xx and BYE use the route set, tags and CSeq of the dialog."""
     run = start_call("tone", "--no-video", "--max-duration", "2").wait(30)
