@@ -1,0 +1,1 @@
+"""Test doubles and network tooling shared by the integration tests."""
