@@ -34,8 +34,9 @@ from sip2rtmp.sip.useragent import Transport, UserAgentConfig
 
 pytestmark = pytest.mark.lab
 
-CALL_HOLD_SECONDS = 35.0
-"""Longer than 64*T1 = 32 s, when a UAS that never got a usable ACK gives up on the call."""
+CALL_HOLD_SECONDS = 5.0
+"""Long enough for a callee that missed our ACK to retransmit its 200 OK (at 0.5, 1.5, 3.5 s);
+the minute-long version of this claim runs through the CLI in test_call_cli.py."""
 
 
 @dataclass
@@ -139,7 +140,7 @@ def test_register_answers_the_401(lab: Lab, transport: Transport) -> None:
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_call_stays_up_past_32_seconds_then_we_hang_up(lab: Lab, transport: Transport) -> None:
+def test_call_keeps_the_dialog_then_we_hang_up(lab: Lab, transport: Transport) -> None:
     log = WireLog()
     progress: list[int] = []
 
