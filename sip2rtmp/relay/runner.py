@@ -20,11 +20,13 @@ from typing import TypeVar
 
 from sip2rtmp.config import CallSettings
 from sip2rtmp.errors import BusyOrDeclined, Interrupted, MediaTimeout, Sip2RtmpError
-from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline
+from sip2rtmp.media.passthrough import PassthroughVideo
+from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.net.sip_session import SipCall, SipSession
 from sip2rtmp.relay.audio import AudioLeg
 from sip2rtmp.relay.dtmf import DtmfScript, parse_info_dtmf
+from sip2rtmp.relay.video import OFFERED_CODECS, VideoLeg
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.events import CallProgress
 from sip2rtmp.sip.sdp import NegotiatedSession, build_offer, negotiate
@@ -36,6 +38,10 @@ wire_log = logging.getLogger("sip2rtmp.sip.wire")
 
 T = TypeVar("T")
 WATCH_INTERVAL = 0.5
+KEYFRAME_WAIT = 1.0
+"""How long after the answer the outputs wait for the callee's first keyframe. The FLV video
+track's sequence header is fixed per connection, so the stream carries either the callee's
+H.264 (its SPS/PPS known from that keyframe) or the slate for the whole call, never both."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class Relay:
         self._ending = _Ending()
         self._answered_at: float | None = None
         self._leg: AudioLeg | None = None
+        self._video: VideoLeg | None = None
+        self._video_mode = "slate"
         self._pipeline: MediaPipeline | None = None
         self._call: SipCall | None = None
         self._output_states: dict[str, str] = {}
@@ -147,10 +155,14 @@ class Relay:
                     "dtmf", digit=digit, direction="received", method=method
                 ),
             )
+            if settings.video:
+                self._video = await VideoLeg.open(local_ip)
             try:
                 await self._call_and_relay(sip, local_ip)
             finally:
                 await self._leg.close()
+                if self._video is not None:
+                    await self._video.close()
             if settings.register:
                 await sip.unregister()
                 self.emit("unregistered")
@@ -160,8 +172,9 @@ class Relay:
         offer = build_offer(
             local_ip,
             self._leg.port,
-            None,
+            self._video.port if self._video is not None else None,
             session_id=int(time.time()),
+            video_codecs=OFFERED_CODECS,
         )
         self.emit("status", CallStatus.TRYING, callee=self.settings.callee_uri)
         call = await self._unless_ended(
@@ -185,16 +198,19 @@ class Relay:
         )
         if negotiated.audio is not None:
             await self._leg.connect(negotiated.audio)
+        if self._video is not None and negotiated.video and VideoLeg.relays(negotiated.video):
+            await self._video.connect(negotiated.video, call.send_info)
         await self._relay(call, negotiated)
 
     async def _relay(self, call: SipCall, negotiated: NegotiatedSession) -> None:
         assert self._leg is not None
         settings = self.settings
+        video = await self._video_source()
         pipeline = MediaPipeline(
             [target.url for target in settings.rtmp_targets]
             + ([str(self.options.record)] if self.options.record else []),
             codec=negotiated.audio.codec if negotiated.audio else "PCMU",
-            video=self._slate(),
+            video=video,
             config=MediaConfig(
                 audio_channels=self.options.audio_channels,
                 audio_bit_rate=self.options.audio_bit_rate,
@@ -204,12 +220,17 @@ class Relay:
         if settings.audio:
             self._leg.attach(pipeline)
         pipeline.start()
+        if isinstance(video, PassthroughVideo) and self._video is not None:
+            video.start(pipeline.origin)
+            self._video.attach(video)
         watchers = [
             asyncio.create_task(self._watch_call_end(call)),
             asyncio.create_task(self._watch_outputs(pipeline)),
             asyncio.create_task(self._watch_media(negotiated)),
             asyncio.create_task(self._report_stats(pipeline)),
         ]
+        if self._video is not None and self._video.stream is not None:
+            watchers.append(asyncio.create_task(self._watch_video(self._video)))
         if settings.max_duration is not None:
             loop = asyncio.get_running_loop()
             loop.call_later(settings.max_duration, self._ending.end, "max duration reached")
@@ -234,6 +255,18 @@ class Relay:
             reason=self._ending.reason,
             duration=round(duration, 3),
         )
+
+    async def _video_source(self) -> VideoSource:
+        """The callee's H.264 if its first keyframe arrives in time, else the slate."""
+        leg = self._video
+        if leg is not None and leg.stream is not None:
+            if await leg.wait_keyframe(KEYFRAME_WAIT):
+                source = leg.passthrough()
+                self._video_mode = "passthrough"
+                self.emit("video", mode="passthrough", width=source.width, height=source.height)
+                return source
+            self.emit("video", mode="slate", reason="no keyframe from the callee")
+        return await asyncio.to_thread(self._slate)
 
     def _slate(self) -> SlateVideo:
         if self.options.slate is not None:
@@ -304,6 +337,10 @@ class Relay:
         reason = await call.wait_ended()
         self._ending.end("hangup by callee" if call.ended_by_remote else reason)
 
+    async def _watch_video(self, leg: VideoLeg) -> None:
+        await leg.first_packet.wait()
+        self.emit("media", kind="video", remote=_address(leg.endpoint.remote_rtp))
+
     async def _watch_media(self, negotiated: NegotiatedSession) -> None:
         """No RTP at all from a callee that should send is a failure, not a silent stream."""
         audio = negotiated.audio
@@ -369,6 +406,17 @@ class Relay:
                 "jitter_ms": round(jitter.jitter_ms, 1),
                 "depth_ms": round(jitter.depth_ms, 1),
                 "loss_pct": round(100.0 * jitter.lost / expected, 2) if expected else 0.0,
+            }
+        if self._video is not None and self._video.stream is not None:
+            video = self._video.stats
+            snapshot["video"] = {
+                "mode": self._video_mode,
+                "frames": video.frames,
+                "keyframes": video.keyframes,
+                "dropped": video.dropped,
+                "keyframe_requests": video.keyframe_requests,
+                "received": video.jitter.received if video.jitter else 0,
+                "lost": video.jitter.lost if video.jitter else 0,
             }
         return snapshot
 

@@ -1,0 +1,131 @@
+"""The callee's H.264, carried into the outputs as it arrived: no decoding, no re-encoding.
+
+Access units from the RTP depacketizer become AVCC samples (ISO/IEC 14496-15 §5.3.2) with
+every NAL unit byte for byte, in-band SPS/PPS included. The outputs' AVC sequence header is
+built from the callee's own SPS/PPS, so the FLV stream describes exactly what the callee
+encoded. Only the timestamps change: the 90 kHz RTP clock (RFC 6184 §5.1) is mapped onto the
+pipeline's media clock, anchored at the first access unit's playout time.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import deque
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from sip2rtmp.media.packets import EncodedPacket, Track
+from sip2rtmp.rtp.h264 import (
+    NAL_SPS,
+    AccessUnit,
+    avc_decoder_configuration_record,
+    parse_sps,
+    to_avcc,
+)
+
+VIDEO_CLOCK = 90_000
+"""RTP clock of every video payload format (RFC 6184 §8.2.1, RFC 7741 §6.1)."""
+
+_HALF = 1 << 31
+
+
+def h264_template(sps: bytes, pps: bytes) -> Any:
+    """A PyAV stream whose codec parameters carry this SPS/PPS as avcC extradata.
+
+    Outputs copy a template's codec parameters into each new connection. A stream that is
+    only remuxed still needs a codec context, so one is borrowed from a raw H.264 input made
+    of the two parameter sets, then given the avcC record (ISO/IEC 14496-15 §5.2.4.1) and
+    finalised in a throwaway FLV container. avcC (not Annex B) extradata also tells the FLV
+    and MP4 muxers that samples are already length-prefixed.
+    """
+    info = parse_sps(sps)
+    annexb = b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps
+    with av.open(io.BytesIO(annexb), format="h264") as source:
+        container = av.open(io.BytesIO(), "w", format="flv")
+        stream = container.add_stream_from_template(source.streams.video[0])
+    context = stream.codec_context
+    context.extradata = avc_decoder_configuration_record([sps], [pps])
+    context.width = info.width
+    context.height = info.height
+    context.pix_fmt = "yuv420p"
+    stream.time_base = Fraction(1, VIDEO_CLOCK)
+    container.start_encoding()
+    return stream
+
+
+class PassthroughVideo:
+    """A video source for the pipeline that replays the callee's access units on its clock.
+
+    ``push`` runs on the event loop, ``packets_until`` on the media thread; a lock guards the
+    hand-over queue. DTS equals PTS: the offer asks for constrained baseline (profile-level-id
+    42e01f), which has no B-frames, so decode order is presentation order.
+    """
+
+    def __init__(self, sps: bytes, pps: bytes, *, max_drift_s: float = 0.5) -> None:
+        info = parse_sps(sps)
+        self.width = info.width
+        self.height = info.height
+        self.sps = sps
+        self.template = h264_template(sps, pps)
+        self.frames = 0
+        self.keyframes = 0
+        self.resyncs = 0
+        self.sps_changes = 0
+        self._max_drift = round(max_drift_s * VIDEO_CLOCK)
+        self._lock = threading.Lock()
+        self._ready: deque[EncodedPacket] = deque()
+        self._origin: float | None = None
+        self._raw_ts = 0
+        self._ext_ts = 0
+        self._offset: int | None = None
+        self._last_dts = -1
+
+    def start(self, origin: float) -> None:
+        """Media time 0 is ``origin`` on the clock that ``push`` arrival times use."""
+        self._origin = origin
+
+    def resync(self) -> None:
+        """The RTP timeline restarted (new SSRC, jump): the next access unit re-anchors."""
+        self._offset = None
+
+    def push(self, unit: AccessUnit, arrival: float) -> None:
+        """Stamp one access unit (played out at ``arrival``) and queue it for the outputs."""
+        if self._origin is None:
+            raise RuntimeError("start() the source before pushing access units")
+        arrival_ticks = round((arrival - self._origin) * VIDEO_CLOCK)
+        if self._offset is None:
+            self._raw_ts = self._ext_ts = unit.timestamp
+            self._offset = max(arrival_ticks, self._last_dts + 1) - unit.timestamp
+        else:
+            delta = ((unit.timestamp - self._raw_ts + _HALF) & 0xFFFFFFFF) - _HALF
+            self._raw_ts = unit.timestamp
+            self._ext_ts += delta
+        dts = self._ext_ts + self._offset
+        if dts <= self._last_dts or abs(dts - arrival_ticks) > self._max_drift:
+            # Timestamps went backwards or drifted off the wall clock: re-anchor here.
+            self._offset = max(arrival_ticks, self._last_dts + 1) - self._ext_ts
+            dts = self._ext_ts + self._offset
+            self.resyncs += 1
+        self._last_dts = dts
+        if unit.keyframe:
+            self.keyframes += 1
+            for nal in unit.nals:
+                if nal[0] & 0x1F == NAL_SPS and nal != self.sps:
+                    self.sps_changes += 1
+        self.frames += 1
+        packet = EncodedPacket(Track.VIDEO, to_avcc(unit.nals), dts, dts, unit.keyframe)
+        with self._lock:
+            self._ready.append(packet)
+
+    def packets_until(self, seconds: float) -> list[EncodedPacket]:
+        """Queued access units whose decode time is at or before ``seconds``."""
+        limit = seconds * VIDEO_CLOCK
+        packets: list[EncodedPacket] = []
+        with self._lock:
+            ready = self._ready
+            while ready and ready[0].dts <= limit:
+                packets.append(ready.popleft())
+        return packets

@@ -1,0 +1,270 @@
+"""The call's video leg: the callee's H.264 in, keyframe requests out.
+
+RTP goes through a 90 kHz jitter buffer and the RFC 6184 depacketizer; whole access units go
+to a ``PassthroughVideo`` once the pipeline runs. Until then the leg keeps the access units
+since the latest keyframe, so the stream can open with the callee's first keyframe.
+
+Keyframes are asked for, not waited for: many endpoints (baresip among them) send one IDR at
+the start and then only on request, while live ingest wants one every 2 s. Requests go as
+RTCP PLI (RFC 4585 §6.3.1) and/or FIR (RFC 5104 §4.3.1) when the answer negotiated them, else
+as SIP INFO picture_fast_update (RFC 5168): at the start, after a lost access unit, and
+shortly before each keyframe interval runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
+from sip2rtmp.net.rtp_endpoint import RtpEndpoint
+from sip2rtmp.relay.audio import resolve_address
+from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, parse_sprop_parameter_sets
+from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Resync
+from sip2rtmp.rtp.packet import RtpPacket
+from sip2rtmp.sip.sdp import NegotiatedStream
+
+log = logging.getLogger(__name__)
+
+InfoSender = Callable[[str, bytes], Awaitable[int]]
+"""``SipCall.send_info``: sends an INFO in the call's dialog and returns the final status."""
+
+OFFERED_CODECS = ("H264", "H264/0")
+"""The video the offer lists: H.264 in packetization-mode 1 and 0 (RFC 6184 §6.2), which
+reaches the H.264 outputs unchanged. VP8 would need transcoding, so it is not offered and a
+VP8-only callee rejects the video stream and gets the slate."""
+
+PICTURE_FAST_UPDATE = (
+    b'<?xml version="1.0" encoding="utf-8" ?>\r\n'
+    b"<media_control><vc_primitive><to_encoder><picture_fast_update/>"
+    b"</to_encoder></vc_primitive></media_control>\r\n"
+)
+"""RFC 5168 §3: the XML body of a SIP INFO asking the far encoder for an intra picture."""
+
+_MAX_PENDING = 250
+"""Access units kept before the pipeline starts (10 s at 25 fps), oldest keyframe first."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframePolicy:
+    interval_s: float = 2.0
+    """Longest allowed time between keyframes in the output (YouTube and Facebook: 2 s)."""
+    lead_s: float = 0.3
+    """How long before the interval runs out to ask: the request's round trip plus a frame."""
+    retry_s: float = 0.5
+    """Ask again if no keyframe came this long after a request (RFC 5104 §4.3.1.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VideoStats:
+    frames: int
+    keyframes: int
+    dropped: int
+    keyframe_requests: int
+    jitter: JitterStats | None
+
+
+class VideoLeg:
+    """One video stream of the call. Create with ``await VideoLeg.open()``."""
+
+    endpoint: RtpEndpoint
+
+    def __init__(self, policy: KeyframePolicy | None = None) -> None:
+        self.policy = policy or KeyframePolicy()
+        self.stream: NegotiatedStream | None = None
+        self.jitter: JitterBuffer | None = None
+        self.depacketizer = H264Depacketizer()
+        self.source: PassthroughVideo | None = None
+        self.first_packet = asyncio.Event()
+        self.keyframe_ready = asyncio.Event()
+        self.keyframe_requests = 0
+        self._send_info: InfoSender | None = None
+        self._pending: list[tuple[AccessUnit, float]] = []
+        self._remote_ssrc: int | None = None
+        self._last_keyframe_at: float | None = None
+        self._last_request_at: float | None = None
+        self._wake = asyncio.Event()
+        self._request_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._info_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, local_ip: str, policy: KeyframePolicy | None = None) -> VideoLeg:
+        """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line)."""
+        leg = cls(policy)
+        leg.endpoint = await RtpEndpoint.open(local_ip, on_rtp=leg._on_rtp, clock_rate=VIDEO_CLOCK)
+        return leg
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.rtp_port
+
+    @staticmethod
+    def relays(stream: NegotiatedStream) -> bool:
+        """Whether this leg can carry the negotiated stream and the callee will send on it."""
+        return stream.codec == "H264" and stream.direction in ("sendrecv", "sendonly")
+
+    async def connect(self, stream: NegotiatedStream, send_info: InfoSender | None = None) -> None:
+        """Start receiving from the negotiated remote and ask for a keyframe at once."""
+        rtp = await resolve_address(stream.rtp_address)
+        rtcp = await resolve_address(stream.rtcp_address)
+        self.stream = stream
+        self._send_info = send_info
+        sprop = stream.fmtp.get("sprop-parameter-sets", "")
+        try:
+            parameter_sets = parse_sprop_parameter_sets(sprop)
+        except ValueError:
+            log.info("ignoring unreadable sprop-parameter-sets %r", sprop)
+            parameter_sets = []
+        self.depacketizer = H264Depacketizer(parameter_sets)
+        self.jitter = JitterBuffer(VIDEO_CLOCK)
+        self.endpoint.set_remote(
+            rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=stream.receive_payload_types
+        )
+        self._tasks = [
+            asyncio.create_task(self._playout_loop(), name="video-playout"),
+            asyncio.create_task(self._keyframe_loop(), name="video-keyframes"),
+        ]
+
+    async def wait_keyframe(self, timeout: float) -> bool:
+        """True once a keyframe and its SPS/PPS are known, False after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.keyframe_ready.wait(), timeout)
+        return self.keyframe_ready.is_set()
+
+    def passthrough(self) -> PassthroughVideo:
+        """A source for the pipeline built from the parameter sets of the first keyframe."""
+        sps, pps = self.depacketizer.sps, self.depacketizer.pps
+        if sps is None or pps is None:
+            raise RuntimeError("no SPS/PPS from the callee yet")
+        return PassthroughVideo(sps, pps)
+
+    def attach(self, source: PassthroughVideo) -> None:
+        """From now on access units go into ``source``, starting with those kept so far."""
+        for unit, arrival in self._pending:
+            source.push(unit, arrival)
+        self._pending = []
+        self.source = source
+
+    @property
+    def stats(self) -> VideoStats:
+        source = self.source
+        return VideoStats(
+            frames=source.frames if source else 0,
+            keyframes=source.keyframes if source else 0,
+            dropped=self.depacketizer.dropped,
+            keyframe_requests=self.keyframe_requests,
+            jitter=self.jitter.stats if self.jitter is not None else None,
+        )
+
+    # ---- receiving ------------------------------------------------------------------------
+
+    def _on_rtp(self, packet: RtpPacket, arrival: float) -> None:
+        jitter = self.jitter
+        if jitter is None:
+            return
+        if self._remote_ssrc is None:
+            self.first_packet.set()
+            self._request_wake.set()
+        self._remote_ssrc = packet.ssrc
+        jitter.push(packet, arrival)
+        self._wake.set()
+
+    async def _playout_loop(self) -> None:
+        """Deadline-driven like the audio leg: wake at the next deadline or on a packet."""
+        loop = asyncio.get_running_loop()
+        depacketizer = self.depacketizer
+        jitter = self.jitter
+        assert jitter is not None
+        while True:
+            deadline = jitter.next_deadline()
+            timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
+            self._wake.clear()
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            now = loop.time()
+            needed = depacketizer.keyframe_needed
+            for item in jitter.pop(now):
+                if isinstance(item, Resync) and self.source is not None:
+                    self.source.resync()
+                for unit in depacketizer.push(item):
+                    self._deliver(unit, now)
+            if depacketizer.keyframe_needed and not needed:
+                self._request_wake.set()
+
+    def _deliver(self, unit: AccessUnit, now: float) -> None:
+        if unit.keyframe:
+            self._last_keyframe_at = now
+            if self.depacketizer.decoder_config() is not None:
+                self.keyframe_ready.set()
+        source = self.source
+        if source is not None:
+            source.push(unit, now)
+        elif unit.keyframe:
+            self._pending = [(unit, now)]
+        elif self._pending and len(self._pending) < _MAX_PENDING:
+            self._pending.append((unit, now))
+
+    # ---- keyframe requests ----------------------------------------------------------------
+
+    async def _keyframe_loop(self) -> None:
+        """Ask when a keyframe is missing or the interval is about to run out, then retry."""
+        loop = asyncio.get_running_loop()
+        policy = self.policy
+        while True:
+            now = loop.time()
+            due = now
+            if not self.depacketizer.keyframe_needed and self._last_keyframe_at is not None:
+                due = self._last_keyframe_at + policy.interval_s - policy.lead_s
+            if self._last_request_at is not None and self._last_request_at >= (
+                self._last_keyframe_at or 0.0
+            ):
+                due = max(due, self._last_request_at + policy.retry_s)
+            ready = self._remote_ssrc is not None or not self._rtcp_feedback
+            if due <= now and ready:
+                self._request_keyframe()
+                self._last_request_at = now
+                continue
+            self._request_wake.clear()
+            timeout = max(due - now, 0.01) if ready else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._request_wake.wait(), timeout)
+
+    @property
+    def _rtcp_feedback(self) -> bool:
+        """Whether the answer negotiated PLI or FIR; RTCP requests need the sender's SSRC."""
+        feedback = self.stream.rtcp_fb if self.stream is not None else frozenset()
+        return "nack pli" in feedback or "ccm fir" in feedback
+
+    def _request_keyframe(self) -> None:
+        stream, ssrc = self.stream, self._remote_ssrc
+        if stream is None:
+            return
+        self.keyframe_requests += 1
+        if ssrc is not None and "nack pli" in stream.rtcp_fb:
+            self.endpoint.send_pli(ssrc)
+        if ssrc is not None and "ccm fir" in stream.rtcp_fb:
+            self.endpoint.send_fir(ssrc)
+        if self._rtcp_feedback or self._send_info is None:
+            return
+        if self._info_task is None or self._info_task.done():
+            self._info_task = asyncio.create_task(self._send_picture_fast_update(self._send_info))
+
+    async def _send_picture_fast_update(self, send_info: InfoSender) -> None:
+        status = await send_info("application/media_control+xml", PICTURE_FAST_UPDATE)
+        if status >= 300:
+            log.info("picture_fast_update INFO answered %d", status)
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._info_task] if self._info_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.endpoint.close()

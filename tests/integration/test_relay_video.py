@@ -1,0 +1,158 @@
+"""The callee's H.264 reaches the RTMP server unchanged: measured from nginx's recording and
+compared with the RTP the callee sent, captured independently on the loopback interface."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from sip2rtmp.lab import Lab, account
+from sip2rtmp.lab.recording import decode_audio, dominant_frequency, read_recording, tone_seconds
+from sip2rtmp.rtp.h264 import (
+    AccessUnit,
+    H264Depacketizer,
+    avc_decoder_configuration_record,
+    to_avcc,
+)
+from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
+
+pytestmark = pytest.mark.lab
+
+_ETHERNET = 1  # pcap link type of Linux loopback captures
+_IPV4 = 0x0800
+_UDP = 17
+
+
+def udp_payloads(pcap: Path) -> list[tuple[int, bytes]]:
+    """(source port, payload) of every IPv4 UDP datagram in a classic pcap file."""
+    data = pcap.read_bytes()
+    magic = struct.unpack_from("<I", data)[0]
+    order = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    assert struct.unpack_from(order + "I", data, 20)[0] == _ETHERNET
+    datagrams = []
+    offset = 24
+    while offset + 16 <= len(data):
+        captured = struct.unpack_from(order + "I", data, offset + 8)[0]
+        frame = data[offset + 16 : offset + 16 + captured]
+        offset += 16 + captured
+        if len(frame) < 42 or struct.unpack_from("!H", frame, 12)[0] != _IPV4:
+            continue
+        ip = frame[14:]
+        header = (ip[0] & 0x0F) * 4
+        if ip[9] != _UDP:
+            continue
+        source_port, _, length = struct.unpack_from("!HHH", ip, header)
+        datagrams.append((source_port, ip[header + 8 : header + length]))
+    return datagrams
+
+
+def sent_access_units(pcap: Path, port: int) -> list[AccessUnit]:
+    """What the callee sent from its video RTP port, reassembled by our own depacketizer."""
+    depacketizer = H264Depacketizer(wait_for_keyframe=False)
+    units: list[AccessUnit] = []
+    for source_port, payload in udp_payloads(pcap):
+        if source_port == port and not is_rtcp(payload):
+            units.extend(depacketizer.push(RtpPacket.parse(payload)))
+    return units
+
+
+def flv_video(path: Path) -> tuple[bytes, list[tuple[bytes, bool]]]:
+    """The FLV's AVC sequence header (avcC) and its video packets' bytes and keyframe flags."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        extradata = bytes(stream.codec_context.extradata or b"")
+        packets = [
+            (bytes(packet), bool(packet.is_keyframe))
+            for packet in container.demux(stream)
+            if packet.size
+        ]
+    return extradata, packets
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Any:
+    """tcpdump on loopback, limited to datagrams sent from the `video` callee's RTP ports."""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed")
+    low, high = account("video").rtp_ports or (0, 0)
+    pcap = tmp_path / "callee.pcap"
+    process = subprocess.Popen(
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-w",
+            str(pcap),
+            f"udp and src portrange {low}-{high}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    if "listening" not in line:
+        process.kill()
+        pytest.skip(f"tcpdump cannot capture here: {line.strip()}")
+    yield pcap, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_h264_passes_through_unchanged_with_2s_keyframes(
+    start_call: Any, lab: Lab, capture: tuple[Path, subprocess.Popen[str]]
+) -> None:
+    pcap, tcpdump = capture
+    run = start_call("video", "--max-duration", "12").wait(40)
+    time.sleep(0.2)
+    tcpdump.terminate()
+    tcpdump.wait(5)
+    assert run.returncode == 0, run.stderr
+    established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
+    assert established["video"]["codec"] == "H264"
+    chosen = run.last("video")
+    assert (chosen["mode"], chosen["width"], chosen["height"]) == ("passthrough", 640, 480)
+    paths = lab.recordings(run.stream_key)
+    assert len(paths) == 1, paths
+    recording = read_recording(paths[0])
+
+    assert [(s.kind, s.codec) for s in recording.streams] == [("video", "h264"), ("audio", "aac")]
+    video = recording.kinds("video")[0]
+    assert (video.width, video.height) == (640, 480)
+    assert recording.video_keyframes[0] == recording.video_dts[0], "the stream opens on an IDR"
+    assert recording.max_keyframe_gap <= 2.1, np.diff(recording.video_keyframes)
+    assert np.all(np.diff(recording.video_dts) > 0), "video DTS must strictly increase"
+    assert abs(recording.duration - run.last("status")["duration"]) <= 1.0
+    assert len(recording.video_dts) >= 20 * 10, "about 25 fps from the callee for 12 s"
+
+    samples = decode_audio(paths[0])[48000:]
+    assert abs(dominant_frequency(samples, 48000) - (account("video").tone_hz or 0)) < 5
+    assert tone_seconds(samples, 48000, account("video").tone_hz or 0).mean() >= 0.9
+
+    media = next(e for e in run.events if e["event"] == "media" and e["kind"] == "video")
+    sent = sent_access_units(pcap, int(media["remote"].rsplit(":", 1)[1]))
+    extradata, packets = flv_video(paths[0])
+    sent_bytes = [to_avcc(unit.nals) for unit in sent]
+    first = sent_bytes.index(packets[0][0])
+    assert [data for data, _ in packets] == sent_bytes[first : first + len(packets)], (
+        "every access unit in the recording is byte-identical to one the callee sent, in order"
+    )
+    assert [key for _, key in packets] == [unit.keyframe for unit in sent[first:][: len(packets)]]
+    sps = next(nal for unit in sent for nal in unit.nals if nal[0] & 0x1F == 7)
+    pps = next(nal for unit in sent for nal in unit.nals if nal[0] & 0x1F == 8)
+    assert extradata == avc_decoder_configuration_record([sps], [pps])
+    stats = run.last("stats")["video"]
+    assert stats["mode"] == "passthrough"
+    assert stats["keyframe_requests"] >= 2

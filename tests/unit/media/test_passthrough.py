@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from sip2rtmp.media.audio import AacEncoder
+from sip2rtmp.media.output import RtmpOutput
+from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
+from sip2rtmp.media.passthrough import PassthroughVideo
+from sip2rtmp.rtp.h264 import (
+    AccessUnit,
+    avc_decoder_configuration_record,
+    nal_type,
+    split_annexb,
+    to_avcc,
+)
+
+FRAME = 3600  # 25 fps on the 90 kHz clock
+
+
+@pytest.fixture(scope="module")
+def units() -> list[AccessUnit]:
+    """Ten access units of constrained-baseline H.264 from libx264, as a callee would send."""
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = 320, 240, "yuv420p"
+    context.time_base = Fraction(1, 25)
+    context.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
+    encoded: list[bytes] = []
+    for index in range(10):
+        picture = np.full((240, 320, 3), index * 20, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        encoded += [bytes(packet) for packet in context.encode(frame)]
+    encoded += [bytes(packet) for packet in context.encode(None)]
+    start = 0xFFFFFFFF - 4 * FRAME  # wraps around 2^32 mid-stream
+    return [
+        AccessUnit(
+            (start + index * FRAME) & 0xFFFFFFFF,
+            tuple(split_annexb(data)),
+            any(nal_type(nal) == 5 for nal in split_annexb(data)),
+        )
+        for index, data in enumerate(encoded)
+    ]
+
+
+def _parameter_sets(units: list[AccessUnit]) -> tuple[bytes, bytes]:
+    nals = units[0].nals
+    return next(n for n in nals if nal_type(n) == 7), next(n for n in nals if nal_type(n) == 8)
+
+
+def test_template_carries_the_callees_sps_pps_as_avcc(units: list[AccessUnit]) -> None:
+    sps, pps = _parameter_sets(units)
+    source = PassthroughVideo(sps, pps)
+    assert (source.width, source.height) == (320, 240)
+    context = source.template.codec_context
+    assert context.codec.canonical_name == "h264"
+    assert bytes(context.extradata) == avc_decoder_configuration_record([sps], [pps])
+
+
+def test_rtp_time_maps_onto_media_time_across_the_wrap(units: list[AccessUnit]) -> None:
+    source = PassthroughVideo(*_parameter_sets(units))
+    source.start(100.0)
+    for index, unit in enumerate(units):
+        source.push(unit, 100.5 + index * 0.04 + (0.01 if index % 2 else 0.0))  # jittery arrival
+    packets = source.packets_until(10.0)
+    assert [p.dts for p in packets] == [45_000 + i * FRAME for i in range(len(units))]
+    assert all(p.pts == p.dts for p in packets)
+    assert [p.data for p in packets] == [to_avcc(u.nals) for u in units]
+    assert packets[0].keyframe and source.resyncs == 0
+
+
+def test_packets_come_out_once_when_due(units: list[AccessUnit]) -> None:
+    source = PassthroughVideo(*_parameter_sets(units))
+    source.start(0.0)
+    for index, unit in enumerate(units[:5]):
+        source.push(unit, index * 0.04)
+    assert [p.dts for p in source.packets_until(0.085)] == [0, FRAME, 2 * FRAME]
+    assert source.packets_until(0.085) == []
+    assert [p.dts for p in source.packets_until(1.0)] == [3 * FRAME, 4 * FRAME]
+
+
+def test_arrival_before_the_origin_starts_at_zero(units: list[AccessUnit]) -> None:
+    source = PassthroughVideo(*_parameter_sets(units))
+    source.start(10.0)
+    source.push(units[0], 9.97)
+    source.push(units[1], 10.01)
+    assert [p.dts for p in source.packets_until(1.0)] == [0, FRAME]
+
+
+def test_backwards_or_drifting_timestamps_reanchor_and_dts_still_increases(
+    units: list[AccessUnit],
+) -> None:
+    source = PassthroughVideo(*_parameter_sets(units), max_drift_s=0.5)
+    source.start(0.0)
+    source.push(units[3], 0.0)
+    source.push(units[1], 0.04)  # RTP time went back 80 ms
+    source.push(units[2], 2.0)  # arrived 2 s late for its timestamp
+    source.push(units[4], 2.04)
+    dts = [p.dts for p in source.packets_until(10.0)]
+    assert dts == [0, 3600, 180_000, 180_000 + 2 * FRAME]
+    assert source.resyncs == 2
+    source.resync()
+    source.push(units[0], 3.0)  # a new RTP timeline starts at its arrival
+    assert [p.dts for p in source.packets_until(10.0)] == [270_000]
+
+
+def test_recorded_stream_is_byte_identical_and_decodes(
+    units: list[AccessUnit], tmp_path: Path
+) -> None:
+    source = PassthroughVideo(*_parameter_sets(units))
+    source.start(0.0)
+    for index, unit in enumerate(units):
+        source.push(unit, index * 0.04)
+    encoder = AacEncoder()
+    silence = np.zeros((1, 1024), dtype=np.float32)
+    audio: list[EncodedPacket] = []
+    for index in range(10):
+        audio += encoder.encode(silence, index * 1024)
+    video = source.packets_until(1.0)
+    for suffix in ("flv", "mp4"):
+        path = tmp_path / f"out.{suffix}"
+        output = RtmpOutput(str(path), StreamTemplates(source.template, encoder.template))
+        output.start()
+        for packet in sorted(audio + video, key=lambda p: p.seconds):
+            output.submit(packet)
+        output.close()
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.width, stream.codec_context.height) == (320, 240)
+            data = [bytes(p) for p in container.demux(stream) if p.size]
+        assert data == [to_avcc(unit.nals) for unit in units]
+        with av.open(str(path)) as container:
+            assert len(list(container.decode(video=0))) == len(units)
