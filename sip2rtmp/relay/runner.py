@@ -246,6 +246,7 @@ class Relay:
                 await call.hangup()
             await asyncio.to_thread(pipeline.stop)
             self._report_output_states(pipeline)
+            self.emit("stats", **self.stats_snapshot(pipeline))  # the call's final numbers
         duration = time.monotonic() - (self._answered_at or time.monotonic())
         if self._ending.error is not None:
             raise self._ending.error
