@@ -77,6 +77,24 @@ def test_tls_refuses_an_untrusted_certificate(start_call: Any) -> None:
     assert len(run.stderr.strip().splitlines()) == 1
 
 
+def test_rtmp_server_that_refuses_fails_the_run_with_exit_8(start_call: Any) -> None:
+    run = start_call(
+        "tone",
+        "--no-video",
+        "--rtmp-url",
+        "rtmp://127.0.0.1:1/live",
+        "--rtmp-stream",
+        "k",
+        rtmp=False,
+    ).wait(30)
+    assert run.returncode == 8, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RTMP output rtmp://127.0.0.1:1/live/" in lines[0]
+    messages = sip_messages(run.log)
+    assert count(messages, "sent", method="BYE") == 1, "the call is hung up cleanly"
+    assert run.statuses[-1] == "FAILED"
+
+
 def test_plain_lines_off_a_terminal(start_call: Any) -> None:
     """Cron and pipes get one line per state change and periodic summaries, no live view."""
     run = start_call("tone", "--no-video", "--max-duration", "6", json_events=False).wait(30)
@@ -166,8 +184,15 @@ def test_sigint_while_ringing_cancels(start_call: Any) -> None:
         (BUSY_USER, [], RELAY_ACCOUNT.password, 5, "busy"),
         (DECLINE_USER, [], RELAY_ACCOUNT.password, 5, "declined"),
         ("noanswer", ["--ring-timeout", "3"], RELAY_ACCOUNT.password, 6, "no answer within 3 s"),
+        (
+            "tone",
+            ["--sip-outbound-proxy", "127.0.0.1:5999"],
+            RELAY_ACCOUNT.password,
+            7,
+            "unreachable",
+        ),
     ],
-    ids=["wrong-password", "unknown-callee", "busy", "decline", "no-answer"],
+    ids=["wrong-password", "unknown-callee", "busy", "decline", "no-answer", "no-sip-server"],
 )
 def test_failures_have_their_own_exit_code_and_one_line(
     start_call: Any, callee: str, extra: list[str], password: str, code: int, words: str
