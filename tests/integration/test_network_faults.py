@@ -77,13 +77,17 @@ class CallResult:
 
 
 def run_call(
-    callee: str, record: Path, max_duration: float, prefix: Sequence[str] = ()
+    callee: str,
+    record: Path,
+    max_duration: float,
+    prefix: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> CallResult:
     """`sip2rtmp call` without registering, recording to a file, events read from stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
     argv = [
         *prefix, SIP2RTMP, "call", "--no-register", "--callee", callee, "--record", str(record),
-        "--no-video", "--max-duration", str(max_duration), "--json",
+        "--no-video", "--max-duration", str(max_duration), "--json", *extra,
     ]  # fmt: skip
     started = time.monotonic()
     try:
@@ -233,3 +237,21 @@ def test_jitter_and_reordering_are_smoothed(
     assert seen.rtp_received >= 0.9 * expected, (
         f"the callee received {seen.rtp_received} RTP packets, expected about {expected:.0f}"
     )
+
+
+def test_a_callee_that_sends_no_media_fails_after_the_media_timeout(tmp_path: Path) -> None:
+    """An answered call with no RTP is a failure to report (exit 9), not a silent stream."""
+    peer = SipPeer(send_media=False)
+    peer.start()
+    try:
+        result = run_call(
+            peer.uri, tmp_path / "silent.flv", max_duration=30, extra=["--media-timeout", "2"]
+        )
+    finally:
+        peer.stop()
+    assert result.returncode == 9, result.stderr
+    assert result.elapsed < 8
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no media from the callee within 2 s" in lines[0]
+    assert peer.seen.bye_at is not None, "the call was hung up with BYE"
+    assert peer.seen.rtp_received > 50, "we kept sending toward the callee meanwhile"

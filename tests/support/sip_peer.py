@@ -81,10 +81,16 @@ class SipPeer:
     """
 
     def __init__(
-        self, *, user: str = "peer", tone_hz: float = 440.0, relay: UdpRelay | None = None
+        self,
+        *,
+        user: str = "peer",
+        tone_hz: float = 440.0,
+        relay: UdpRelay | None = None,
+        send_media: bool = True,
     ) -> None:
         self.user = user
         self.tone_hz = tone_hz
+        self.send_media = send_media
         self.relay = relay
         self.seen = PeerObservations()
         self._sip = _bound()
@@ -237,7 +243,7 @@ class SipPeer:
         """20 ms packets on an absolute schedule from the 200 OK, until BYE or stop."""
         self._answered.wait()
         destination = self._media_to
-        if destination is None or self._media_stop.is_set():
+        if destination is None or self._media_stop.is_set() or not self.send_media:
             return
         ssrc = random.randrange(1 << 32)
         first_seq = random.randrange(1 << 16)
