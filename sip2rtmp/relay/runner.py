@@ -23,6 +23,7 @@ from sip2rtmp.errors import BusyOrDeclined, Interrupted, MediaTimeout, Sip2RtmpE
 from sip2rtmp.media.passthrough import PassthroughVideo
 from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.sip_session import SipCall, SipSession
 from sip2rtmp.relay.audio import AudioLeg
 from sip2rtmp.relay.dtmf import DtmfScript, parse_info_dtmf
@@ -41,7 +42,8 @@ WATCH_INTERVAL = 0.5
 KEYFRAME_WAIT = 1.0
 """How long after the answer the outputs wait for the callee's first keyframe. The FLV video
 track's sequence header is fixed per connection, so the stream carries either the callee's
-H.264 (its SPS/PPS known from that keyframe) or the slate for the whole call, never both."""
+video (H.264 with the SPS/PPS of that keyframe, or VP8 transcoded at its size) or the slate
+for the whole call, never both."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ class Relay:
         if settings.audio:
             self._leg.attach(pipeline)
         pipeline.start()
-        if isinstance(video, PassthroughVideo) and self._video is not None:
+        if isinstance(video, PassthroughVideo | TranscodedVideo) and self._video is not None:
             video.start(pipeline.origin)
             self._video.attach(video)
         watchers = [
@@ -244,6 +246,8 @@ class Relay:
             await asyncio.gather(*watchers, return_exceptions=True)
             if not call.ended.is_set():
                 await call.hangup()
+            if isinstance(video, TranscodedVideo):
+                await asyncio.to_thread(video.close)
             await asyncio.to_thread(pipeline.stop)
             self._report_output_states(pipeline)
             self.emit("stats", **self.stats_snapshot(pipeline))  # the call's final numbers
@@ -258,13 +262,18 @@ class Relay:
         )
 
     async def _video_source(self) -> VideoSource:
-        """The callee's H.264 if its first keyframe arrives in time, else the slate."""
+        """The callee's video if its first keyframe arrives in time, else the slate."""
         leg = self._video
         if leg is not None and leg.stream is not None:
             if await leg.wait_keyframe(KEYFRAME_WAIT):
-                source = leg.passthrough()
-                self._video_mode = "passthrough"
-                self.emit("video", mode="passthrough", width=source.width, height=source.height)
+                size = leg.vp8_resolution
+                source: PassthroughVideo | TranscodedVideo
+                if size is None:
+                    source, self._video_mode = leg.passthrough(), "passthrough"
+                else:
+                    source = await asyncio.to_thread(TranscodedVideo, *size)
+                    self._video_mode = "transcode"
+                self.emit("video", mode=self._video_mode, width=source.width, height=source.height)
                 return source
             self.emit("video", mode="slate", reason="no keyframe from the callee")
         return await asyncio.to_thread(self._slate)

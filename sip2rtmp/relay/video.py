@@ -1,8 +1,9 @@
-"""The call's video leg: the callee's H.264 in, keyframe requests out.
+"""The call's video leg: the callee's H.264 or VP8 in, keyframe requests out.
 
-RTP goes through a 90 kHz jitter buffer and the RFC 6184 depacketizer; whole access units go
-to a ``PassthroughVideo`` once the pipeline runs. Until then the leg keeps the access units
-since the latest keyframe, so the stream can open with the callee's first keyframe.
+RTP goes through a 90 kHz jitter buffer and the RFC 6184 (H.264) or RFC 7741 (VP8)
+depacketizer; whole frames go to a ``PassthroughVideo`` (H.264) or a ``TranscodedVideo``
+(VP8) once the pipeline runs. Until then the leg keeps the frames since the latest keyframe,
+so the stream can open with the callee's first keyframe.
 
 Keyframes are asked for, not waited for: many endpoints (baresip among them) send one IDR at
 the start and then only on request, while live ingest wants one every 2 s. Requests go as
@@ -20,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
+from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.rtp_endpoint import RtpEndpoint
 from sip2rtmp.relay.audio import resolve_address
 from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, parse_sprop_parameter_sets
 from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Resync
 from sip2rtmp.rtp.packet import RtpPacket
+from sip2rtmp.rtp.vp8 import Vp8Depacketizer, Vp8Frame
 from sip2rtmp.sip.sdp import NegotiatedStream
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,10 @@ log = logging.getLogger(__name__)
 InfoSender = Callable[[str, bytes], Awaitable[int]]
 """``SipCall.send_info``: sends an INFO in the call's dialog and returns the final status."""
 
-OFFERED_CODECS = ("H264", "H264/0")
-"""The video the offer lists: H.264 in packetization-mode 1 and 0 (RFC 6184 §6.2), which
-reaches the H.264 outputs unchanged. VP8 would need transcoding, so it is not offered and a
-VP8-only callee rejects the video stream and gets the slate."""
+OFFERED_CODECS = ("H264", "H264/0", "VP8")
+"""The video the offer lists, preferred first: H.264 in packetization-mode 1 and 0 (RFC 6184
+§6.2), which reaches the H.264 outputs unchanged, then VP8 (RFC 7741), which costs a
+transcode to H.264 and so is only for callees without H.264."""
 
 PICTURE_FAST_UPDATE = (
     b'<?xml version="1.0" encoding="utf-8" ?>\r\n'
@@ -76,13 +79,13 @@ class VideoLeg:
         self.policy = policy or KeyframePolicy()
         self.stream: NegotiatedStream | None = None
         self.jitter: JitterBuffer | None = None
-        self.depacketizer = H264Depacketizer()
-        self.source: PassthroughVideo | None = None
+        self.depacketizer: H264Depacketizer | Vp8Depacketizer = H264Depacketizer()
+        self.source: PassthroughVideo | TranscodedVideo | None = None
         self.first_packet = asyncio.Event()
         self.keyframe_ready = asyncio.Event()
         self.keyframe_requests = 0
         self._send_info: InfoSender | None = None
-        self._pending: list[tuple[AccessUnit, float]] = []
+        self._pending: list[tuple[AccessUnit | Vp8Frame, float]] = []
         self._remote_ssrc: int | None = None
         self._last_keyframe_at: float | None = None
         self._last_request_at: float | None = None
@@ -105,7 +108,7 @@ class VideoLeg:
     @staticmethod
     def relays(stream: NegotiatedStream) -> bool:
         """Whether this leg can carry the negotiated stream and the callee will send on it."""
-        return stream.codec == "H264" and stream.direction in ("sendrecv", "sendonly")
+        return stream.codec in ("H264", "VP8") and stream.direction in ("sendrecv", "sendonly")
 
     async def connect(self, stream: NegotiatedStream, send_info: InfoSender | None = None) -> None:
         """Start receiving from the negotiated remote and ask for a keyframe at once."""
@@ -119,7 +122,9 @@ class VideoLeg:
         except ValueError:
             log.info("ignoring unreadable sprop-parameter-sets %r", sprop)
             parameter_sets = []
-        self.depacketizer = H264Depacketizer(parameter_sets)
+        self.depacketizer = (
+            Vp8Depacketizer() if stream.codec == "VP8" else H264Depacketizer(parameter_sets)
+        )
         self.jitter = JitterBuffer(VIDEO_CLOCK)
         self.endpoint.set_remote(
             rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=stream.receive_payload_types
@@ -130,22 +135,31 @@ class VideoLeg:
         ]
 
     async def wait_keyframe(self, timeout: float) -> bool:
-        """True once a keyframe and its SPS/PPS are known, False after ``timeout`` seconds."""
+        """True once a keyframe (for H.264, with its SPS/PPS) came, False after ``timeout``."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.keyframe_ready.wait(), timeout)
         return self.keyframe_ready.is_set()
 
     def passthrough(self) -> PassthroughVideo:
         """A source for the pipeline built from the parameter sets of the first keyframe."""
-        sps, pps = self.depacketizer.sps, self.depacketizer.pps
+        depacketizer = self.depacketizer
+        if not isinstance(depacketizer, H264Depacketizer):
+            raise RuntimeError("only H.264 passes through")
+        sps, pps = depacketizer.sps, depacketizer.pps
         if sps is None or pps is None:
             raise RuntimeError("no SPS/PPS from the callee yet")
         return PassthroughVideo(sps, pps)
 
-    def attach(self, source: PassthroughVideo) -> None:
-        """From now on access units go into ``source``, starting with those kept so far."""
+    @property
+    def vp8_resolution(self) -> tuple[int, int] | None:
+        """The picture size of the callee's latest VP8 keyframe; None for H.264."""
+        depacketizer = self.depacketizer
+        return depacketizer.resolution if isinstance(depacketizer, Vp8Depacketizer) else None
+
+    def attach(self, source: PassthroughVideo | TranscodedVideo) -> None:
+        """From now on frames go into ``source``, starting with those kept so far."""
         for unit, arrival in self._pending:
-            source.push(unit, arrival)
+            _push(source, unit, arrival)
         self._pending = []
         self.source = source
 
@@ -196,14 +210,18 @@ class VideoLeg:
             if depacketizer.keyframe_needed and not needed:
                 self._request_wake.set()
 
-    def _deliver(self, unit: AccessUnit, now: float) -> None:
+    def _deliver(self, unit: AccessUnit | Vp8Frame, now: float) -> None:
         if unit.keyframe:
             self._last_keyframe_at = now
-            if self.depacketizer.decoder_config() is not None:
+            depacketizer = self.depacketizer
+            if (
+                not isinstance(depacketizer, H264Depacketizer)
+                or depacketizer.decoder_config() is not None
+            ):
                 self.keyframe_ready.set()
         source = self.source
         if source is not None:
-            source.push(unit, now)
+            _push(source, unit, now)
         elif unit.keyframe:
             self._pending = [(unit, now)]
         elif self._pending and len(self._pending) < _MAX_PENDING:
@@ -268,3 +286,17 @@ class VideoLeg:
                 await task
         self._tasks = []
         await self.endpoint.close()
+
+
+def _push(
+    source: PassthroughVideo | TranscodedVideo, unit: AccessUnit | Vp8Frame, arrival: float
+) -> None:
+    """Hand a frame to the source made for its codec; the leg never mixes the two."""
+    if isinstance(unit, Vp8Frame):
+        if isinstance(source, TranscodedVideo):
+            source.push(unit, arrival)
+            return
+    elif isinstance(source, PassthroughVideo):
+        source.push(unit, arrival)
+        return
+    raise TypeError(f"{type(unit).__name__} cannot go into {type(source).__name__}")

@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from sip2rtmp.rtp.h264 import (
     to_avcc,
 )
 from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
+from sip2rtmp.rtp.vp8 import Vp8Depacketizer
 
 pytestmark = pytest.mark.lab
 
@@ -77,12 +79,11 @@ def flv_video(path: Path) -> tuple[bytes, list[tuple[bytes, bool]]]:
     return extradata, packets
 
 
-@pytest.fixture
-def capture(tmp_path: Path) -> Any:
-    """tcpdump on loopback, limited to datagrams sent from the `video` callee's RTP ports."""
+def _tcpdump(tmp_path: Path, callee: str) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """tcpdump on loopback, limited to datagrams sent from one lab callee's RTP ports."""
     if shutil.which("tcpdump") is None:
         pytest.skip("tcpdump is not installed")
-    low, high = account("video").rtp_ports or (0, 0)
+    low, high = account(callee).rtp_ports or (0, 0)
     pcap = tmp_path / "callee.pcap"
     process = subprocess.Popen(
         [
@@ -109,6 +110,18 @@ def capture(tmp_path: Path) -> Any:
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """What the `video` callee sends."""
+    yield from _tcpdump(tmp_path, "video")
+
+
+@pytest.fixture
+def vp8_capture(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """What the `vp8` callee sends."""
+    yield from _tcpdump(tmp_path, "vp8")
 
 
 def test_h264_passes_through_unchanged_with_2s_keyframes(
@@ -156,3 +169,52 @@ def test_h264_passes_through_unchanged_with_2s_keyframes(
     stats = run.last("stats")["video"]
     assert stats["mode"] == "passthrough"
     assert stats["keyframe_requests"] >= 2
+
+
+def test_vp8_is_transcoded_to_h264_at_the_callees_size(
+    start_call: Any, lab: Lab, vp8_capture: tuple[Path, subprocess.Popen[str]]
+) -> None:
+    pcap, tcpdump = vp8_capture
+    run = start_call("vp8", "--max-duration", "10").wait(40)
+    time.sleep(0.2)
+    tcpdump.terminate()
+    tcpdump.wait(5)
+    assert run.returncode == 0, run.stderr
+    established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
+    assert established["video"]["codec"] == "VP8"
+
+    media = next(e for e in run.events if e["event"] == "media" and e["kind"] == "video")
+    port = int(media["remote"].rsplit(":", 1)[1])
+    depacketizer = Vp8Depacketizer()
+    sent = [
+        frame
+        for source_port, payload in udp_payloads(pcap)
+        if source_port == port and not is_rtcp(payload)
+        for frame in depacketizer.push(RtpPacket.parse(payload))
+    ]
+    size = (sent[0].width, sent[0].height)  # the first frame out is the first keyframe
+    chosen = run.last("video")
+    assert (chosen["mode"], chosen["width"], chosen["height"]) == ("transcode", *size)
+
+    paths = lab.recordings(run.stream_key)
+    assert len(paths) == 1, paths
+    recording = read_recording(paths[0])
+    assert [(s.kind, s.codec) for s in recording.streams] == [("video", "h264"), ("audio", "aac")]
+    video = recording.kinds("video")[0]
+    assert (video.width, video.height) == size
+    assert recording.video_keyframes[0] == recording.video_dts[0], "the stream opens on an IDR"
+    gaps = np.diff(recording.video_keyframes)
+    assert recording.max_keyframe_gap <= 2.1, gaps
+    assert np.all(gaps >= 1.9), f"keyframes every 2 s, not more often: {gaps}"
+    assert np.all(np.diff(recording.video_dts) > 0), "video DTS must strictly increase"
+    assert len(recording.video_dts) >= 10 * 8, "most of the callee's frames for 10 s"
+    with av.open(str(paths[0])) as container:
+        pictures = list(container.decode(video=0))
+    assert len(pictures) == len(recording.video_dts), "every packet decodes to a picture"
+
+    samples = decode_audio(paths[0])[48000:]
+    assert abs(dominant_frequency(samples, 48000) - (account("vp8").tone_hz or 0)) < 5
+    assert tone_seconds(samples, 48000, account("vp8").tone_hz or 0).mean() >= 0.9
+    stats = run.last("stats")["video"]
+    assert stats["mode"] == "transcode"
+    assert stats["frames"] == len(recording.video_dts)

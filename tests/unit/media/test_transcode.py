@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from sip2rtmp.media.transcode import TranscodedVideo
+from sip2rtmp.rtp.h264 import parse_sps
+from sip2rtmp.rtp.vp8 import Vp8Frame, keyframe_size
+
+FRAME = 3600  # 25 fps on the 90 kHz clock
+START = 0xFFFFFFFF - 10 * FRAME  # the RTP clock wraps 10 frames in
+
+
+def vp8_frames(
+    count: int, width: int = 320, height: int = 240, keyframes: tuple[int, ...] = (0,)
+) -> list[Vp8Frame]:
+    """VP8 from libvpx as a callee would send it, one grey level per frame."""
+    context = av.CodecContext.create("libvpx", "w")
+    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+    context.time_base = Fraction(1, 25)
+    context.options = {"deadline": "realtime", "lag-in-frames": "0"}
+    encoded: list[bytes] = []
+    for index in range(count):
+        picture = np.full((height, width, 3), (index * 5) % 256, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        kind = av.video.frame.PictureType
+        frame.pict_type = kind.I if index in keyframes else kind.NONE
+        encoded += [bytes(packet) for packet in context.encode(frame)]
+    encoded += [bytes(packet) for packet in context.encode(None)]
+    frames = []
+    for index, data in enumerate(encoded):
+        size = keyframe_size(data)
+        width_, height_ = size if size else (None, None)
+        frames.append(
+            Vp8Frame((START + index * FRAME) & 0xFFFFFFFF, data, size is not None, width_, height_)
+        )
+    return frames
+
+
+def transcode(frames: list[Vp8Frame], source: TranscodedVideo) -> None:
+    """Push frames at 25 fps of playout time, 1 s after media time 0, then drain."""
+    source.start(100.0)
+    for index, frame in enumerate(frames):
+        source.push(frame, 101.0 + index * 0.04 + (0.01 if index % 2 else 0.0))
+    source.close()
+
+
+def decode_h264(source: TranscodedVideo, packets: list[bytes]) -> list[av.VideoFrame]:
+    """Decode length-prefixed samples with the template's avcC, as a player would."""
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.extradata = bytes(source.template.codec_context.extradata)
+    pictures: list[av.VideoFrame] = []
+    for data in packets:
+        pictures += decoder.decode(av.Packet(data))
+    return pictures + decoder.decode(None)
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Vp8Frame]:
+    """12 s of VP8 whose keyframes fall off the 2 s grid (the callee answers requests)."""
+    frames = vp8_frames(300, keyframes=(0, 37, 140, 141, 230))
+    assert [index for index, frame in enumerate(frames) if frame.keyframe] == [0, 37, 140, 141, 230]
+    return frames
+
+
+def test_template_is_h264_at_the_callees_size() -> None:
+    source = TranscodedVideo(352, 288)
+    context = source.template.codec_context
+    assert context.codec.canonical_name == "h264"
+    extradata = bytes(context.extradata)
+    assert extradata[0] == 1, "avcC, as the outputs expect for length-prefixed samples"
+    sps = extradata[8 : 8 + int.from_bytes(extradata[6:8])]
+    info = parse_sps(sps)
+    assert (info.width, info.height) == (source.width, source.height) == (352, 288)
+
+
+def test_keyframes_every_two_seconds_on_the_media_clock(stream: list[Vp8Frame]) -> None:
+    source = TranscodedVideo(320, 240, queue_size=len(stream))
+    transcode(stream, source)
+    packets = source.packets_until(100.0)
+    assert [p.dts for p in packets] == [90_000 + i * FRAME for i in range(len(stream))]
+    assert all(p.pts == p.dts for p in packets)
+    assert [p.dts for p in packets if p.keyframe] == [90_000 + i * 180_000 for i in range(6)]
+    assert (source.frames, source.keyframes, source.dropped, source.resyncs) == (300, 6, 0, 0)
+    pictures = decode_h264(source, [p.data for p in packets])
+    assert len(pictures) == len(stream)
+    assert all((p.width, p.height) == (320, 240) for p in pictures)
+    levels = [int(p.to_ndarray()[0].mean()) for p in pictures[:40:10]]  # luma of frames 0..30
+    expected = [16 + round(i * 5 * 219 / 255) for i in range(0, 40, 10)]
+    assert np.allclose(levels, expected, atol=4), "the callee's pictures, not something else"
+
+
+def test_packets_come_out_once_when_due(stream: list[Vp8Frame]) -> None:
+    source = TranscodedVideo(320, 240, queue_size=len(stream))
+    transcode(stream[:50], source)
+    assert source.packets_until(0.99) == []
+    first = source.packets_until(1.5)
+    assert [p.dts for p in first] == [90_000 + i * FRAME for i in range(13)]
+    assert len(source.packets_until(10.0)) == 37
+    assert source.packets_until(10.0) == []
+
+
+def test_a_new_picture_size_is_scaled_to_the_first() -> None:
+    source = TranscodedVideo(320, 240, queue_size=100)
+    smaller = vp8_frames(10, width=160, height=120)
+    transcode(vp8_frames(10) + smaller, source)
+    packets = source.packets_until(100.0)
+    pictures = decode_h264(source, [p.data for p in packets])
+    assert len(pictures) == 20
+    assert all((p.width, p.height) == (320, 240) for p in pictures)
+
+
+def test_a_full_queue_drops_up_to_the_next_vp8_keyframe() -> None:
+    frames = vp8_frames(100, keyframes=tuple(range(0, 100, 10)))
+    source = TranscodedVideo(320, 240, queue_size=2)
+    transcode(frames, source)  # pushes far faster than the worker decodes and encodes
+    passed = {(p.dts - 90_000) // FRAME for p in source.packets_until(100.0)}
+    assert source.dropped > 0
+    assert len(passed) + source.dropped == len(frames)
+    for index in sorted(passed):
+        assert index == 0 or index - 1 in passed or frames[index].keyframe, index
+    assert source.undecodable == 0
+
+
+def test_undecodable_frames_are_counted_and_skipped() -> None:
+    frames = vp8_frames(5)
+    garbage = Vp8Frame(frames[2].timestamp, b"\x00" * 10, True, 320, 240)
+    source = TranscodedVideo(320, 240)
+    transcode([*frames[:2], garbage], source)
+    assert source.undecodable == 1
+    assert source.frames == 2
+
+
+def test_frames_before_start_are_refused() -> None:
+    with pytest.raises(RuntimeError):
+        TranscodedVideo(320, 240).push(vp8_frames(1)[0], 0.0)
