@@ -1,0 +1,1 @@
+"""Benchmarks that run against the local lab; see benchmarks/README.md."""
