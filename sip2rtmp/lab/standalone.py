@@ -18,6 +18,8 @@ from sip2rtmp.errors import LabError
 from sip2rtmp.lab.lab import SIP_HOST, write_baresip_config
 
 READY_LINE = "baresip is ready."
+VIDEO_MODULES = ("avcodec.so", "vp8.so", "fakevideo.so")
+"""Encoders for every video codec a lab account names; `video_codecs=` picks the one offered."""
 
 
 class StandaloneCallee:
@@ -53,11 +55,14 @@ def start_standalone_callee(
     ctrl_port: int = 4480,
     rtp_ports: tuple[int, int] = (30000, 30099),
     audio_codecs: Sequence[str] = ("PCMU/8000/1",),
+    video_codec: str | None = None,
     prefix: Sequence[str] = (),
     ready_timeout: float = 5.0,
 ) -> StandaloneCallee:
     """Start an auto-answering baresip that plays `tone` and never registers.
 
+    With `video_codec` ("H264" or "VP8", as a lab account names it) it also sends the lab's
+    fakevideo test pattern in that codec, at the size and rate of the lab's template.
     `prefix` runs it elsewhere, e.g. `["ip", "netns", "exec", NS]`; everything it writes stays
     in `run_dir`. Returns once baresip reports ready, or raises LabError with its last words.
     """
@@ -67,6 +72,10 @@ def start_standalone_callee(
     params = ["regint=0", "answermode=auto"]
     if audio_codecs:
         params.append("audio_codecs=" + ",".join(audio_codecs))
+    modules = ["g711.so", "g722.so", "opus.so", "aufile.so", "aubridge.so"]
+    if video_codec:
+        params.append(f"video_codecs={video_codec}")
+        modules += VIDEO_MODULES
     write_baresip_config(
         config_dir,
         sip_port=sip_port,
@@ -74,7 +83,7 @@ def start_standalone_callee(
         rtp_ports=rtp_ports,
         tone=tone,
         received_dir=received_dir,
-        modules=["g711.so", "g722.so", "opus.so", "aufile.so", "aubridge.so"],
+        modules=modules,
         account_line=f"<sip:{user}@{SIP_HOST}:{sip_port};transport=udp>;" + ";".join(params),
     )
     log_path = run_dir / "baresip.log"

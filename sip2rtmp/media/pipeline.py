@@ -27,6 +27,9 @@ from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
 LEVEL_DECAY = 0.9
 """Per 20 ms packet: a meter falls about 45 dB a second, fast enough to follow speech."""
 LEVEL_FLOOR_DBFS = -90.0
+LATE_RUN_RESYNC = 10
+"""Consecutive chunks wholly behind the playhead (200 ms of 20 ms packets) that mean the
+timeline really moved (a sender clock running slow, a timestamp jump back): re-anchor then."""
 
 
 class Lost(Enum):
@@ -116,6 +119,7 @@ class MediaPipeline:
         self._inbound_dropped = 0
         self._resyncs = 0
         self._level = 0.0
+        self._late_run = 0
 
     def start(self) -> None:
         """Media time 0 is now; outputs begin connecting at once."""
@@ -211,10 +215,16 @@ class MediaPipeline:
             if self._offset is None:
                 self._offset = arrival_pos - chunk.pts
             position = chunk.pts + self._offset
-            late = position < self._timeline.playhead
-            if late or position + chunk.samples.shape[1] > arrival_pos + max_ahead:
+            end = position + chunk.samples.shape[1]
+            # A burst that arrives after a stall (a slow RTMP connect holding the GIL, a busy
+            # machine) is late only once: its slots already went out as silence, and the
+            # packets after it are on time again. Re-anchoring for it would add the stall to
+            # the delay for the rest of the call, so only a lasting lateness re-anchors.
+            self._late_run = self._late_run + 1 if end <= self._timeline.playhead else 0
+            if self._late_run >= LATE_RUN_RESYNC or end > arrival_pos + max_ahead:
                 self._offset = max(arrival_pos, self._timeline.playhead) - chunk.pts
                 position = chunk.pts + self._offset
+                self._late_run = 0
                 self._resyncs += 1
             self._timeline.write(position, chunk.samples)
 

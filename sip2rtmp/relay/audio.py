@@ -76,7 +76,7 @@ class AudioLeg:
         self._dtmf_receiver = DtmfReceiver()
         self._dtmf_queue: list[_DtmfPacket] = []
         self._dtmf_done: asyncio.Event = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._playout_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = random.randrange(1 << 16)
         self._timestamp = random.randrange(1 << 32)
@@ -115,10 +115,7 @@ class AudioLeg:
             self.jitter = JitterBuffer(stream.clock_rate)
             for task in self._tasks:
                 task.cancel()
-            self._tasks = [
-                asyncio.create_task(self._send_loop(stream), name="audio-send"),
-                asyncio.create_task(self._playout_loop(), name="audio-playout"),
-            ]
+            self._tasks = [asyncio.create_task(self._send_loop(stream), name="audio-send")]
 
     def attach(self, pipeline: MediaPipeline) -> None:
         """From now on, played-out audio goes into the pipeline (the stream's outputs)."""
@@ -142,7 +139,7 @@ class AudioLeg:
             return
         if self.jitter is not None:
             self.jitter.push(packet, arrival)
-            self._wake.set()
+            self._schedule_playout()
 
     def _receive_dtmf(self, packet: RtpPacket) -> None:
         try:
@@ -153,27 +150,33 @@ class AudioLeg:
             if self._on_dtmf is not None and event.digit:
                 self._on_dtmf(event.digit, "rfc4733")
 
-    async def _playout_loop(self) -> None:
-        """Deadline-driven: wake at the buffer's next deadline, or when a packet arrives."""
-        loop = asyncio.get_running_loop()
-        while True:
-            jitter = self.jitter
-            if jitter is None:
+    def _schedule_playout(self) -> None:
+        """Deadline-driven: one timer at the buffer's next deadline, moved earlier when a
+        packet arrives that is due sooner. No task or timeout object per packet."""
+        jitter = self.jitter
+        deadline = jitter.next_deadline() if jitter is not None else None
+        if deadline is None:
+            return
+        timer = self._playout_timer
+        if timer is not None:
+            if not timer.cancelled() and timer.when() <= deadline:
                 return
-            deadline = jitter.next_deadline()
-            timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
-            self._wake.clear()
-            if timeout is None or timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-            for item in jitter.pop(loop.time()):
-                pipeline = self.pipeline
-                if pipeline is None or isinstance(item, Resync):
-                    continue
-                if isinstance(item, Lost):
-                    pipeline.push_audio(LOST, item.timestamp)
-                else:
-                    pipeline.push_audio(item.payload, item.timestamp)
+            timer.cancel()
+        self._playout_timer = asyncio.get_running_loop().call_at(deadline, self._playout)
+
+    def _playout(self) -> None:
+        self._playout_timer = None
+        jitter, pipeline = self.jitter, self.pipeline
+        if jitter is None:
+            return
+        for item in jitter.pop(asyncio.get_running_loop().time()):
+            if pipeline is None or isinstance(item, Resync):
+                continue
+            if isinstance(item, Lost):
+                pipeline.push_audio(LOST, item.timestamp)
+            else:
+                pipeline.push_audio(item.payload, item.timestamp)
+        self._schedule_playout()
 
     # ---- sending --------------------------------------------------------------------------
 
@@ -243,6 +246,8 @@ class AudioLeg:
         await self._dtmf_done.wait()
 
     async def close(self) -> None:
+        if self._playout_timer is not None:
+            self._playout_timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

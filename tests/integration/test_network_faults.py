@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import pytest
 
 from sip2rtmp.errors import LabError
 from sip2rtmp.lab import write_tone
+from sip2rtmp.lab.accounts import LabAccount, account
 from sip2rtmp.lab.recording import (
     decode_audio,
     dominant_frequency,
@@ -29,7 +31,9 @@ from sip2rtmp.lab.recording import (
     tone_seconds,
 )
 from sip2rtmp.lab.standalone import StandaloneCallee, start_standalone_callee
+from sip2rtmp.rtp.rtcp import FullIntraRequest, PictureLossIndication, parse_compound
 from tests.support.netns import NetnsUnavailable, NetworkNamespace
+from tests.support.pcap import CaptureUnavailable, UdpCapture, UdpDatagram, read_udp
 from tests.support.sip_peer import SipPeer
 from tests.support.udp_relay import UdpRelay
 
@@ -82,12 +86,13 @@ def run_call(
     max_duration: float,
     prefix: Sequence[str] = (),
     extra: Sequence[str] = (),
+    video: bool = False,
 ) -> CallResult:
     """`sip2rtmp call` without registering, recording to a file, events read from stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
     argv = [
         *prefix, SIP2RTMP, "call", "--no-register", "--callee", callee, "--record", str(record),
-        "--no-video", "--max-duration", str(max_duration), "--json", *extra,
+        *([] if video else ["--no-video"]), "--max-duration", str(max_duration), "--json", *extra,
     ]  # fmt: skip
     started = time.monotonic()
     try:
@@ -139,8 +144,12 @@ class LossyCallee:
 
 
 @pytest.fixture
-def lossy_callee(tmp_path: Path) -> Iterator[LossyCallee]:
-    """A tone callee in a namespace of its own whose outgoing UDP loses ~5 % at random."""
+def lossy_callee(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LossyCallee]:
+    """A tone callee in a namespace of its own whose outgoing UDP loses ~5 % at random.
+
+    Parametrized indirectly with a lab account, the callee sends that account's video too.
+    """
+    video_account: LabAccount | None = getattr(request, "param", None)
     try:
         namespace = NetworkNamespace.create()
     except NetnsUnavailable as exc:
@@ -151,7 +160,12 @@ def lossy_callee(tmp_path: Path) -> Iterator[LossyCallee]:
         tone = tmp_path / f"tone-{TONE_HZ}.wav"
         write_tone(tone, TONE_HZ, seconds=60)
         callee = start_standalone_callee(
-            tmp_path / "callee", tone, rtp_ports=CALLEE_RTP_PORTS, prefix=namespace.prefix
+            tmp_path / "callee",
+            tone,
+            user=video_account.user if video_account else "tone",
+            rtp_ports=CALLEE_RTP_PORTS,
+            video_codec=video_account.video_codec if video_account else None,
+            prefix=namespace.prefix,
         )
         yield LossyCallee(namespace, callee)
     except (NetnsUnavailable, LabError) as exc:
@@ -189,6 +203,171 @@ def test_random_loss_is_concealed_without_gaps(lossy_callee: LossyCallee, tmp_pa
         f"sip2rtmp reports {rtp['loss_pct']} % lost, the rule dropped {dropped_pct:.1f} %"
     )
     assert_clean_recording(record, result.call_duration())
+
+
+VIDEO_CALLEE = account("video")
+KEYFRAME_GAP = 2.1
+"""The 2 s ingest interval, plus FLV's millisecond rounding and a frame's slack."""
+REQUEST_PERIOD = 2.0
+"""Without losses a keyframe is asked for shortly before every 2 s interval runs out."""
+REQUEST_AFTER_LOSS = 0.7
+"""A loss is answered by a request at once, or at the next retry (0.5 s) plus playout delay."""
+FIRST_REQUEST = 1.0
+"""The first request follows the callee's first video packet, which tells its SSRC."""
+X264_IFRAMES = re.compile(r"libx264 @ \w+\] frame I:(\d+)")
+"""libx264 sums up the frames it encoded when baresip closes the encoder at hangup."""
+
+
+@dataclass
+class VideoWire:
+    """The callee's video and the keyframe requests sent to it, as captured inside the netns."""
+
+    ssrc: int
+    rtp_port: int
+    arrivals: list[tuple[float, int]]
+    """(time, sequence number) of each video packet that survived the drop rule."""
+    idr_timestamps: set[int]
+    """RTP timestamps of pictures with an IDR slice (NAL type 5) that got through."""
+    requests: list[tuple[float, int, int]]
+    """(time, destination port, media SSRC) of each PLI and FIR entry sent to the callee."""
+
+    @property
+    def losses(self) -> list[float]:
+        """Arrival times of the packets that came after a gap in the sequence numbers."""
+        return [t for (_, a), (t, b) in itertools.pairwise(self.arrivals) if (b - a) & 0xFFFF != 1]
+
+
+def read_video_wire(datagrams: Sequence[UdpDatagram], ports: tuple[int, int]) -> VideoWire:
+    """Pick the callee's H.264 (dynamic payload type, from an even port of its range) and the
+    RTCP sent to its odd ports, and parse that RTCP with the relay's own parser."""
+    low, high = ports
+    video = [
+        d for d in datagrams
+        if low <= d.source_port <= high and d.source_port % 2 == 0
+        and len(d.payload) > 12 and d.payload[1] & 0x7F >= 96
+    ]  # fmt: skip
+    assert video, "no video RTP from the callee was captured"
+    ssrcs = {int.from_bytes(d.payload[8:12], "big") for d in video}
+    video_ports = {d.source_port for d in video}
+    assert len(ssrcs) == 1 and len(video_ports) == 1, (ssrcs, video_ports)
+    idr = {int.from_bytes(d.payload[4:8], "big") for d in video if d.payload[12] & 0x1F == 5}
+    requests: list[tuple[float, int, int]] = []
+    for d in datagrams:
+        if low <= d.destination_port <= high and d.destination_port % 2 == 1:
+            for packet in parse_compound(d.payload):
+                if isinstance(packet, PictureLossIndication):
+                    requests.append((d.time, d.destination_port, packet.media_ssrc))
+                elif isinstance(packet, FullIntraRequest):
+                    requests += [(d.time, d.destination_port, s) for s, _ in packet.entries]
+    return VideoWire(
+        ssrc=ssrcs.pop(),
+        rtp_port=video_ports.pop(),
+        arrivals=[(d.time, int.from_bytes(d.payload[2:4], "big")) for d in video],
+        idr_timestamps=idr,
+        requests=requests,
+    )
+
+
+def encoded_iframes(callee: StandaloneCallee, timeout: float = 3.0) -> int:
+    """How many I-frames the callee's encoder produced, from the summary it logs at hangup."""
+    deadline = time.monotonic() + timeout
+    while (found := X264_IFRAMES.search(callee.log())) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no libx264 summary in the callee's log:\n{callee.log()[-1500:]}")
+        time.sleep(0.1)
+    return int(found.group(1))
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("lossy_callee", [VIDEO_CALLEE], indirect=True, ids=["h264"])
+def test_video_recovers_from_random_loss_by_asking_for_keyframes(
+    lossy_callee: LossyCallee, tmp_path: Path
+) -> None:
+    """Loss breaks the callee's pictures; PLIs on the wire must bring keyframes back in time."""
+    low, high = CALLEE_RTP_PORTS
+    try:
+        capture = UdpCapture.start(
+            tmp_path / "callee-rtp.pcap",
+            f"udp and portrange {low}-{high}",
+            prefix=lossy_callee.namespace.prefix,
+        )
+    except CaptureUnavailable as exc:
+        pytest.fail(f"this environment cannot capture packets: {exc}", pytrace=False)
+    record = tmp_path / "lossy-video.flv"
+    try:
+        result = run_call(
+            lossy_callee.callee.uri,
+            record,
+            max_duration=12,
+            prefix=lossy_callee.namespace.prefix,
+            video=True,
+        )
+    finally:
+        capture.stop()
+    assert result.returncode == 0, (
+        f"exit {result.returncode}: {result.statuses()}\n{result.stderr[-2000:]}\n"
+        f"callee log:\n{lossy_callee.callee.log()[-1500:]}"
+    )
+    counters = {
+        r.comment: r.packets for r in lossy_callee.namespace.rule_counters("inet", FAULT_TABLE)
+    }
+    assert counters["callee-dropped"] > 0, "the nftables rule dropped nothing"
+
+    stats = [e["video"] for e in result.events if e.get("event") == "stats" and "video" in e]
+    assert stats, f"no stats event with video counters: {result.events}"
+    video_stats = stats[-1]
+    assert video_stats["mode"] == "passthrough", video_stats
+    assert video_stats["lost"] > 0, f"sip2rtmp saw no video loss: {video_stats}"
+    assert video_stats["keyframe_requests"] > 0, video_stats
+
+    wire = read_video_wire(list(read_udp(capture.path)), CALLEE_RTP_PORTS)
+    assert wire.losses, "no gap in the callee's video sequence numbers reached sip2rtmp"
+    assert len(wire.requests) >= 5, (
+        f"only {len(wire.requests)} keyframe requests reached the callee"
+    )
+    assert {(port, ssrc) for _, port, ssrc in wire.requests} == {(wire.rtp_port + 1, wire.ssrc)}, (
+        "keyframe requests must go to the callee's video RTCP port, for its video SSRC"
+    )
+    assert abs(len(wire.requests) - video_stats["keyframe_requests"]) <= 1, (
+        f"{len(wire.requests)} requests captured, sip2rtmp counted "
+        f"{video_stats['keyframe_requests']}"
+    )
+    times = [t for t, _, _ in wire.requests]
+    first_video, last_video = wire.arrivals[0][0], wire.arrivals[-1][0]
+    assert times[0] - first_video <= FIRST_REQUEST, (
+        f"first request {times[0] - first_video:.2f} s after the first video packet"
+    )
+    periods = [b - a for a, b in itertools.pairwise([*times, last_video])]
+    assert max(periods) <= REQUEST_PERIOD, f"{max(periods):.2f} s without a keyframe request"
+    unanswered = [
+        round(loss - first_video, 2)
+        for loss in wire.losses
+        if loss < last_video - REQUEST_AFTER_LOSS
+        and not any(loss <= t <= loss + REQUEST_AFTER_LOSS for t in times)
+    ]
+    assert not unanswered, f"losses at {unanswered} s were not followed by a keyframe request"
+
+    iframes = encoded_iframes(lossy_callee.callee)
+    assert iframes >= max(len(wire.idr_timestamps), 3), (
+        f"the callee encoded {iframes} I-frames, {len(wire.idr_timestamps)} IDRs were captured"
+    )
+
+    recording = read_recording(record)
+    video = recording.kinds("video")
+    assert [(s.codec, s.width, s.height) for s in video] == [("h264", 640, 480)], (
+        recording.describe()
+    )
+    assert recording.video_dts, "the recording holds no video"
+    assert recording.video_keyframes[:1] == recording.video_dts[:1], (
+        "the first video packet is not a keyframe"
+    )
+    steps = [b - a for a, b in itertools.pairwise(recording.video_dts)]
+    assert min(steps) > 0, "video DTS not strictly increasing"
+    assert_clean_recording(record, result.call_duration())
+    assert recording.max_keyframe_gap <= KEYFRAME_GAP, (
+        f"keyframes up to {recording.max_keyframe_gap:.2f} s apart: "
+        f"{[round(k, 2) for k in recording.video_keyframes]}"
+    )
 
 
 @pytest.fixture
