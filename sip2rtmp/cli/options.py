@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +47,17 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             metavar="PASSWORD",
             envvar="SIP2RTMP_SIP_PASSWORD",
             help="Digest password; better from $SIP2RTMP_SIP_PASSWORD. Prompted for on a terminal.",
+        ),
+        click.option(
+            "--sip-password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Read the password from the first line of this file.",
+        ),
+        click.option(
+            "--sip-password-command",
+            metavar="COMMAND",
+            help="Run this command (e.g. 'pass show sip/pbx'); its first line is the password.",
         ),
         click.option(
             "--sip-domain", metavar="DOMAIN", help="SIP domain (registrar and From host)."
@@ -91,6 +104,14 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             multiple=True,
             metavar="KEY",
             help="Stream key appended to the URL; one for all URLs or one per URL.",
+        ),
+        click.option(
+            "--audio-channels",
+            type=click.IntRange(1, 2),
+            default=1,
+            show_default=True,
+            hidden=hidden,
+            help="AAC channels in the stream: 1 (mono) or 2 (stereo).",
         ),
         click.option(
             "--audio/--no-audio",
@@ -226,7 +247,9 @@ def relay_request(
     Every secret is known to the redactor before anything can print it.
     """
     redactor: Redactor = ctx.obj if isinstance(ctx.obj, Redactor) else Redactor()
-    password: str | None = flags["sip_password"]
+    password = password_from(
+        flags["sip_password"], flags["sip_password_file"], flags["sip_password_command"]
+    )
     redactor.add(password or "", *flags["rtmp_streams"])
     if flags["register"] and password is None and flags["sip_login"] and sys.stdin.isatty():
         password = click.prompt("SIP password", hide_input=True, err=True)
@@ -250,8 +273,47 @@ def relay_request(
         slate=flags["slate"],
         record=record,
         dtmf_script=flags["dtmf_script"],
+        audio_channels=flags["audio_channels"],
     )
     return RelayRequest(settings, media, redactor, flags["as_json"])
+
+
+PASSWORD_COMMAND_TIMEOUT = 10.0
+
+
+def password_from(given: str | None, file: Path | None, command: str | None) -> str | None:
+    """The password from exactly one source: the flag (or env/profile), a file, or a command.
+
+    Errors name the source, never the password or the command's output.
+    """
+    sources = [name for name, value in (("--sip-password", given), ("--sip-password-file", file),
+               ("--sip-password-command", command)) if value]  # fmt: skip
+    if len(sources) > 1:
+        raise UsageError(f"give only one of {', '.join(sources)}")
+    if file is not None:
+        try:
+            return (file.read_text(encoding="utf-8").splitlines() or [""])[0]
+        except OSError as error:
+            raise UsageError(f"cannot read --sip-password-file {file}: {error.strerror}") from None
+    if command:
+        try:
+            done = subprocess.run(
+                shlex.split(command),
+                capture_output=True,
+                text=True,
+                timeout=PASSWORD_COMMAND_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+            reason = "timed out" if isinstance(error, subprocess.TimeoutExpired) else "cannot run"
+            raise UsageError(f"--sip-password-command {reason}") from None
+        if done.returncode != 0 or not done.stdout.strip():
+            raise UsageError(
+                f"--sip-password-command exited with {done.returncode} and gave no password"
+            )
+        return done.stdout.splitlines()[0]
+    return given
 
 
 SETTINGS_FLAGS = (

@@ -122,7 +122,7 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
     def start(
         callee: str,
         *extra: str,
-        password: str = RELAY_ACCOUNT.password,
+        password: str | None = RELAY_ACCOUNT.password,
         transport: str = "udp",
         rtmp: bool = True,
         json_events: bool = True,
@@ -130,7 +130,8 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
         key = f"t{uuid.uuid4().hex[:10]}"
         log_file = tmp_path / f"{key}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
-        env["SIP2RTMP_SIP_PASSWORD"] = password
+        if password is not None:
+            env["SIP2RTMP_SIP_PASSWORD"] = password
         args = [
             "--callee",
             callee,

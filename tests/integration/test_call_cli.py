@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from sip2rtmp.lab import BUSY_USER, DECLINE_USER, RELAY_ACCOUNT, UNKNOWN_USER, Lab
+from sip2rtmp.lab.recording import read_recording
 from tests.integration.sip_log import count, sip_messages
 
 pytestmark = pytest.mark.lab
@@ -93,6 +94,26 @@ def test_rtmp_server_that_refuses_fails_the_run_with_exit_8(start_call: Any) -> 
     messages = sip_messages(run.log)
     assert count(messages, "sent", method="BYE") == 1, "the call is hung up cleanly"
     assert run.statuses[-1] == "FAILED"
+
+
+def test_password_from_a_command_and_stereo_aac(start_call: Any, lab: Lab) -> None:
+    run = start_call(
+        "tone",
+        "--no-video",
+        "--max-duration",
+        "3",
+        "--audio-channels",
+        "2",
+        "--sip-password-command",
+        f"printf {RELAY_ACCOUNT.password}",
+        password=None,
+    ).wait(30)
+    assert run.returncode == 0, run.stderr
+    assert count(sip_messages(run.log), "received", status=200, of="REGISTER") >= 1
+    [path] = lab.recordings(run.stream_key)
+    [audio] = read_recording(path).kinds("audio")
+    assert audio.channels == 2
+    assert RELAY_ACCOUNT.password not in run.everything
 
 
 def test_plain_lines_off_a_terminal(start_call: Any) -> None:
