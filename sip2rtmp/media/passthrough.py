@@ -4,7 +4,8 @@ Access units from the RTP depacketizer become AVCC samples (ISO/IEC 14496-15 §5
 every NAL unit byte for byte, in-band SPS/PPS included. The outputs' AVC sequence header is
 built from the callee's own SPS/PPS, so the FLV stream describes exactly what the callee
 encoded. Only the timestamps change: the 90 kHz RTP clock (RFC 6184 §5.1) is mapped onto the
-pipeline's media clock, anchored at the first access unit's playout time.
+pipeline's media clock, anchored at the first access unit's playout time, or at the capture
+time the sender reports give once they are known (lip sync, RFC 3550 §6.4.1).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -30,6 +32,9 @@ VIDEO_CLOCK = 90_000
 """RTP clock of every video payload format (RFC 6184 §8.2.1, RFC 7741 §6.1)."""
 
 _HALF = 1 << 31
+
+CaptureClock = Callable[[int], float | None]
+"""RTP timestamp to the media time (s) of the audio captured at the same instant."""
 
 
 def h264_template(sps: bytes, pps: bytes) -> Any:
@@ -82,6 +87,9 @@ class PassthroughVideo:
         self._ext_ts = 0
         self._offset: int | None = None
         self._last_dts = -1
+        self._capture_time: CaptureClock | None = None
+        self.av_skew: float | None = None
+        """How much later than the audio captured with it the latest frame arrived (s)."""
 
     def start(self, origin: float) -> None:
         """Media time 0 is ``origin`` on the clock that ``push`` arrival times use."""
@@ -91,22 +99,39 @@ class PassthroughVideo:
         """The RTP timeline restarted (new SSRC, jump): the next access unit re-anchors."""
         self._offset = None
 
+    def sync_to(self, capture_time: CaptureClock) -> None:
+        """Place access units by capture time instead of arrival once ``capture_time`` knows.
+
+        ``capture_time`` maps an RTP timestamp to the media time of the audio captured at the
+        same instant (RFC 3550 §6.4.1), or None while the sender reports are missing. The
+        placement then slews toward it by at most half a frame earlier or one frame later per
+        access unit, so DTS keep increasing and no jump exceeds a frame.
+        """
+        self._capture_time = capture_time
+
     def push(self, unit: AccessUnit, arrival: float) -> None:
         """Stamp one access unit (played out at ``arrival``) and queue it for the outputs."""
         if self._origin is None:
             raise RuntimeError("start() the source before pushing access units")
         arrival_ticks = round((arrival - self._origin) * VIDEO_CLOCK)
+        target = self._capture_time(unit.timestamp) if self._capture_time else None
+        reference = arrival_ticks if target is None else round(target * VIDEO_CLOCK)
         if self._offset is None:
             self._raw_ts = self._ext_ts = unit.timestamp
-            self._offset = max(arrival_ticks, self._last_dts + 1) - unit.timestamp
+            self._offset = max(reference, self._last_dts + 1) - unit.timestamp
         else:
             delta = ((unit.timestamp - self._raw_ts + _HALF) & 0xFFFFFFFF) - _HALF
             self._raw_ts = unit.timestamp
             self._ext_ts += delta
+            if target is not None and delta > 0:
+                error = reference - self._ext_ts - self._offset
+                self._offset += max(-(delta // 2), min(error, delta))
+        if target is not None:
+            self.av_skew = (arrival_ticks - reference) / VIDEO_CLOCK
         dts = self._ext_ts + self._offset
-        if dts <= self._last_dts or abs(dts - arrival_ticks) > self._max_drift:
-            # Timestamps went backwards or drifted off the wall clock: re-anchor here.
-            self._offset = max(arrival_ticks, self._last_dts + 1) - self._ext_ts
+        if dts <= self._last_dts or abs(dts - reference) > self._max_drift:
+            # Timestamps went backwards or drifted off the reference clock: re-anchor here.
+            self._offset = max(reference, self._last_dts + 1) - self._ext_ts
             dts = self._ext_ts + self._offset
             self.resyncs += 1
         self._last_dts = dts

@@ -48,6 +48,7 @@ class SlateVideo:
         *,
         fps: int = DEFAULT_FPS,
         crf: int = 20,
+        profile: str | None = None,
     ) -> None:
         height, width, _ = picture.shape
         if width % 2 or height % 2:
@@ -58,7 +59,7 @@ class SlateVideo:
         self._frame_ticks = int(1 / TIME_BASES[Track.VIDEO] / fps)
         if self._frame_ticks * fps * TIME_BASES[Track.VIDEO] != 1:
             raise ValueError(f"{fps} fps does not divide the 90 kHz video clock")
-        self._gop, self.template = _encode_gop(picture, fps, crf)
+        self._gop, self.template = _encode_gop(picture, fps, crf, profile)
         self._next_frame = 0
 
     @classmethod
@@ -70,16 +71,23 @@ class SlateVideo:
         width: int = 1280,
         height: int = 720,
         fps: int = DEFAULT_FPS,
+        profile: str | None = None,
     ) -> SlateVideo:
         """A generated card: the callee's name large, a caption (e.g. the call time) below."""
-        return cls(render_card(title, subtitle, width, height), fps=fps)
+        return cls(render_card(title, subtitle, width, height), fps=fps, profile=profile)
 
     @classmethod
     def image(
-        cls, path: str | Path, *, width: int = 1280, height: int = 720, fps: int = DEFAULT_FPS
+        cls,
+        path: str | Path,
+        *,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = DEFAULT_FPS,
+        profile: str | None = None,
     ) -> SlateVideo:
         """The first picture of an image (or video) file, fitted inside width x height."""
-        return cls(load_picture(path, width, height), fps=fps)
+        return cls(load_picture(path, width, height), fps=fps, profile=profile)
 
     @property
     def gop_bytes(self) -> int:
@@ -146,8 +154,13 @@ def load_picture(path: str | Path, width: int, height: int) -> npt.NDArray[np.ui
     return picture
 
 
-def _encode_gop(picture: npt.NDArray[np.uint8], fps: int, crf: int) -> tuple[list[bytes], Any]:
+def _encode_gop(
+    picture: npt.NDArray[np.uint8], fps: int, crf: int, profile: str | None
+) -> tuple[list[bytes], Any]:
     """Encode one 2 s GOP; return its packets and the stream that carries its extradata.
+
+    `profile` ("baseline" for a callee that was offered constrained baseline, RFC 6184 §8.1)
+    limits the tools the encoder uses; None leaves libx264's choice.
 
     Encoding happens once, so a slower, sharper preset than a live encoder could afford is
     fine. No B-frames (zerolatency) keeps pts == dts, which the replay relies on.
@@ -162,6 +175,7 @@ def _encode_gop(picture: npt.NDArray[np.uint8], fps: int, crf: int) -> tuple[lis
             "tune": "zerolatency",
             "crf": str(crf),
             "x264-params": f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:bframes=0",
+            **({"profile": profile} if profile else {}),
         },
     )
     stream.width = picture.shape[1]

@@ -19,10 +19,12 @@ from pathlib import Path
 
 from sip2rtmp.media.outbound import OutboundAudio
 from sip2rtmp.media.pipeline import LOST, MediaPipeline
-from sip2rtmp.net.rtp_endpoint import RtpEndpoint
+from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
+from sip2rtmp.relay.playout import PlayoutScheduler
 from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule
-from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Lost, Resync
+from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Lost, Playout, Resync
 from sip2rtmp.rtp.packet import RtpPacket
+from sip2rtmp.rtp.rtcp import RtcpPacket
 from sip2rtmp.sip.sdp import NegotiatedStream
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,9 @@ class AudioLeg:
         self._dtmf_receiver = DtmfReceiver()
         self._dtmf_queue: list[_DtmfPacket] = []
         self._dtmf_done: asyncio.Event = asyncio.Event()
-        self._playout_timer: asyncio.TimerHandle | None = None
+        self._playout: PlayoutScheduler | None = None
+        self.rtcp_listener: RtcpHandler | None = None
+        """Who else reads the callee's audio RTCP (sender reports for A/V sync)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = random.randrange(1 << 16)
         self._timestamp = random.randrange(1 << 32)
@@ -92,7 +96,9 @@ class AudioLeg:
     ) -> AudioLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer)."""
         leg = cls(announce=announce, announce_loop=announce_loop, on_dtmf=on_dtmf)
-        leg.endpoint = await RtpEndpoint.open(local_ip, on_rtp=leg._on_rtp, clock_rate=8000)
+        leg.endpoint = await RtpEndpoint.open(
+            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg._on_rtcp, clock_rate=8000
+        )
         return leg
 
     @property
@@ -113,6 +119,9 @@ class AudioLeg:
         self.endpoint.set_remote(rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=accepted)
         if codec_changed:
             self.jitter = JitterBuffer(stream.clock_rate)
+            if self._playout is not None:
+                self._playout.close()
+            self._playout = PlayoutScheduler(self.jitter, self._play)
             for task in self._tasks:
                 task.cancel()
             self._tasks = [asyncio.create_task(self._send_loop(stream), name="audio-send")]
@@ -137,9 +146,13 @@ class AudioLeg:
         if packet.payload_type in (stream.telephone_event_pt, stream.local_telephone_event_pt):
             self._receive_dtmf(packet)
             return
-        if self.jitter is not None:
+        if self.jitter is not None and self._playout is not None:
             self.jitter.push(packet, arrival)
-            self._schedule_playout()
+            self._playout.packet_arrived()
+
+    def _on_rtcp(self, packets: list[RtcpPacket], arrival: float) -> None:
+        if self.rtcp_listener is not None:
+            self.rtcp_listener(packets, arrival)
 
     def _receive_dtmf(self, packet: RtpPacket) -> None:
         try:
@@ -150,33 +163,15 @@ class AudioLeg:
             if self._on_dtmf is not None and event.digit:
                 self._on_dtmf(event.digit, "rfc4733")
 
-    def _schedule_playout(self) -> None:
-        """Deadline-driven: one timer at the buffer's next deadline, moved earlier when a
-        packet arrives that is due sooner. No task or timeout object per packet."""
-        jitter = self.jitter
-        deadline = jitter.next_deadline() if jitter is not None else None
-        if deadline is None:
+    def _play(self, items: list[Playout], now: float) -> None:
+        pipeline = self.pipeline
+        if pipeline is None:
             return
-        timer = self._playout_timer
-        if timer is not None:
-            if not timer.cancelled() and timer.when() <= deadline:
-                return
-            timer.cancel()
-        self._playout_timer = asyncio.get_running_loop().call_at(deadline, self._playout)
-
-    def _playout(self) -> None:
-        self._playout_timer = None
-        jitter, pipeline = self.jitter, self.pipeline
-        if jitter is None:
-            return
-        for item in jitter.pop(asyncio.get_running_loop().time()):
-            if pipeline is None or isinstance(item, Resync):
-                continue
+        for item in items:
             if isinstance(item, Lost):
                 pipeline.push_audio(LOST, item.timestamp)
-            else:
+            elif not isinstance(item, Resync):
                 pipeline.push_audio(item.payload, item.timestamp)
-        self._schedule_playout()
 
     # ---- sending --------------------------------------------------------------------------
 
@@ -246,8 +241,8 @@ class AudioLeg:
         await self._dtmf_done.wait()
 
     async def close(self) -> None:
-        if self._playout_timer is not None:
-            self._playout_timer.cancel()
+        if self._playout is not None:
+            self._playout.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.sip_session import SipCall, SipSession
 from sip2rtmp.relay.audio import AudioLeg
 from sip2rtmp.relay.dtmf import DtmfScript, parse_info_dtmf
+from sip2rtmp.relay.sync import AvSync, SyncedPipeline
 from sip2rtmp.relay.video import OFFERED_CODECS, VideoLeg
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.events import CallProgress
@@ -44,6 +45,10 @@ KEYFRAME_WAIT = 1.0
 track's sequence header is fixed per connection, so the stream carries either the callee's
 video (H.264 with the SPS/PPS of that keyframe, or VP8 transcoded at its size) or the slate
 for the whole call, never both."""
+CALLEE_SLATE_SIZE = (640, 360)
+"""The slate sent toward the callee: small, since it only has to keep the far end sending."""
+CALLEE_SLATE_PROFILE = "baseline"
+"""What the offer promises (profile-level-id 42e01f): constrained baseline."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class Relay:
         self._pipeline: MediaPipeline | None = None
         self._call: SipCall | None = None
         self._output_states: dict[str, str] = {}
+        self._slate_ready: asyncio.Future[SlateVideo] | None = None
+        self._callee_slate_ready: asyncio.Future[SlateVideo] | None = None
 
     def emit(self, event: str, status: CallStatus | None = None, /, **data: object) -> None:
         self._emit(RelayEvent(event, status, dict(data)))
@@ -178,6 +185,12 @@ class Relay:
             session_id=int(time.time()),
             video_codecs=OFFERED_CODECS,
         )
+        # Rendered while it rings, so that an answered call's stream starts without waiting.
+        self._slate_ready = _in_background(self._slate)
+        if self._video is not None:
+            self._callee_slate_ready = _in_background(
+                self._slate, *CALLEE_SLATE_SIZE, profile=CALLEE_SLATE_PROFILE
+            )
         self.emit("status", CallStatus.TRYING, callee=self.settings.callee_uri)
         call = await self._unless_ended(
             sip.invite(
@@ -202,15 +215,24 @@ class Relay:
             await self._leg.connect(negotiated.audio)
         if self._video is not None and negotiated.video and VideoLeg.relays(negotiated.video):
             await self._video.connect(negotiated.video, call.send_info)
+            if negotiated.video.codec == "H264" and self._callee_slate_ready is not None:
+                self._video.send_slate(await self._callee_slate_ready)
+            else:
+                log.info(
+                    "sending no video to the callee: the slate is H.264, it chose %s",
+                    negotiated.video.codec,
+                )
         await self._relay(call, negotiated)
 
     async def _relay(self, call: SipCall, negotiated: NegotiatedSession) -> None:
         assert self._leg is not None
         settings = self.settings
         video = await self._video_source()
-        pipeline = MediaPipeline(
+        sync = AvSync(negotiated.audio.clock_rate if negotiated.audio else 8000)
+        pipeline = SyncedPipeline(
             [target.url for target in settings.rtmp_targets]
             + ([str(self.options.record)] if self.options.record else []),
+            sync=sync,
             codec=negotiated.audio.codec if negotiated.audio else "PCMU",
             video=video,
             config=MediaConfig(
@@ -224,6 +246,10 @@ class Relay:
         pipeline.start()
         if isinstance(video, PassthroughVideo | TranscodedVideo) and self._video is not None:
             video.start(pipeline.origin)
+            if isinstance(video, PassthroughVideo):
+                self._leg.rtcp_listener = sync.audio_rtcp
+                self._video.rtcp_listener = sync.video_rtcp
+                video.sync_to(sync.video_seconds)
             self._video.attach(video)
         watchers = [
             asyncio.create_task(self._watch_call_end(call)),
@@ -276,14 +302,20 @@ class Relay:
                 self.emit("video", mode=self._video_mode, width=source.width, height=source.height)
                 return source
             self.emit("video", mode="slate", reason="no keyframe from the callee")
-        return await asyncio.to_thread(self._slate)
+        assert self._slate_ready is not None
+        slate: SlateVideo = await self._slate_ready
+        return slate
 
-    def _slate(self) -> SlateVideo:
+    def _slate(
+        self, width: int = 1280, height: int = 720, profile: str | None = None
+    ) -> SlateVideo:
         if self.options.slate is not None:
-            return SlateVideo.image(self.options.slate)
+            return SlateVideo.image(self.options.slate, width=width, height=height, profile=profile)
         started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         callee = self.settings.callee_uri.split(":", 1)[-1].split(";", 1)[0]
-        return SlateVideo.text(callee, f"call started {started}")
+        return SlateVideo.text(
+            callee, f"call started {started}", width=width, height=height, profile=profile
+        )
 
     async def _unless_ended(self, awaitable: Awaitable[T]) -> T:
         """Await a SIP step, abandoning it (CANCEL while ringing) when a signal arrives."""
@@ -419,14 +451,18 @@ class Relay:
             }
         if self._video is not None and self._video.stream is not None:
             video = self._video.stats
+            source = self._video.source
+            skew = source.av_skew if isinstance(source, PassthroughVideo) else None
             snapshot["video"] = {
                 "mode": self._video_mode,
                 "frames": video.frames,
                 "keyframes": video.keyframes,
                 "dropped": video.dropped,
                 "keyframe_requests": video.keyframe_requests,
+                "sent": video.frames_sent,
                 "received": video.jitter.received if video.jitter else 0,
                 "lost": video.jitter.lost if video.jitter else 0,
+                "av_skew_ms": None if skew is None else round(1000 * skew),
             }
         return snapshot
 
@@ -443,6 +479,16 @@ def user_agent_config(settings: CallSettings) -> UserAgentConfig:
         local_port=0,
         tls_ca_file=settings.sip_tls_ca,
     )
+
+
+def _in_background(
+    render: Callable[..., SlateVideo], *args: object, **kwargs: object
+) -> asyncio.Future[SlateVideo]:
+    """Render in a worker thread; a call that fails never awaits it, so its result is marked
+    seen here and an unused failure is not reported at exit."""
+    future = asyncio.ensure_future(asyncio.to_thread(render, *args, **kwargs))
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future
 
 
 def _codecs(negotiated: NegotiatedSession) -> dict[str, object]:

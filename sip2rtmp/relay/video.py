@@ -5,6 +5,10 @@ depacketizer; whole frames go to a ``PassthroughVideo`` (H.264) or a ``Transcode
 (VP8) once the pipeline runs. Until then the leg keeps the frames since the latest keyframe,
 so the stream can open with the callee's first keyframe.
 
+Toward the callee the leg sends the slate as H.264 (RFC 6184), since some endpoints send
+video only while they receive some, and it hands the callee's RTCP (sender reports, for lip
+sync) to whoever listens.
+
 Keyframes are asked for, not waited for: many endpoints (baresip among them) send one IDR at
 the start and then only on request, while live ingest wants one every 2 s. Requests go as
 RTCP PLI (RFC 4585 §6.3.1) and/or FIR (RFC 5104 §4.3.1) when the answer negotiated them, else
@@ -17,16 +21,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
+from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.transcode import TranscodedVideo
-from sip2rtmp.net.rtp_endpoint import RtpEndpoint
+from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
 from sip2rtmp.relay.audio import resolve_address
-from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, parse_sprop_parameter_sets
-from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Resync
+from sip2rtmp.relay.playout import PlayoutScheduler
+from sip2rtmp.rtp.h264 import (
+    NAL_SEI,
+    AccessUnit,
+    H264Depacketizer,
+    nal_type,
+    packetize_h264,
+    parse_sprop_parameter_sets,
+    split_annexb,
+)
+from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Playout, Resync
 from sip2rtmp.rtp.packet import RtpPacket
+from sip2rtmp.rtp.rtcp import RtcpPacket
 from sip2rtmp.rtp.vp8 import Vp8Depacketizer, Vp8Frame
 from sip2rtmp.sip.sdp import NegotiatedStream
 
@@ -55,10 +71,13 @@ _MAX_PENDING = 250
 class KeyframePolicy:
     interval_s: float = 2.0
     """Longest allowed time between keyframes in the output (YouTube and Facebook: 2 s)."""
-    lead_s: float = 0.3
-    """How long before the interval runs out to ask: the request's round trip plus a frame."""
-    retry_s: float = 0.5
-    """Ask again if no keyframe came this long after a request (RFC 5104 §4.3.1.2)."""
+    lead_s: float = 0.8
+    """How long before the interval runs out to ask: room for two retries when a keyframe is
+    lost on the way (at 5 % packet loss, about one multi-packet keyframe in five) or the
+    sender lets a request pass."""
+    retry_s: float = 0.3
+    """Ask again if no keyframe came this long after a request (RFC 5104 §4.3.1.2): a round
+    trip and a frame or two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,7 @@ class VideoStats:
     keyframes: int
     dropped: int
     keyframe_requests: int
+    frames_sent: int
     jitter: JitterStats | None
 
 
@@ -84,12 +104,15 @@ class VideoLeg:
         self.first_packet = asyncio.Event()
         self.keyframe_ready = asyncio.Event()
         self.keyframe_requests = 0
+        self.frames_sent = 0
+        self.rtcp_listener: RtcpHandler | None = None
+        """Gets the callee's RTCP on this stream (its sender reports carry the A/V sync)."""
         self._send_info: InfoSender | None = None
         self._pending: list[tuple[AccessUnit | Vp8Frame, float]] = []
         self._remote_ssrc: int | None = None
         self._last_keyframe_at: float | None = None
         self._last_request_at: float | None = None
-        self._wake = asyncio.Event()
+        self._playout: PlayoutScheduler | None = None
         self._request_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._info_task: asyncio.Task[None] | None = None
@@ -98,7 +121,9 @@ class VideoLeg:
     async def open(cls, local_ip: str, policy: KeyframePolicy | None = None) -> VideoLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line)."""
         leg = cls(policy)
-        leg.endpoint = await RtpEndpoint.open(local_ip, on_rtp=leg._on_rtp, clock_rate=VIDEO_CLOCK)
+        leg.endpoint = await RtpEndpoint.open(
+            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg._on_rtcp, clock_rate=VIDEO_CLOCK
+        )
         return leg
 
     @property
@@ -126,13 +151,11 @@ class VideoLeg:
             Vp8Depacketizer() if stream.codec == "VP8" else H264Depacketizer(parameter_sets)
         )
         self.jitter = JitterBuffer(VIDEO_CLOCK)
+        self._playout = PlayoutScheduler(self.jitter, self._play)
         self.endpoint.set_remote(
             rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=stream.receive_payload_types
         )
-        self._tasks = [
-            asyncio.create_task(self._playout_loop(), name="video-playout"),
-            asyncio.create_task(self._keyframe_loop(), name="video-keyframes"),
-        ]
+        self._tasks = [asyncio.create_task(self._keyframe_loop(), name="video-keyframes")]
 
     async def wait_keyframe(self, timeout: float) -> bool:
         """True once a keyframe (for H.264, with its SPS/PPS) came, False after ``timeout``."""
@@ -171,6 +194,7 @@ class VideoLeg:
             keyframes=source.keyframes if source else 0,
             dropped=self.depacketizer.dropped,
             keyframe_requests=self.keyframe_requests,
+            frames_sent=self.frames_sent,
             jitter=self.jitter.stats if self.jitter is not None else None,
         )
 
@@ -185,30 +209,23 @@ class VideoLeg:
             self._request_wake.set()
         self._remote_ssrc = packet.ssrc
         jitter.push(packet, arrival)
-        self._wake.set()
+        if self._playout is not None:
+            self._playout.packet_arrived()
 
-    async def _playout_loop(self) -> None:
-        """Deadline-driven like the audio leg: wake at the next deadline or on a packet."""
-        loop = asyncio.get_running_loop()
+    def _on_rtcp(self, packets: list[RtcpPacket], arrival: float) -> None:
+        if self.rtcp_listener is not None:
+            self.rtcp_listener(packets, arrival)
+
+    def _play(self, items: list[Playout], now: float) -> None:
         depacketizer = self.depacketizer
-        jitter = self.jitter
-        assert jitter is not None
-        while True:
-            deadline = jitter.next_deadline()
-            timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
-            self._wake.clear()
-            if timeout is None or timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-            now = loop.time()
-            needed = depacketizer.keyframe_needed
-            for item in jitter.pop(now):
-                if isinstance(item, Resync) and self.source is not None:
-                    self.source.resync()
-                for unit in depacketizer.push(item):
-                    self._deliver(unit, now)
-            if depacketizer.keyframe_needed and not needed:
-                self._request_wake.set()
+        needed = depacketizer.keyframe_needed
+        for item in items:
+            if isinstance(item, Resync) and self.source is not None:
+                self.source.resync()
+            for unit in depacketizer.push(item):
+                self._deliver(unit, now)
+        if depacketizer.keyframe_needed and not needed:
+            self._request_wake.set()
 
     def _deliver(self, unit: AccessUnit | Vp8Frame, now: float) -> None:
         if unit.keyframe:
@@ -226,6 +243,52 @@ class VideoLeg:
             self._pending = [(unit, now)]
         elif self._pending and len(self._pending) < _MAX_PENDING:
             self._pending.append((unit, now))
+
+    # ---- sending --------------------------------------------------------------------------
+
+    def send_slate(self, slate: SlateVideo) -> None:
+        """Send ``slate`` toward the callee, H.264 on the negotiated payload type, from now on.
+
+        Some endpoints send video only while they receive some, and a sendrecv stream
+        (RFC 3264 §6.1) promises media both ways. The slate's replayed GOP costs no encoding;
+        each IDR goes out with the SPS/PPS in band, since the offer carried no
+        sprop-parameter-sets (RFC 6184 §8.4). In packetization-mode 0 every NAL unit is a
+        packet of its own (RFC 6184 §6.2), however large; in mode 1 small ones share a
+        STAP-A and large ones are split into FU-A.
+        """
+        self._tasks.append(asyncio.create_task(self._send_loop(slate), name="video-send"))
+
+    async def _send_loop(self, slate: SlateVideo) -> None:
+        """Frames at the slate's rate on an absolute schedule, 90 kHz timestamps (RFC 6184 §5.1)."""
+        stream, endpoint = self.stream, self.endpoint
+        assert stream is not None
+        parameter_sets = split_annexb(bytes(slate.template.codec_context.extradata))
+        single_nal = stream.fmtp.get("packetization-mode", "0") == "0"
+        sequence = random.randrange(1 << 16)
+        base = random.randrange(1 << 32)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            for frame in slate.packets_until(loop.time() - start):
+                nals = [nal for nal in split_annexb(frame.data) if nal_type(nal) != NAL_SEI]
+                if frame.keyframe:
+                    nals = [*parameter_sets, *nals]
+                payloads = nals if single_nal else packetize_h264(nals)
+                timestamp = (base + frame.pts) & 0xFFFFFFFF
+                for index, payload in enumerate(payloads, 1):
+                    sequence = (sequence + 1) & 0xFFFF
+                    endpoint.send_rtp(
+                        RtpPacket(
+                            stream.payload_type,
+                            sequence,
+                            timestamp,
+                            endpoint.ssrc,
+                            payload,
+                            marker=index == len(payloads),
+                        )
+                    )
+                self.frames_sent += 1
+            await asyncio.sleep(max(start + self.frames_sent / slate.fps - loop.time(), 0.0))
 
     # ---- keyframe requests ----------------------------------------------------------------
 
@@ -278,6 +341,8 @@ class VideoLeg:
             log.info("picture_fast_update INFO answered %d", status)
 
     async def close(self) -> None:
+        if self._playout is not None:
+            self._playout.close()
         tasks = [*self._tasks, *([self._info_task] if self._info_task else [])]
         for task in tasks:
             task.cancel()

@@ -17,6 +17,7 @@ import pytest
 
 from sip2rtmp.lab import Lab, account
 from sip2rtmp.lab.recording import decode_audio, dominant_frequency, read_recording, tone_seconds
+from sip2rtmp.relay.runner import CALLEE_SLATE_SIZE
 from sip2rtmp.rtp.h264 import (
     AccessUnit,
     H264Depacketizer,
@@ -218,3 +219,15 @@ def test_vp8_is_transcoded_to_h264_at_the_callees_size(
     stats = run.last("stats")["video"]
     assert stats["mode"] == "transcode"
     assert stats["frames"] == len(recording.video_dts)
+
+
+def test_slate_reaches_the_h264_callee(start_call: Any, lab: Lab) -> None:
+    """The callee receives and decodes the slate sent toward it (baresip logs both)."""
+    log_before = len(lab.callee_log("video"))
+    run = start_call("video", "--max-duration", "6").wait(30)
+    assert run.returncode == 0, run.stderr
+    log = lab.callee_log("video")[log_before:]
+    assert "incoming rtp for 'video' established" in log, log[-2000:]
+    width, height = CALLEE_SLATE_SIZE
+    assert f"video: receiving with resolution {width} x {height}" in log, log[-2000:]
+    assert run.last("stats")["video"]["sent"] >= 50, "10 fps for about 6 s"

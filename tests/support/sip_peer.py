@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
 from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, parse_message
-from sip2rtmp.sip.sdp import answer_offer, build_offer
+from sip2rtmp.sip.sdp import NegotiatedSession, answer_offer, build_offer
 from tests.support.udp_relay import UdpRelay
 
 Address = tuple[str, int]
@@ -98,6 +98,8 @@ class SipPeer:
         if relay is not None:
             relay.peer = self.rtp_address
         self._media_to: Address | None = None
+        self.session: NegotiatedSession | None = None
+        """The answered call's streams, as the peer sees them."""
         self._ok: tuple[bytes, Address] | None = None
         self._next_retransmit = 0.0
         self._interval = T1
@@ -180,15 +182,8 @@ class SipPeer:
         self._sip.sendto(self._response(invite, 100, "Trying").to_bytes(), addr)
         self.seen.offer = invite.body.decode("utf-8", "replace")
         media_port = self.relay.public_address[1] if self.relay else self.rtp_address[1]
-        capabilities = build_offer(
-            HOST,
-            media_port,
-            session_id=random.randrange(1, 1 << 31),
-            username=self.user,
-            audio_codecs=("PCMU",),
-            video_codecs=(),
-        )
-        answer = answer_offer(capabilities, self.seen.offer)
+        answer = answer_offer(self._capabilities(media_port), self.seen.offer)
+        self.session = answer.session
         audio = answer.session.audio
         if audio is None or audio.codec != "PCMU":
             self._sip.sendto(self._response(invite, 488, "Not Acceptable Here").to_bytes(), addr)
@@ -204,6 +199,17 @@ class SipPeer:
         self.seen.ok_sent_at = time.monotonic()
         self._next_retransmit = self.seen.ok_sent_at + T1
         self._answered.set()
+
+    def _capabilities(self, media_port: int) -> str:
+        """What the peer can receive, as the offer its answer is made from (RFC 3264 §6)."""
+        return build_offer(
+            HOST,
+            media_port,
+            session_id=random.randrange(1, 1 << 31),
+            username=self.user,
+            audio_codecs=("PCMU",),
+            video_codecs=(),
+        )
 
     def _retransmit_ok(self) -> None:
         if self._ok is None or time.monotonic() < self._next_retransmit:

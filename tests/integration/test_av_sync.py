@@ -1,0 +1,92 @@
+"""Lip sync from RTCP sender reports, measured in the recording sip2rtmp writes.
+
+The synthetic callee's video leaves 300 ms after its capture instant while its sender
+reports tell the truth (RFC 3550 §6.4.1). A white frame and a 1 kHz beep share each capture
+instant, so the gap between them in the recording is the A/V skew the relay left in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tests.integration.test_network_faults import run_call
+from tests.support.av_peer import BEEP_HZ, AvPeer
+
+RATE = 48000
+ENVELOPE_S = 0.02
+"""Averaging window of the 1 kHz envelope: 11 cycles of the 560 Hz gap to the tone."""
+
+
+@pytest.fixture
+def peer(request: pytest.FixtureRequest) -> Iterator[AvPeer]:
+    callee = AvPeer(sender_reports=request.param)
+    callee.start()
+    yield callee
+    callee.stop()
+
+
+def white_frames(record: Path) -> list[float]:
+    """Times of the frames whose mean luma says white."""
+    times = []
+    with av.open(str(record)) as container:
+        for frame in container.decode(video=0):
+            luma = frame.to_ndarray()[: frame.height]
+            if luma.mean() > 128 and frame.time is not None:
+                times.append(float(frame.time))
+    return times
+
+
+def beep_onsets(record: Path) -> list[float]:
+    """Times where the 1 kHz envelope rises through half its peak."""
+    chunks: list[npt.NDArray[np.float32]] = []
+    start: float | None = None
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+    with av.open(str(record)) as container:
+        for frame in container.decode(audio=0):
+            if start is None:
+                start = float(frame.time or 0.0)
+            for out in resampler.resample(frame):
+                chunks.append(np.asarray(out.to_ndarray(), dtype=np.float32).reshape(-1))
+    assert start is not None and chunks, "no audio in the recording"
+    samples = np.concatenate(chunks)
+    t = np.arange(samples.size) / RATE
+    mixed = samples * np.exp(-2j * np.pi * BEEP_HZ * t)
+    window = np.ones(round(ENVELOPE_S * RATE)) / round(ENVELOPE_S * RATE)
+    envelope = np.abs(np.convolve(mixed, window, mode="same"))
+    above = envelope > envelope.max() / 2
+    rises = np.flatnonzero(above[1:] & ~above[:-1]) + 1
+    return [start + index / RATE for index in rises]
+
+
+def offsets(record: Path) -> list[float]:
+    """White-frame time minus the nearest beep onset, for every white frame."""
+    beeps = np.array(beep_onsets(record))
+    return [
+        white - float(beeps[np.argmin(np.abs(beeps - white))]) for white in white_frames(record)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"), [(True, 0.0), (False, 0.3)], indirect=["peer"], ids=["sr", "no-sr"]
+)
+def test_video_meets_audio_by_capture_time(peer: AvPeer, expected: float, tmp_path: Path) -> None:
+    record = tmp_path / "call.flv"
+    call = run_call(peer.uri, record, max_duration=10, video=True)
+    assert call.returncode == 0, call.stderr[-3000:]
+    measured = offsets(record)
+    assert len(measured) >= 3, measured
+    median = float(np.median(measured))
+    assert abs(median - expected) <= 0.04, measured
+    stats = [e["video"] for e in call.events if e.get("event") == "stats" and "video" in e]
+    skew = stats[-1]["av_skew_ms"]
+    if expected:
+        assert skew is None, "no sender reports, no measured skew"
+    else:
+        assert 250 <= skew <= 350, skew
+    assert peer.video_received > 0, "the slate reaches the callee"
