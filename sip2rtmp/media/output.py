@@ -185,7 +185,11 @@ class RtmpOutput:
                 container = av.open(
                     self.target, "w", format=self._format, container_options=options
                 )
-                self._pump(container, self._templates.add_to(container))
+                streams = self._templates.add_to(container)
+                # Connect and publish now, while the first media is still being buffered,
+                # rather than at the first packet: the RTMP handshake is off the critical path.
+                container.start_encoding()
+                self._pump(container, streams)
                 container.close()
                 self._set_state(OutputState.CLOSED)
                 return

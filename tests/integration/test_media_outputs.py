@@ -82,7 +82,9 @@ def _check_recordings(paths: list[Path], *, start: float, end: float) -> None:
         with av.open(str(path)) as container:
             pcm.extend(f.to_ndarray()[0] for f in container.decode(audio=0))
     assert spans[0][0] == pytest.approx(start, abs=0.15)
-    assert spans[-1][1] == pytest.approx(end, abs=0.3)
+    # The feeder paces itself by the wall clock; outputs connecting at start hold the GIL for
+    # a moment (FFmpeg's RTMP/TLS handshakes), so the feed, and with it the end, may run late.
+    assert spans[-1][1] == pytest.approx(end, abs=0.5)
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
     samples = np.concatenate(pcm)
     middle = samples[len(samples) // 4 : len(samples) * 3 // 4]
