@@ -107,7 +107,7 @@ class MediaPipeline:
             RtmpOutput(target, templates, self.config.output_policy, clock=clock)
             for target in targets
         ]
-        self._inbound: queue.Queue[tuple[bytes | Lost, int, float]] = queue.Queue(
+        self._inbound: queue.Queue[tuple[bytes | Lost, int, float, float]] = queue.Queue(
             self.config.inbound_capacity
         )
         self._thread = threading.Thread(target=self._run, name="media", daemon=True)
@@ -133,10 +133,17 @@ class MediaPipeline:
         """The clock reading of media time 0, so other tracks can stamp onto the same timeline."""
         return self._t0
 
-    def push_audio(self, payload: bytes | Lost, rtp_ts: int) -> None:
-        """Hand over one RTP payload (or LOST) in jitter-buffer order; never blocks."""
+    def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None = None) -> None:
+        """Hand over one RTP payload (or LOST) in jitter-buffer order; never blocks.
+
+        `due` is when the jitter buffer scheduled it (this pipeline's clock): the timeline is
+        anchored on the first one, so a stall between the buffer and here at the start (a busy
+        loop, an output holding the GIL while it connects) does not delay the audio for the
+        whole call. Without it, the hand-over time anchors.
+        """
         try:
-            self._inbound.put_nowait((payload, rtp_ts, self._clock()))
+            now = self._clock()
+            self._inbound.put_nowait((payload, rtp_ts, now, now if due is None else due))
         except queue.Full:
             self._inbound_dropped += 1
 
@@ -197,7 +204,7 @@ class MediaPipeline:
                 return
             self._ingest(*item)
 
-    def _ingest(self, payload: bytes | Lost, rtp_ts: int, arrival: float) -> None:
+    def _ingest(self, payload: bytes | Lost, rtp_ts: int, arrival: float, due: float) -> None:
         if payload is LOST:
             self._lost += 1
             chunks = self._decoder.conceal(rtp_ts)
@@ -213,7 +220,7 @@ class MediaPipeline:
         max_ahead = int(self.config.max_ahead_s * AUDIO_RATE)
         for chunk in chunks:
             if self._offset is None:
-                self._offset = arrival_pos - chunk.pts
+                self._offset = int((due - self._t0) * AUDIO_RATE) - chunk.pts
             position = chunk.pts + self._offset
             end = position + chunk.samples.shape[1]
             # A burst that arrives after a stall (a slow RTMP connect holding the GIL, a busy

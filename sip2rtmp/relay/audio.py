@@ -164,14 +164,25 @@ class AudioLeg:
                 self._on_dtmf(event.digit, "rfc4733")
 
     def _play(self, items: list[Playout], now: float) -> None:
-        pipeline = self.pipeline
-        if pipeline is None:
+        pipeline, jitter = self.pipeline, self.jitter
+        if pipeline is None or jitter is None:
             return
-        for item in items:
+        last_due, clock = jitter.last_deadline, jitter.clock_rate
+        last_ts = items[-1].timestamp
+        # Items before a Resync belong to the old timeline: for them, hand-over time counts.
+        restart = max((i for i, item in enumerate(items) if isinstance(item, Resync)), default=-1)
+        for index, item in enumerate(items):
+            if isinstance(item, Resync):
+                continue
+            due = (
+                last_due - ((last_ts - item.timestamp) & 0xFFFFFFFF) / clock
+                if index > restart
+                else None
+            )
             if isinstance(item, Lost):
-                pipeline.push_audio(LOST, item.timestamp)
-            elif not isinstance(item, Resync):
-                pipeline.push_audio(item.payload, item.timestamp)
+                pipeline.push_audio(LOST, item.timestamp, due)
+            else:
+                pipeline.push_audio(item.payload, item.timestamp, due)
 
     # ---- sending --------------------------------------------------------------------------
 

@@ -448,6 +448,7 @@ class Relay:
                 "jitter_ms": round(jitter.jitter_ms, 1),
                 "depth_ms": round(jitter.depth_ms, 1),
                 "loss_pct": round(100.0 * jitter.lost / expected, 2) if expected else 0.0,
+                "timeline_resyncs": media.resyncs,
             }
         if self._video is not None and self._video.stream is not None:
             video = self._video.stats

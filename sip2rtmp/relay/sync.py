@@ -97,8 +97,8 @@ def _latest_report(packets: list[RtcpPacket]) -> _Report | None:
 class SyncedPipeline(MediaPipeline):
     """A pipeline that tells ``AvSync`` where its audio timeline starts.
 
-    The pipeline anchors audio on the clock reading at which the first payload is handed
-    over and stacks later ones by RTP timestamp, so that reading is the audio anchor.
+    The pipeline anchors audio on the time the first payload was due (or was handed over)
+    and stacks later ones by RTP timestamp, so that time is the audio anchor.
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class SyncedPipeline(MediaPipeline):
         super().start()
         self._sync.origin = self.origin
 
-    def push_audio(self, payload: bytes | Lost, rtp_ts: int) -> None:
+    def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None = None) -> None:
         if not self._sync.anchored and payload is not LOST:
-            self._sync.audio_anchor(rtp_ts, self._anchor_clock())
-        super().push_audio(payload, rtp_ts)
+            self._sync.audio_anchor(rtp_ts, self._anchor_clock() if due is None else due)
+        super().push_audio(payload, rtp_ts, due)

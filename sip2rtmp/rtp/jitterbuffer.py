@@ -246,6 +246,13 @@ class JitterBuffer:
             self._next += 1
             self._played = True
 
+    @property
+    def last_deadline(self) -> float:
+        """When the item popped last was due: its scheduled time, which a late pop (a busy
+        caller) does not move. Earlier items of the same pop were due earlier by their
+        timestamp difference."""
+        return self._deadline(self._last_ts)
+
     def pop(self, now: float) -> list[Playout]:
         """Everything due at ``now``, in order; holes come out as ``Lost``."""
         out: list[Playout] = []

@@ -217,3 +217,13 @@ def test_depth_adapts_to_jitter_and_back() -> None:
 def test_large_jitter_is_capped_at_the_ceiling() -> None:
     buffer, _, _ = simulate(count=1000, jitter=1.5, seed=4)
     assert buffer.depth <= 0.3
+
+
+def test_a_late_pop_keeps_each_items_scheduled_deadline() -> None:
+    """A caller that was busy pops late; what was due, and when, must not move with it."""
+    jb = JitterBuffer(8000, min_depth=0.04, max_depth=0.04)
+    for index in range(5):
+        jb.push(audio(index, index * 160), 10.0 + index * 0.02)
+    items = jb.pop(10.5)  # 400 ms after the last one was due
+    assert [seq_of(item) for item in items] == [0, 1, 2, 3, 4]
+    assert jb.last_deadline == pytest.approx(10.0 + 4 * 0.02 + 0.04)
