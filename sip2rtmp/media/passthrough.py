@@ -61,6 +61,74 @@ def h264_template(sps: bytes, pps: bytes) -> Any:
     return stream
 
 
+class VideoTimeline:
+    """Places a callee's 90 kHz RTP timestamps on the pipeline's media clock.
+
+    Timestamps are unwrapped (RFC 3550 §5.1) and anchored on a reference instant in media
+    ticks (when the frame played out, or when the audio captured with it plays); DTS always
+    increase, and a frame that lands off the reference by more than ``max_drift_s`` (a jump,
+    a sender clock running away) re-anchors the timeline.
+    """
+
+    def __init__(self, max_drift_s: float = 0.5) -> None:
+        self.resyncs = 0
+        self._max_drift = round(max_drift_s * VIDEO_CLOCK)
+        self._raw_ts = 0
+        self._ext_ts = 0
+        self._offset: int | None = None
+        self._last_dts = -1
+
+    def restart(self) -> None:
+        """The RTP timeline restarted (new SSRC, jump): the next frame re-anchors."""
+        self._offset = None
+
+    def stamp(self, timestamp: int, reference: int, *, slew: bool = False) -> int:
+        """DTS (media ticks) of the frame with RTP ``timestamp``.
+
+        With ``slew``, the placement moves toward ``reference`` by at most half a frame
+        earlier or one frame later per frame, so no jump exceeds a frame.
+        """
+        if self._offset is None:
+            self._raw_ts = self._ext_ts = timestamp
+            self._offset = max(reference, self._last_dts + 1) - timestamp
+        else:
+            delta = ((timestamp - self._raw_ts + _HALF) & 0xFFFFFFFF) - _HALF
+            self._raw_ts = timestamp
+            self._ext_ts += delta
+            if slew and delta > 0:
+                error = reference - self._ext_ts - self._offset
+                self._offset += max(-(delta // 2), min(error, delta))
+        dts = self._ext_ts + self._offset
+        if dts <= self._last_dts or abs(dts - reference) > self._max_drift:
+            self._offset = max(reference, self._last_dts + 1) - self._ext_ts
+            dts = self._ext_ts + self._offset
+            self.resyncs += 1
+        self._last_dts = dts
+        return dts
+
+
+class ReadyPackets:
+    """Stamped video waiting for the media thread, handed over under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: deque[EncodedPacket] = deque()
+
+    def put(self, packet: EncodedPacket) -> None:
+        with self._lock:
+            self._ready.append(packet)
+
+    def until(self, seconds: float) -> list[EncodedPacket]:
+        """Queued packets whose decode time is at or before ``seconds``."""
+        limit = seconds * VIDEO_CLOCK
+        packets: list[EncodedPacket] = []
+        with self._lock:
+            ready = self._ready
+            while ready and ready[0].dts <= limit:
+                packets.append(ready.popleft())
+        return packets
+
+
 class PassthroughVideo:
     """A video source for the pipeline that replays the callee's access units on its clock.
 
@@ -77,16 +145,10 @@ class PassthroughVideo:
         self.template = h264_template(sps, pps)
         self.frames = 0
         self.keyframes = 0
-        self.resyncs = 0
         self.sps_changes = 0
-        self._max_drift = round(max_drift_s * VIDEO_CLOCK)
-        self._lock = threading.Lock()
-        self._ready: deque[EncodedPacket] = deque()
+        self.timeline = VideoTimeline(max_drift_s)
+        self._ready = ReadyPackets()
         self._origin: float | None = None
-        self._raw_ts = 0
-        self._ext_ts = 0
-        self._offset: int | None = None
-        self._last_dts = -1
         self._capture_time: CaptureClock | None = None
         self.av_skew: float | None = None
         """How much later than the audio captured with it the latest frame arrived (s)."""
@@ -97,7 +159,7 @@ class PassthroughVideo:
 
     def resync(self) -> None:
         """The RTP timeline restarted (new SSRC, jump): the next access unit re-anchors."""
-        self._offset = None
+        self.timeline.restart()
 
     def sync_to(self, capture_time: CaptureClock) -> None:
         """Place access units by capture time instead of arrival once ``capture_time`` knows.
@@ -116,41 +178,17 @@ class PassthroughVideo:
         arrival_ticks = round((arrival - self._origin) * VIDEO_CLOCK)
         target = self._capture_time(unit.timestamp) if self._capture_time else None
         reference = arrival_ticks if target is None else round(target * VIDEO_CLOCK)
-        if self._offset is None:
-            self._raw_ts = self._ext_ts = unit.timestamp
-            self._offset = max(reference, self._last_dts + 1) - unit.timestamp
-        else:
-            delta = ((unit.timestamp - self._raw_ts + _HALF) & 0xFFFFFFFF) - _HALF
-            self._raw_ts = unit.timestamp
-            self._ext_ts += delta
-            if target is not None and delta > 0:
-                error = reference - self._ext_ts - self._offset
-                self._offset += max(-(delta // 2), min(error, delta))
+        dts = self.timeline.stamp(unit.timestamp, reference, slew=target is not None)
         if target is not None:
             self.av_skew = (arrival_ticks - reference) / VIDEO_CLOCK
-        dts = self._ext_ts + self._offset
-        if dts <= self._last_dts or abs(dts - reference) > self._max_drift:
-            # Timestamps went backwards or drifted off the reference clock: re-anchor here.
-            self._offset = max(reference, self._last_dts + 1) - self._ext_ts
-            dts = self._ext_ts + self._offset
-            self.resyncs += 1
-        self._last_dts = dts
         if unit.keyframe:
             self.keyframes += 1
             for nal in unit.nals:
                 if nal[0] & 0x1F == NAL_SPS and nal != self.sps:
                     self.sps_changes += 1
         self.frames += 1
-        packet = EncodedPacket(Track.VIDEO, to_avcc(unit.nals), dts, dts, unit.keyframe)
-        with self._lock:
-            self._ready.append(packet)
+        self._ready.put(EncodedPacket(Track.VIDEO, to_avcc(unit.nals), dts, dts, unit.keyframe))
 
     def packets_until(self, seconds: float) -> list[EncodedPacket]:
         """Queued access units whose decode time is at or before ``seconds``."""
-        limit = seconds * VIDEO_CLOCK
-        packets: list[EncodedPacket] = []
-        with self._lock:
-            ready = self._ready
-            while ready and ready[0].dts <= limit:
-                packets.append(ready.popleft())
-        return packets
+        return self._ready.until(seconds)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from fractions import Fraction
 from typing import Any
 
 import av
 
 from sip2rtmp.media.packets import EncodedPacket, Track
-from sip2rtmp.media.passthrough import VIDEO_CLOCK, h264_template
+from sip2rtmp.media.passthrough import VIDEO_CLOCK, ReadyPackets, VideoTimeline, h264_template
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
 from sip2rtmp.rtp.h264 import NAL_PPS, NAL_SPS, nal_type, split_annexb, to_avcc
 from sip2rtmp.rtp.vp8 import Vp8Frame
@@ -93,17 +92,11 @@ class TranscodedVideo:
         self.keyframes = 0
         self.dropped = 0
         self.undecodable = 0
-        self.resyncs = 0
-        self._max_drift = round(max_drift_s * VIDEO_CLOCK)
+        self.timeline = VideoTimeline(max_drift_s)
         self._inbound: queue.Queue[tuple[Vp8Frame, int] | None] = queue.Queue(queue_size)
-        self._lock = threading.Lock()
-        self._ready: deque[EncodedPacket] = deque()
+        self._ready = ReadyPackets()
         self._thread = threading.Thread(target=self._run, name="vp8-transcode", daemon=True)
         self._origin: float | None = None
-        self._raw_ts = 0
-        self._ext_ts = 0
-        self._offset: int | None = None
-        self._last_dts = -1
         self._skipping = False
         self._next_keyframe: int | None = None
 
@@ -120,7 +113,7 @@ class TranscodedVideo:
 
     def resync(self) -> None:
         """The RTP timeline restarted (new SSRC, jump): the next frame re-anchors."""
-        self._offset = None
+        self.timeline.restart()
 
     def push(self, frame: Vp8Frame, arrival: float) -> None:
         """Stamp one VP8 frame (played out at ``arrival``) and queue it for the worker."""
@@ -129,7 +122,7 @@ class TranscodedVideo:
         if self._skipping and not frame.keyframe:
             self.dropped += 1
             return
-        dts = self._stamp(frame.timestamp, round((arrival - self._origin) * VIDEO_CLOCK))
+        dts = self.timeline.stamp(frame.timestamp, round((arrival - self._origin) * VIDEO_CLOCK))
         try:
             self._inbound.put_nowait((frame, dts))
         except queue.Full:
@@ -140,29 +133,7 @@ class TranscodedVideo:
 
     def packets_until(self, seconds: float) -> list[EncodedPacket]:
         """Encoded packets whose decode time is at or before ``seconds``."""
-        limit = seconds * VIDEO_CLOCK
-        packets: list[EncodedPacket] = []
-        with self._lock:
-            ready = self._ready
-            while ready and ready[0].dts <= limit:
-                packets.append(ready.popleft())
-        return packets
-
-    def _stamp(self, timestamp: int, arrival_ticks: int) -> int:
-        """Media time of an RTP timestamp: unwrapped, anchored, re-anchored if it drifts."""
-        if self._offset is None:
-            self._raw_ts = self._ext_ts = timestamp
-            self._offset = max(arrival_ticks, self._last_dts + 1) - timestamp
-        else:
-            self._ext_ts += ((timestamp - self._raw_ts + _HALF) & 0xFFFFFFFF) - _HALF
-            self._raw_ts = timestamp
-        dts = self._ext_ts + self._offset
-        if dts <= self._last_dts or abs(dts - arrival_ticks) > self._max_drift:
-            self._offset = max(arrival_ticks, self._last_dts + 1) - self._ext_ts
-            dts = self._ext_ts + self._offset
-            self.resyncs += 1
-        self._last_dts = dts
-        return dts
+        return self._ready.until(seconds)
 
     def _run(self) -> None:
         while (item := self._inbound.get()) is not _STOP:
@@ -204,5 +175,4 @@ class TranscodedVideo:
             )
             self.frames += 1
             self.keyframes += encoded.keyframe
-            with self._lock:
-                self._ready.append(encoded)
+            self._ready.put(encoded)

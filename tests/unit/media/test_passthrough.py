@@ -70,7 +70,7 @@ def test_rtp_time_maps_onto_media_time_across_the_wrap(units: list[AccessUnit]) 
     assert [p.dts for p in packets] == [45_000 + i * FRAME for i in range(len(units))]
     assert all(p.pts == p.dts for p in packets)
     assert [p.data for p in packets] == [to_avcc(u.nals) for u in units]
-    assert packets[0].keyframe and source.resyncs == 0
+    assert packets[0].keyframe and source.timeline.resyncs == 0
 
 
 def test_packets_come_out_once_when_due(units: list[AccessUnit]) -> None:
@@ -102,7 +102,7 @@ def test_backwards_or_drifting_timestamps_reanchor_and_dts_still_increases(
     source.push(units[4], 2.04)
     dts = [p.dts for p in source.packets_until(10.0)]
     assert dts == [0, 3600, 180_000, 180_000 + 2 * FRAME]
-    assert source.resyncs == 2
+    assert source.timeline.resyncs == 2
     source.resync()
     source.push(units[0], 3.0)  # a new RTP timeline starts at its arrival
     assert [p.dts for p in source.packets_until(10.0)] == [270_000]

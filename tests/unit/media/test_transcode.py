@@ -85,7 +85,12 @@ def test_keyframes_every_two_seconds_on_the_media_clock(stream: list[Vp8Frame]) 
     assert [p.dts for p in packets] == [90_000 + i * FRAME for i in range(len(stream))]
     assert all(p.pts == p.dts for p in packets)
     assert [p.dts for p in packets if p.keyframe] == [90_000 + i * 180_000 for i in range(6)]
-    assert (source.frames, source.keyframes, source.dropped, source.resyncs) == (300, 6, 0, 0)
+    assert (source.frames, source.keyframes, source.dropped, source.timeline.resyncs) == (
+        300,
+        6,
+        0,
+        0,
+    )
     pictures = decode_h264(source, [p.data for p in packets])
     assert len(pictures) == len(stream)
     assert all((p.width, p.height) == (320, 240) for p in pictures)

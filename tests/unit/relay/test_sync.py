@@ -61,7 +61,7 @@ def test_passthrough_slews_to_the_capture_clock_one_step_at_a_time(slate: SlateV
     assert dts[9] == 9 * FRAME + round(late * VIDEO_CLOCK), "by arrival until the SRs"
     assert dts[-1] == 39 * FRAME, "by capture time once they came"
     assert source.av_skew == pytest.approx(late)
-    assert source.resyncs == 0
+    assert source.timeline.resyncs == 0
 
 
 async def _send_slate(slate: SlateVideo, codec: str) -> tuple[VideoLeg, list[RtpPacket]]:
