@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +111,7 @@ class Relay:
         self._output_states: dict[str, str] = {}
         self._slate_ready: asyncio.Future[SlateVideo] | None = None
         self._callee_slate_ready: asyncio.Future[SlateVideo] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def emit(self, event: str, status: CallStatus | None = None, /, **data: object) -> None:
         self._emit(RelayEvent(event, status, dict(data)))
@@ -134,6 +135,12 @@ class Relay:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
 
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        """Run `work` alongside, keeping a reference so the loop cannot drop it mid-way."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         self._ending.signal_name = name
@@ -144,7 +151,7 @@ class Relay:
             self._ending.end("hangup requested")
         digits = "".join(self.control.take_dtmf())
         if digits and self._call is not None:
-            asyncio.get_running_loop().create_task(self._send_dtmf(digits))
+            self._in_background(self._send_dtmf(digits))
 
     async def _run(self) -> None:
         settings = self.settings
@@ -186,9 +193,9 @@ class Relay:
             video_codecs=OFFERED_CODECS,
         )
         # Rendered while it rings, so that an answered call's stream starts without waiting.
-        self._slate_ready = _in_background(self._slate)
+        self._slate_ready = _render_in_background(self._slate)
         if self._video is not None:
-            self._callee_slate_ready = _in_background(
+            self._callee_slate_ready = _render_in_background(
                 self._slate, *CALLEE_SLATE_SIZE, profile=CALLEE_SLATE_PROFILE
             )
         self.emit("status", CallStatus.TRYING, callee=self.settings.callee_uri)
@@ -344,7 +351,7 @@ class Relay:
         if progress.sdp and self._leg is not None:
             early = negotiate(offer, progress.sdp.decode("utf-8", "replace"))
             if early.audio is not None:
-                asyncio.get_running_loop().create_task(self._leg.connect(early.audio))
+                self._in_background(self._leg.connect(early.audio))
 
     def _on_info(self, content_type: str, body: bytes) -> None:
         digit = parse_info_dtmf(content_type, body)
@@ -482,7 +489,7 @@ def user_agent_config(settings: CallSettings) -> UserAgentConfig:
     )
 
 
-def _in_background(
+def _render_in_background(
     render: Callable[..., SlateVideo], *args: object, **kwargs: object
 ) -> asyncio.Future[SlateVideo]:
     """Render in a worker thread; a call that fails never awaits it, so its result is marked
