@@ -1,12 +1,14 @@
 """Cost and delay of relaying one lab call, against the ffmpeg pipeline a user would script.
 
-Two runs, one after the other, each holding a call to an audio-only lab callee for the same
-time and publishing into the lab's nginx-rtmp:
+Two runs, one after the other, each holding a call to a lab callee for the same time and
+publishing into the lab's nginx-rtmp; ``--case`` picks an audio-only call, an H.264 video call
+(passed through) or a VP8 one (transcoded to H.264):
 
-1. ``sip2rtmp call … --no-video --json``: the real CLI, measured as a whole process.
+1. ``sip2rtmp call … --json``: the real CLI, measured as a whole process.
 2. The do-it-yourself baseline: sip2rtmp's SIP core places the call with an offer whose RTP
-   port belongs to ``ffmpeg``, which reads the call through an SDP file and encodes AAC plus a
-   black 1280x720 10 fps H.264 slate into nginx. Only the ffmpeg process is measured.
+   ports belong to ``ffmpeg``, which reads the call through an SDP file and publishes AAC plus
+   H.264 into nginx: the callee's H.264 copied, its VP8 transcoded, or for an audio-only call
+   a black 1280x720 10 fps slate. Only the ffmpeg process is measured.
 
 CPU and peak RSS come from the kernel (``wait4`` rusage over the whole process life, and
 ``/proc/<pid>/stat`` over the steady part of the call). Timings come from a tcpdump capture on
@@ -14,7 +16,7 @@ loopback: the SIP 200 OK, the first RTMP media message, and the audio delay, fou
 the callee for a second now and then and matching each tone onset in the RTP it sends with the
 same onset in the decoded AAC of the published stream.
 
-    .venv/bin/python -m benchmarks.relay_benchmark --duration 60 --write docs/performance.md
+    .venv/bin/python -m benchmarks.relay_benchmark --case h264 --write docs/performance.md
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from sip2rtmp.media.outbound import OutboundAudio
 from sip2rtmp.media.pipeline import MediaConfig
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.rtp.packet import RtpPacket
+from sip2rtmp.rtp.rtcp import PictureLossIndication
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.sdp import NegotiatedStream, SessionDescription, build_offer, negotiate
 from sip2rtmp.sip.useragent import UserAgentConfig
@@ -79,8 +82,31 @@ PAIRING_WINDOW_S = 2.0
 SLATE_SIZE = "1280x720"
 SLATE_FPS = 10
 KEYFRAME_INTERVAL_S = 2
-RESULTS_START = "<!-- relay-benchmark results: start -->"
-RESULTS_END = "<!-- relay-benchmark results: end -->"
+VIDEO_FPS = 25
+"""The lab callees' frame rate; ffmpeg guesses 90000 from the RTP clock unless told."""
+CORE_SHARE_TARGET = 0.05
+"""An H.264 passthrough call may use at most this share of one core."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of call the benchmark can measure."""
+
+    callee: str
+    video_codec: str | None
+    """What the baseline offers for video, in build_offer's names; None for audio only.
+
+    H.264 is offered in packetization-mode 0: the lab's ``video`` callee rejects a mode-1-only
+    offer, and answers sip2rtmp's offer with mode 0 too.
+    """
+    summary: str
+
+
+CASES = {
+    "audio": Case("tone", None, "audio only, the baseline adds a black slate"),
+    "h264": Case("video", "H264/0", "H.264 640x480 25 fps passed through"),
+    "vp8": Case("vp8", "VP8", "VP8 640x480 25 fps transcoded to H.264"),
+}
 
 Samples = npt.NDArray[np.float32]
 
@@ -490,11 +516,12 @@ def analyse(
     sip_ports: set[int],
     rtp_ports: set[int],
     rtmp_ports: set[int],
-    callee_rtp: tuple[int, int],
     codec: str,
 ) -> Wire:
+    """Timings and audio delays of one run; its audio RTP is told from video by the answer."""
     frames = list(read_pcap(capture))
     wire = Wire()
+    audio_port: int | None = None
     for frame in frames:
         if (
             not frame.tcp
@@ -504,12 +531,13 @@ def analyse(
             and re.search(rb"\r\nCSeq:\s*\d+\s+INVITE", frame.payload, re.IGNORECASE)
         ):
             wire.ok_at = frame.time
+            answer = SessionDescription.parse(frame.payload.split(b"\r\n\r\n", 1)[1].decode())
+            audio_port = next(m.port for m in answer.media if m.kind == "audio")
             break
-    low, high = callee_rtp
     rtp = [
         packet
         for frame in frames
-        if not frame.tcp and low <= frame.src_port <= high and frame.dst_port in rtp_ports
+        if not frame.tcp and frame.src_port == audio_port and frame.dst_port in rtp_ports
         if (packet := parse_rtp(frame)) is not None
     ]
     if rtp:
@@ -596,6 +624,7 @@ class Run:
     depth_ms: list[float] = field(default_factory=list)
     live_event_s: float | None = None
     """ESTABLISHED event to the output's `live` event (sip2rtmp polls output state at 2 Hz)."""
+    video_codec: str | None = None
 
     @property
     def cpu_per_min(self) -> float:
@@ -606,6 +635,7 @@ class Run:
 class Options:
     duration: float
     callee: str
+    video_codec: str | None
     capture: bool
     probe: bool
     work_dir: Path
@@ -681,7 +711,7 @@ def run_sip2rtmp(options: Options) -> Run:
         RTMP_URL,
         "--rtmp-stream",
         stream_key,
-        "--no-video",
+        *([] if options.video_codec else ["--no-video"]),
         "--max-duration",
         f"{options.duration:g}",
         "--json",
@@ -723,7 +753,6 @@ def run_sip2rtmp(options: Options) -> Run:
             sip_ports=watched.udp_ports,
             rtp_ports=watched.udp_ports,
             rtmp_ports=watched.tcp_ports,
-            callee_rtp=callee.rtp_ports,
             codec=codec,
         )
     return Run(
@@ -735,6 +764,7 @@ def run_sip2rtmp(options: Options) -> Run:
         probe_note=note,
         depth_ms=depths,
         live_event_s=live[0][0] - answered_wall if live else None,
+        video_codec=options.video_codec,
     )
 
 
@@ -752,28 +782,73 @@ def _probe(options: Options, answered_at: float) -> str:
     return Callee(options.callee).probe(answered_at + PROBE_FIRST_S, end)
 
 
-def free_rtp_port() -> int:
-    """An even UDP port whose odd neighbour (RTCP) is free too."""
+def free_rtp_ports(count: int) -> int:
+    """An even UDP port with the `count` - 1 ports after it free too (RTP/RTCP pairs)."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((SIP_HOST, 0))
             port = int(probe.getsockname()[1]) & ~1
         try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp,
-            ):
-                rtp.bind((SIP_HOST, port))
-                rtcp.bind((SIP_HOST, port + 1))
+            with contextlib.ExitStack() as stack:
+                for offset in range(count):
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    sock.bind((SIP_HOST, port + offset))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free RTP port pair")
+    raise RuntimeError("no free RTP ports")
 
 
-def ffmpeg_command(sdp: Path, target: str) -> list[str]:
-    """What a user would run: the call's RTP in, AAC plus a live-encoded black slate out."""
-    gop = str(SLATE_FPS * KEYFRAME_INTERVAL_S)
+def _x264(gop: int) -> list[str]:
+    """libx264 as sip2rtmp runs it: live settings and a keyframe every `gop` frames exactly."""
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+    ]
+
+
+def ffmpeg_command(sdp: Path, target: str, video_codec: str | None) -> list[str]:
+    """What a user would run: the call's RTP in, AAC plus H.264 out.
+
+    The H.264 is the callee's own, copied; VP8 transcoded; or, for an audio-only call, a
+    live-encoded black slate.
+    """
+    if video_codec is None:
+        video = [
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=black:s={SLATE_SIZE}:r={SLATE_FPS}",
+            "-map",
+            "1:v",
+            "-map",
+            "0:a",
+            *_x264(SLATE_FPS * KEYFRAME_INTERVAL_S),
+        ]
+    else:
+        encode = (
+            ["-c:v", "copy"]
+            if video_codec == "H264/0"
+            else [
+                *_x264(VIDEO_FPS * KEYFRAME_INTERVAL_S),
+                "-r",
+                str(VIDEO_FPS),
+            ]
+        )
+        video = ["-map", "0:v", "-map", "0:a", *encode]
     return [
         "ffmpeg",
         "-hide_banner",
@@ -784,29 +859,7 @@ def ffmpeg_command(sdp: Path, target: str) -> list[str]:
         "file,udp,rtp",
         "-i",
         str(sdp),
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        f"color=c=black:s={SLATE_SIZE}:r={SLATE_FPS}",
-        "-map",
-        "1:v",
-        "-map",
-        "0:a",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-tune",
-        "zerolatency",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        gop,
-        "-keyint_min",
-        gop,
-        "-sc_threshold",
-        "0",
+        *video,
         "-c:a",
         "aac",
         "-b:a",
@@ -821,34 +874,47 @@ def ffmpeg_command(sdp: Path, target: str) -> list[str]:
     ]
 
 
-def _baseline_sdp(port: int, codec: str) -> tuple[str, int]:
-    """ffmpeg's SDP for what the callee will send to `port`, and the offer's payload type."""
-    offer = build_offer(SIP_HOST, port, None, session_id=0, audio_codecs=(codec,), rtcp_mux=False)
-    media = SessionDescription.parse(offer).media[0]
-    payload_type = media.payload_types[0]
-    rtpmap = next(v for v in media.values("rtpmap") if v.startswith(f"{payload_type} "))
-    sdp = (
-        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=baseline\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP {payload_type}\r\na=rtpmap:{rtpmap}\r\n"
+def baseline_offer(port: int, codec: str, video_codec: str | None) -> tuple[str, str]:
+    """The SIP leg's offer, with ffmpeg's ports, and ffmpeg's SDP for what the callee sends.
+
+    ffmpeg opens one stream per media section and reads its first payload type, so its SDP
+    keeps only the codec of each section (telephone-events dropped).
+    """
+    offer = build_offer(
+        SIP_HOST,
+        port,
+        port + 2 if video_codec else None,
+        session_id=int(time.time()),
+        audio_codecs=(codec,),
+        video_codecs=(video_codec,) if video_codec else (),
+        rtcp_mux=False,
     )
-    return sdp, payload_type
+    sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=baseline\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    for media in SessionDescription.parse(offer).media:
+        payload_type = media.payload_types[0]
+        sdp += f"m={media.kind} {media.port} RTP/AVP {payload_type}\r\n"
+        rtpmap = next(v for v in media.values("rtpmap") if v.startswith(f"{payload_type} "))
+        sdp += f"a=rtpmap:{rtpmap}\r\n"
+        fmtp = media.fmtp_text(payload_type)
+        sdp += f"a=fmtp:{payload_type} {fmtp}\r\n" if fmtp else ""
+    return offer, sdp
 
 
 class SipLeg:
-    """sip2rtmp's SIP core in a thread: calls the callee with RTP pointed at ffmpeg's port.
+    """sip2rtmp's SIP core in a thread: calls the callee with RTP pointed at ffmpeg's ports.
 
     It also sends 20 ms of encoded silence every 20 ms toward the callee, as sip2rtmp does:
     the lab's baresip hangs up after 30 s without RTP from the caller (``rtp_timeout``), even
-    when none ever arrived.
+    when none ever arrived. With video it asks for keyframes too (``_send_to_callee``).
     """
 
-    def __init__(self, callee: str, rtp_port: int, codec: str, payload_type: int) -> None:
+    def __init__(self, callee: str, offer: str) -> None:
         self.answered = threading.Event()
         self.answered_at = 0.0
         self.sip_port = 0
         self.error: BaseException | None = None
         self._hangup = threading.Event()
-        self._args = (callee, rtp_port, codec, payload_type)
+        self._args = (callee, offer)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -863,7 +929,7 @@ class SipLeg:
             self.error = error
             self.answered.set()
 
-    async def _call(self, callee: str, rtp_port: int, codec: str, payload_type: int) -> None:
+    async def _call(self, callee: str, offer: str) -> None:
         config = UserAgentConfig(
             user=RELAY_ACCOUNT.user,
             domain=SIP_DOMAIN,
@@ -873,28 +939,38 @@ class SipLeg:
             port=SIP_PORT,
         )
         async with SipSession(config) as sip:
-            host, self.sip_port = sip.local_address
-            offer = build_offer(
-                host,
-                rtp_port,
-                None,
-                session_id=int(time.time()),
-                audio_codecs=(codec,),
-                rtcp_mux=False,
-            )
+            self.sip_port = sip.local_address[1]
             call = await sip.invite(f"sip:{callee}@{SIP_DOMAIN}", offer.encode(), ring_timeout=20)
             self.answered_at = time.monotonic()
-            audio = negotiate(offer, call.answer_sdp.decode("utf-8", "replace")).audio
-            if audio is None or payload_type not in audio.receive_payload_types:
-                raise RuntimeError(f"the callee did not accept {codec}/{payload_type}")
+            session = negotiate(offer, call.answer_sdp.decode("utf-8", "replace"))
+            offered = SessionDescription.parse(offer).media
+            if session.audio is None or (len(offered) > 1 and session.video is None):
+                raise RuntimeError("the callee did not accept the offered media")
             self.answered.set()
-            sender = asyncio.create_task(_send_silence(audio))
+            sender = asyncio.create_task(
+                _send_to_callee(session.audio, session.video, _video_ssrc(call.answer_sdp))
+            )
             await asyncio.to_thread(self._hangup.wait)
             sender.cancel()
             await call.hangup()
 
 
-async def _send_silence(stream: NegotiatedStream) -> None:
+def _video_ssrc(answer: bytes) -> int:
+    """The SSRC the callee declares for its video (baresip does), else 0."""
+    media = SessionDescription.parse(answer.decode("utf-8", "replace")).media
+    ssrc = next((m.first("ssrc") for m in media if m.kind == "video"), None)
+    return int(ssrc.split()[0]) if ssrc else 0
+
+
+async def _send_to_callee(
+    stream: NegotiatedStream, video: NegotiatedStream | None, video_ssrc: int
+) -> None:
+    """Silence every 20 ms, and a PLI every KEYFRAME_INTERVAL_S when there is video.
+
+    baresip sends a keyframe when the call starts and then only when asked, and ffmpeg
+    cannot start a video stream without one; sip2rtmp asks on a schedule of its own, so both
+    published streams can be joined within a few seconds.
+    """
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
         asyncio.DatagramProtocol, local_addr=(SIP_HOST, 0)
@@ -912,6 +988,9 @@ async def _send_silence(stream: NegotiatedStream) -> None:
                 marker=slot == 0,
             )
             transport.sendto(packet.serialize(), stream.rtp_address)
+            if video is not None and slot % (KEYFRAME_INTERVAL_S * 50) == 0:
+                pli = PictureLossIndication(0x5EED, video_ssrc)
+                transport.sendto(pli.serialize(), video.rtcp_address)
             await asyncio.sleep(max(start + (slot + 1) * 0.02 - loop.time(), 0.0))
     finally:
         transport.close()
@@ -920,8 +999,8 @@ async def _send_silence(stream: NegotiatedStream) -> None:
 def run_baseline(options: Options, codec: str) -> Run:
     callee = lab_account(options.callee)
     assert callee.rtp_ports is not None
-    port = free_rtp_port()
-    sdp_text, payload_type = _baseline_sdp(port, codec)
+    port = free_rtp_ports(4 if options.video_codec else 2)
+    offer, sdp_text = baseline_offer(port, codec, options.video_codec)
     sdp = options.work_dir / "call.sdp"
     sdp.write_text(sdp_text)
     stream_key = f"bench-ffmpeg-{_stamp()}"
@@ -930,9 +1009,9 @@ def run_baseline(options: Options, codec: str) -> Run:
         Capture(options.work_dir / "ffmpeg.pcap", callee.rtp_ports) if options.capture else None
     )
     with (options.work_dir / "ffmpeg.stderr").open("wb") as stderr:
-        process = subprocess.Popen(ffmpeg_command(sdp, target), stderr=stderr)
+        process = subprocess.Popen(ffmpeg_command(sdp, target, options.video_codec), stderr=stderr)
     watched = Watched(process)
-    leg = SipLeg(options.callee, port, codec, payload_type)
+    leg = SipLeg(options.callee, offer)
     leg.answered.wait(30)
     if leg.error is not None or not leg.answered.is_set():
         process.send_signal(signal.SIGINT)
@@ -958,7 +1037,6 @@ def run_baseline(options: Options, codec: str) -> Run:
             sip_ports={leg.sip_port},
             rtp_ports={port},
             rtmp_ports=watched.tcp_ports,
-            callee_rtp=callee.rtp_ports,
             codec=codec,
         )
     return Run(
@@ -968,6 +1046,7 @@ def run_baseline(options: Options, codec: str) -> Run:
         usage=usage,
         wire=wire,
         probe_note=note,
+        video_codec=options.video_codec,
     )
 
 
@@ -1030,6 +1109,18 @@ def verdicts(ours: Run, baseline: Run) -> list[tuple[str, str, str, str]]:
             _verdict(None if steady_ratio is None else steady_ratio <= CPU_RATIO_TARGET),
         )
     )
+    if ours.video_codec == "H264/0":
+        core_cpu = CORE_SHARE_TARGET * 60.0
+        rows.append(
+            (
+                f"H.264 passthrough call at most {CORE_SHARE_TARGET:.0%} of one core"
+                f" ({core_cpu:g} CPU-s/min, whole process)",
+                f"{ours.cpu_per_min:.2f} CPU-s/min ({ours.cpu_per_min / 60:.1%} of a core;"
+                f" steady call {ours.usage.steady_cpu_per_min:.2f})",
+                f"{baseline.cpu_per_min:.2f} CPU-s/min",
+                _verdict(ours.cpu_per_min <= core_cpu),
+            )
+        )
     depth_s = statistics.median(ours.depth_ms) / 1000 if ours.depth_ms else None
     delays = ours.wire.delays if ours.wire else []
     added = statistics.median(delays) - depth_s if delays and depth_s is not None else None
@@ -1071,7 +1162,8 @@ def details(ours: Run, baseline: Run) -> list[str]:
     for run in (ours, baseline):
         usage = run.usage
         lines.append(
-            f"- {run.label} ({run.codec} from the callee): {usage.cpu_s:.2f} CPU-s over the whole"
+            f"- {run.label} ({' + '.join(filter(None, (run.codec, run.video_codec)))} from the"
+            f" callee): {usage.cpu_s:.2f} CPU-s over the whole"
             f" process for a {run.call_s:g} s call; {usage.steady_cpu_s:.2f} CPU-s in the steady"
             f" {usage.steady_s:.1f} s window; peak RSS {usage.max_rss_kb / 1024:.1f} MB."
         )
@@ -1108,9 +1200,13 @@ def details(ours: Run, baseline: Run) -> list[str]:
     return lines
 
 
-def results_markdown(ours: Run, baseline: Run, duration: float) -> str:
+def results_markdown(ours: Run, baseline: Run, duration: float, case: str) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"Measured {today}, {duration:g} s calls to the lab callee.", ""]
+    lines = [
+        f"Measured {today}, {duration:g} s calls to the lab callee `{CASES[case].callee}`"
+        f" ({CASES[case].summary}).",
+        "",
+    ]
     lines += [f"- {key}: {value}" for key, value in machine().items()]
     lines += ["", "| target | sip2rtmp | ffmpeg baseline | verdict |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in verdicts(ours, baseline)]
@@ -1124,27 +1220,42 @@ How much a relayed call costs and how late its audio reaches the stream, measure
 the ffmpeg pipeline a user would otherwise script. `benchmarks/README.md` says how it is
 measured; rerun with:
 
-    .venv/bin/python -m benchmarks.relay_benchmark --write docs/performance.md
-
-{start}
-{end}
+    .venv/bin/python -m benchmarks.relay_benchmark --case audio --write docs/performance.md
 """
 
 
-def write_results(path: Path, block: str) -> None:
-    """Replace the results block of `path`, keeping everything around it."""
-    text = path.read_text() if path.exists() else ""
-    if RESULTS_START not in text or RESULTS_END not in text:
-        text = DOCUMENT.format(start=RESULTS_START, end=RESULTS_END)
-    head, rest = text.split(RESULTS_START, 1)
-    tail = rest.split(RESULTS_END, 1)[1]
-    path.write_text(f"{head}{RESULTS_START}\n{block}\n{RESULTS_END}{tail}")
+def markers(case: str) -> tuple[str, str]:
+    """Each case has its own results block, so rerunning one leaves the others alone."""
+    return (
+        f"<!-- relay-benchmark {case} results: start -->",
+        f"<!-- relay-benchmark {case} results: end -->",
+    )
+
+
+def write_results(path: Path, block: str, case: str) -> None:
+    """Replace the case's results block of `path`, keeping everything around it.
+
+    A case without a block yet gets one at the end of the file.
+    """
+    start, end = markers(case)
+    text = path.read_text() if path.exists() else DOCUMENT
+    if start not in text or end not in text:
+        text = f"{text.rstrip()}\n\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per call")
-    parser.add_argument("--callee", default="tone", help="lab callee (audio-only)")
+    parser.add_argument(
+        "--case",
+        choices=CASES,
+        default="audio",
+        help="; ".join(f"{name}: {case.summary}" for name, case in CASES.items()),
+    )
+    parser.add_argument("--callee", help="lab callee (default: the case's)")
     parser.add_argument(
         "--baseline-codec",
         help="codec the baseline offers (default: the one sip2rtmp's call negotiated)",
@@ -1168,22 +1279,24 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         work_dir = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         work_dir.mkdir(parents=True, exist_ok=True)
+        case = CASES[args.case]
         options = Options(
             duration=args.duration,
-            callee=args.callee,
+            callee=args.callee or case.callee,
+            video_codec=case.video_codec,
             capture=capture,
             probe=capture and not args.no_probe,
             work_dir=work_dir,
         )
-        print(f"sip2rtmp: {args.duration:g} s call to {args.callee} …", file=sys.stderr)
+        print(f"sip2rtmp: {args.duration:g} s call to {options.callee} …", file=sys.stderr)
         ours = run_sip2rtmp(options)
         codec = args.baseline_codec or ours.codec
         print(f"ffmpeg baseline: {args.duration:g} s call, {codec} …", file=sys.stderr)
         baseline = run_baseline(options, codec)
-    block = results_markdown(ours, baseline, args.duration)
+    block = results_markdown(ours, baseline, args.duration, args.case)
     print(block)
     if args.write:
-        write_results(args.write, block)
+        write_results(args.write, block, args.case)
     return 0
 
 
