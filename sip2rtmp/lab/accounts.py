@@ -51,6 +51,9 @@ class LabAccount:
         return self.role is not Role.RELAY
 
 
+CALLEE_RTP_BASE = 10000
+
+
 def _callee(
     index: int,
     user: str,
@@ -61,8 +64,12 @@ def _callee(
     video_codec: str | None = None,
     audio_codecs: tuple[str, ...] = (),
 ) -> LabAccount:
-    """A callee with ports derived from its index, so no two callees share one."""
-    rtp_low = 20000 + 100 * index
+    """A callee with ports derived from its index, so no two callees share one.
+
+    Callee RTP ports lie below sip2rtmp's own range (16384-32767) and the kernel's ephemeral
+    ports, so a capture or a fault rule on a callee's range never catches the relay's side.
+    """
+    rtp_low = CALLEE_RTP_BASE + 100 * index
     return LabAccount(
         user=user,
         password=password,

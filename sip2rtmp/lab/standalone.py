@@ -53,7 +53,7 @@ def start_standalone_callee(
     user: str = "tone",
     sip_port: int = 5080,
     ctrl_port: int = 4480,
-    rtp_ports: tuple[int, int] = (30000, 30099),
+    rtp_ports: tuple[int, int] = (11000, 11099),
     audio_codecs: Sequence[str] = ("PCMU/8000/1",),
     video_codec: str | None = None,
     prefix: Sequence[str] = (),

@@ -43,7 +43,9 @@ DTS_TOLERANCE = 0.002
 """FLV stores milliseconds: a 21.33 ms AAC frame shows as steps of 21 or 22 ms."""
 RATE = 48000
 
-CALLEE_RTP_PORTS = (30000, 30099)
+CALLEE_RTP_PORTS = (11000, 11099)
+"""Outside sip2rtmp's own RTP range (16384-32767): the drop rule and the capture see only the
+callee's side."""
 LOSS_PERCENT = 5
 FAULT_TABLE = "sip2rtmp_faults"
 LOSS_RULESET = f"""
