@@ -106,11 +106,18 @@ def split_list(value: str) -> list[str]:
 
     Elements keep their inner text; empty elements are returned as "" for the caller to judge.
     """
-    items: list[str] = []
+    parts, _ = _split_unquoted(value, ",", brackets=True)
+    return [part.strip() for part in parts]
+
+
+def _split_unquoted(text: str, separator: str, *, brackets: bool) -> tuple[list[str], bool]:
+    """Split at `separator` outside quoted strings (RFC 3261 §25.1 quoted-pair escapes kept),
+    and outside <...> when `brackets`; also says whether a quoted string was left open."""
+    parts: list[str] = []
     start = 0
     quoted = escaped = False
     angle = 0
-    for index, char in enumerate(value):
+    for index, char in enumerate(text):
         if quoted:
             if escaped:
                 escaped = False
@@ -120,15 +127,15 @@ def split_list(value: str) -> list[str]:
                 quoted = False
         elif char == '"':
             quoted = True
-        elif char == "<":
+        elif brackets and char == "<":
             angle += 1
-        elif char == ">" and angle:
+        elif brackets and char == ">" and angle:
             angle -= 1
-        elif char == "," and not angle:
-            items.append(value[start:index].strip())
+        elif char == separator and not angle:
+            parts.append(text[start:index])
             start = index + 1
-    items.append(value[start:].strip())
-    return items
+    parts.append(text[start:])
+    return parts, quoted
 
 
 class Headers:
@@ -267,25 +274,9 @@ def _read_quoted(text: str) -> tuple[str, str]:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts: list[str] = []
-    start = 0
-    quoted = escaped = False
-    for index, char in enumerate(text):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == separator:
-            parts.append(text[start:index])
-            start = index + 1
-    if quoted:
+    parts, open_quote = _split_unquoted(text, separator, brackets=False)
+    if open_quote:
         raise SipParseError(f"unterminated quoted string in {text[:40]!r}")
-    parts.append(text[start:])
     return parts
 
 
