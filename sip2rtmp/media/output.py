@@ -133,13 +133,18 @@ class RtmpOutput:
         self._down_since = self._clock()
         self._thread.start()
 
-    def submit(self, packet: EncodedPacket) -> None:
-        """Queue a packet; beyond ``max_buffer_s`` of media the oldest are dropped."""
+    def submit(self, packets: list[EncodedPacket]) -> None:
+        """Queue packets in decode order; beyond ``max_buffer_s`` of media the oldest are dropped.
+
+        One call per batch wakes the output thread once, not once per packet.
+        """
+        if not packets:
+            return
         with self._cond:
             if self._state is OutputState.FAILED or self._closing.is_set():
                 return
-            self._queue.append(packet)
-            horizon = packet.seconds - self._policy.max_buffer_s
+            self._queue.extend(packets)
+            horizon = packets[-1].seconds - self._policy.max_buffer_s
             while self._queue[0].seconds < horizon:
                 self._queue.popleft()
                 self._dropped += 1

@@ -26,6 +26,10 @@ TIME_BASES: dict[Track, Fraction] = {
 }
 """Audio counts samples so AAC frames never drift; video uses the RTP video clock."""
 
+_TICKS_PER_SECOND: dict[Track, float] = {
+    track: float(1 / base) for track, base in TIME_BASES.items()
+}
+
 
 @dataclass(frozen=True, slots=True)
 class EncodedPacket:
@@ -41,8 +45,11 @@ class EncodedPacket:
 
     @property
     def seconds(self) -> float:
-        """Decode time in seconds on the media timeline, the key outputs order and trim by."""
-        return float(self.dts * self.time_base)
+        """Decode time in seconds on the media timeline, the key outputs order and trim by.
+
+        Float division, not Fraction arithmetic: this runs several times per packet.
+        """
+        return self.dts / _TICKS_PER_SECOND[self.track]
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,5 +249,4 @@ class MediaPipeline:
 
     def _distribute(self, packets: list[EncodedPacket]) -> None:
         for output in self.outputs:
-            for packet in packets:
-                output.submit(packet)
+            output.submit(packets)

@@ -36,7 +36,7 @@ def test_refused_first_connect_fails_for_good(templates: StreamTemplates) -> Non
     target = f"rtmp://127.0.0.1:{_free_port()}/live/SECRET"
     output = RtmpOutput(target, templates)
     output.start()
-    output.submit(EncodedPacket(Track.VIDEO, b"\x00\x00\x00\x01\x65", 0, 0, True))
+    output.submit([EncodedPacket(Track.VIDEO, b"\x00\x00\x00\x01\x65", 0, 0, True)])
     deadline = time.monotonic() + 5
     while output.state is not OutputState.FAILED and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -52,7 +52,7 @@ def test_buffer_drops_oldest_beyond_its_media_duration(
 ) -> None:
     output = RtmpOutput(str(tmp_path / "x.flv"), templates, OutputPolicy(max_buffer_s=1.0))
     for index in range(30):  # not started: everything stays queued
-        output.submit(EncodedPacket(Track.AUDIO, b"\x21", index * 4800, index * 4800, True))
+        output.submit([EncodedPacket(Track.AUDIO, b"\x21", index * 4800, index * 4800, True)])
     stats = output.stats()
     assert stats.dropped_packets == 19
     assert stats.buffered_s == pytest.approx(1.0)

@@ -125,8 +125,7 @@ def test_recorded_stream_is_byte_identical_and_decodes(
         path = tmp_path / f"out.{suffix}"
         output = RtmpOutput(str(path), StreamTemplates(source.template, encoder.template))
         output.start()
-        for packet in sorted(audio + video, key=lambda p: p.seconds):
-            output.submit(packet)
+        output.submit(sorted(audio + video, key=lambda p: p.seconds))
         output.close()
         with av.open(str(path)) as container:
             stream = container.streams.video[0]

@@ -34,8 +34,7 @@ def _record(path: Path, slate: SlateVideo, seconds: float) -> None:
     audio: list[EncodedPacket] = []
     for index in range(int(seconds * 48000 / 1024)):
         audio += encoder.encode(silence, index * 1024)
-    for packet in sorted(audio + slate.packets_until(seconds), key=lambda p: p.seconds):
-        output.submit(packet)
+    output.submit(sorted(audio + slate.packets_until(seconds), key=lambda p: p.seconds))
     output.close()
 
 
