@@ -16,6 +16,8 @@ from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, Track
 _WRAP = 1 << 32
 _HALF_WRAP = 1 << 31
 
+_AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
+
 Samples = npt.NDArray[np.float32]
 """Planar float PCM, shape (channels, samples), at AUDIO_RATE."""
 
@@ -31,14 +33,16 @@ class RtpAudioCodec:
     ffmpeg_name: str
     sample_rate: int
     clock_rate: int
-    decode_layout: str = "mono"
+    decode_layout: str | None = "mono"
+    """What the decoder is opened with; None: the output's own layout, for a decoder that
+    mixes down or up itself (Opus: RFC 7587 §3.1 lets a receiver play stereo as mono)."""
 
 
 _CODECS = {
     "PCMU": RtpAudioCodec("PCMU", "pcm_mulaw", 8000, 8000),
     "PCMA": RtpAudioCodec("PCMA", "pcm_alaw", 8000, 8000),
     "G722": RtpAudioCodec("G722", "g722", 16000, 8000),
-    "OPUS": RtpAudioCodec("opus", "opus", 48000, 48000, "stereo"),
+    "OPUS": RtpAudioCodec("opus", "opus", 48000, 48000, None),
 }
 _ALIASES = {codec.ffmpeg_name.upper(): codec for codec in _CODECS.values()}
 
@@ -86,7 +90,7 @@ class AudioDecoder:
         self.channels = channels
         self._ctx = audio_context(self.codec.ffmpeg_name, "r")
         self._ctx.sample_rate = self.codec.sample_rate
-        self._ctx.layout = self.codec.decode_layout
+        self._ctx.layout = self.codec.decode_layout or layout_for(channels)
         self._resampler = av.AudioResampler(
             format="fltp", layout=layout_for(channels), rate=AUDIO_RATE
         )
@@ -97,6 +101,9 @@ class AudioDecoder:
         self._next: int | None = None
         self._slot = self.codec.clock_rate // 50
         self._fade_source: Samples | None = None
+        self._direct: bool | None = None
+        """Whether decoded frames are already float planar at AUDIO_RATE (Opus): then they
+        skip the resampler, whose filter graph costs more per 20 ms frame than the decode."""
         self.decoded = 0
         self.concealed = 0
         self.discarded = 0
@@ -118,9 +125,15 @@ class AudioDecoder:
         in_pts = (ext - self._origin_or(ext)) * self.codec.sample_rate // self.codec.clock_rate
         decoded_samples = 0
         for frame in frames:
-            frame.pts = in_pts + decoded_samples
-            frame.time_base = self._input_time_base
+            pts = in_pts + decoded_samples
             decoded_samples += frame.samples
+            if self._direct is None:
+                self._direct = frame.sample_rate == AUDIO_RATE and frame.format.name == "fltp"
+            if self._direct:
+                chunks.append(PcmChunk(pts, self._to_channels(cast(Samples, frame.to_ndarray()))))
+                continue
+            frame.pts = pts
+            frame.time_base = self._input_time_base
             for out in self._resampler.resample(frame):
                 samples = np.asarray(out.to_ndarray(), dtype=np.float32)
                 chunks.append(PcmChunk(cast(int, out.pts), samples))
@@ -130,6 +143,15 @@ class AudioDecoder:
             self._next = ext + self._slot
             self._fade_source = chunks[-1].samples if chunks else self._fade_source
         return chunks
+
+    def _to_channels(self, planes: Samples) -> Samples:
+        """Mono from stereo by averaging, stereo from mono by copying (a numpy op per frame)."""
+        have = planes.shape[0]
+        if have == self.channels:
+            return planes
+        if have > self.channels:
+            return cast(Samples, planes.mean(axis=0, keepdims=True, dtype=np.float32))
+        return np.repeat(planes, self.channels, axis=0)
 
     def conceal(self, rtp_ts: int | None = None, duration: int | None = None) -> list[PcmChunk]:
         """Stand in for a lost slot (RTP clock units; default: the next one, last frame's size).
@@ -246,7 +268,7 @@ class AacEncoder:
         )
         frame.sample_rate = AUDIO_RATE
         frame.pts = pts
-        frame.time_base = Fraction(1, AUDIO_RATE)
+        frame.time_base = _AUDIO_TIME_BASE
         return self._wrap(self._ctx.encode(frame))
 
     def flush(self) -> list[EncodedPacket]:

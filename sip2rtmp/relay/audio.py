@@ -13,12 +13,13 @@ import contextlib
 import ipaddress
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sip2rtmp.media.outbound import OutboundAudio
 from sip2rtmp.media.pipeline import LOST, MediaPipeline
+from sip2rtmp.net.grid import Ticker
 from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
 from sip2rtmp.relay.playout import PlayoutScheduler
 from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule
@@ -188,25 +189,26 @@ class AudioLeg:
 
     async def _send_loop(self, stream: NegotiatedStream) -> None:
         """One packet every 20 ms on an absolute schedule, so the far end sees no drift."""
-        loop = asyncio.get_running_loop()
-        source: Iterator[bytes] = iter(
-            await asyncio.to_thread(
-                OutboundAudio, stream.codec, announce_path=self._announce, loop=self._announce_loop
-            )
+        outbound = await asyncio.to_thread(
+            OutboundAudio, stream.codec, announce_path=self._announce, loop=self._announce_loop
         )
+        source = iter(outbound)
         step = stream.clock_rate * 20 // 1000
-        start = loop.time()
-        tick = 0
-        while True:
-            now = loop.time()
+        loop = asyncio.get_running_loop()
+
+        def send(index: int) -> None:
             if self._dtmf_queue:
-                self._send_due_dtmf(stream, now)
+                self._send_due_dtmf(stream, loop.time())
                 next(source)
             else:
-                self._send(stream.payload_type, next(source), self._timestamp, marker=tick == 0)
+                self._send(stream.payload_type, next(source), self._timestamp, marker=index == 0)
             self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
-            tick += 1
-            await asyncio.sleep(max(start + tick * PTIME - loop.time(), 0.0))
+
+        ticker = Ticker(PTIME, send)
+        try:
+            await asyncio.Future()
+        finally:
+            ticker.stop()
 
     def _send(self, payload_type: int, payload: bytes, timestamp: int, *, marker: bool) -> None:
         self._seq = (self._seq + 1) & 0xFFFF

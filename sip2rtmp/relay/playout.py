@@ -1,8 +1,8 @@
 """Draining a jitter buffer at its deadlines, on the event loop, with one timer per stream.
 
 The buffer says when its next packet (or loss) is due; the scheduler keeps a single loop timer
-at that instant and moves it earlier when an arriving packet is due sooner. No task, future or
-timeout object is made per packet.
+at the grid instant (``sip2rtmp.net.grid``) of that deadline and moves it earlier when an
+arriving packet is due sooner, so the playout of every stream shares the loop's wake-ups.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from sip2rtmp.net.grid import Grid, grid_tick
 from sip2rtmp.rtp.jitterbuffer import JitterBuffer, Playout
 
 Deliver = Callable[[list[Playout], float], None]
@@ -17,34 +18,30 @@ Deliver = Callable[[list[Playout], float], None]
 
 
 class PlayoutScheduler:
+    """Keeps the buffer's next deadline booked on the loop's grid."""
+
     def __init__(self, jitter: JitterBuffer, deliver: Deliver) -> None:
         self.jitter = jitter
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._grid = Grid.of(self._loop)
 
     def packet_arrived(self) -> None:
-        """Call after each push: the new packet may be due before the armed timer."""
+        """Call after each push: the new packet may be due before the booked instant."""
         self._schedule()
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._grid.cancel(self._fire)
 
     def _schedule(self) -> None:
         deadline = self.jitter.next_deadline()
         if deadline is None:
             return
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= deadline:
-                return
-            timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._fire)
+        booked = self._grid.scheduled(self._fire)
+        if booked is None or grid_tick(deadline) < booked:
+            self._grid.call_at(deadline, self._fire)
 
     def _fire(self) -> None:
-        self._timer = None
         now = self._loop.time()
         items = self.jitter.pop(now)
         if items:

@@ -165,3 +165,38 @@ def test_rtcp_mux_shares_the_rtp_port() -> None:
         await b.close()
 
     asyncio.run(main())
+
+
+def test_arrival_is_the_kernel_receive_time_not_the_drain_time() -> None:
+    """Sockets are drained on the 20 ms grid, but jitter needs when each datagram came."""
+
+    async def main() -> tuple[list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+        received: list[tuple[float, float]] = []
+        a = await RtpEndpoint.open(LOCALHOST, on_rtp=lambda p, t: None, clock_rate=8000)
+        b = await RtpEndpoint.open(
+            LOCALHOST,
+            on_rtp=lambda packet, arrival: received.append((arrival, loop.time())),
+            clock_rate=8000,
+        )
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port))
+        sent: list[float] = []
+        for seq in range(12):
+            sent.append(loop.time())
+            a.send_rtp(RtpPacket(0, seq, 160 * seq, a.ssrc, b"\xff" * 160))
+            await asyncio.sleep(0.007)
+        await asyncio.sleep(0.05)
+        await a.close()
+        await b.close()
+        arrivals = [arrival for arrival, _ in received]
+        delivered = [at for _, at in received]
+        assert len(arrivals) == len(sent)
+        # the first datagram may come before the kernel turned stamping on
+        errors = [arrival - at for arrival, at in zip(arrivals[1:], sent[1:], strict=True)]
+        waits = [done - arrival for done, arrival in zip(delivered, arrivals, strict=True)]
+        return errors, waits
+
+    errors, waits = asyncio.run(main())
+    assert all(-0.001 <= error < 0.003 for error in errors), errors
+    assert max(waits) > 0.004, "datagrams were not batched on the grid"

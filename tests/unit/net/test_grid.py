@@ -1,0 +1,122 @@
+"""The shared wake-up grid: one loop timer per instant, however many streams book it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from sip2rtmp.net.grid import GRID_S, Grid, Ticker, grid_tick
+
+
+def test_grid_tick_rounds_up_and_keeps_exact_instants() -> None:
+    assert grid_tick(0.0) == 0
+    assert grid_tick(0.001) == 1
+    assert grid_tick(3 * GRID_S) == 3
+    assert grid_tick(3 * GRID_S + 1e-6) == 4
+
+
+def test_callbacks_booked_for_one_instant_share_one_loop_timer() -> None:
+    async def scenario() -> tuple[list[str], int, float]:
+        loop = asyncio.get_running_loop()
+        grid = Grid.of(loop)
+        ran: list[str] = []
+        timers = 0
+        original = loop.call_at
+
+        def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal timers
+            timers += getattr(callback, "__self__", None) is grid
+            return original(when, callback, *args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        target = (grid_tick(loop.time()) + 3) * GRID_S  # a grid instant: all three share it
+        done = asyncio.Event()
+        fired_at = 0.0
+
+        def last() -> None:
+            nonlocal fired_at
+            fired_at = loop.time()
+            ran.append("c")
+            done.set()
+
+        grid.call_at(target, lambda: ran.append("a"))
+        grid.call_at(target - 0.001, lambda: ran.append("b"))
+        grid.call_at(target, last)
+        await asyncio.wait_for(done.wait(), 1.0)
+        return ran, timers, fired_at - grid_tick(target) * GRID_S
+
+    ran, timers, lateness = asyncio.run(scenario())
+    assert sorted(ran) == ["a", "b", "c"]
+    assert timers == 1
+    assert 0.0 <= lateness < 0.015
+
+
+def test_booking_again_moves_the_call_and_cancel_removes_it() -> None:
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        grid = Grid.of(loop)
+        ran: list[str] = []
+
+        def moved() -> None:
+            ran.append("moved")
+
+        def cancelled() -> None:
+            ran.append("cancelled")
+
+        grid.call_at(loop.time() + 0.2, moved)
+        grid.call_at(loop.time() + 0.02, moved)
+        grid.call_at(loop.time() + 0.02, cancelled)
+        grid.cancel(cancelled)
+        await asyncio.sleep(0.1)
+        assert grid.scheduled(moved) is None
+        return ran
+
+    assert asyncio.run(scenario()) == ["moved"]
+
+
+def test_a_failing_callback_is_reported_and_the_others_still_run() -> None:
+    async def scenario() -> tuple[list[str], list[BaseException]]:
+        loop = asyncio.get_running_loop()
+        errors: list[BaseException] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context["exception"]))
+        grid = Grid.of(loop)
+        ran: list[str] = []
+
+        def broken() -> None:
+            raise RuntimeError("bug in one stream")
+
+        when = loop.time() + 0.02
+        grid.call_at(when, broken)
+        grid.call_at(when, lambda: ran.append("other"))
+        grid.call_at(when + 0.04, lambda: ran.append("later"))
+        await asyncio.sleep(0.15)
+        return ran, errors
+
+    ran, errors = asyncio.run(scenario())
+    assert ran == ["other", "later"]
+    assert [str(error) for error in errors] == ["bug in one stream"]
+
+
+@pytest.mark.parametrize("period", [GRID_S, 0.1])
+def test_ticker_keeps_an_absolute_schedule_on_the_grid(period: float) -> None:
+    async def scenario() -> list[tuple[int, float]]:
+        loop = asyncio.get_running_loop()
+        ticks: list[tuple[int, float]] = []
+        ticker = Ticker(period, lambda index: ticks.append((index, loop.time())))
+        await asyncio.sleep(period * 10 + 0.01)
+        ticker.stop()
+        count = len(ticks)
+        await asyncio.sleep(period * 3)
+        assert len(ticks) == count, "no tick after stop()"
+        return ticks
+
+    ticks = asyncio.run(scenario())
+    assert [index for index, _ in ticks] == list(range(len(ticks)))
+    assert len(ticks) >= 9
+    start = ticks[0][1]
+    assert math.isclose(start / GRID_S, round(start / GRID_S), abs_tol=0.5)
+    for index, at in ticks:
+        assert at - (start + index * period) < 0.015, "a tick ran late"
+        assert at - (start + index * period) > -0.002, "a tick ran early"
