@@ -239,15 +239,16 @@ class AudioTimeline:
 
 
 class AacEncoder:
-    """AAC-LC at 48 kHz fed 1024-sample frames; packets are stamped with their frame position.
+    """AAC-LC at 48 kHz fed 1024-sample frames; packets keep the encoder's own timestamps.
 
-    FFmpeg's AAC encoder returns packets 1024 samples earlier than the frame (priming); FLV
-    cannot carry negative times and players there ignore priming, so packets keep the
-    position of the frame that produced them.
+    The encoder's output lags its input by 1024 samples (MDCT overlap, stamped by FFmpeg as
+    priming at pts -1024): a decoder turns the packet stamped t into the input that started
+    at t. FLV carries no priming information and no negative times, so the priming packet,
+    which decodes to nothing of the input, is dropped; stamping packets by the frame that
+    produced them instead would play all audio 21 ms late against the video.
     """
 
     frame_size = 1024
-    priming = 1024
 
     def __init__(self, *, channels: int = 1, bit_rate: int = 128_000) -> None:
         self.layout = layout_for(channels)
@@ -274,10 +275,10 @@ class AacEncoder:
     def flush(self) -> list[EncodedPacket]:
         return self._wrap(self._ctx.encode(None))
 
-    def _wrap(self, packets: list[Any]) -> list[EncodedPacket]:
+    @staticmethod
+    def _wrap(packets: list[Any]) -> list[EncodedPacket]:
         return [
-            EncodedPacket(Track.AUDIO, bytes(p), p.pts + self.priming, p.dts + self.priming, True)
-            for p in packets
+            EncodedPacket(Track.AUDIO, bytes(p), p.pts, p.dts, True) for p in packets if p.pts >= 0
         ]
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from media_signals import dominant_frequency, encode_payloads, sine
@@ -88,3 +90,35 @@ def test_timeline_reads_silence_where_nothing_was_written() -> None:
     assert out[:, :10].all() and out[:, 40:60].all()
     assert not out[:, 10:40].any() and not out[:, 60:].any()
     assert not timeline.read(100).any()
+
+
+def test_decoded_aac_plays_each_sound_at_its_own_time(tmp_path: Path) -> None:
+    """The encoder's 1024-sample lag is not added to the timestamps (it was 21 ms of A/V skew)."""
+    onset_s = 0.1
+    signal = np.zeros((1, AUDIO_RATE), dtype=np.float32)
+    start = int(onset_s * AUDIO_RATE)
+    signal[0, start:] = 0.5 * np.sin(
+        2 * np.pi * 1000.0 * np.arange(AUDIO_RATE - start) / AUDIO_RATE
+    )
+    encoder = AacEncoder()
+    packets = [
+        packet
+        for position in range(0, AUDIO_RATE - encoder.frame_size + 1, encoder.frame_size)
+        for packet in encoder.encode(signal[:, position : position + encoder.frame_size], position)
+    ]
+    packets += encoder.flush()
+    assert packets[0].pts == 0, "the priming packet (pts -1024) is dropped"
+    path = tmp_path / "onset.flv"
+    with av.open(str(path), "w", format="flv") as container:
+        stream = container.add_stream_from_template(encoder.template)
+        for packet in packets:
+            muxed = av.Packet(packet.data)
+            muxed.pts, muxed.dts, muxed.time_base = packet.pts, packet.dts, packet.time_base
+            muxed.stream = stream
+            container.mux(muxed)
+    with av.open(str(path)) as container:
+        frames = list(container.decode(audio=0))
+    decoded = np.concatenate([frame.to_ndarray() for frame in frames], axis=1)[0]
+    first = float(frames[0].pts * frames[0].time_base)
+    heard_s = first + int(np.argmax(np.abs(decoded) > 0.25)) / AUDIO_RATE
+    assert heard_s == pytest.approx(onset_s, abs=0.002)
