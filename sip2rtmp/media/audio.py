@@ -153,6 +153,14 @@ class AudioDecoder:
             return cast(Samples, planes.mean(axis=0, keepdims=True, dtype=np.float32))
         return np.repeat(planes, self.channels, axis=0)
 
+    def pts_of(self, rtp_ts: int) -> int | None:
+        """Where the payload stamped ``rtp_ts`` starts (AUDIO_RATE samples, the chunks' pts
+        scale), or None before the first payload fixed the origin."""
+        if self._origin is None:
+            return None
+        ext = self._last_ext + ((rtp_ts - self._last_ext + _HALF_WRAP) % _WRAP) - _HALF_WRAP
+        return (ext - self._origin) * AUDIO_RATE // self.codec.clock_rate
+
     def conceal(self, rtp_ts: int | None = None, duration: int | None = None) -> list[PcmChunk]:
         """Stand in for a lost slot (RTP clock units; default: the next one, last frame's size).
 

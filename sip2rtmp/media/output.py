@@ -3,7 +3,9 @@
 Each output has a bounded buffer measured in media time, so a slow or dead server costs
 memory for at most ``max_buffer_s`` and never blocks the encoder or the other outputs. After a
 connection drops, the same timeline resumes on a fresh connection that starts with the codec
-headers and a keyframe.
+headers and a keyframe. A keyframe whose decoder configuration differs from the one the
+connection announced last (the slate taking over, the callee's video at a new size) carries it
+as new extradata, which FFmpeg's FLV muxer sends as a new AVC sequence header.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import av
+from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from sip2rtmp.errors import RtmpOutputFailed
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
@@ -30,6 +33,7 @@ _BITRATE_WINDOW_S = 5.0
 _TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 _MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 """Fragmented MP4 keeps a recording playable even if the process dies before the trailer."""
+_NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
 
 
 class OutputState(Enum):
@@ -61,6 +65,18 @@ class OutputStats:
     session_start_s: float | None
     last_sent_s: float | None
     last_error: str | None
+
+
+def _new_extradata(config: bytes) -> Any:
+    """Side data that makes the FLV muxer write ``config`` as a new AVC sequence header.
+
+    FFmpeg's flvenc does so for AV_PKT_DATA_NEW_EXTRADATA that differs from the stream's
+    extradata (the MP4 muxer ignores it; in-band SPS/PPS carry the change there).
+    """
+    # PyAV's type stub leaves out the constructor, PacketSideData(type, size).
+    side_data = PacketSideData(_NEW_EXTRADATA, len(config))  # type: ignore[call-arg]
+    memoryview(side_data)[:] = config
+    return side_data
 
 
 def redact(target: str) -> str:
@@ -95,6 +111,7 @@ class RtmpOutput:
         self.target = target
         self.display = redact(target)
         self._templates = templates
+        self._video_config = templates.video_config
         self._policy = policy or OutputPolicy()
         self._clock = clock
         self._is_file = urlsplit(target).scheme not in _NETWORK_SCHEMES
@@ -218,6 +235,7 @@ class RtmpOutput:
         """Mux queued packets until closed and drained; raises when the connection fails."""
         need_keyframe = True
         session_started = False
+        announced = self._video_config
         while True:
             with self._cond:
                 while not self._queue and not self._closing.is_set():
@@ -237,6 +255,10 @@ class RtmpOutput:
             av_packet.time_base = packet.time_base
             av_packet.stream = streams[packet.track]
             av_packet.is_keyframe = packet.keyframe
+            config = packet.config
+            if config is not None and config != announced:
+                _new_extradata(config).to_packet(av_packet)
+                announced = config
             try:
                 container.mux(av_packet)
             except BaseException:

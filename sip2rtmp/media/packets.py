@@ -38,6 +38,10 @@ class EncodedPacket:
     pts: int
     dts: int
     keyframe: bool
+    config: bytes | None = None
+    """On a video keyframe: the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.2.4.1) it
+    decodes with. Sources change mid-call (the slate, the callee's video at a new size), so
+    an output announces a new AVC sequence header whenever this differs from the last one."""
 
     @property
     def time_base(self) -> Fraction:
@@ -62,6 +66,11 @@ class StreamTemplates:
 
     video: Any
     audio: Any
+
+    @property
+    def video_config(self) -> bytes:
+        """The avcC record a fresh connection announces in its first AVC sequence header."""
+        return bytes(self.video.codec_context.extradata or b"")
 
     def add_to(self, container: Any) -> dict[Track, Any]:
         return {

@@ -3,9 +3,11 @@
 Access units from the RTP depacketizer become AVCC samples (ISO/IEC 14496-15 §5.3.2) with
 every NAL unit byte for byte, in-band SPS/PPS included. The outputs' AVC sequence header is
 built from the callee's own SPS/PPS, so the FLV stream describes exactly what the callee
-encoded. Only the timestamps change: the 90 kHz RTP clock (RFC 6184 §5.1) is mapped onto the
-pipeline's media clock, anchored at the first access unit's playout time, or at the capture
-time the sender reports give once they are known (lip sync, RFC 3550 §6.4.1).
+encoded; a keyframe whose in-band SPS/PPS differ (a new picture size, a restarted encoder)
+carries the new record for the outputs to announce. Only the timestamps change: the 90 kHz
+RTP clock (RFC 6184 §5.1) is mapped onto the pipeline's media clock, anchored at the first
+access unit's playout time, or at the capture time the sender reports give once they are
+known (lip sync, RFC 3550 §6.4.1).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import av
 
 from sip2rtmp.media.packets import EncodedPacket, Track
 from sip2rtmp.rtp.h264 import (
+    NAL_PPS,
     NAL_SPS,
     AccessUnit,
+    H264ParseError,
     avc_decoder_configuration_record,
+    nal_type,
     parse_sps,
     to_avcc,
 )
@@ -142,9 +147,9 @@ class PassthroughVideo:
         self.width = info.width
         self.height = info.height
         self.sps = sps
+        self.pps = pps
+        self.config = avc_decoder_configuration_record([sps], [pps])
         self.template = h264_template(sps, pps)
-        self.frames = 0
-        self.keyframes = 0
         self.sps_changes = 0
         self.timeline = VideoTimeline(max_drift_s)
         self._ready = ReadyPackets()
@@ -181,14 +186,33 @@ class PassthroughVideo:
         dts = self.timeline.stamp(unit.timestamp, reference, slew=target is not None)
         if target is not None:
             self.av_skew = (arrival_ticks - reference) / VIDEO_CLOCK
+        config = None
         if unit.keyframe:
-            self.keyframes += 1
-            for nal in unit.nals:
-                if nal[0] & 0x1F == NAL_SPS and nal != self.sps:
-                    self.sps_changes += 1
-        self.frames += 1
-        self._ready.put(EncodedPacket(Track.VIDEO, to_avcc(unit.nals), dts, dts, unit.keyframe))
+            self._take_parameter_sets(unit.nals)
+            config = self.config
+        self._ready.put(
+            EncodedPacket(Track.VIDEO, to_avcc(unit.nals), dts, dts, unit.keyframe, config)
+        )
 
     def packets_until(self, seconds: float) -> list[EncodedPacket]:
         """Queued access units whose decode time is at or before ``seconds``."""
         return self._ready.until(seconds)
+
+    def _take_parameter_sets(self, nals: tuple[bytes, ...]) -> None:
+        """Make the SPS/PPS a keyframe carries in band the current ones, if they differ.
+
+        An unreadable SPS keeps the current configuration: the decoder still finds the
+        parameter sets in band.
+        """
+        sps = next((nal for nal in nals if nal_type(nal) == NAL_SPS), self.sps)
+        pps = next((nal for nal in nals if nal_type(nal) == NAL_PPS), self.pps)
+        if sps == self.sps and pps == self.pps:
+            return
+        try:
+            info = parse_sps(sps)
+            self.config = avc_decoder_configuration_record([sps], [pps])
+        except H264ParseError:
+            return
+        self.sps, self.pps = sps, pps
+        self.width, self.height = info.width, info.height
+        self.sps_changes += 1

@@ -27,7 +27,13 @@ LEVEL_DECAY = 0.9
 LEVEL_FLOOR_DBFS = -90.0
 LATE_RUN_RESYNC = 10
 """Consecutive chunks wholly behind the playhead (200 ms of 20 ms packets) that mean the
-timeline really moved (a sender clock running slow, a timestamp jump back): re-anchor then."""
+timeline really moved (a timestamp jump back, a stall that did not end): re-anchor then."""
+FOLLOW_STEP_S = 0.01
+"""How far the jitter buffer's schedule may move later before the audio placement follows it.
+The schedule moves when the buffer deepens or the sender falls behind its timestamps; each
+step leaves a gap that short, rather than letting the audio drift into lateness and lose
+hundreds of milliseconds at a re-anchor."""
+_FOLLOW_STEP = int(FOLLOW_STEP_S * AUDIO_RATE)
 
 
 class Lost(Enum):
@@ -109,7 +115,7 @@ class MediaPipeline:
             RtmpOutput(target, templates, self.config.output_policy, clock=clock)
             for target in targets
         ]
-        self._inbound: deque[tuple[bytes | Lost, int, float, float]] = deque()
+        self._inbound: deque[tuple[bytes | Lost, int, float, float | None]] = deque()
         """Hand-over from the event loop: deque appends and pops are atomic, no lock needed."""
         self._thread = threading.Thread(target=self._run, name="media", daemon=True)
         self._stopping = threading.Event()
@@ -145,8 +151,7 @@ class MediaPipeline:
         if len(self._inbound) >= self.config.inbound_capacity:
             self._inbound_dropped += 1
             return
-        now = self._clock()
-        self._inbound.append((payload, rtp_ts, now, now if due is None else due))
+        self._inbound.append((payload, rtp_ts, self._clock(), due))
 
     def stop(self) -> None:
         """Flush the encoder and close every output with a proper trailer.
@@ -201,7 +206,9 @@ class MediaPipeline:
         while inbound:
             self._ingest(*inbound.popleft())
 
-    def _ingest(self, payload: bytes | Lost, rtp_ts: int, arrival: float, due: float) -> None:
+    def _ingest(
+        self, payload: bytes | Lost, rtp_ts: int, arrival: float, due: float | None
+    ) -> None:
         if payload is LOST:
             self._lost += 1
             chunks = self._decoder.conceal(rtp_ts)
@@ -214,9 +221,10 @@ class MediaPipeline:
                 self._level = max(rms, self._level * LEVEL_DECAY)
         arrival_pos = int((arrival - self._t0) * AUDIO_RATE)
         max_ahead = int(self.config.max_ahead_s * AUDIO_RATE)
+        self._follow_schedule(rtp_ts, arrival if due is None else due, scheduled=due is not None)
+        if self._offset is None:  # nothing decoded yet, so nothing to place
+            return
         for chunk in chunks:
-            if self._offset is None:
-                self._offset = int((due - self._t0) * AUDIO_RATE) - chunk.pts
             position = chunk.pts + self._offset
             end = position + chunk.samples.shape[1]
             # A burst that arrives after a stall (a slow RTMP connect holding the GIL, a busy
@@ -230,6 +238,23 @@ class MediaPipeline:
                 self._late_run = 0
                 self._resyncs += 1
             self._timeline.write(position, chunk.samples)
+
+    def _follow_schedule(self, rtp_ts: int, due: float, *, scheduled: bool) -> None:
+        """Anchor the audio on the first payload's due time, then follow the jitter buffer's
+        schedule when it moves later by more than FOLLOW_STEP_S.
+
+        Only the buffer's own schedule is followed, never the hand-over time: a stall between
+        the buffer and here is late only once (see ``_ingest``).
+        """
+        item_pts = self._decoder.pts_of(rtp_ts)
+        if item_pts is None:
+            return
+        offset = int((due - self._t0) * AUDIO_RATE) - item_pts
+        if self._offset is None:
+            self._offset = offset
+        elif scheduled and offset - self._offset > _FOLLOW_STEP:
+            self._offset = offset
+            self._resyncs += 1
 
     def _emit(self, horizon_s: float) -> None:
         """Encode audio and take video up to ``horizon_s``, then hand both out in time order."""

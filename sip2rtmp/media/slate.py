@@ -4,12 +4,16 @@ A static picture needs no live encoder. One GOP (an IDR frame followed by P fram
 skip every macroblock) is encoded at start-up and re-stamped forever. Every GOP opens with an
 IDR, which resets frame numbering and picture order, so repeating the same bytes is a valid
 H.264 stream and costs no encoding CPU while the call runs.
+
+The GOP is kept in the form the outputs carry (AVCC samples with an avcC record, ISO/IEC
+14496-15 §5.2.4.1 and §5.3.2), the same as the callee's H.264 passed through, so the slate and
+the callee's video can follow each other on one connection. Its IDR carries the SPS/PPS in
+band too: a self-contained access unit for RTP (RFC 6184 §8.4) and for muxers that do not
+announce a new sequence header mid-stream.
 """
 
 from __future__ import annotations
 
-import io
-import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,17 @@ import numpy as np
 import numpy.typing as npt
 
 from sip2rtmp.media.font import GLYPH_HEIGHT, fitting_chars, render_text, text_width
-from sip2rtmp.media.packets import TIME_BASES, EncodedPacket, Track
+from sip2rtmp.media.packets import EncodedPacket, Track
+from sip2rtmp.media.passthrough import VIDEO_CLOCK, h264_template
+from sip2rtmp.rtp.h264 import (
+    NAL_PPS,
+    NAL_SEI,
+    NAL_SPS,
+    avc_decoder_configuration_record,
+    nal_type,
+    split_annexb,
+    to_avcc,
+)
 
 DEFAULT_FPS = 10
 """Ten frames a second: a 2 s GOP is 20 frames, packet overhead stays tiny, and ingest servers
@@ -39,7 +53,8 @@ class SlateVideo:
     """A looping H.264 track of one picture, with a keyframe exactly every 2 s.
 
     Implements the video source the pipeline pulls from: ``template`` (codec parameters for
-    the outputs) and ``packets_until(seconds)``.
+    the outputs) and ``packets_until(seconds)``. ``restart`` opens the loop again with its IDR
+    at any media time, for a slate that takes over mid-call.
     """
 
     def __init__(
@@ -56,10 +71,15 @@ class SlateVideo:
         self.fps = fps
         self.width = width
         self.height = height
-        self._frame_ticks = int(1 / TIME_BASES[Track.VIDEO] / fps)
-        if self._frame_ticks * fps * TIME_BASES[Track.VIDEO] != 1:
+        self.frame_ticks = VIDEO_CLOCK // fps
+        if self.frame_ticks * fps != VIDEO_CLOCK:
             raise ValueError(f"{fps} fps does not divide the 90 kHz video clock")
-        self._gop, self.template = _encode_gop(picture, fps, crf, profile)
+        self._units = _encode_gop(picture, fps, crf, profile)
+        self.sps, self.pps = self._units[0][:2]
+        self.config = avc_decoder_configuration_record([self.sps], [self.pps])
+        self.template: Any = h264_template(self.sps, self.pps)
+        self._samples = [to_avcc(nals) for nals in self._units]
+        self._start = 0
         self._next_frame = 0
 
     @classmethod
@@ -91,16 +111,28 @@ class SlateVideo:
 
     @property
     def gop_bytes(self) -> int:
-        return sum(len(data) for data in self._gop)
+        return sum(len(data) for data in self._samples)
+
+    def access_unit(self, index: int) -> tuple[bytes, ...]:
+        """The NAL units of frame ``index`` of the endless loop (SPS and PPS lead each IDR)."""
+        return self._units[index % len(self._units)]
+
+    def restart(self, dts: int) -> None:
+        """Loop from the IDR again, that IDR at ``dts`` (90 kHz media ticks)."""
+        self._start = dts
+        self._next_frame = 0
 
     def packets_until(self, seconds: float) -> list[EncodedPacket]:
         """Frames whose presentation time is at or before ``seconds``, each exactly once."""
-        last = math.floor(seconds * self.fps)
+        last = (round(seconds * VIDEO_CLOCK) - self._start) // self.frame_ticks
         packets = []
         while self._next_frame <= last:
-            index = self._next_frame % len(self._gop)
-            ts = self._next_frame * self._frame_ticks
-            packets.append(EncodedPacket(Track.VIDEO, self._gop[index], ts, ts, index == 0))
+            index = self._next_frame % len(self._samples)
+            ts = self._start + self._next_frame * self.frame_ticks
+            config = self.config if index == 0 else None
+            packets.append(
+                EncodedPacket(Track.VIDEO, self._samples[index], ts, ts, index == 0, config)
+            )
             self._next_frame += 1
         return packets
 
@@ -156,44 +188,46 @@ def load_picture(path: str | Path, width: int, height: int) -> npt.NDArray[np.ui
 
 def _encode_gop(
     picture: npt.NDArray[np.uint8], fps: int, crf: int, profile: str | None
-) -> tuple[list[bytes], Any]:
-    """Encode one 2 s GOP; return its packets and the stream that carries its extradata.
+) -> list[tuple[bytes, ...]]:
+    """Encode one 2 s GOP; return each frame's NAL units, SPS and PPS leading the IDR.
 
     `profile` ("baseline" for a callee that was offered constrained baseline, RFC 6184 §8.1)
     limits the tools the encoder uses; None leaves libx264's choice.
 
     Encoding happens once, so a slower, sharper preset than a live encoder could afford is
-    fine. No B-frames (zerolatency) keeps pts == dts, which the replay relies on.
+    fine. No B-frames (zerolatency) keeps pts == dts, which the replay relies on. Without a
+    global header libx264 puts SPS and PPS in band before the IDR; its SEI (the encoder's
+    settings as text) is left out.
     """
     gop_frames = fps * KEYFRAME_INTERVAL_S
-    container = av.open(io.BytesIO(), "w", format="flv")
-    stream = container.add_stream(
-        "libx264",
-        rate=fps,
-        options={
-            "preset": "veryfast",
-            "tune": "zerolatency",
-            "crf": str(crf),
-            "x264-params": f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:bframes=0",
-            **({"profile": profile} if profile else {}),
-        },
-    )
-    stream.width = picture.shape[1]
-    stream.height = picture.shape[0]
-    stream.pix_fmt = "yuv420p"
-    container.start_encoding()
+    context = av.CodecContext.create("libx264", "w")
+    context.width = picture.shape[1]
+    context.height = picture.shape[0]
+    context.pix_fmt = "yuv420p"
+    context.time_base = Fraction(1, fps)
+    context.framerate = Fraction(fps)
+    context.options = {
+        "preset": "veryfast",
+        "tune": "zerolatency",
+        "crf": str(crf),
+        "x264-params": f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:bframes=0",
+        **({"profile": profile} if profile else {}),
+    }
     frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
-    frame.time_base = Fraction(1, fps)
     packets = []
     for index in range(gop_frames):
         frame.pts = index
-        packets.extend(stream.encode(frame))
-    packets.extend(stream.encode(None))
-    gop = [bytes(packet) for packet in packets]
+        packets.extend(context.encode(frame))
+    packets.extend(context.encode(None))
+    units = [
+        tuple(nal for nal in split_annexb(bytes(packet)) if nal_type(nal) != NAL_SEI)
+        for packet in packets
+    ]
     if (
-        len(gop) != gop_frames
+        len(units) != gop_frames
         or not packets[0].is_keyframe
         or any(packet.is_keyframe for packet in packets[1:])
+        or [nal_type(nal) for nal in units[0][:2]] != [NAL_SPS, NAL_PPS]
     ):
         raise RuntimeError("libx264 did not produce one closed GOP for the slate")
-    return gop, stream
+    return units

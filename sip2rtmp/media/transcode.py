@@ -3,12 +3,14 @@
 FLV (and so RTMP ingest) has no VP8, so VP8 frames (RFC 7741) are decoded and fed to
 libx264 in a worker thread: decoding and encoding never run on the event loop, which only
 stamps frames and hands them over through a bounded queue. The encoder runs at the size of
-the callee's first keyframe (RFC 6386 §9.1) for the whole call, because the FLV sequence
-header is fixed per connection; later pictures of another size are scaled to it.
+the callee's first keyframe (RFC 6386 §9.1) for the whole call, opened once; later pictures
+of another size are scaled to it.
 
 Keyframes are the encoder's own, forced every 2 s of media time whatever the callee's
-keyframe rhythm, so the stream meets ingest rules without the callee's help. Timestamps map
-the 90 kHz RTP clock (RFC 7741 §6.1) onto the pipeline's media clock the way
+keyframe rhythm, so the stream meets ingest rules without the callee's help, and on the first
+frame after a pause, so the outputs can come back from the slate at once. Each carries the
+SPS/PPS in band as well as the avcC record, like the slate's and most callees' keyframes.
+Timestamps map the 90 kHz RTP clock (RFC 7741 §6.1) onto the pipeline's media clock the way
 ``PassthroughVideo`` does, anchored at the first frame's playout time.
 """
 
@@ -24,7 +26,14 @@ import av
 from sip2rtmp.media.packets import EncodedPacket, Track
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, ReadyPackets, VideoTimeline, h264_template
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
-from sip2rtmp.rtp.h264 import NAL_PPS, NAL_SPS, nal_type, split_annexb, to_avcc
+from sip2rtmp.rtp.h264 import (
+    NAL_PPS,
+    NAL_SPS,
+    avc_decoder_configuration_record,
+    nal_type,
+    split_annexb,
+    to_avcc,
+)
 from sip2rtmp.rtp.vp8 import Vp8Frame
 
 NOMINAL_FPS = 25
@@ -35,6 +44,9 @@ _KEYFRAME_TICKS = KEYFRAME_INTERVAL_S * VIDEO_CLOCK
 _KEYFRAME_SLACK = VIDEO_CLOCK // 100
 """A frame up to 10 ms early for the next keyframe slot takes it, so timestamp jitter never
 pushes a keyframe a whole frame late."""
+_PAUSE_TICKS = VIDEO_CLOCK // 2
+"""A frame this long after the previous one opens a GOP: the outputs may have gone to the
+slate meanwhile, and they come back only at a keyframe."""
 
 _HALF = 1 << 31
 _STOP = None
@@ -86,6 +98,8 @@ class TranscodedVideo:
         nals = split_annexb(bytes(self._encoder.extradata))
         sps = next(nal for nal in nals if nal_type(nal) == NAL_SPS)
         pps = next(nal for nal in nals if nal_type(nal) == NAL_PPS)
+        self._parameter_sets = (sps, pps)
+        self.config = avc_decoder_configuration_record([sps], [pps])
         self.template = h264_template(sps, pps)
         self._decoder = av.CodecContext.create("vp8", "r")
         self.frames = 0
@@ -98,7 +112,8 @@ class TranscodedVideo:
         self._thread = threading.Thread(target=self._run, name="vp8-transcode", daemon=True)
         self._origin: float | None = None
         self._skipping = False
-        self._next_keyframe: int | None = None
+        self._next_keyframe = 0
+        self._last_dts: int | None = None
 
     def start(self, origin: float) -> None:
         """Media time 0 is ``origin`` on the clock that ``push`` arrival times use."""
@@ -148,7 +163,8 @@ class TranscodedVideo:
         self._encode(None, 0)
 
     def _encode(self, picture: Any, dts: int) -> None:
-        """Encode one decoded picture (None flushes), forcing an IDR on each 2 s slot."""
+        """Encode one decoded picture (None flushes), forcing an IDR on each 2 s slot and
+        after a pause."""
         if picture is not None:
             if (picture.width, picture.height, picture.format.name) != (
                 self.width,
@@ -158,20 +174,24 @@ class TranscodedVideo:
                 picture = picture.reformat(self.width, self.height, "yuv420p")
             picture.pts = dts
             picture.time_base = self._encoder.time_base
-            due = self._next_keyframe
-            if due is None or dts >= due - _KEYFRAME_SLACK:
+            previous, self._last_dts = self._last_dts, dts
+            paused = previous is None or dts - previous >= _PAUSE_TICKS
+            if paused or dts >= self._next_keyframe - _KEYFRAME_SLACK:
                 picture.pict_type = av.video.frame.PictureType.I
                 self._next_keyframe = dts + _KEYFRAME_TICKS
             else:
                 picture.pict_type = av.video.frame.PictureType.NONE
         for packet in self._encoder.encode(picture):
             pts = int(packet.pts)
+            keyframe = bool(packet.is_keyframe)
+            nals = split_annexb(bytes(packet))
             encoded = EncodedPacket(
                 Track.VIDEO,
-                to_avcc(split_annexb(bytes(packet))),
+                to_avcc([*self._parameter_sets, *nals] if keyframe else nals),
                 pts,
                 pts,
-                bool(packet.is_keyframe),
+                keyframe,
+                self.config if keyframe else None,
             )
             self.frames += 1
             self.keyframes += encoded.keyframe

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -23,6 +24,7 @@ from sip2rtmp.errors import BusyOrDeclined, Interrupted, MediaTimeout, Sip2RtmpE
 from sip2rtmp.media.passthrough import PassthroughVideo
 from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.switch import VideoSwitch
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.sip_session import SipCall, SipSession
 from sip2rtmp.relay.audio import AudioLeg
@@ -41,10 +43,10 @@ wire_log = logging.getLogger("sip2rtmp.sip.wire")
 T = TypeVar("T")
 WATCH_INTERVAL = 0.5
 KEYFRAME_WAIT = 1.0
-"""How long after the answer the outputs wait for the callee's first keyframe. The FLV video
-track's sequence header is fixed per connection, so the stream carries either the callee's
-video (H.264 with the SPS/PPS of that keyframe, or VP8 transcoded at its size) or the slate
-for the whole call, never both."""
+"""How long after the answer the outputs wait for the callee's first keyframe, so a stream
+that has the callee's video from the start opens with it (its first AVC sequence header is the
+callee's). Without one by then the stream opens on the slate and moves to the callee's video
+at its first keyframe."""
 CALLEE_SLATE_SIZE = (640, 360)
 """The slate sent toward the callee: small, since it only has to keep the far end sending."""
 CALLEE_SLATE_PROFILE = "baseline"
@@ -105,7 +107,10 @@ class Relay:
         self._answered_at: float | None = None
         self._leg: AudioLeg | None = None
         self._video: VideoLeg | None = None
-        self._video_mode = "slate"
+        self._switch: VideoSwitch | None = None
+        self._live: PassthroughVideo | TranscodedVideo | None = None
+        """The callee's video as a source for the outputs, once its first keyframe came."""
+        self._video_reported: dict[str, object] = {}
         self._pipeline: MediaPipeline | None = None
         self._call: SipCall | None = None
         self._output_states: dict[str, str] = {}
@@ -251,21 +256,22 @@ class Relay:
         if settings.audio:
             self._leg.attach(pipeline)
         pipeline.start()
-        if isinstance(video, PassthroughVideo | TranscodedVideo) and self._video is not None:
-            video.start(pipeline.origin)
-            if isinstance(video, PassthroughVideo):
-                self._leg.rtcp_listener = sync.audio_rtcp
-                self._video.rtcp_listener = sync.video_rtcp
-                video.sync_to(sync.video_seconds)
-            self._video.attach(video)
         watchers = [
             asyncio.create_task(self._watch_call_end(call)),
             asyncio.create_task(self._watch_outputs(pipeline)),
             asyncio.create_task(self._watch_media(negotiated)),
             asyncio.create_task(self._report_stats(pipeline)),
         ]
-        if self._video is not None and self._video.stream is not None:
-            watchers.append(asyncio.create_task(self._watch_video(self._video)))
+        switch, leg = self._switch, self._video
+        if switch is not None and leg is not None:
+            self._leg.rtcp_listener = sync.audio_rtcp
+            leg.rtcp_listener = sync.video_rtcp
+            if self._live is not None:
+                self._start_live(leg, self._live, pipeline.origin, sync)
+            else:
+                watchers.append(asyncio.create_task(self._attach_late(leg, switch, pipeline, sync)))
+            watchers.append(asyncio.create_task(self._watch_video(leg)))
+            watchers.append(asyncio.create_task(self._watch_video_mode(switch)))
         if settings.max_duration is not None:
             loop = asyncio.get_running_loop()
             loop.call_later(settings.max_duration, self._ending.end, "max duration reached")
@@ -279,8 +285,8 @@ class Relay:
             await asyncio.gather(*watchers, return_exceptions=True)
             if not call.ended.is_set():
                 await call.hangup()
-            if isinstance(video, TranscodedVideo):
-                await asyncio.to_thread(video.close)
+            if isinstance(self._live, TranscodedVideo):
+                await asyncio.to_thread(self._live.close)
             await asyncio.to_thread(pipeline.stop)
             self._report_output_states(pipeline)
             self.emit("stats", **self.stats_snapshot(pipeline))  # the call's final numbers
@@ -295,23 +301,76 @@ class Relay:
         )
 
     async def _video_source(self) -> VideoSource:
-        """The callee's video if its first keyframe arrives in time, else the slate."""
-        leg = self._video
-        if leg is not None and leg.stream is not None:
-            if await leg.wait_keyframe(KEYFRAME_WAIT):
-                size = leg.vp8_resolution
-                source: PassthroughVideo | TranscodedVideo
-                if size is None:
-                    source, self._video_mode = leg.passthrough(), "passthrough"
-                else:
-                    source = await asyncio.to_thread(TranscodedVideo, *size)
-                    self._video_mode = "transcode"
-                self.emit("video", mode=self._video_mode, width=source.width, height=source.height)
-                return source
-            self.emit("video", mode="slate", reason="no keyframe from the callee")
-        assert self._slate_ready is not None
-        slate: SlateVideo = await self._slate_ready
-        return slate
+        """The slate for a call without video, else a switch between the slate and the
+        callee's video that opens on the callee's if its first keyframe arrives in time.
+
+        A switch that opens on the callee's video gets the slate when its rendering is done,
+        so the outputs never wait for it.
+        """
+        leg, slate_ready = self._video, self._slate_ready
+        assert slate_ready is not None
+        if leg is None or leg.stream is None:
+            return await slate_ready
+        if await leg.wait_keyframe(KEYFRAME_WAIT):
+            live = self._live = await self._live_source(leg)
+            switch = VideoSwitch(live=live)
+            slate_ready.add_done_callback(functools.partial(_hand_over_slate, switch))
+        else:
+            switch = VideoSwitch(slate=await slate_ready)
+        self._switch = switch
+        self._report_video_mode(switch)
+        return switch
+
+    async def _live_source(self, leg: VideoLeg) -> PassthroughVideo | TranscodedVideo:
+        """H.264 passes through; VP8 is transcoded at the size of its latest keyframe."""
+        size = leg.vp8_resolution
+        if size is None:
+            return leg.passthrough()
+        return await asyncio.to_thread(TranscodedVideo, *size)
+
+    def _start_live(
+        self,
+        leg: VideoLeg,
+        source: PassthroughVideo | TranscodedVideo,
+        origin: float,
+        sync: AvSync,
+    ) -> None:
+        """Stamp the callee's frames onto the pipeline's timeline from now on."""
+        source.start(origin)
+        if isinstance(source, PassthroughVideo):
+            source.sync_to(sync.video_seconds)
+        leg.attach(source)
+
+    async def _attach_late(
+        self, leg: VideoLeg, switch: VideoSwitch, pipeline: MediaPipeline, sync: AvSync
+    ) -> None:
+        """The callee's first keyframe came after the stream opened on the slate: go over to
+        the callee's video at that keyframe."""
+        await leg.keyframe_ready.wait()
+        source = self._live = await self._live_source(leg)
+        self._start_live(leg, source, pipeline.origin, sync)
+        switch.attach(source)
+
+    async def _watch_video_mode(self, switch: VideoSwitch) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            self._report_video_mode(switch)
+
+    def _report_video_mode(self, switch: VideoSwitch) -> None:
+        """A `video` event whenever what the stream's video carries changes."""
+        state = self._video_mode(switch)
+        if state != self._video_reported:
+            self._video_reported = state
+            self.emit("video", **state)
+
+    def _video_mode(self, switch: VideoSwitch) -> dict[str, object]:
+        """What the stream's video carries now, as `video` events tell it."""
+        live = self._live
+        if switch.live and live is not None:
+            mode = "passthrough" if isinstance(live, PassthroughVideo) else "transcode"
+            return {"mode": mode, "width": live.width, "height": live.height}
+        reason = "callee video stopped" if switch.slate_switches else "no keyframe from the callee"
+        return {"mode": "slate", "reason": reason}
 
     def _slate(
         self, width: int = 1280, height: int = 720, profile: str | None = None
@@ -457,14 +516,15 @@ class Relay:
                 "loss_pct": round(100.0 * jitter.lost / expected, 2) if expected else 0.0,
                 "timeline_resyncs": media.resyncs,
             }
-        if self._video is not None and self._video.stream is not None:
+        if self._video is not None and self._switch is not None:
             video = self._video.stats
             source = self._video.source
             skew = source.av_skew if isinstance(source, PassthroughVideo) else None
             snapshot["video"] = {
-                "mode": self._video_mode,
-                "frames": video.frames,
-                "keyframes": video.keyframes,
+                "mode": self._video_mode(self._switch)["mode"],
+                "slate_switches": self._switch.slate_switches,
+                "frames": self._switch.frames,
+                "keyframes": self._switch.keyframes,
                 "dropped": video.dropped,
                 "keyframe_requests": video.keyframe_requests,
                 "sent": video.frames_sent,
@@ -497,6 +557,17 @@ def _render_in_background(
     future = asyncio.ensure_future(asyncio.to_thread(render, *args, **kwargs))
     future.add_done_callback(lambda done: done.cancelled() or done.exception())
     return future
+
+
+def _hand_over_slate(switch: VideoSwitch, rendered: asyncio.Future[SlateVideo]) -> None:
+    """Give the switch the slate once rendered; without one a stall leaves a hole."""
+    if rendered.cancelled():
+        return
+    error = rendered.exception()
+    if error is not None:
+        log.warning("no slate to show while the callee's video stops: %s", error)
+        return
+    switch.take_slate(rendered.result())
 
 
 def _codecs(negotiated: NegotiatedSession) -> dict[str, object]:

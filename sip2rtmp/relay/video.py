@@ -12,8 +12,10 @@ sync) to whoever listens.
 Keyframes are asked for, not waited for: many endpoints (baresip among them) send one IDR at
 the start and then only on request, while live ingest wants one every 2 s. Requests go as
 RTCP PLI (RFC 4585 §6.3.1) and/or FIR (RFC 5104 §4.3.1) when the answer negotiated them, else
-as SIP INFO picture_fast_update (RFC 5168): at the start, after a lost access unit, and
-shortly before each keyframe interval runs out.
+as SIP INFO picture_fast_update (RFC 5168): at the start, after a lost access unit, shortly
+before each keyframe interval runs out, and when the callee sends again after a pause (the
+outputs switched to the slate meanwhile and come back only at a keyframe). While nothing
+arrives, unanswered requests are repeated less and less often.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,13 +35,10 @@ from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
 from sip2rtmp.relay.audio import resolve_address
 from sip2rtmp.relay.playout import PlayoutScheduler
 from sip2rtmp.rtp.h264 import (
-    NAL_SEI,
     AccessUnit,
     H264Depacketizer,
-    nal_type,
     packetize_h264,
     parse_sprop_parameter_sets,
-    split_annexb,
 )
 from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Playout, Resync
 from sip2rtmp.rtp.packet import RtpPacket
@@ -78,12 +78,16 @@ class KeyframePolicy:
     retry_s: float = 0.3
     """Ask again if no keyframe came this long after a request (RFC 5104 §4.3.1.2): a round
     trip and a frame or two."""
+    quiet_s: float = 1.0
+    """Nothing received for this long means the callee stopped sending (hold, camera off):
+    each unanswered request then doubles the wait before the next, and the first packet
+    after the pause asks for a keyframe at once."""
+    quiet_retry_max_s: float = 5.0
+    """The longest wait between requests while nothing arrives."""
 
 
 @dataclass(frozen=True, slots=True)
 class VideoStats:
-    frames: int
-    keyframes: int
     dropped: int
     keyframe_requests: int
     frames_sent: int
@@ -112,6 +116,8 @@ class VideoLeg:
         self._remote_ssrc: int | None = None
         self._last_keyframe_at: float | None = None
         self._last_request_at: float | None = None
+        self._last_packet_at: float | None = None
+        self._quiet_requests = 0
         self._playout: PlayoutScheduler | None = None
         self._request_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -188,10 +194,7 @@ class VideoLeg:
 
     @property
     def stats(self) -> VideoStats:
-        source = self.source
         return VideoStats(
-            frames=source.frames if source else 0,
-            keyframes=source.keyframes if source else 0,
             dropped=self.depacketizer.dropped,
             keyframe_requests=self.keyframe_requests,
             frames_sent=self.frames_sent,
@@ -204,8 +207,15 @@ class VideoLeg:
         jitter = self.jitter
         if jitter is None:
             return
-        if self._remote_ssrc is None:
-            self.first_packet.set()
+        last, self._last_packet_at = self._last_packet_at, arrival
+        if last is None or arrival - last > self.policy.quiet_s:
+            if last is None:
+                self.first_packet.set()
+            else:
+                # Sending again after a pause: as at the start, only a keyframe brings the
+                # callee's video back to the outputs.
+                self._last_keyframe_at = None
+            self._quiet_requests = 0
             self._request_wake.set()
         self._remote_ssrc = packet.ssrc
         jitter.push(packet, arrival)
@@ -262,19 +272,17 @@ class VideoLeg:
         """Frames at the slate's rate on an absolute schedule, 90 kHz timestamps (RFC 6184 §5.1)."""
         stream, endpoint = self.stream, self.endpoint
         assert stream is not None
-        parameter_sets = split_annexb(bytes(slate.template.codec_context.extradata))
         single_nal = stream.fmtp.get("packetization-mode", "0") == "0"
         sequence = random.randrange(1 << 16)
         base = random.randrange(1 << 32)
         loop = asyncio.get_running_loop()
         start = loop.time()
         while True:
-            for frame in slate.packets_until(loop.time() - start):
-                nals = [nal for nal in split_annexb(frame.data) if nal_type(nal) != NAL_SEI]
-                if frame.keyframe:
-                    nals = [*parameter_sets, *nals]
+            due = math.floor((loop.time() - start) * slate.fps)
+            while self.frames_sent <= due:
+                nals = slate.access_unit(self.frames_sent)
                 payloads = nals if single_nal else packetize_h264(nals)
-                timestamp = (base + frame.pts) & 0xFFFFFFFF
+                timestamp = (base + self.frames_sent * slate.frame_ticks) & 0xFFFFFFFF
                 for index, payload in enumerate(payloads, 1):
                     sequence = (sequence + 1) & 0xFFFF
                     endpoint.send_rtp(
@@ -304,16 +312,30 @@ class VideoLeg:
             if self._last_request_at is not None and self._last_request_at >= (
                 self._last_keyframe_at or 0.0
             ):
-                due = max(due, self._last_request_at + policy.retry_s)
+                due = max(due, self._last_request_at + self._retry_delay(now))
             ready = self._remote_ssrc is not None or not self._rtcp_feedback
             if due <= now and ready:
                 self._request_keyframe()
                 self._last_request_at = now
+                if self._quiet(now):
+                    self._quiet_requests += 1
                 continue
             self._request_wake.clear()
             timeout = max(due - now, 0.01) if ready else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._request_wake.wait(), timeout)
+
+    def _quiet(self, now: float) -> bool:
+        """Whether nothing at all came from the callee lately (or ever)."""
+        last = self._last_packet_at
+        return last is None or now - last > self.policy.quiet_s
+
+    def _retry_delay(self, now: float) -> float:
+        """The retry interval, doubled for each request that went unanswered in the quiet."""
+        policy = self.policy
+        if not self._quiet(now) or not self._quiet_requests:
+            return policy.retry_s
+        return min(policy.retry_s * 2.0 ** (self._quiet_requests - 1), policy.quiet_retry_max_s)
 
     @property
     def _rtcp_feedback(self) -> bool:

@@ -211,6 +211,12 @@ class JitterBuffer:
         self._last_arrival = arrival
         if transit < self._base:
             self._base = transit
+        elif transit > self._base + self._depth:
+            # Came after its own deadline with nothing played in its place: the sender fell
+            # behind its timestamps (a clock running slow, a stalled sender that does not
+            # catch up). Move the schedule so it plays now, rather than every later packet
+            # running later and later against a deadline already past.
+            self._base = transit - self._depth
         else:
             self._base += (transit - self._base) * min(1.0, dt / self._drift_time)
         jitter = self._tracker.jitter / self.clock_rate

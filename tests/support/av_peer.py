@@ -1,7 +1,8 @@
 """A SIP callee that sends audio and H.264 video with marks at known capture instants.
 
 Audio is a 440 Hz tone (PCMU, 20 ms packets) with a 100 ms 1 kHz beep every 2 s; video is
-a dark 25 fps picture with one white frame at each beep's start, IDR every 1 s.
+a dark 25 fps picture with one white frame at each beep's start, IDR every 1 s. The video may
+instead pause and come back at another size (``paused_video``).
 Video leaves ``video_delay`` after its capture instant (a slow encoder), while the sender
 reports of both streams tell the truth on one NTP clock (RFC 3550 §6.4.1), so a receiver
 that syncs by them puts flash and beep together and one that goes by arrival does not.
@@ -58,10 +59,13 @@ def audio_payload(index: int, tone_hz: float) -> bytes:
     return mulaw_encode(samples.astype(np.int16))
 
 
-def encode_video(seconds: float) -> list[list[bytes]]:
-    """NAL units of each frame: libx264 baseline, SPS/PPS in band, IDR every second."""
+def encode_video(
+    seconds: float, size: tuple[int, int] = SIZE, start_s: float = 0.0
+) -> list[list[bytes]]:
+    """NAL units of each frame captured from ``start_s`` on: libx264 baseline, SPS/PPS in band,
+    IDR every second."""
     context = av.CodecContext.create("libx264", "w")
-    context.width, context.height = SIZE
+    context.width, context.height = size
     context.pix_fmt = "yuv420p"
     context.time_base = Fraction(1, FPS)
     context.framerate = Fraction(FPS)
@@ -73,8 +77,8 @@ def encode_video(seconds: float) -> list[list[bytes]]:
     }
     frames: list[list[bytes]] = []
     for index in range(round(seconds * FPS)):
-        luma = 235 if marked(index / FPS, 1 / FPS) else 30
-        picture: npt.NDArray[np.uint8] = np.full((SIZE[1], SIZE[0], 3), luma, np.uint8)
+        luma = 235 if marked(start_s + index / FPS, 1 / FPS) else 30
+        picture: npt.NDArray[np.uint8] = np.full((size[1], size[0], 3), luma, np.uint8)
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
         frame.pts = index
         frames.extend(split_annexb(bytes(packet)) for packet in context.encode(frame))
@@ -82,18 +86,40 @@ def encode_video(seconds: float) -> list[list[bytes]]:
     return frames
 
 
+def paused_video(
+    before_s: float, pause_s: float, after_s: float, sizes: tuple[tuple[int, int], ...]
+) -> list[list[bytes]]:
+    """Video at ``sizes[0]`` that stops for ``pause_s`` (no video RTP at all, the audio goes
+    on), then comes from a new encoder at ``sizes[1]``: an IDR with new SPS/PPS in band."""
+    resume_s = before_s + pause_s
+    return [
+        *encode_video(before_s, sizes[0]),
+        *([] for _ in range(round(pause_s * FPS))),
+        *encode_video(after_s, sizes[1], resume_s),
+    ]
+
+
 class AvPeer(SipPeer):
-    """Answers audio PCMU + video H.264 (packetization-mode 1) and streams the marks."""
+    """Answers audio PCMU + video H.264 (packetization-mode 1) and streams the marks.
+
+    ``frames`` (one list of NAL units per 25 fps capture slot, empty for none) replaces the
+    default ``seconds`` of marked video.
+    """
 
     def __init__(
-        self, *, seconds: float = 12.0, video_delay: float = 0.3, sender_reports: bool = True
+        self,
+        *,
+        seconds: float = 12.0,
+        video_delay: float = 0.3,
+        sender_reports: bool = True,
+        frames: list[list[bytes]] | None = None,
     ) -> None:
         super().__init__()
         self.video_delay = video_delay
         self.sender_reports = sender_reports
         self.video_received = 0
         self._video = _bound()
-        self._frames = encode_video(seconds)
+        self._frames = encode_video(seconds) if frames is None else frames
         self._clock = threading.Event()
         self._start = (0.0, 0.0)
         """(monotonic, wall) instant of the first capture, shared by both streams."""

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
+import av
 import pytest
 
 from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.output import OutputPolicy, OutputState, RtmpOutput, redact
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
+from sip2rtmp.media.passthrough import h264_template
 from sip2rtmp.media.slate import SlateVideo
+from tests.support.flv import avc_sequence_headers
+from tests.unit.media.video_signals import Clip, decoded_pictures, h264_clip
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +62,91 @@ def test_buffer_drops_oldest_beyond_its_media_duration(
     stats = output.stats()
     assert stats.dropped_packets == 19
     assert stats.buffered_s == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def small() -> Clip:
+    return h264_clip(320, 240, 10, keyint=5, grey=60)
+
+
+@pytest.fixture(scope="module")
+def large() -> Clip:
+    return h264_clip(640, 480, 10, keyint=5, grey=200)
+
+
+def _sizes_and_levels(path: Path) -> list[tuple[int, int, bool]]:
+    """Each decoded picture's size, and whether it is the light (200) or the dark (60) grey."""
+    return [(width, height, luma > 128) for width, height, luma in decoded_pictures(path)]
+
+
+def test_a_keyframe_with_another_configuration_announces_it_once(
+    small: Clip, large: Clip, tmp_path: Path
+) -> None:
+    templates = StreamTemplates(h264_template(small.sps, small.pps), AacEncoder().template)
+    path = tmp_path / "switch.flv"
+    output = RtmpOutput(str(path), templates)
+    output.start()
+    output.submit(small.packets(0) + large.packets(10) + small.packets(20))
+    output.close()
+    # Keyframes every 5 frames, but a sequence header only where the configuration changes.
+    assert avc_sequence_headers(path) == [
+        (0.0, small.config),
+        (0.4, large.config),
+        (0.8, small.config),
+    ]
+    assert _sizes_and_levels(path) == (
+        [(320, 240, False)] * 10 + [(640, 480, True)] * 10 + [(320, 240, False)] * 10
+    )
+
+
+class _Dropping:
+    """A connection that fails like a reset one after ``budget`` packets; None never does."""
+
+    def __init__(self, container: Any, budget: int | None) -> None:
+        self._container = container
+        self._budget = budget
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def mux(self, packet: Any) -> None:
+        if self._budget is not None:
+            if self._budget == 0:
+                raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+            self._budget -= 1
+        self._container.mux(packet)
+
+
+def test_a_fresh_connection_announces_the_configuration_again(
+    small: Clip, large: Clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops during the large clip and resumes at its second keyframe: the new
+    connection opened with the template's (small) header, so that keyframe must announce."""
+    templates = StreamTemplates(h264_template(small.sps, small.pps), AacEncoder().template)
+    pieces: list[Path] = []
+    connect = av.open
+
+    def reconnecting(target: str, mode: str, **options: Any) -> _Dropping:
+        pieces.append(tmp_path / f"piece{len(pieces)}.flv")
+        return _Dropping(
+            connect(str(pieces[-1]), mode, **options), 12 if len(pieces) == 1 else None
+        )
+
+    monkeypatch.setattr(av, "open", reconnecting)
+    policy = OutputPolicy(backoff_initial_s=0.01)
+    output = RtmpOutput("rtmp://127.0.0.1/live/key", templates, policy)
+    packets = small.packets(0) + large.packets(10)
+    output.start()
+    output.submit(packets)
+    deadline = time.monotonic() + 10
+    while output.stats().last_sent_s != packets[-1].seconds and time.monotonic() < deadline:
+        time.sleep(0.01)
+    output.close()
+    monkeypatch.undo()
+    assert output.stats().reconnects == 1
+    assert [[time for time, _ in avc_sequence_headers(piece)] for piece in pieces] == [
+        [0.0, 0.4],
+        [0.0, 0.6],
+    ]
+    assert avc_sequence_headers(pieces[1])[1][1] == large.config
+    assert _sizes_and_levels(pieces[1]) == [(640, 480, True)] * 5

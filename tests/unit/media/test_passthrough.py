@@ -18,33 +18,38 @@ from sip2rtmp.rtp.h264 import (
     split_annexb,
     to_avcc,
 )
+from tests.support.flv import avc_sequence_headers
 
 FRAME = 3600  # 25 fps on the 90 kHz clock
 
 
-@pytest.fixture(scope="module")
-def units() -> list[AccessUnit]:
-    """Ten access units of constrained-baseline H.264 from libx264, as a callee would send."""
+def access_units(width: int, height: int, count: int, first_timestamp: int) -> list[AccessUnit]:
+    """Constrained-baseline H.264 from libx264 as a callee sends it: SPS/PPS in band."""
     context = av.CodecContext.create("libx264", "w")
-    context.width, context.height, context.pix_fmt = 320, 240, "yuv420p"
+    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
     context.time_base = Fraction(1, 25)
     context.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
     encoded: list[bytes] = []
-    for index in range(10):
-        picture = np.full((240, 320, 3), index * 20, dtype=np.uint8)
+    for index in range(count):
+        picture = np.full((height, width, 3), index * 20, dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
         frame.pts = index
         encoded += [bytes(packet) for packet in context.encode(frame)]
     encoded += [bytes(packet) for packet in context.encode(None)]
-    start = 0xFFFFFFFF - 4 * FRAME  # wraps around 2^32 mid-stream
     return [
         AccessUnit(
-            (start + index * FRAME) & 0xFFFFFFFF,
+            (first_timestamp + index * FRAME) & 0xFFFFFFFF,
             tuple(split_annexb(data)),
             any(nal_type(nal) == 5 for nal in split_annexb(data)),
         )
         for index, data in enumerate(encoded)
     ]
+
+
+@pytest.fixture(scope="module")
+def units() -> list[AccessUnit]:
+    """Ten access units of 320x240, the RTP clock wrapping around 2^32 mid-stream."""
+    return access_units(320, 240, 10, 0xFFFFFFFF - 4 * FRAME)
 
 
 def _parameter_sets(units: list[AccessUnit]) -> tuple[bytes, bytes]:
@@ -134,3 +139,33 @@ def test_recorded_stream_is_byte_identical_and_decodes(
         assert data == [to_avcc(unit.nals) for unit in units]
         with av.open(str(path)) as container:
             assert len(list(container.decode(video=0))) == len(units)
+
+
+def test_new_parameter_sets_in_band_are_announced_at_their_keyframe(
+    units: list[AccessUnit], tmp_path: Path
+) -> None:
+    """The callee restarts its encoder at 640x480: that IDR carries the new avcC record, the
+    outputs announce it, and the recording decodes at each size."""
+    larger = access_units(640, 480, 10, units[-1].timestamp + FRAME)
+    source = PassthroughVideo(*_parameter_sets(units))
+    source.start(0.0)
+    for index, unit in enumerate(units + larger):
+        source.push(unit, index * 0.04)
+    packets = source.packets_until(1.0)
+    sps, pps = _parameter_sets(larger)
+    old = bytes(source.template.codec_context.extradata)
+    new = avc_decoder_configuration_record([sps], [pps])
+    assert [p.config for p in packets if p.keyframe] == [old, new]
+    assert all(p.config is None for p in packets if not p.keyframe)
+    assert (source.width, source.height, source.sps_changes) == (640, 480, 1)
+
+    path = tmp_path / "resized.flv"
+    encoder = AacEncoder()
+    output = RtmpOutput(str(path), StreamTemplates(source.template, encoder.template))
+    output.start()
+    output.submit(packets)
+    output.close()
+    assert avc_sequence_headers(path) == [(0.0, old), (0.4, new)]
+    with av.open(str(path)) as container:
+        sizes = [(frame.width, frame.height) for frame in container.decode(video=0)]
+    assert sizes == [(320, 240)] * 10 + [(640, 480)] * 10

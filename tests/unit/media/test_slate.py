@@ -10,6 +10,15 @@ from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.output import RtmpOutput
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
 from sip2rtmp.media.slate import SlateVideo, load_picture, render_card
+from sip2rtmp.rtp.h264 import (
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SEI,
+    NAL_SPS,
+    avc_decoder_configuration_record,
+    nal_type,
+    to_avcc,
+)
 
 
 def test_card_draws_text_on_the_background() -> None:
@@ -67,3 +76,33 @@ def test_user_image_is_letterboxed(tmp_path: Path) -> None:
 def test_odd_sizes_are_refused() -> None:
     with pytest.raises(ValueError):
         SlateVideo(np.zeros((361, 640, 3), np.uint8))
+
+
+def test_slate_is_avcc_with_its_parameter_sets_in_band_and_in_the_template() -> None:
+    slate = SlateVideo.text("Dave", width=320, height=180)
+    assert bytes(slate.template.codec_context.extradata) == slate.config
+    assert slate.config == avc_decoder_configuration_record([slate.sps], [slate.pps])
+    packets = slate.packets_until(1.95)
+    assert [p.config for p in packets] == [slate.config] + [None] * 19
+    first = [nal_type(nal) for nal in slate.access_unit(0)]
+    assert first[:2] == [NAL_SPS, NAL_PPS] and NAL_IDR in first and NAL_SEI not in first
+    assert [p.data for p in packets] == [to_avcc(slate.access_unit(i)) for i in range(20)]
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.extradata = slate.config
+    pictures = [picture for p in packets for picture in decoder.decode(av.Packet(p.data))]
+    pictures += decoder.decode(None)
+    assert len(pictures) == 20
+    assert {(picture.width, picture.height) for picture in pictures} == {(320, 180)}
+    rgb = pictures[-1].to_ndarray(format="rgb24")
+    assert np.abs(rgb[5, 5].astype(int) - (24, 28, 40)).max() <= 6, "the card's background"
+
+
+def test_restart_opens_the_loop_with_its_idr_at_any_time() -> None:
+    slate = SlateVideo.text("Erin", width=320, height=180)
+    assert len(slate.packets_until(0.35)) == 4
+    slate.restart(100_001)
+    assert slate.packets_until(1.1) == []
+    packets = slate.packets_until(100_001 / 90_000 + 4.0)
+    assert [p.dts for p in packets] == [100_001 + i * 9000 for i in range(41)]
+    assert [p.dts for p in packets if p.keyframe] == [100_001 + i * 180_000 for i in range(3)]
+    assert all(p.pts == p.dts for p in packets)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 
+from sip2rtmp.media.passthrough import VIDEO_CLOCK
 from sip2rtmp.media.transcode import TranscodedVideo
-from sip2rtmp.rtp.h264 import parse_sps
+from sip2rtmp.rtp.h264 import NAL_PPS, NAL_SPS, parse_sps
 from sip2rtmp.rtp.vp8 import Vp8Frame, keyframe_size
 
 FRAME = 3600  # 25 fps on the 90 kHz clock
@@ -143,3 +145,29 @@ def test_undecodable_frames_are_counted_and_skipped() -> None:
 def test_frames_before_start_are_refused() -> None:
     with pytest.raises(RuntimeError):
         TranscodedVideo(320, 240).push(vp8_frames(1)[0], 0.0)
+
+
+def test_the_first_frame_after_a_pause_opens_a_gop_with_its_parameter_sets() -> None:
+    """The callee stops for a second (its RTP clock runs on): the outputs are on the slate by
+    then and can come back only at a keyframe, so the encoder makes one at once."""
+    frames = vp8_frames(20)
+    resumed = [
+        dataclasses.replace(frame, timestamp=(frame.timestamp + VIDEO_CLOCK) & 0xFFFFFFFF)
+        for frame in frames[10:]
+    ]
+    source = TranscodedVideo(320, 240, queue_size=len(frames))
+    source.start(100.0)
+    for index, frame in enumerate(frames[:10] + resumed):
+        source.push(frame, 101.0 + index * 0.04 + (1.0 if index >= 10 else 0.0))
+    source.close()
+    packets = source.packets_until(100.0)
+    assert [index for index, p in enumerate(packets) if p.keyframe] == [0, 10]
+    assert packets[10].dts - packets[9].dts == VIDEO_CLOCK + FRAME
+    config = bytes(source.template.codec_context.extradata)
+    assert [p.config for p in packets if p.keyframe] == [config, config]
+    assert all(p.config is None for p in packets if not p.keyframe)
+    for keyframe in (packets[0], packets[10]):
+        sps_length = int.from_bytes(keyframe.data[:4], "big")
+        assert keyframe.data[4] & 0x1F == NAL_SPS
+        assert keyframe.data[8 + sps_length] & 0x1F == NAL_PPS
+    assert len(decode_h264(source, [p.data for p in packets])) == 20

@@ -12,7 +12,7 @@ from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.relay.sync import AvSync
 from sip2rtmp.relay.video import OFFERED_CODECS, VideoLeg
-from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, nal_type, split_annexb
+from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, nal_type
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import SenderReport, ntp_from_unix
 from sip2rtmp.sip.sdp import answer_offer, build_offer, negotiate
@@ -45,8 +45,7 @@ def test_video_lands_on_the_audio_of_its_capture_instant() -> None:
 
 
 def test_passthrough_slews_to_the_capture_clock_one_step_at_a_time(slate: SlateVideo) -> None:
-    sps, pps = split_annexb(bytes(slate.template.codec_context.extradata))
-    source = PassthroughVideo(sps, pps)
+    source = PassthroughVideo(slate.sps, slate.pps)
     source.start(0.0)
     nal = bytes((0x65, 0x88))
     late = 0.3

@@ -227,3 +227,18 @@ def test_a_late_pop_keeps_each_items_scheduled_deadline() -> None:
     items = jb.pop(10.5)  # 400 ms after the last one was due
     assert [seq_of(item) for item in items] == [0, 1, 2, 3, 4]
     assert jb.last_deadline == pytest.approx(10.0 + 4 * 0.02 + 0.04)
+
+
+def test_a_sender_falling_behind_its_timestamps_moves_the_schedule_with_it() -> None:
+    """A sender 6 % slower than its RTP clock (a starved sender that never catches up): each
+    packet comes after the last one's deadline would put it. The schedule follows, so no
+    packet is due before it came and none is lost or late."""
+    jb = JitterBuffer(CLOCK, min_depth=0.04, max_depth=0.3)
+    arrivals = [(10.0 + seq * 0.0212, audio(seq, seq * STEP)) for seq in range(500)]
+    out = run(jb, arrivals)
+    came = {packet.sequence_number: at for at, packet in arrivals}
+    assert [seq_of(item) for _, item in out] == list(range(500))
+    assert not any(isinstance(item, Lost) for _, item in out)
+    assert jb.stats.late == 0
+    behind = [came[seq_of(item)] - deadline for deadline, item in out]
+    assert max(behind) <= 1e-9, f"a packet was due {max(behind) * 1000:.0f} ms before it came"

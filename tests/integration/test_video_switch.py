@@ -1,0 +1,153 @@
+"""Never a black or frozen picture: the callee's video stops mid-call and comes back at another
+size, while its audio goes on.
+
+Measured in what nginx recorded and in the relay's own FLV file: the size of every decoded
+picture in order, each AVC sequence header where it sits in the stream, the video timeline and
+its keyframes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from sip2rtmp.lab import RTMP_URL, Lab
+from sip2rtmp.lab.recording import read_recording
+from sip2rtmp.media.switch import STALL_S
+from sip2rtmp.relay.runner import KEYFRAME_WAIT
+from sip2rtmp.rtp.h264 import parse_sps
+from tests.integration.test_network_faults import DTS_TOLERANCE, CallResult, run_call
+from tests.support.av_peer import FPS, AvPeer, paused_video
+from tests.support.flv import avc_sequence_headers
+
+pytestmark = pytest.mark.lab
+
+BEFORE_S, PAUSE_S, AFTER_S = 4.0, 3.0, 6.0
+"""The callee's video: 4 s, then nothing for 3 s, then a new encoder; the call lasts 11 s."""
+CALL_S = 11
+LATE_S = 2.5
+"""A callee whose video starts this long after the answer, well after the outputs started."""
+SMALL, LARGE, SLATE = (320, 240), (640, 480), (1280, 720)
+FRAME_S = 1 / FPS
+
+
+def pictures(path: Path) -> list[tuple[float, tuple[int, int]]]:
+    """Time and size of every picture the video decodes to; a decoding error raises."""
+    with av.open(str(path)) as container:
+        return [
+            (float(frame.time or 0.0), (frame.width, frame.height))
+            for frame in container.decode(video=0)
+        ]
+
+
+def record_size(record: bytes) -> tuple[int, int]:
+    """The picture size of an avcC record's first SPS (ISO/IEC 14496-15 §5.2.4.1)."""
+    length = int.from_bytes(record[6:8], "big")
+    info = parse_sps(record[8 : 8 + length])
+    return info.width, info.height
+
+
+def stretches(path: Path) -> list[tuple[tuple[int, int], list[float]]]:
+    """The recording's pictures cut where their size changes: (size, times) of each stretch.
+
+    Checks what holds for any call on the way: every packet decodes, DTS strictly increase,
+    no hole in the video or the audio but the stall before the slate, each stretch opens on a
+    keyframe that carries a sequence header of its size, keyframes at most 2.1 s apart.
+    """
+    recording = read_recording(path)
+    shown = pictures(path)
+    assert len(shown) == len(recording.video_dts), "every video packet decodes to a picture"
+    runs = [
+        (size, [time for time, _ in group])
+        for size, group in itertools.groupby(shown, key=lambda picture: picture[1])
+    ]
+    steps = np.diff(recording.video_dts)
+    assert np.all(steps > 0), "video DTS strictly increase"
+    # Frames come every 40 ms (callee) or 100 ms (slate); back from the slate, the callee's
+    # keyframe follows the slate's last frame by up to a slate frame and a tick.
+    stalls = [index for index, step in enumerate(steps) if step > 0.15]
+    assert [steps[index] for index in stalls] == pytest.approx([STALL_S] * len(stalls), abs=0.01)
+    assert {times[0] for _, times in runs} <= set(recording.video_keyframes)
+    assert recording.max_keyframe_gap <= 2.1, np.diff(recording.video_keyframes)
+
+    headers = avc_sequence_headers(path)
+    assert [record_size(record) for _, record in headers] == [size for size, _ in runs]
+    assert [time for time, _ in headers[1:]] == [times[0] for _, times in runs[1:]]
+
+    frame = 1024 / 48000
+    assert np.diff(recording.audio_dts).max() <= frame + DTS_TOLERANCE, "the audio goes on"
+    return runs
+
+
+def video_events(events: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    return [
+        (event["mode"], event.get("width"), event.get("height"), event.get("reason"))
+        for event in events
+        if event.get("event") == "video"
+    ]
+
+
+def call_with(
+    frames: list[list[bytes]], lab: Lab, record: Path, seconds: float
+) -> tuple[CallResult, list[Path]]:
+    """Call a synthetic callee that sends ``frames``, recording to nginx and to ``record``;
+    the call and both recordings."""
+    peer = AvPeer(frames=frames)
+    peer.start()
+    key = f"switch-{uuid.uuid4().hex[:8]}"
+    extra = ("--rtmp-url", RTMP_URL, "--rtmp-stream", key)
+    try:
+        call = run_call(peer.uri, record, max_duration=seconds, video=True, extra=extra)
+    finally:
+        peer.stop()
+    assert call.returncode == 0, call.stderr[-3000:]
+    recorded = lab.recordings(key)
+    assert len(recorded) == 1, recorded
+    return call, [recorded[0], record]
+
+
+def test_the_slate_fills_a_pause_and_the_callee_comes_back_at_a_new_size(
+    lab: Lab, tmp_path: Path
+) -> None:
+    frames = paused_video(BEFORE_S, PAUSE_S, AFTER_S, (SMALL, LARGE))
+    call, recordings = call_with(frames, lab, tmp_path / "call.flv", CALL_S)
+    for path in recordings:
+        runs = stretches(path)
+        assert [size for size, _ in runs] == [SMALL, SLATE, LARGE], "callee, slate, callee"
+        (_, small), (_, slate), (_, large) = runs
+        assert slate[0] - small[-1] == pytest.approx(STALL_S, abs=0.01), "after the stall"
+        assert large[0] - small[-1] == pytest.approx(PAUSE_S + FRAME_S, abs=0.2), "at once"
+        assert len(large) >= (CALL_S - BEFORE_S - PAUSE_S - 1) * FPS
+
+    assert video_events(call.events) == [
+        ("passthrough", *SMALL, None),
+        ("slate", None, None, "callee video stopped"),
+        ("passthrough", *LARGE, None),
+    ]
+    stats = [event["video"] for event in call.events if event.get("event") == "stats"]
+    assert (stats[-1]["mode"], stats[-1]["slate_switches"]) == ("passthrough", 1)
+
+
+def test_a_late_first_keyframe_takes_the_stream_from_the_slate(lab: Lab, tmp_path: Path) -> None:
+    frames = paused_video(0.0, LATE_S, CALL_S, (SMALL, LARGE))
+    call, recordings = call_with(frames, lab, tmp_path / "call.flv", 8)
+    for path in recordings:
+        runs = stretches(path)
+        assert [size for size, _ in runs] == [SLATE, LARGE], "the slate, then the callee"
+        (_, slate), (_, large) = runs
+        # The outputs started KEYFRAME_WAIT after the answer, the callee's video LATE_S after it.
+        assert large[0] - slate[0] == pytest.approx(LATE_S - KEYFRAME_WAIT, abs=0.2)
+        assert len(large) >= (8 - LATE_S) * FPS
+
+    assert video_events(call.events) == [
+        ("slate", None, None, "no keyframe from the callee"),
+        ("passthrough", *LARGE, None),
+    ]
+    stats = [event["video"] for event in call.events if event.get("event") == "stats"]
+    assert (stats[-1]["mode"], stats[-1]["slate_switches"]) == ("passthrough", 0)
