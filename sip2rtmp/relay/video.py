@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.transcode import TranscodedVideo
+from sip2rtmp.net.grid import Ticker
 from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
 from sip2rtmp.relay.audio import resolve_address
 from sip2rtmp.relay.playout import PlayoutScheduler
@@ -122,6 +122,8 @@ class VideoLeg:
         self._request_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._info_task: asyncio.Task[None] | None = None
+        self._sender: Ticker | None = None
+        """Sends the slate toward the callee, one frame per tick, once started."""
 
     @classmethod
     async def open(cls, local_ip: str, policy: KeyframePolicy | None = None) -> VideoLeg:
@@ -266,37 +268,33 @@ class VideoLeg:
         packet of its own (RFC 6184 §6.2), however large; in mode 1 small ones share a
         STAP-A and large ones are split into FU-A.
         """
-        self._tasks.append(asyncio.create_task(self._send_loop(slate), name="video-send"))
-
-    async def _send_loop(self, slate: SlateVideo) -> None:
-        """Frames at the slate's rate on an absolute schedule, 90 kHz timestamps (RFC 6184 §5.1)."""
         stream, endpoint = self.stream, self.endpoint
         assert stream is not None
         single_nal = stream.fmtp.get("packetization-mode", "0") == "0"
         sequence = random.randrange(1 << 16)
         base = random.randrange(1 << 32)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while True:
-            due = math.floor((loop.time() - start) * slate.fps)
-            while self.frames_sent <= due:
-                nals = slate.access_unit(self.frames_sent)
-                payloads = nals if single_nal else packetize_h264(nals)
-                timestamp = (base + self.frames_sent * slate.frame_ticks) & 0xFFFFFFFF
-                for index, payload in enumerate(payloads, 1):
-                    sequence = (sequence + 1) & 0xFFFF
-                    endpoint.send_rtp(
-                        RtpPacket(
-                            stream.payload_type,
-                            sequence,
-                            timestamp,
-                            endpoint.ssrc,
-                            payload,
-                            marker=index == len(payloads),
-                        )
+
+        def send_frame(index: int) -> None:
+            """Frame ``index`` of the slate, 90 kHz timestamps (RFC 6184 §5.1)."""
+            nonlocal sequence
+            nals = slate.access_unit(index)
+            payloads = nals if single_nal else packetize_h264(nals)
+            timestamp = (base + index * slate.frame_ticks) & 0xFFFFFFFF
+            for number, payload in enumerate(payloads, 1):
+                sequence = (sequence + 1) & 0xFFFF
+                endpoint.send_rtp(
+                    RtpPacket(
+                        stream.payload_type,
+                        sequence,
+                        timestamp,
+                        endpoint.ssrc,
+                        payload,
+                        marker=number == len(payloads),
                     )
-                self.frames_sent += 1
-            await asyncio.sleep(max(start + self.frames_sent / slate.fps - loop.time(), 0.0))
+                )
+            self.frames_sent += 1
+
+        self._sender = Ticker(1 / slate.fps, send_frame)
 
     # ---- keyframe requests ----------------------------------------------------------------
 
@@ -365,6 +363,8 @@ class VideoLeg:
     async def close(self) -> None:
         if self._playout is not None:
             self._playout.close()
+        if self._sender is not None:
+            self._sender.stop()
         tasks = [*self._tasks, *([self._info_task] if self._info_task else [])]
         for task in tasks:
             task.cancel()
