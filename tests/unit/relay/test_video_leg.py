@@ -73,3 +73,57 @@ def test_requests_back_off_while_nothing_arrives_and_resume_with_the_video() -> 
     assert 1 <= len(quiet) <= 4, f"the old policy asked every 50 ms: {times}"
     assert all(b - a >= 0.35 for a, b in itertools.pairwise(quiet)), times
     assert between(2.5, 2.56), f"asked at once when the video came back: {times}"
+
+
+def test_without_rtcp_feedback_keyframes_are_asked_for_by_sip_info() -> None:
+    """RFC 5168: an answer without rtcp-fb gets picture_fast_update in a SIP INFO instead."""
+
+    async def scenario() -> tuple[list[tuple[str, bytes]], list[bytes]]:
+        callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        callee.bind(("127.0.0.1", 0))
+        callee.setblocking(False)
+        leg = await VideoLeg.open("127.0.0.1", POLICY)
+        offer = build_offer("127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_CODECS)
+        port = callee.getsockname()[1]
+        capabilities = build_offer("127.0.0.1", 4002, port, session_id=2, video_codecs=("H264",))
+        answer = "".join(
+            line
+            for line in answer_offer(capabilities, offer).sdp.splitlines(keepends=True)
+            if not line.startswith("a=rtcp-fb")
+        )
+        stream = negotiate(offer, answer).video
+        assert stream is not None and not stream.rtcp_fb
+        infos: list[tuple[str, bytes]] = []
+
+        async def send_info(content_type: str, body: bytes) -> int:
+            infos.append((content_type, body))
+            return 200
+
+        rtcp: list[bytes] = []
+        try:
+            await leg.connect(stream, send_info)
+            for sequence in range(5):
+                packet = RtpPacket(stream.payload_type, sequence, sequence * 3600, 99, P_SLICE)
+                callee.sendto(packet.serialize(), ("127.0.0.1", leg.port))
+                await asyncio.sleep(0.04)
+            await asyncio.sleep(0.1)
+            while True:
+                try:
+                    rtcp.append(callee.recv(65535))
+                except BlockingIOError:
+                    break
+        finally:
+            await leg.close()
+            callee.close()
+        return infos, rtcp
+
+    infos, rtcp = asyncio.run(scenario())
+    assert infos, "no INFO asked for a keyframe"
+    assert {content_type for content_type, _ in infos} == {"application/media_control+xml"}
+    assert all(b"<picture_fast_update/>" in body for _, body in infos)
+    assert not any(
+        isinstance(p, PictureLossIndication)
+        for data in rtcp
+        if is_rtcp(data)
+        for p in parse_compound(data)
+    ), "PLI sent although the answer did not negotiate it"
