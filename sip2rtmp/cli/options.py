@@ -20,10 +20,15 @@ from sip2rtmp.cli.output import Redactor, configure_logging
 from sip2rtmp.cli.profile import apply_profile
 from sip2rtmp.config import CallSettings, build_call_settings
 from sip2rtmp.errors import UsageError
+from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
 from sip2rtmp.relay import MediaOptions
 from sip2rtmp.relay.dtmf import DtmfScript
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+KEYFRAME_INTERVALS = (0.5, 10.0)
+"""The --keyframe-interval range (s). Shorter, keyframes eat most of the bit rate; longer, a
+viewer who joins waits that long for a picture, and ingests want a few seconds at most."""
 
 
 def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
@@ -192,6 +197,23 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             hidden=hidden,
             help="Picture to stream as video when the call has none (default: a generated card).",
         ),
+        click.option(
+            "--transcode",
+            is_flag=True,
+            hidden=hidden,
+            help="Re-encode the callee's H.264 too (VP8 always is): keyframes on time without"
+            " the callee's help, or a stream for an ingest that rejects the callee's.",
+        ),
+        click.option(
+            "--keyframe-interval",
+            type=float,
+            default=KEYFRAME_INTERVAL_S,
+            show_default=True,
+            metavar="SECONDS",
+            hidden=hidden,
+            help="Longest time between keyframes in the stream, 0.5 to 10"
+            " (YouTube and Facebook want at most 2).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout."),
         click.option(
             "--profile",
@@ -267,6 +289,12 @@ def relay_request(
         DtmfScript.parse(flags["dtmf_script"])
     if record is not None and record.suffix.lower() not in (".flv", ".mp4"):
         raise UsageError(f"--record {record} must end in .flv or .mp4")
+    interval: float = flags["keyframe_interval"]
+    low, high = KEYFRAME_INTERVALS
+    if not low <= interval <= high:
+        raise UsageError(
+            f"--keyframe-interval must be {low:g} to {high:g} seconds, not {interval:g}"
+        )
     media = MediaOptions(
         announce=flags["announce"],
         announce_loop=flags["announce_loop"],
@@ -274,6 +302,8 @@ def relay_request(
         record=record,
         dtmf_script=flags["dtmf_script"],
         audio_channels=flags["audio_channels"],
+        transcode=flags["transcode"],
+        keyframe_interval=interval,
     )
     return RelayRequest(settings, media, redactor, flags["as_json"])
 

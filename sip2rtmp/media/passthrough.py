@@ -7,7 +7,8 @@ encoded; a keyframe whose in-band SPS/PPS differ (a new picture size, a restarte
 carries the new record for the outputs to announce. Only the timestamps change: the 90 kHz
 RTP clock (RFC 6184 §5.1) is mapped onto the pipeline's media clock, anchored at the first
 access unit's playout time, or at the capture time the sender reports give once they are
-known (lip sync, RFC 3550 §6.4.1).
+known (lip sync, RFC 3550 §6.4.1). That placement and the hand-over to the media thread
+(``CalleeVideo``) serve the transcoder too.
 """
 
 from __future__ import annotations
@@ -67,28 +68,60 @@ def h264_template(sps: bytes, pps: bytes) -> Any:
 
 
 class VideoTimeline:
-    """Places a callee's 90 kHz RTP timestamps on the pipeline's media clock.
+    """Places a callee's frames, by their 90 kHz RTP timestamps, on the pipeline's media clock.
 
-    Timestamps are unwrapped (RFC 3550 §5.1) and anchored on a reference instant in media
-    ticks (when the frame played out, or when the audio captured with it plays); DTS always
-    increase, and a frame that lands off the reference by more than ``max_drift_s`` (a jump,
-    a sender clock running away) re-anchors the timeline.
+    Shared by every source of the callee's video, passed through or transcoded. Timestamps are
+    unwrapped (RFC 3550 §5.1) and anchored on a reference instant in media ticks: when the
+    frame played out, or, once ``sync_to`` gets a capture clock that knows, when the audio
+    captured with it plays (RFC 3550 §6.4.1). DTS always increase, and a frame that lands off
+    the reference by more than ``max_drift_s`` (a jump, a sender clock running away)
+    re-anchors the timeline.
     """
 
     def __init__(self, max_drift_s: float = 0.5) -> None:
         self.resyncs = 0
+        self.av_skew: float | None = None
+        """How much later than the audio captured with it the latest frame arrived (s)."""
         self._max_drift = round(max_drift_s * VIDEO_CLOCK)
+        self._origin: float | None = None
+        self._capture_time: CaptureClock | None = None
         self._raw_ts = 0
         self._ext_ts = 0
         self._offset: int | None = None
         self._last_dts = -1
 
+    def start(self, origin: float) -> None:
+        """Media time 0 is ``origin`` on the clock that arrival times use."""
+        self._origin = origin
+
     def restart(self) -> None:
         """The RTP timeline restarted (new SSRC, jump): the next frame re-anchors."""
         self._offset = None
 
+    def sync_to(self, capture_time: CaptureClock) -> None:
+        """Place frames by capture time instead of arrival once ``capture_time`` knows.
+
+        ``capture_time`` maps an RTP timestamp to the media time of the audio captured at the
+        same instant, or None while the sender reports are missing. The placement then slews
+        toward it by at most half a frame earlier or one frame later per frame, so DTS keep
+        increasing and no jump exceeds a frame.
+        """
+        self._capture_time = capture_time
+
+    def place(self, timestamp: int, arrival: float) -> int:
+        """DTS (media ticks) of the frame with RTP ``timestamp`` that played out at ``arrival``."""
+        if self._origin is None:
+            raise RuntimeError("start() the source before pushing frames")
+        arrival_ticks = round((arrival - self._origin) * VIDEO_CLOCK)
+        target = self._capture_time(timestamp) if self._capture_time else None
+        if target is None:
+            return self.stamp(timestamp, arrival_ticks)
+        reference = round(target * VIDEO_CLOCK)
+        self.av_skew = (arrival_ticks - reference) / VIDEO_CLOCK
+        return self.stamp(timestamp, reference, slew=True)
+
     def stamp(self, timestamp: int, reference: int, *, slew: bool = False) -> int:
-        """DTS (media ticks) of the frame with RTP ``timestamp``.
+        """DTS (media ticks) of the frame with RTP ``timestamp``, anchored on ``reference``.
 
         With ``slew``, the placement moves toward ``reference`` by at most half a frame
         earlier or one frame later per frame, so no jump exceeds a frame.
@@ -134,15 +167,49 @@ class ReadyPackets:
         return packets
 
 
-class PassthroughVideo:
-    """A video source for the pipeline that replays the callee's access units on its clock.
+class CalleeVideo:
+    """What every source of the callee's video shares: its timeline, and the stamped packets
+    waiting for the media thread.
 
     ``push`` runs on the event loop, ``packets_until`` on the media thread; a lock guards the
-    hand-over queue. DTS equals PTS: the offer asks for constrained baseline (profile-level-id
-    42e01f), which has no B-frames, so decode order is presentation order.
+    hand-over queue.
+    """
+
+    def __init__(self, max_drift_s: float = 0.5) -> None:
+        self.timeline = VideoTimeline(max_drift_s)
+        self._ready = ReadyPackets()
+
+    @property
+    def av_skew(self) -> float | None:
+        """How much later than the audio captured with it the latest frame arrived (s)."""
+        return self.timeline.av_skew
+
+    def start(self, origin: float) -> None:
+        """Media time 0 is ``origin`` on the clock that ``push`` arrival times use."""
+        self.timeline.start(origin)
+
+    def resync(self) -> None:
+        """The RTP timeline restarted (new SSRC, jump): the next frame re-anchors."""
+        self.timeline.restart()
+
+    def sync_to(self, capture_time: CaptureClock) -> None:
+        """Place frames by capture time once ``capture_time`` knows (lip sync)."""
+        self.timeline.sync_to(capture_time)
+
+    def packets_until(self, seconds: float) -> list[EncodedPacket]:
+        """Packets whose decode time is at or before ``seconds``."""
+        return self._ready.until(seconds)
+
+
+class PassthroughVideo(CalleeVideo):
+    """A video source for the pipeline that replays the callee's access units on its clock.
+
+    DTS equals PTS: the offer asks for constrained baseline (profile-level-id 42e01f), which
+    has no B-frames, so decode order is presentation order.
     """
 
     def __init__(self, sps: bytes, pps: bytes, *, max_drift_s: float = 0.5) -> None:
+        super().__init__(max_drift_s)
         info = parse_sps(sps)
         self.width = info.width
         self.height = info.height
@@ -151,41 +218,10 @@ class PassthroughVideo:
         self.config = avc_decoder_configuration_record([sps], [pps])
         self.template = h264_template(sps, pps)
         self.sps_changes = 0
-        self.timeline = VideoTimeline(max_drift_s)
-        self._ready = ReadyPackets()
-        self._origin: float | None = None
-        self._capture_time: CaptureClock | None = None
-        self.av_skew: float | None = None
-        """How much later than the audio captured with it the latest frame arrived (s)."""
-
-    def start(self, origin: float) -> None:
-        """Media time 0 is ``origin`` on the clock that ``push`` arrival times use."""
-        self._origin = origin
-
-    def resync(self) -> None:
-        """The RTP timeline restarted (new SSRC, jump): the next access unit re-anchors."""
-        self.timeline.restart()
-
-    def sync_to(self, capture_time: CaptureClock) -> None:
-        """Place access units by capture time instead of arrival once ``capture_time`` knows.
-
-        ``capture_time`` maps an RTP timestamp to the media time of the audio captured at the
-        same instant (RFC 3550 §6.4.1), or None while the sender reports are missing. The
-        placement then slews toward it by at most half a frame earlier or one frame later per
-        access unit, so DTS keep increasing and no jump exceeds a frame.
-        """
-        self._capture_time = capture_time
 
     def push(self, unit: AccessUnit, arrival: float) -> None:
         """Stamp one access unit (played out at ``arrival``) and queue it for the outputs."""
-        if self._origin is None:
-            raise RuntimeError("start() the source before pushing access units")
-        arrival_ticks = round((arrival - self._origin) * VIDEO_CLOCK)
-        target = self._capture_time(unit.timestamp) if self._capture_time else None
-        reference = arrival_ticks if target is None else round(target * VIDEO_CLOCK)
-        dts = self.timeline.stamp(unit.timestamp, reference, slew=target is not None)
-        if target is not None:
-            self.av_skew = (arrival_ticks - reference) / VIDEO_CLOCK
+        dts = self.timeline.place(unit.timestamp, arrival)
         config = None
         if unit.keyframe:
             self._take_parameter_sets(unit.nals)
@@ -193,10 +229,6 @@ class PassthroughVideo:
         self._ready.put(
             EncodedPacket(Track.VIDEO, to_avcc(unit.nals), dts, dts, unit.keyframe, config)
         )
-
-    def packets_until(self, seconds: float) -> list[EncodedPacket]:
-        """Queued access units whose decode time is at or before ``seconds``."""
-        return self._ready.until(seconds)
 
     def _take_parameter_sets(self, nals: tuple[bytes, ...]) -> None:
         """Make the SPS/PPS a keyframe carries in band the current ones, if they differ.

@@ -14,6 +14,7 @@ announce a new sequence header mid-stream.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ DEFAULT_FPS = 10
 that frown on very low frame rates (1-5 fps) accept it. Cost does not depend on it much since
 frames are replayed, not encoded."""
 
-KEYFRAME_INTERVAL_S = 2
-"""YouTube and Facebook want a keyframe at least every 2 s."""
+KEYFRAME_INTERVAL_S = 2.0
+"""The default longest time between keyframes in the outputs: YouTube and Facebook want a
+keyframe at least every 2 s."""
 
 _BACKGROUND = (24, 28, 40)
 _ACCENT = (220, 60, 60)
@@ -50,7 +52,10 @@ _MUTED = (150, 160, 180)
 
 
 class SlateVideo:
-    """A looping H.264 track of one picture, with a keyframe exactly every 2 s.
+    """A looping H.264 track of one picture, with a keyframe every ``keyframe_interval_s``.
+
+    The GOP is the whole number of frames that fits in the interval: exactly the interval when
+    that is a whole number of frames, otherwise up to a frame shorter, never longer.
 
     Implements the video source the pipeline pulls from: ``template`` (codec parameters for
     the outputs) and ``packets_until(seconds)``. ``restart`` opens the loop again with its IDR
@@ -64,6 +69,7 @@ class SlateVideo:
         fps: int = DEFAULT_FPS,
         crf: int = 20,
         profile: str | None = None,
+        keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
     ) -> None:
         height, width, _ = picture.shape
         if width % 2 or height % 2:
@@ -74,7 +80,8 @@ class SlateVideo:
         self.frame_ticks = VIDEO_CLOCK // fps
         if self.frame_ticks * fps != VIDEO_CLOCK:
             raise ValueError(f"{fps} fps does not divide the 90 kHz video clock")
-        self._units = _encode_gop(picture, fps, crf, profile)
+        gop_frames = max(math.floor(fps * keyframe_interval_s + 1e-9), 1)
+        self._units = _encode_gop(picture, fps, gop_frames, crf, profile)
         self.sps, self.pps = self._units[0][:2]
         self.config = avc_decoder_configuration_record([self.sps], [self.pps])
         self.template: Any = h264_template(self.sps, self.pps)
@@ -92,9 +99,15 @@ class SlateVideo:
         height: int = 720,
         fps: int = DEFAULT_FPS,
         profile: str | None = None,
+        keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
     ) -> SlateVideo:
         """A generated card: the callee's name large, a caption (e.g. the call time) below."""
-        return cls(render_card(title, subtitle, width, height), fps=fps, profile=profile)
+        return cls(
+            render_card(title, subtitle, width, height),
+            fps=fps,
+            profile=profile,
+            keyframe_interval_s=keyframe_interval_s,
+        )
 
     @classmethod
     def image(
@@ -105,9 +118,15 @@ class SlateVideo:
         height: int = 720,
         fps: int = DEFAULT_FPS,
         profile: str | None = None,
+        keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
     ) -> SlateVideo:
         """The first picture of an image (or video) file, fitted inside width x height."""
-        return cls(load_picture(path, width, height), fps=fps, profile=profile)
+        return cls(
+            load_picture(path, width, height),
+            fps=fps,
+            profile=profile,
+            keyframe_interval_s=keyframe_interval_s,
+        )
 
     @property
     def gop_bytes(self) -> int:
@@ -187,9 +206,10 @@ def load_picture(path: str | Path, width: int, height: int) -> npt.NDArray[np.ui
 
 
 def _encode_gop(
-    picture: npt.NDArray[np.uint8], fps: int, crf: int, profile: str | None
+    picture: npt.NDArray[np.uint8], fps: int, gop_frames: int, crf: int, profile: str | None
 ) -> list[tuple[bytes, ...]]:
-    """Encode one 2 s GOP; return each frame's NAL units, SPS and PPS leading the IDR.
+    """Encode one GOP of ``gop_frames``; return each frame's NAL units, SPS and PPS leading the
+    IDR.
 
     `profile` ("baseline" for a callee that was offered constrained baseline, RFC 6184 §8.1)
     limits the tools the encoder uses; None leaves libx264's choice.
@@ -199,7 +219,6 @@ def _encode_gop(
     global header libx264 puts SPS and PPS in band before the IDR; its SEI (the encoder's
     settings as text) is left out.
     """
-    gop_frames = fps * KEYFRAME_INTERVAL_S
     context = av.CodecContext.create("libx264", "w")
     context.width = picture.shape[1]
     context.height = picture.shape[0]

@@ -23,14 +23,14 @@ from sip2rtmp.config import CallSettings
 from sip2rtmp.errors import BusyOrDeclined, Interrupted, MediaTimeout, Sip2RtmpError
 from sip2rtmp.media.passthrough import PassthroughVideo
 from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
-from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
 from sip2rtmp.media.switch import VideoSwitch
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.sip_session import SipCall, SipSession
 from sip2rtmp.relay.audio import AudioLeg
 from sip2rtmp.relay.dtmf import DtmfScript, parse_info_dtmf
 from sip2rtmp.relay.sync import AvSync, SyncedPipeline
-from sip2rtmp.relay.video import OFFERED_CODECS, VideoLeg
+from sip2rtmp.relay.video import OFFERED_CODECS, KeyframePolicy, VideoLeg
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.events import CallProgress
 from sip2rtmp.sip.sdp import NegotiatedSession, build_offer, negotiate
@@ -64,6 +64,11 @@ class MediaOptions:
     dtmf_script: str | None = None
     audio_channels: int = 1
     audio_bit_rate: int = 128_000
+    transcode: bool = False
+    """Re-encode the callee's H.264 too, rather than pass it through (VP8 always is)."""
+    keyframe_interval: float = KEYFRAME_INTERVAL_S
+    """Longest time between keyframes in the outputs (s): the transcoder's forced keyframes,
+    the slate's GOP, and when the callee is asked for one."""
     stats_interval: float = 5.0
     """Seconds between `stats` events: a live view wants them more often than a log."""
 
@@ -177,7 +182,8 @@ class Relay:
                 ),
             )
             if settings.video:
-                self._video = await VideoLeg.open(local_ip)
+                policy = KeyframePolicy.for_interval(self.options.keyframe_interval)
+                self._video = await VideoLeg.open(local_ip, policy)
             try:
                 await self._call_and_relay(sip, local_ip)
             finally:
@@ -322,11 +328,10 @@ class Relay:
         return switch
 
     async def _live_source(self, leg: VideoLeg) -> PassthroughVideo | TranscodedVideo:
-        """H.264 passes through; VP8 is transcoded at the size of its latest keyframe."""
-        size = leg.vp8_resolution
-        if size is None:
+        """H.264 passes through unless ``--transcode``; VP8 is always transcoded."""
+        if leg.passes_through and not self.options.transcode:
             return leg.passthrough()
-        return await asyncio.to_thread(TranscodedVideo, *size)
+        return await asyncio.to_thread(leg.transcoder, self.options.keyframe_interval)
 
     def _start_live(
         self,
@@ -335,10 +340,10 @@ class Relay:
         origin: float,
         sync: AvSync,
     ) -> None:
-        """Stamp the callee's frames onto the pipeline's timeline from now on."""
+        """Stamp the callee's frames onto the pipeline's timeline from now on, by capture time
+        once the sender reports give it."""
         source.start(origin)
-        if isinstance(source, PassthroughVideo):
-            source.sync_to(sync.video_seconds)
+        source.sync_to(sync.video_seconds)
         leg.attach(source)
 
     async def _attach_late(
@@ -375,12 +380,24 @@ class Relay:
     def _slate(
         self, width: int = 1280, height: int = 720, profile: str | None = None
     ) -> SlateVideo:
+        interval = self.options.keyframe_interval
         if self.options.slate is not None:
-            return SlateVideo.image(self.options.slate, width=width, height=height, profile=profile)
+            return SlateVideo.image(
+                self.options.slate,
+                width=width,
+                height=height,
+                profile=profile,
+                keyframe_interval_s=interval,
+            )
         started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         callee = self.settings.callee_uri.split(":", 1)[-1].split(";", 1)[0]
         return SlateVideo.text(
-            callee, f"call started {started}", width=width, height=height, profile=profile
+            callee,
+            f"call started {started}",
+            width=width,
+            height=height,
+            profile=profile,
+            keyframe_interval_s=interval,
         )
 
     async def _unless_ended(self, awaitable: Awaitable[T]) -> T:
@@ -519,7 +536,7 @@ class Relay:
         if self._video is not None and self._switch is not None:
             video = self._video.stats
             source = self._video.source
-            skew = source.av_skew if isinstance(source, PassthroughVideo) else None
+            skew = source.av_skew if source is not None else None
             snapshot["video"] = {
                 "mode": self._video_mode(self._switch)["mode"],
                 "slate_switches": self._switch.slate_switches,

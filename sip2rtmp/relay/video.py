@@ -2,8 +2,8 @@
 
 RTP goes through a 90 kHz jitter buffer and the RFC 6184 (H.264) or RFC 7741 (VP8)
 depacketizer; whole frames go to a ``PassthroughVideo`` (H.264) or a ``TranscodedVideo``
-(VP8) once the pipeline runs. Until then the leg keeps the frames since the latest keyframe,
-so the stream can open with the callee's first keyframe.
+(VP8, or H.264 with ``--transcode``) once the pipeline runs. Until then the leg keeps the
+frames since the latest keyframe, so the stream can open with the callee's first keyframe.
 
 Toward the callee the leg sends the slate as H.264 (RFC 6184), since some endpoints send
 video only while they receive some, and it hands the callee's RTCP (sender reports, for lip
@@ -13,9 +13,9 @@ Keyframes are asked for, not waited for: many endpoints (baresip among them) sen
 the start and then only on request, while live ingest wants one every 2 s. Requests go as
 RTCP PLI (RFC 4585 §6.3.1) and/or FIR (RFC 5104 §4.3.1) when the answer negotiated them, else
 as SIP INFO picture_fast_update (RFC 5168): at the start, after a lost access unit, shortly
-before each keyframe interval runs out, and when the callee sends again after a pause (the
-outputs switched to the slate meanwhile and come back only at a keyframe). While nothing
-arrives, unanswered requests are repeated less and less often.
+before each keyframe interval (``--keyframe-interval``) runs out, and when the callee sends
+again after a pause (the outputs switched to the slate meanwhile and come back only at a
+keyframe). While nothing arrives, unanswered requests are repeated less and less often.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
-from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.grid import Ticker
 from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
@@ -69,7 +69,7 @@ _MAX_PENDING = 250
 
 @dataclass(frozen=True, slots=True)
 class KeyframePolicy:
-    interval_s: float = 2.0
+    interval_s: float = KEYFRAME_INTERVAL_S
     """Longest allowed time between keyframes in the output (YouTube and Facebook: 2 s)."""
     lead_s: float = 0.8
     """How long before the interval runs out to ask: room for two retries when a keyframe is
@@ -84,6 +84,14 @@ class KeyframePolicy:
     after the pause asks for a keyframe at once."""
     quiet_retry_max_s: float = 5.0
     """The longest wait between requests while nothing arrives."""
+
+    @classmethod
+    def for_interval(cls, interval_s: float) -> KeyframePolicy:
+        """The policy for another keyframe interval. A shorter one keeps the lead's share of
+        the default's (0.8 s of 2 s), so requests do not follow each keyframe at once; a
+        longer one keeps the 0.8 s, which is what the retries need."""
+        default = cls()
+        return cls(interval_s=interval_s, lead_s=min(default.lead_s, 0.4 * interval_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,21 +179,37 @@ class VideoLeg:
             await asyncio.wait_for(self.keyframe_ready.wait(), timeout)
         return self.keyframe_ready.is_set()
 
+    @property
+    def passes_through(self) -> bool:
+        """Whether the callee's video can reach the outputs as it is: H.264 can, VP8 cannot."""
+        return isinstance(self.depacketizer, H264Depacketizer)
+
     def passthrough(self) -> PassthroughVideo:
         """A source for the pipeline built from the parameter sets of the first keyframe."""
+        return PassthroughVideo(*self._parameter_sets())
+
+    def transcoder(self, keyframe_interval_s: float = KEYFRAME_INTERVAL_S) -> TranscodedVideo:
+        """A source for the pipeline that re-encodes the callee's VP8 or H.264, at the size of
+        its latest keyframe (RFC 6386 §9.1; for H.264, the SPS)."""
+        depacketizer = self.depacketizer
+        size = depacketizer.resolution
+        if size is None:
+            raise RuntimeError("no keyframe from the callee yet")
+        return TranscodedVideo(
+            *size,
+            parameter_sets=self._parameter_sets() if self.passes_through else None,
+            keyframe_interval_s=keyframe_interval_s,
+        )
+
+    def _parameter_sets(self) -> tuple[bytes, bytes]:
+        """The SPS and PPS of the callee's H.264, in band or from sprop-parameter-sets."""
         depacketizer = self.depacketizer
         if not isinstance(depacketizer, H264Depacketizer):
-            raise RuntimeError("only H.264 passes through")
+            raise RuntimeError("VP8 has no parameter sets")
         sps, pps = depacketizer.sps, depacketizer.pps
         if sps is None or pps is None:
             raise RuntimeError("no SPS/PPS from the callee yet")
-        return PassthroughVideo(sps, pps)
-
-    @property
-    def vp8_resolution(self) -> tuple[int, int] | None:
-        """The picture size of the callee's latest VP8 keyframe; None for H.264."""
-        depacketizer = self.depacketizer
-        return depacketizer.resolution if isinstance(depacketizer, Vp8Depacketizer) else None
+        return sps, pps
 
     def attach(self, source: PassthroughVideo | TranscodedVideo) -> None:
         """From now on frames go into ``source``, starting with those kept so far."""
@@ -379,11 +403,9 @@ def _push(
     source: PassthroughVideo | TranscodedVideo, unit: AccessUnit | Vp8Frame, arrival: float
 ) -> None:
     """Hand a frame to the source made for its codec; the leg never mixes the two."""
-    if isinstance(unit, Vp8Frame):
-        if isinstance(source, TranscodedVideo):
-            source.push(unit, arrival)
-            return
-    elif isinstance(source, PassthroughVideo):
+    if isinstance(source, TranscodedVideo):
+        source.push(unit, arrival)  # either codec; refuses the one it was not made for
+    elif isinstance(unit, AccessUnit):
         source.push(unit, arrival)
-        return
-    raise TypeError(f"{type(unit).__name__} cannot go into {type(source).__name__}")
+    else:
+        raise TypeError(f"{type(unit).__name__} cannot go into {type(source).__name__}")

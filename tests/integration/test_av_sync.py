@@ -2,7 +2,9 @@
 
 The synthetic callee's video leaves 300 ms after its capture instant while its sender
 reports tell the truth (RFC 3550 §6.4.1). A white frame and a 1 kHz beep share each capture
-instant, so the gap between them in the recording is the A/V skew the relay left in.
+instant, so the gap between them in the recording is the A/V skew the relay left in. The
+callee's H.264 passes through; its VP8 goes through the transcoder, which places frames the
+same way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ ENVELOPE_S = 0.02
 
 @pytest.fixture
 def peer(request: pytest.FixtureRequest) -> Iterator[AvPeer]:
-    callee = AvPeer(sender_reports=request.param)
+    codec, sender_reports = request.param
+    callee = AvPeer(codec=codec, sender_reports=sender_reports)
     callee.start()
     yield callee
     callee.stop()
@@ -73,12 +76,17 @@ def offsets(record: Path) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    ("peer", "expected"), [(True, 0.0), (False, 0.3)], indirect=["peer"], ids=["sr", "no-sr"]
+    ("peer", "expected"),
+    [(("H264", True), 0.0), (("H264", False), 0.3), (("VP8", True), 0.0), (("VP8", False), 0.3)],
+    indirect=["peer"],
+    ids=["sr", "no-sr", "vp8-sr", "vp8-no-sr"],
 )
 def test_video_meets_audio_by_capture_time(peer: AvPeer, expected: float, tmp_path: Path) -> None:
     record = tmp_path / "call.flv"
     call = run_call(peer.uri, record, max_duration=10, video=True)
     assert call.returncode == 0, call.stderr[-3000:]
+    modes = {e["mode"] for e in call.events if e.get("event") == "video"}
+    assert modes == {"passthrough" if peer.codec == "H264" else "transcode"}, modes
     measured = offsets(record)
     assert len(measured) >= 3, measured
     median = float(np.median(measured))
@@ -89,4 +97,5 @@ def test_video_meets_audio_by_capture_time(peer: AvPeer, expected: float, tmp_pa
         assert skew is None, "no sender reports, no measured skew"
     else:
         assert 250 <= skew <= 350, skew
-    assert peer.video_received > 0, "the slate reaches the callee"
+    if peer.codec == "H264":
+        assert peer.video_received > 0, "the slate reaches the callee"

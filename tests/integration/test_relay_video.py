@@ -125,6 +125,34 @@ def vp8_capture(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     yield from _tcpdump(tmp_path, "vp8")
 
 
+def transcoded_recording(
+    lab: Lab, run: Any, size: tuple[int, int], seconds: float, interval: float = 2.0
+) -> Path:
+    """The one recording of a transcoded call, checked: H.264 + AAC at ``size``, opening on
+    an IDR, the encoder's keyframes every ``interval`` (never more often), DTS strictly
+    increasing, most of the callee's 25 fps for ``seconds``, every packet decodable."""
+    paths = lab.recordings(run.stream_key)
+    assert len(paths) == 1, paths
+    recording = read_recording(paths[0])
+    assert [(s.kind, s.codec) for s in recording.streams] == [("video", "h264"), ("audio", "aac")]
+    video = recording.kinds("video")[0]
+    assert (video.width, video.height) == size
+    assert recording.video_keyframes[0] == recording.video_dts[0], "the stream opens on an IDR"
+    gaps = np.diff(recording.video_keyframes)
+    assert len(gaps) >= seconds // interval - 1, gaps
+    assert recording.max_keyframe_gap <= interval + 0.1, gaps
+    assert np.all(gaps >= interval - 0.1), f"keyframes every {interval} s, not more often: {gaps}"
+    assert np.all(np.diff(recording.video_dts) > 0), "video DTS must strictly increase"
+    assert len(recording.video_dts) >= seconds * 8, "most of the callee's frames"
+    with av.open(str(paths[0])) as container:
+        pictures = list(container.decode(video=0))
+    assert len(pictures) == len(recording.video_dts), "every packet decodes to a picture"
+    stats = run.last("stats")["video"]
+    assert stats["mode"] == "transcode"
+    assert stats["frames"] == len(recording.video_dts)
+    return paths[0]
+
+
 def test_h264_passes_through_unchanged_with_2s_keyframes(
     start_call: Any, lab: Lab, capture: tuple[Path, subprocess.Popen[str]]
 ) -> None:
@@ -197,28 +225,66 @@ def test_vp8_is_transcoded_to_h264_at_the_callees_size(
     chosen = run.last("video")
     assert (chosen["mode"], chosen["width"], chosen["height"]) == ("transcode", *size)
 
+    path = transcoded_recording(lab, run, size, 10)
+    samples = decode_audio(path)[48000:]
+    assert abs(dominant_frequency(samples, 48000) - (account("vp8").tone_hz or 0)) < 5
+    assert tone_seconds(samples, 48000, account("vp8").tone_hz or 0).mean() >= 0.9
+
+
+def test_h264_is_re_encoded_with_transcode(
+    start_call: Any, lab: Lab, capture: tuple[Path, subprocess.Popen[str]]
+) -> None:
+    """`--transcode`: the callee's H.264 is decoded and encoded again, at its own size, with
+    the encoder's keyframes exactly every 2 s rather than the callee's (asked for about every
+    1.2 s when it passes through)."""
+    pcap, tcpdump = capture
+    run = start_call("video", "--transcode", "--max-duration", "8").wait(40)
+    time.sleep(0.2)
+    tcpdump.terminate()
+    tcpdump.wait(5)
+    assert run.returncode == 0, run.stderr
+    established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
+    assert established["video"]["codec"] == "H264"
+    chosen = run.last("video")
+    assert (chosen["mode"], chosen["width"], chosen["height"]) == ("transcode", 640, 480)
+    path = transcoded_recording(lab, run, (640, 480), 8)
+
+    media = next(e for e in run.events if e["event"] == "media" and e["kind"] == "video")
+    sent = sent_access_units(pcap, int(media["remote"].rsplit(":", 1)[1]))
+    extradata, packets = flv_video(path)
+    assert len(sent) >= len(packets)
+    callee_sps = next(nal for unit in sent for nal in unit.nals if nal[0] & 0x1F == 7)
+    assert callee_sps not in extradata, "the encoder's own SPS, not the callee's"
+    sent_bytes = {to_avcc(unit.nals) for unit in sent}
+    assert not sent_bytes & {data for data, _ in packets}, "no access unit passed through"
+    samples = decode_audio(path)[48000:]
+    assert tone_seconds(samples, 48000, account("video").tone_hz or 0).mean() >= 0.9
+
+
+def test_vp8_keyframes_follow_the_keyframe_interval(start_call: Any, lab: Lab) -> None:
+    """`--keyframe-interval 1`: the transcoder forces a keyframe every second."""
+    run = start_call("vp8", "--keyframe-interval", "1", "--max-duration", "8").wait(40)
+    assert run.returncode == 0, run.stderr
+    size = (run.last("video")["width"], run.last("video")["height"])
+    transcoded_recording(lab, run, size, 8, interval=1.0)
+
+
+def test_a_passed_through_callee_is_asked_for_keyframes_within_the_interval(
+    start_call: Any, lab: Lab
+) -> None:
+    """`--keyframe-interval 1`: the callee's H.264 passes through and the callee is asked for a
+    keyframe before each second runs out (at the default 2 s, about every 1.2 s)."""
+    run = start_call("video", "--keyframe-interval", "1", "--max-duration", "8").wait(40)
+    assert run.returncode == 0, run.stderr
+    assert run.last("video")["mode"] == "passthrough"
     paths = lab.recordings(run.stream_key)
     assert len(paths) == 1, paths
     recording = read_recording(paths[0])
-    assert [(s.kind, s.codec) for s in recording.streams] == [("video", "h264"), ("audio", "aac")]
-    video = recording.kinds("video")[0]
-    assert (video.width, video.height) == size
     assert recording.video_keyframes[0] == recording.video_dts[0], "the stream opens on an IDR"
     gaps = np.diff(recording.video_keyframes)
-    assert recording.max_keyframe_gap <= 2.1, gaps
-    assert np.all(gaps >= 1.9), f"keyframes every 2 s, not more often: {gaps}"
+    assert len(gaps) >= 6, gaps
+    assert recording.max_keyframe_gap <= 1.1, gaps
     assert np.all(np.diff(recording.video_dts) > 0), "video DTS must strictly increase"
-    assert len(recording.video_dts) >= 10 * 8, "most of the callee's frames for 10 s"
-    with av.open(str(paths[0])) as container:
-        pictures = list(container.decode(video=0))
-    assert len(pictures) == len(recording.video_dts), "every packet decodes to a picture"
-
-    samples = decode_audio(paths[0])[48000:]
-    assert abs(dominant_frequency(samples, 48000) - (account("vp8").tone_hz or 0)) < 5
-    assert tone_seconds(samples, 48000, account("vp8").tone_hz or 0).mean() >= 0.9
-    stats = run.last("stats")["video"]
-    assert stats["mode"] == "transcode"
-    assert stats["frames"] == len(recording.video_dts)
 
 
 def test_slate_reaches_the_h264_callee(start_call: Any, lab: Lab) -> None:

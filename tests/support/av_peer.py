@@ -1,8 +1,8 @@
-"""A SIP callee that sends audio and H.264 video with marks at known capture instants.
+"""A SIP callee that sends audio and H.264 or VP8 video with marks at known capture instants.
 
 Audio is a 440 Hz tone (PCMU, 20 ms packets) with a 100 ms 1 kHz beep every 2 s; video is
-a dark 25 fps picture with one white frame at each beep's start, IDR every 1 s. The video may
-instead pause and come back at another size (``paused_video``).
+a dark 25 fps picture with one white frame at each beep's start, a keyframe every 1 s. The
+video may instead pause and come back at another size (``paused_video``).
 Video leaves ``video_delay`` after its capture instant (a slow encoder), while the sender
 reports of both streams tell the truth on one NTP clock (RFC 3550 §6.4.1), so a receiver
 that syncs by them puts flash and beep together and one that goes by arrival does not.
@@ -24,6 +24,7 @@ import numpy.typing as npt
 from sip2rtmp.rtp.h264 import packetize_h264, split_annexb
 from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
 from sip2rtmp.rtp.rtcp import SenderReport, compound, ntp_from_unix
+from sip2rtmp.rtp.vp8 import packetize_vp8
 from sip2rtmp.sip.sdp import NegotiatedStream, build_offer
 from tests.support.sip_peer import (
     HOST,
@@ -60,29 +61,41 @@ def audio_payload(index: int, tone_hz: float) -> bytes:
 
 
 def encode_video(
-    seconds: float, size: tuple[int, int] = SIZE, start_s: float = 0.0
+    seconds: float, size: tuple[int, int] = SIZE, start_s: float = 0.0, codec: str = "H264"
 ) -> list[list[bytes]]:
-    """NAL units of each frame captured from ``start_s`` on: libx264 baseline, SPS/PPS in band,
-    IDR every second."""
-    context = av.CodecContext.create("libx264", "w")
+    """Each frame captured from ``start_s`` on, as what its RTP packets carry: the NAL units
+    of libx264 baseline (SPS/PPS in band, IDR every second), or for ``codec`` "VP8" the one
+    compressed frame of libvpx (keyframe every second)."""
+    vp8 = codec == "VP8"
+    context = av.CodecContext.create("libvpx" if vp8 else "libx264", "w")
     context.width, context.height = size
     context.pix_fmt = "yuv420p"
     context.time_base = Fraction(1, FPS)
     context.framerate = Fraction(FPS)
-    context.options = {
-        "preset": "ultrafast",
-        "tune": "zerolatency",
-        "profile": "baseline",
-        "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0",
-    }
+    context.options = (
+        {"deadline": "realtime", "lag-in-frames": "0"}
+        if vp8
+        else {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",
+            "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0",
+        }
+    )
+
+    def units(packets: list[av.Packet]) -> list[list[bytes]]:
+        return [[bytes(packet)] if vp8 else split_annexb(bytes(packet)) for packet in packets]
+
     frames: list[list[bytes]] = []
     for index in range(round(seconds * FPS)):
         luma = 235 if marked(start_s + index / FPS, 1 / FPS) else 30
         picture: npt.NDArray[np.uint8] = np.full((size[1], size[0], 3), luma, np.uint8)
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
         frame.pts = index
-        frames.extend(split_annexb(bytes(packet)) for packet in context.encode(frame))
-    frames.extend(split_annexb(bytes(packet)) for packet in context.encode(None))
+        kind = av.video.frame.PictureType
+        frame.pict_type = kind.I if vp8 and index % FPS == 0 else kind.NONE
+        frames.extend(units(context.encode(frame)))
+    frames.extend(units(context.encode(None)))
     return frames
 
 
@@ -100,10 +113,10 @@ def paused_video(
 
 
 class AvPeer(SipPeer):
-    """Answers audio PCMU + video H.264 (packetization-mode 1) and streams the marks.
+    """Answers audio PCMU + video H.264 (packetization-mode 1) or VP8, and streams the marks.
 
     ``frames`` (one list of NAL units per 25 fps capture slot, empty for none) replaces the
-    default ``seconds`` of marked video.
+    default ``seconds`` of marked H.264 video.
     """
 
     def __init__(
@@ -113,13 +126,15 @@ class AvPeer(SipPeer):
         video_delay: float = 0.3,
         sender_reports: bool = True,
         frames: list[list[bytes]] | None = None,
+        codec: str = "H264",
     ) -> None:
         super().__init__()
         self.video_delay = video_delay
         self.sender_reports = sender_reports
+        self.codec = codec
         self.video_received = 0
         self._video = _bound()
-        self._frames = encode_video(seconds) if frames is None else frames
+        self._frames = encode_video(seconds, codec=codec) if frames is None else frames
         self._clock = threading.Event()
         self._start = (0.0, 0.0)
         """(monotonic, wall) instant of the first capture, shared by both streams."""
@@ -137,7 +152,7 @@ class AvPeer(SipPeer):
             session_id=random.randrange(1, 1 << 31),
             username=self.user,
             audio_codecs=("PCMU",),
-            video_codecs=("H264",),
+            video_codecs=(self.codec,),
         )
 
     def _send_tone(self) -> None:
@@ -183,7 +198,11 @@ class AvPeer(SipPeer):
                 ts = base + round(now * VIDEO_CLOCK)
                 self._report(self._video, stream, ssrc, now, ts, index)
                 next_report += SR_INTERVAL_S
-            payloads = packetize_h264(nals)
+            payloads = (
+                [payload for data in nals for payload in packetize_vp8(data, picture_id=index)]
+                if self.codec == "VP8"
+                else packetize_h264(nals)
+            )
             for number, payload in enumerate(payloads, 1):
                 seq = (seq + 1) & 0xFFFF
                 timestamp = (base + index * step) & 0xFFFFFFFF

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from fractions import Fraction
 
 import av
@@ -9,7 +10,14 @@ import pytest
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK
 from sip2rtmp.media.transcode import TranscodedVideo
-from sip2rtmp.rtp.h264 import NAL_PPS, NAL_SPS, parse_sps
+from sip2rtmp.rtp.h264 import (
+    NAL_PPS,
+    NAL_SPS,
+    AccessUnit,
+    nal_type,
+    parse_sps,
+    split_annexb,
+)
 from sip2rtmp.rtp.vp8 import Vp8Frame, keyframe_size
 
 FRAME = 3600  # 25 fps on the 90 kHz clock
@@ -43,7 +51,45 @@ def vp8_frames(
     return frames
 
 
-def transcode(frames: list[Vp8Frame], source: TranscodedVideo) -> None:
+def h264_units(
+    count: int, width: int = 352, height: int = 288
+) -> tuple[bytes, bytes, list[AccessUnit]]:
+    """H.264 as a callee that sends one IDR and then only P-slices would, one grey level per
+    frame; its SPS/PPS only out of band, as from sprop-parameter-sets. Two reference frames
+    tell its SPS from the transcoder's own libx264 one."""
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
+    context.time_base = Fraction(1, 25)
+    context.flags |= av.codec.context.Flags.global_header
+    context.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": "keyint=infinite:scenecut=0:bframes=0:ref=2",
+    }
+    context.open()
+    parameter_sets = split_annexb(bytes(context.extradata))
+    sps = next(nal for nal in parameter_sets if nal_type(nal) == NAL_SPS)
+    pps = next(nal for nal in parameter_sets if nal_type(nal) == NAL_PPS)
+    packets = []
+    for index in range(count):
+        picture = np.full((height, width, 3), (index * 5) % 256, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        packets += context.encode(frame)
+    packets += context.encode(None)
+    units = [
+        AccessUnit(
+            (START + index * FRAME) & 0xFFFFFFFF,
+            tuple(split_annexb(bytes(packet))),
+            bool(packet.is_keyframe),
+        )
+        for index, packet in enumerate(packets)
+    ]
+    return sps, pps, units
+
+
+def transcode(frames: list[Vp8Frame] | list[AccessUnit], source: TranscodedVideo) -> None:
     """Push frames at 25 fps of playout time, 1 s after media time 0, then drain."""
     source.start(100.0)
     for index, frame in enumerate(frames):
@@ -171,3 +217,81 @@ def test_the_first_frame_after_a_pause_opens_a_gop_with_its_parameter_sets() -> 
         assert keyframe.data[4] & 0x1F == NAL_SPS
         assert keyframe.data[8 + sps_length] & 0x1F == NAL_PPS
     assert len(decode_h264(source, [p.data for p in packets])) == 20
+
+
+def test_h264_is_re_encoded_at_the_size_of_its_sps() -> None:
+    """``--transcode``: the callee's H.264 (one IDR, parameter sets out of band) in, the
+    encoder's own H.264 out, with keyframes every interval whatever the callee sends."""
+    sps, pps, units = h264_units(75)
+    assert [unit.keyframe for unit in units].count(True) == 1
+    assert NAL_SPS not in {nal_type(nal) for unit in units for nal in unit.nals}
+    source = TranscodedVideo(352, 288, parameter_sets=(sps, pps), queue_size=len(units))
+    transcode(units, source)
+    packets = source.packets_until(100.0)
+    assert [p.dts for p in packets] == [90_000 + i * FRAME for i in range(len(units))]
+    assert [p.dts for p in packets if p.keyframe] == [90_000, 270_000], "every 2 s"
+    assert (source.frames, source.dropped, source.undecodable) == (75, 0, 0)
+    extradata = bytes(source.template.codec_context.extradata)
+    ours = extradata[8 : 8 + int.from_bytes(extradata[6:8])]
+    assert ours != sps, "the encoder's own parameter sets, not the callee's"
+    assert (parse_sps(ours).width, parse_sps(ours).height) == (352, 288)
+    pictures = decode_h264(source, [p.data for p in packets])
+    assert len(pictures) == len(units)
+    assert all((p.width, p.height) == (352, 288) for p in pictures)
+    levels = [int(p.to_ndarray()[0].mean()) for p in pictures[:40:10]]
+    expected = [16 + round(i * 5 * 219 / 255) for i in range(0, 40, 10)]
+    assert np.allclose(levels, expected, atol=4), "the callee's pictures, not something else"
+
+
+@pytest.mark.parametrize("interval", [0.5, 1.0, 3.0])
+def test_forced_keyframes_follow_the_keyframe_interval(
+    stream: list[Vp8Frame], interval: float
+) -> None:
+    """The callee's own keyframes (frames 37, 140, 141, 230) do not move the slots."""
+    source = TranscodedVideo(320, 240, keyframe_interval_s=interval, queue_size=len(stream))
+    transcode(stream, source)
+    keyframes = [p.dts for p in source.packets_until(100.0) if p.keyframe]
+    gop = int(interval * 25) * FRAME  # 0.5 s is 12.5 frames: 12 keeps within the interval
+    assert keyframes == list(range(90_000, 90_000 + len(stream) * FRAME, gop))
+
+
+def test_frames_are_placed_by_capture_time_once_the_sender_reports_tell_it() -> None:
+    """Lip sync (RFC 3550 §6.4.1) as for passed-through video: frames that arrive 300 ms
+    after the audio captured with them slew back onto it, one bounded step at a time."""
+    sps, pps, units = h264_units(40, 64, 64)
+    source = TranscodedVideo(64, 64, parameter_sets=(sps, pps), queue_size=len(units))
+    source.start(0.0)
+    late = 0.3
+
+    def capture_time(timestamp: int) -> float | None:
+        """Media time of the audio captured with the frame: 1 s on for the first, once the
+        reports came with the 10th frame."""
+        ticks = (timestamp - START) % (1 << 32)  # the RTP clock wraps 10 frames in
+        return None if ticks < 10 * FRAME else 1 + ticks / VIDEO_CLOCK
+
+    source.sync_to(capture_time)
+    assert source.av_skew is None
+    for index, unit in enumerate(units):
+        source.push(unit, 1 + index * FRAME / VIDEO_CLOCK + late)
+    source.close()
+    dts = [packet.dts for packet in source.packets_until(1e9)]
+    steps = [b - a for a, b in itertools.pairwise(dts)]
+    assert all(FRAME // 2 <= step <= 2 * FRAME for step in steps), steps
+    assert dts[9] == VIDEO_CLOCK + 9 * FRAME + round(late * VIDEO_CLOCK), "by arrival until then"
+    assert dts[-1] == VIDEO_CLOCK + 39 * FRAME, "by capture time once the reports came"
+    assert source.av_skew == pytest.approx(late)
+    assert source.timeline.resyncs == 0
+
+
+def test_frames_of_the_other_codec_are_refused() -> None:
+    sps, pps, units = h264_units(1, 64, 64)
+    vp8 = TranscodedVideo(64, 64)
+    vp8.start(0.0)
+    with pytest.raises(TypeError):
+        vp8.push(units[0], 0.0)
+    h264 = TranscodedVideo(64, 64, parameter_sets=(sps, pps))
+    h264.start(0.0)
+    with pytest.raises(TypeError):
+        h264.push(vp8_frames(1, 64, 64)[0], 0.0)
+    vp8.close()
+    h264.close()
