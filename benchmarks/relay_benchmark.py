@@ -437,7 +437,7 @@ def decode_rtp(codec: str, packets: list[RtpFrame]) -> tuple[Samples, list[int]]
     info = rtp_audio_codec(codec)
     decoder = audio_context(info.ffmpeg_name, "r")
     decoder.sample_rate = info.sample_rate
-    decoder.layout = info.decode_layout
+    decoder.layout = info.decode_layout or "mono"
     return _decode_each(decoder, [packet.payload for packet in packets])
 
 

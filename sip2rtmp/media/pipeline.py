@@ -67,6 +67,10 @@ class MediaConfig:
     wake-up starts on cold caches, which cost several times the work itself at 50 Hz, so
     packets are taken in batches. Lateness does not depend on it: every wake ingests before
     it encodes, so audio is late only when it arrives ``latency_s`` after its slot."""
+    start_tick_s: float = 0.02
+    start_s: float = 1.0
+    """The stream's first second runs on a fine tick: players and ingest servers get the
+    first packets the moment they are due (with ``tick_s`` up to a tick later)."""
     inbound_capacity: int = 500
     output_policy: OutputPolicy = field(default_factory=OutputPolicy)
 
@@ -187,10 +191,10 @@ class MediaPipeline:
         return all(output.state is OutputState.FAILED for output in self.outputs)
 
     def _run(self) -> None:
-        tick = self.config.tick_s
         deadline = self._t0
+        start_until = self._t0 + self.config.start_s
         while not self._stopping.is_set():
-            deadline += tick
+            deadline += self.config.tick_s if deadline >= start_until else self.config.start_tick_s
             self._ingest_until(deadline)
             self._emit(self._clock() - self._t0 - self.config.latency_s)
         self._ingest_until(self._clock())
