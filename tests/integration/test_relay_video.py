@@ -153,11 +153,13 @@ def transcoded_recording(
     return paths[0]
 
 
-def test_h264_passes_through_unchanged_with_2s_keyframes(
-    start_call: Any, lab: Lab, capture: tuple[Path, subprocess.Popen[str]]
-) -> None:
+def captured_h264_call(
+    start_call: Any, capture: tuple[Path, subprocess.Popen[str]], mode: str, *args: str
+) -> tuple[Path, Any]:
+    """A call to the lab's H.264 callee with its RTP captured; it ended well, in ``mode``, at
+    the callee's 640x480. Returns the capture and the run."""
     pcap, tcpdump = capture
-    run = start_call("video", "--max-duration", "12").wait(40)
+    run = start_call("video", *args).wait(40)
     time.sleep(0.2)
     tcpdump.terminate()
     tcpdump.wait(5)
@@ -165,7 +167,14 @@ def test_h264_passes_through_unchanged_with_2s_keyframes(
     established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
     assert established["video"]["codec"] == "H264"
     chosen = run.last("video")
-    assert (chosen["mode"], chosen["width"], chosen["height"]) == ("passthrough", 640, 480)
+    assert (chosen["mode"], chosen["width"], chosen["height"]) == (mode, 640, 480)
+    return pcap, run
+
+
+def test_h264_passes_through_unchanged_with_2s_keyframes(
+    start_call: Any, lab: Lab, capture: tuple[Path, subprocess.Popen[str]]
+) -> None:
+    pcap, run = captured_h264_call(start_call, capture, "passthrough", "--max-duration", "12")
     paths = lab.recordings(run.stream_key)
     assert len(paths) == 1, paths
     recording = read_recording(paths[0])
@@ -237,16 +246,9 @@ def test_h264_is_re_encoded_with_transcode(
     """`--transcode`: the callee's H.264 is decoded and encoded again, at its own size, with
     the encoder's keyframes exactly every 2 s rather than the callee's (asked for about every
     1.2 s when it passes through)."""
-    pcap, tcpdump = capture
-    run = start_call("video", "--transcode", "--max-duration", "8").wait(40)
-    time.sleep(0.2)
-    tcpdump.terminate()
-    tcpdump.wait(5)
-    assert run.returncode == 0, run.stderr
-    established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
-    assert established["video"]["codec"] == "H264"
-    chosen = run.last("video")
-    assert (chosen["mode"], chosen["width"], chosen["height"]) == ("transcode", 640, 480)
+    pcap, run = captured_h264_call(
+        start_call, capture, "transcode", "--transcode", "--max-duration", "8"
+    )
     path = transcoded_recording(lab, run, (640, 480), 8)
 
     media = next(e for e in run.events if e["event"] == "media" and e["kind"] == "video")

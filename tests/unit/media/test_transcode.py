@@ -7,6 +7,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from video_signals import x264_encoder
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK
 from sip2rtmp.media.transcode import TranscodedVideo
@@ -57,17 +58,7 @@ def h264_units(
     """H.264 as a callee that sends one IDR and then only P-slices would, one grey level per
     frame; its SPS/PPS only out of band, as from sprop-parameter-sets. Two reference frames
     tell its SPS from the transcoder's own libx264 one."""
-    context = av.CodecContext.create("libx264", "w")
-    context.width, context.height, context.pix_fmt = width, height, "yuv420p"
-    context.time_base = Fraction(1, 25)
-    context.flags |= av.codec.context.Flags.global_header
-    context.options = {
-        "preset": "ultrafast",
-        "tune": "zerolatency",
-        "profile": "baseline",
-        "x264-params": "keyint=infinite:scenecut=0:bframes=0:ref=2",
-    }
-    context.open()
+    context = x264_encoder(width, height, "keyint=infinite:ref=2", profile="baseline")
     parameter_sets = split_annexb(bytes(context.extradata))
     sps = next(nal for nal in parameter_sets if nal_type(nal) == NAL_SPS)
     pps = next(nal for nal in parameter_sets if nal_type(nal) == NAL_PPS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -45,12 +46,9 @@ class Clip:
         return packets
 
 
-def h264_clip(width: int, height: int, frames: int, *, keyint: int, grey: int) -> Clip:
-    """``frames`` of one grey level, an IDR every ``keyint``.
-
-    The parameter sets stay out of band (a global header), so a decoder of these samples
-    depends on the sequence header it was given.
-    """
+def x264_encoder(width: int, height: int, x264_params: str, **options: str) -> Any:
+    """An opened live libx264 encoder at 25 fps: no B-frames, no scene cuts, and the
+    parameter sets in the extradata (a global header), not in band."""
     context = av.CodecContext.create("libx264", "w")
     context.width, context.height, context.pix_fmt = width, height, "yuv420p"
     context.time_base = Fraction(1, 25)
@@ -58,9 +56,20 @@ def h264_clip(width: int, height: int, frames: int, *, keyint: int, grey: int) -
     context.options = {
         "preset": "ultrafast",
         "tune": "zerolatency",
-        "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0",
+        "x264-params": f"{x264_params}:scenecut=0:bframes=0",
+        **options,
     }
     context.open()
+    return context
+
+
+def h264_clip(width: int, height: int, frames: int, *, keyint: int, grey: int) -> Clip:
+    """``frames`` of one grey level, an IDR every ``keyint``.
+
+    The parameter sets stay out of band (a global header), so a decoder of these samples
+    depends on the sequence header it was given.
+    """
+    context = x264_encoder(width, height, f"keyint={keyint}:min-keyint={keyint}")
     parameter_sets = split_annexb(bytes(context.extradata))
     picture = np.full((height, width, 3), grey, dtype=np.uint8)
     packets = []

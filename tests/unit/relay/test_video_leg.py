@@ -9,19 +9,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from collections.abc import Callable
 
 from sip2rtmp.relay.video import OFFERED_CODECS, KeyframePolicy, VideoLeg
 from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
 from sip2rtmp.rtp.rtcp import PictureLossIndication, parse_compound
-from sip2rtmp.sip.sdp import answer_offer, build_offer, negotiate
+from sip2rtmp.sip.sdp import NegotiatedStream, answer_offer, build_offer, negotiate
 
 POLICY = KeyframePolicy(retry_s=0.05, quiet_s=0.2, quiet_retry_max_s=0.4)
 P_SLICE = bytes((0x41, 0x9A, 0x00))
 """A non-IDR slice: the leg keeps waiting for a keyframe, so it keeps asking."""
 
 
-async def _picture_loss_indications(schedule: list[float], duration: float) -> list[float]:
-    """When PLIs reached a callee that sends one P-slice at each time of ``schedule``."""
+async def _call(
+    edit_answer: Callable[[str], str],
+) -> tuple[socket.socket, VideoLeg, NegotiatedStream]:
+    """A leg and a callee socket in a call negotiated from the callee's (edited) answer."""
     callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     callee.bind(("127.0.0.1", 0))
     callee.setblocking(False)
@@ -29,8 +32,15 @@ async def _picture_loss_indications(schedule: list[float], duration: float) -> l
     offer = build_offer("127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_CODECS)
     port = callee.getsockname()[1]
     capabilities = build_offer("127.0.0.1", 4002, port, session_id=2, video_codecs=("H264",))
-    stream = negotiate(offer, answer_offer(capabilities, offer).sdp).video
-    assert stream is not None and stream.rtcp_mux and "nack pli" in stream.rtcp_fb
+    stream = negotiate(offer, edit_answer(answer_offer(capabilities, offer).sdp)).video
+    assert stream is not None
+    return callee, leg, stream
+
+
+async def _picture_loss_indications(schedule: list[float], duration: float) -> list[float]:
+    """When PLIs reached a callee that sends one P-slice at each time of ``schedule``."""
+    callee, leg, stream = await _call(lambda answer: answer)
+    assert stream.rtcp_mux and "nack pli" in stream.rtcp_fb
     loop = asyncio.get_running_loop()
     received: list[float] = []
     sent = 0
@@ -79,20 +89,14 @@ def test_without_rtcp_feedback_keyframes_are_asked_for_by_sip_info() -> None:
     """RFC 5168: an answer without rtcp-fb gets picture_fast_update in a SIP INFO instead."""
 
     async def scenario() -> tuple[list[tuple[str, bytes]], list[bytes]]:
-        callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        callee.bind(("127.0.0.1", 0))
-        callee.setblocking(False)
-        leg = await VideoLeg.open("127.0.0.1", POLICY)
-        offer = build_offer("127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_CODECS)
-        port = callee.getsockname()[1]
-        capabilities = build_offer("127.0.0.1", 4002, port, session_id=2, video_codecs=("H264",))
-        answer = "".join(
-            line
-            for line in answer_offer(capabilities, offer).sdp.splitlines(keepends=True)
-            if not line.startswith("a=rtcp-fb")
+        callee, leg, stream = await _call(
+            lambda answer: "".join(
+                line
+                for line in answer.splitlines(keepends=True)
+                if not line.startswith("a=rtcp-fb")
+            )
         )
-        stream = negotiate(offer, answer).video
-        assert stream is not None and not stream.rtcp_fb
+        assert not stream.rtcp_fb
         infos: list[tuple[str, bytes]] = []
 
         async def send_info(content_type: str, body: bytes) -> int:
