@@ -153,19 +153,31 @@ def transcoded_recording(
     return paths[0]
 
 
-def captured_h264_call(
-    start_call: Any, capture: tuple[Path, subprocess.Popen[str]], mode: str, *args: str
+def captured_call(
+    start_call: Any,
+    capture: tuple[Path, subprocess.Popen[str]],
+    callee: str,
+    codec: str,
+    *args: str,
 ) -> tuple[Path, Any]:
-    """A call to the lab's H.264 callee with its RTP captured; it ended well, in ``mode``, at
-    the callee's 640x480. Returns the capture and the run."""
+    """A call to a lab video callee with its RTP captured, ended well with ``codec`` agreed.
+    Returns the capture and the run."""
     pcap, tcpdump = capture
-    run = start_call("video", *args).wait(40)
+    run = start_call(callee, *args).wait(40)
     time.sleep(0.2)
     tcpdump.terminate()
     tcpdump.wait(5)
     assert run.returncode == 0, run.stderr
     established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
-    assert established["video"]["codec"] == "H264"
+    assert established["video"]["codec"] == codec
+    return pcap, run
+
+
+def captured_h264_call(
+    start_call: Any, capture: tuple[Path, subprocess.Popen[str]], mode: str, *args: str
+) -> tuple[Path, Any]:
+    """``captured_call`` to the lab's H.264 callee, relayed in ``mode`` at its 640x480."""
+    pcap, run = captured_call(start_call, capture, "video", "H264", *args)
     chosen = run.last("video")
     assert (chosen["mode"], chosen["width"], chosen["height"]) == (mode, 640, 480)
     return pcap, run
@@ -212,14 +224,7 @@ def test_h264_passes_through_unchanged_with_2s_keyframes(
 def test_vp8_is_transcoded_to_h264_at_the_callees_size(
     start_call: Any, lab: Lab, vp8_capture: tuple[Path, subprocess.Popen[str]]
 ) -> None:
-    pcap, tcpdump = vp8_capture
-    run = start_call("vp8", "--max-duration", "10").wait(40)
-    time.sleep(0.2)
-    tcpdump.terminate()
-    tcpdump.wait(5)
-    assert run.returncode == 0, run.stderr
-    established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
-    assert established["video"]["codec"] == "VP8"
+    pcap, run = captured_call(start_call, vp8_capture, "vp8", "VP8", "--max-duration", "10")
 
     media = next(e for e in run.events if e["event"] == "media" and e["kind"] == "video")
     port = int(media["remote"].rsplit(":", 1)[1])
