@@ -246,6 +246,12 @@ class AudioTimeline:
         self._ring[:, : samples.shape[1] - split] = samples[:, split:]
 
 
+_AAC_OPTIONS = {"aac_coder": "fast"}
+"""FFmpeg's constant-quantizer coder: half the CPU of its default (two-loop search), and at
+128 kb/s for a call's audio, which is at most 48 kHz Opus, no audible loss (a test tone
+round-trips with a higher SNR than with the default)."""
+
+
 class AacEncoder:
     """AAC-LC at 48 kHz fed 1024-sample frames; packets keep the encoder's own timestamps.
 
@@ -266,6 +272,7 @@ class AacEncoder:
         self._ctx.format = "fltp"
         self._ctx.bit_rate = bit_rate
         self._ctx.flags |= av.codec.context.Flags.global_header
+        self._ctx.options = dict(_AAC_OPTIONS)
         self._ctx.open()
         self.template = _aac_template(channels, bit_rate)
         if (self.template.codec_context.extradata or b"") != (self._ctx.extradata or b""):

@@ -188,7 +188,8 @@ class AudioLeg:
     # ---- sending --------------------------------------------------------------------------
 
     async def _send_loop(self, stream: NegotiatedStream) -> None:
-        """One packet every 20 ms on an absolute schedule, so the far end sees no drift."""
+        """One packet per 20 ms on an absolute schedule, so the far end sees no drift; they
+        leave in pairs on the loop's grid (``sip2rtmp.net.grid``)."""
         outbound = await asyncio.to_thread(
             OutboundAudio, stream.codec, announce_path=self._announce, loop=self._announce_loop
         )
