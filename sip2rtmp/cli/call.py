@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from sip2rtmp.cli.live import LiveView, PlainSummary
 from sip2rtmp.cli.options import relay_options, relay_request
 from sip2rtmp.cli.output import EventPrinter
+from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.errors import ExitCode
 from sip2rtmp.relay import run_relay
 from sip2rtmp.status import EventSink, RelayControl
@@ -29,16 +29,16 @@ def call(ctx: click.Context, /, **flags: Any) -> int:
     settings, redactor = request.settings, request.redactor
     control = RelayControl()
     sink: EventSink
-    if request.as_json:
-        sink = EventPrinter(settings.call_id, redactor, as_json=True, stream=sys.stdout)
-    elif sys.stdout.isatty():
-        sink = LiveView(redactor, control, call_id=settings.call_id)
-    else:
-        sink = PlainSummary(redactor, stream=sys.stdout)
     media = request.media
     with contextlib.ExitStack() as stack:
-        if isinstance(sink, LiveView):
-            stack.enter_context(sink)
+        if request.as_json:
+            sink = EventPrinter(settings.call_id, redactor, as_json=True, stream=sys.stdout)
+        elif sys.stdout.isatty():
+            from sip2rtmp.cli.live import LiveView  # rich loads only for a terminal
+
+            sink = stack.enter_context(LiveView(redactor, control, call_id=settings.call_id))
             media = dataclasses.replace(media, stats_interval=LIVE_STATS_INTERVAL)
+        else:
+            sink = PlainSummary(redactor, stream=sys.stdout)
         run_relay(settings, sink, media, control)
     return ExitCode.OK

@@ -1,9 +1,8 @@
-"""What a person watching a relay sees: a live terminal view, or throttled plain lines for logs.
+"""What a person watching a relay on a terminal sees: a live view drawn with rich.
 
-Both are event sinks (`RelayEvent` in, nothing out) and keep no state the relay relies on.
-Which one a run uses: `--json` → `EventPrinter(as_json=True)`; stdout a terminal → `LiveView`;
-otherwise → `PlainSummary`, so a log file gets every event but only one `stats` line per
-interval. Every string that comes from an event passes the Redactor before it is shown.
+An event sink (`RelayEvent` in, nothing out) that keeps no state the relay relies on; the
+sinks for logs and pipes are in `sip2rtmp.cli.summary` and `sip2rtmp.cli.output`, which do not
+import rich. Every string that comes from an event passes the Redactor before it is shown.
 """
 
 from __future__ import annotations
@@ -26,12 +25,19 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sip2rtmp.cli.output import Redactor, plain_line, timestamp
+from sip2rtmp.cli.output import Redactor
+from sip2rtmp.cli.summary import (
+    FINAL_STATUSES,
+    bitrate_text,
+    clock_text,
+    codec_text,
+    rtp_parts,
+    size_text,
+)
 from sip2rtmp.status import CallStatus, RelayControl, RelayEvent
 
 DTMF_KEYS = frozenset("0123456789*#")
 HANGUP_KEYS = frozenset("qQ")
-FINAL_STATUSES = frozenset({CallStatus.FINISH, CallStatus.FAILED, CallStatus.BUSY})
 METER_FLOOR_DBFS = -60.0
 """The meter's left end: quieter than this is silence on a phone line."""
 METER_WIDTH = 30
@@ -238,7 +244,7 @@ class LiveView:
         if status is CallStatus.ESTABLISHED:
             self._established_at = now
             for kind in ("audio", "video"):
-                self._codecs[kind] = _codec_text(data.get(kind))
+                self._codecs[kind] = codec_text(data.get(kind))
         elif status in FINAL_STATUSES:
             self._ended_at = now
             self._end_reason = str(reason or "")
@@ -309,7 +315,7 @@ class LiveView:
         if self._media:
             grid.add_row("Media", self._text(", ".join(self._media)))
         grid.add_row("Level", _meter(self._level_dbfs))
-        rtp = ", ".join(f"{label} {value}" for label, value in _rtp_parts(self._rtp))
+        rtp = ", ".join(f"{label} {value}" for label, value in rtp_parts(self._rtp))
         grid.add_row("RTP", self._text(rtp or "—"))
         if self._dtmf["sent"] or self._dtmf["received"]:
             grid.add_row(
@@ -334,8 +340,8 @@ class LiveView:
             table.add_row(
                 self._text(target),
                 self._text(shown, _OUTPUT_STYLES.get(state, "")),
-                self._text(_bitrate(row.get("bitrate"))),
-                self._text(_size(row.get("bytes"))),
+                self._text(bitrate_text(row.get("bitrate"))),
+                self._text(size_text(row.get("bytes"))),
                 self._text(row.get("reconnects", 0)),
             )
         return table
@@ -349,100 +355,7 @@ class LiveView:
         if since is None:
             return "--:--"
         until = self._ended_at if self._ended_at is not None else self._clock()
-        return _clock_text(max(until - since, 0.0))
-
-
-class PlainSummary:
-    """Plain lines for logs and pipes: every event as `plain_line` prints it, except `stats`,
-    which becomes one compact summary line at most every `every` seconds.
-
-    The latest unprinted summary is written before the call's final status, so a log always
-    ends with the numbers the call ended on.
-    """
-
-    def __init__(
-        self,
-        redactor: Redactor,
-        *,
-        stream: IO[str],
-        every: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._redact = redactor
-        self._stream = stream
-        self._every = every
-        self._clock = clock
-        self._last_summary: float | None = None
-        self._pending: RelayEvent | None = None
-
-    def __call__(self, event: RelayEvent) -> None:
-        if event.event == "stats":
-            now = self._clock()
-            if self._last_summary is None or now - self._last_summary >= self._every:
-                self._last_summary = now
-                self._pending = None
-                self._write(summary_line(event))
-            else:
-                self._pending = event
-            return
-        if event.status in FINAL_STATUSES and self._pending is not None:
-            self._write(summary_line(self._pending))
-            self._pending = None
-        self._write(plain_line(event))
-
-    def _write(self, line: str) -> None:
-        self._stream.write(self._redact(line) + "\n")
-        self._stream.flush()
-
-
-def summary_line(event: RelayEvent) -> str:
-    """One `stats` event as a line a person can read in a log."""
-    data = event.data
-    words = [timestamp(), "stats"]
-    duration = data.get("duration")
-    if isinstance(duration, (int, float)):
-        words.append(f"duration={_clock_text(float(duration))}")
-    rtp = data.get("rtp")
-    if isinstance(rtp, dict):
-        parts = _rtp_parts(rtp)
-        words.append("rtp=" + ",".join(f"{k}:{v.replace(' ', '')}" for k, v in parts))
-    level = data.get("level_dbfs")
-    if isinstance(level, (int, float)):
-        words.append(f"level={level:.1f}dBFS")
-    for output in data.get("outputs") or []:
-        fields = [
-            str(output.get("target", "?")),
-            str(output.get("state", "?")),
-            _bitrate(output.get("bitrate")),
-            _size(output.get("bytes")),
-            f"reconnects:{output.get('reconnects', 0)}",
-        ]
-        words.append("output=" + ",".join(field.replace(" ", "") for field in fields))
-    return " ".join(words)
-
-
-def _codec_text(value: object) -> str:
-    """`{"codec": "PCMU", "rate": 8000}` → `PCMU/8000`; absent → `none`."""
-    if isinstance(value, dict):
-        codec = str(value.get("codec", "?"))
-        rate = value.get("rate")
-        return f"{codec}/{rate}" if rate else codec
-    return str(value) if value else "none"
-
-
-def _rtp_parts(rtp: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Receive quality as (label, value) pairs: loss, jitter, jitter-buffer depth, counters."""
-    parts = []
-    for key, label, unit in (
-        ("loss_pct", "loss", "%"),
-        ("jitter_ms", "jitter", " ms"),
-        ("depth_ms", "buffer", " ms"),
-    ):
-        value = rtp.get(key)
-        if isinstance(value, (int, float)):
-            parts.append((label, f"{value:.1f}{unit}"))
-    parts += [(key, str(rtp[key])) for key in ("received", "lost", "late") if key in rtp]
-    return parts
+        return clock_text(max(until - since, 0.0))
 
 
 def _meter(level_dbfs: float | None) -> Text:
@@ -456,28 +369,3 @@ def _meter(level_dbfs: float | None) -> Text:
     meter.append("░" * (METER_WIDTH - filled), style="dim")
     meter.append(f"  {level_dbfs:6.1f} dBFS")
     return meter
-
-
-def _clock_text(seconds: float) -> str:
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-def _bitrate(value: object) -> str:
-    if not isinstance(value, (int, float)):
-        return "—"
-    if value >= 1_000_000:
-        return f"{value / 1_000_000:.2f} Mbit/s"
-    return f"{value / 1000:.0f} kbit/s"
-
-
-def _size(value: object) -> str:
-    if not isinstance(value, (int, float)):
-        return "—"
-    for unit in ("B", "kB", "MB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.2f} GB"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from sip2rtmp.cli.live import PlainSummary
 from sip2rtmp.cli.output import Redactor
+from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.config import build_call_settings
 from sip2rtmp.lab.accounts import RELAY_ACCOUNT, account
 from sip2rtmp.lab.lab import RTMP_URL, SIP_DOMAIN, SIP_HOST, Lab

@@ -62,11 +62,12 @@ class MediaConfig:
     """How far the outputs run behind real time: room for RTP that arrives a little late."""
     max_ahead_s: float = 1.0
     """Audio stamped further ahead than this (clock drift, timestamp jumps) is re-anchored."""
-    tick_s: float = 0.1
+    tick_s: float = 0.2
     """How often the media thread wakes to decode what arrived and encode what is due. Each
-    wake-up starts on cold caches, which cost several times the work itself at 50 Hz, so
-    packets are taken in batches. Lateness does not depend on it: every wake ingests before
-    it encodes, so audio is late only when it arrives ``latency_s`` after its slot."""
+    wake-up starts on cold caches: decoding and encoding 100 ms of audio cost as much as
+    200 ms in one batch less a third, so packets are taken in batches of 200 ms. Lateness
+    does not depend on it (every wake ingests before it encodes, so audio is late only when
+    it arrives ``latency_s`` after its slot); the stream's delay grows by half a tick."""
     start_tick_s: float = 0.02
     start_s: float = 1.0
     """The stream's first second runs on a fine tick: players and ingest servers get the

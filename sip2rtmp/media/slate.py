@@ -225,6 +225,7 @@ def _encode_gop(
     context.pix_fmt = "yuv420p"
     context.time_base = Fraction(1, fps)
     context.framerate = Fraction(fps)
+    context.thread_count = 1  # a pool of encoder threads costs more to start than it saves here
     context.options = {
         "preset": "veryfast",
         "tune": "zerolatency",

@@ -97,6 +97,24 @@ class Grid:
             self._arm(min(self._due.values()))
 
 
+async def grid_sleep(delay: float) -> None:
+    """``asyncio.sleep`` that ends at the first grid instant ``delay`` s from now, so periodic
+    bookkeeping (RTCP reports, state polling) shares the wake-ups of the media work."""
+    loop = asyncio.get_running_loop()
+    grid = Grid.of(loop)
+    woken = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    grid.call_at(loop.time() + delay, wake)
+    try:
+        await woken
+    finally:
+        grid.cancel(wake)
+
+
 class Ticker:
     """Calls ``tick(index)`` every ``period`` s on an absolute schedule that starts on the grid.
 

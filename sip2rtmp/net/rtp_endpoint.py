@@ -22,7 +22,7 @@ import struct
 import time
 from collections.abc import Callable, Collection, Mapping
 
-from sip2rtmp.net.grid import GRID_S, Ticker
+from sip2rtmp.net.grid import GRID_S, Ticker, grid_sleep
 from sip2rtmp.rtp.packet import RtpPacket, RtpParseError, is_rtcp
 from sip2rtmp.rtp.rtcp import (
     Bye,
@@ -340,7 +340,7 @@ class RtpEndpoint:
         """Report every ``rtcp_interval`` × [0.5, 1.5] (RFC 3550 §6.3.1, simplified)."""
         rng = random.Random()
         while True:
-            await asyncio.sleep(self.rtcp_interval * rng.uniform(0.5, 1.5))
+            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5))
             self.send_rtcp()
 
     async def close(self) -> None:

@@ -168,18 +168,12 @@ class AudioLeg:
         pipeline, jitter = self.pipeline, self.jitter
         if pipeline is None or jitter is None:
             return
-        last_due, clock = jitter.last_deadline, jitter.clock_rate
-        last_ts = items[-1].timestamp
         # Items before a Resync belong to the old timeline: for them, hand-over time counts.
         restart = max((i for i, item in enumerate(items) if isinstance(item, Resync)), default=-1)
         for index, item in enumerate(items):
             if isinstance(item, Resync):
                 continue
-            due = (
-                last_due - ((last_ts - item.timestamp) & 0xFFFFFFFF) / clock
-                if index > restart
-                else None
-            )
+            due = jitter.deadline_of(item.timestamp) if index > restart else None
             if isinstance(item, Lost):
                 pipeline.push_audio(LOST, item.timestamp, due)
             else:

@@ -26,6 +26,7 @@ from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
 from sip2rtmp.media.switch import VideoSwitch
 from sip2rtmp.media.transcode import TranscodedVideo
+from sip2rtmp.net.grid import grid_sleep
 from sip2rtmp.net.sip_session import SipCall, SipSession
 from sip2rtmp.relay.audio import AudioLeg
 from sip2rtmp.relay.dtmf import DtmfScript, parse_info_dtmf
@@ -358,7 +359,7 @@ class Relay:
 
     async def _watch_video_mode(self, switch: VideoSwitch) -> None:
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await grid_sleep(WATCH_INTERVAL)
             self._report_video_mode(switch)
 
     def _report_video_mode(self, switch: VideoSwitch) -> None:
@@ -486,7 +487,7 @@ class Relay:
                 if failures:
                     self._ending.end("every output failed", failures[0])
                     return
-            await asyncio.sleep(WATCH_INTERVAL)
+            await grid_sleep(WATCH_INTERVAL)
 
     def _report_output_states(self, pipeline: MediaPipeline) -> None:
         for output in pipeline.stats().outputs:
@@ -500,7 +501,7 @@ class Relay:
 
     async def _report_stats(self, pipeline: MediaPipeline) -> None:
         while True:
-            await asyncio.sleep(self.options.stats_interval)
+            await grid_sleep(self.options.stats_interval)
             self.emit("stats", **self.stats_snapshot(pipeline))
 
     def stats_snapshot(self, pipeline: MediaPipeline) -> dict[str, object]:

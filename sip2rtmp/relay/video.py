@@ -253,19 +253,24 @@ class VideoLeg:
             self.rtcp_listener(packets, arrival)
 
     def _play(self, items: list[Playout], now: float) -> None:
-        depacketizer = self.depacketizer
+        """Depacketize what came due; each frame is delivered with the time it was due, as
+        the audio is, so both tracks stand on the jitter buffers' schedules and not on when
+        the loop's grid got round to them. Frames before a Resync use the hand-over time."""
+        depacketizer, jitter = self.depacketizer, self.jitter
+        assert jitter is not None, "playout runs only once the stream is open"
         needed = depacketizer.keyframe_needed
-        for item in items:
+        restart = max((i for i, item in enumerate(items) if isinstance(item, Resync)), default=-1)
+        for index, item in enumerate(items):
             if isinstance(item, Resync) and self.source is not None:
                 self.source.resync()
             for unit in depacketizer.push(item):
-                self._deliver(unit, now)
+                self._deliver(unit, jitter.deadline_of(unit.timestamp) if index > restart else now)
         if depacketizer.keyframe_needed and not needed:
             self._request_wake.set()
 
-    def _deliver(self, unit: AccessUnit | Vp8Frame, now: float) -> None:
+    def _deliver(self, unit: AccessUnit | Vp8Frame, due: float) -> None:
         if unit.keyframe:
-            self._last_keyframe_at = now
+            self._last_keyframe_at = due
             depacketizer = self.depacketizer
             if (
                 not isinstance(depacketizer, H264Depacketizer)
@@ -274,11 +279,11 @@ class VideoLeg:
                 self.keyframe_ready.set()
         source = self.source
         if source is not None:
-            _push(source, unit, now)
+            _push(source, unit, due)
         elif unit.keyframe:
-            self._pending = [(unit, now)]
+            self._pending = [(unit, due)]
         elif self._pending and len(self._pending) < _MAX_PENDING:
-            self._pending.append((unit, now))
+            self._pending.append((unit, due))
 
     # ---- sending --------------------------------------------------------------------------
 

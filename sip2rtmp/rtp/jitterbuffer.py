@@ -259,6 +259,12 @@ class JitterBuffer:
         timestamp difference."""
         return self._deadline(self._last_ts)
 
+    def deadline_of(self, timestamp: int) -> float:
+        """When an item of the latest pop with RTP ``timestamp`` was due: ``last_deadline``
+        less its timestamp distance back from the last item (modulo 2^32)."""
+        back = (self._last_ts - timestamp) & 0xFFFFFFFF
+        return self.last_deadline - back / self.clock_rate
+
     def pop(self, now: float) -> list[Playout]:
         """Everything due at ``now``, in order; holes come out as ``Lost``."""
         out: list[Playout] = []

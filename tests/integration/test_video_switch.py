@@ -19,6 +19,8 @@ import pytest
 
 from sip2rtmp.lab import RTMP_URL, Lab
 from sip2rtmp.lab.recording import read_recording
+from sip2rtmp.media.pipeline import MediaConfig
+from sip2rtmp.media.slate import DEFAULT_FPS
 from sip2rtmp.media.switch import STALL_S
 from sip2rtmp.relay.runner import KEYFRAME_WAIT
 from sip2rtmp.rtp.h264 import parse_sps
@@ -35,6 +37,7 @@ LATE_S = 2.5
 """A callee whose video starts this long after the answer, well after the outputs started."""
 SMALL, LARGE, SLATE = (320, 240), (640, 480), (1280, 720)
 FRAME_S = 1 / FPS
+SLATE_FRAME_S = 1 / DEFAULT_FPS
 
 
 def pictures(path: Path) -> list[tuple[float, tuple[int, int]]]:
@@ -69,9 +72,15 @@ def stretches(path: Path) -> list[tuple[tuple[int, int], list[float]]]:
     ]
     steps = np.diff(recording.video_dts)
     assert np.all(steps > 0), "video DTS strictly increase"
-    # Frames come every 40 ms (callee) or 100 ms (slate); back from the slate, the callee's
-    # keyframe follows the slate's last frame by up to a slate frame and a tick.
-    stalls = [index for index, step in enumerate(steps) if step > 0.15]
+    # Frames come every 40 ms (callee) or 100 ms (slate): the only longer steps are the stall
+    # before the slate and the return to the callee, whose keyframe follows the slate's last
+    # frame by up to a slate frame and a media tick.
+    run_starts = itertools.accumulate(len(times) for _, times in runs[:-1])
+    returns = {
+        start - 1 for start, (size, _) in zip(run_starts, runs[1:], strict=False) if size != SLATE
+    }
+    assert all(steps[index] <= SLATE_FRAME_S + MediaConfig().tick_s + 0.02 for index in returns)
+    stalls = [index for index, step in enumerate(steps) if step > 0.15 and index not in returns]
     assert [steps[index] for index in stalls] == pytest.approx([STALL_S] * len(stalls), abs=0.01)
     assert {times[0] for _, times in runs} <= set(recording.video_keyframes)
     assert recording.max_keyframe_gap <= 2.1, np.diff(recording.video_keyframes)

@@ -11,8 +11,9 @@ import time
 import pytest
 from rich.console import Console
 
-from sip2rtmp.cli.live import KeyReader, LiveView, PlainSummary, summary_line
+from sip2rtmp.cli.live import KeyReader, LiveView
 from sip2rtmp.cli.output import Redactor
+from sip2rtmp.cli.summary import PlainSummary, summary_line
 from sip2rtmp.status import CallStatus, RelayControl, RelayEvent
 
 PASSWORD = "Pw-Live-Pelican-6613"

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sip2rtmp.net.grid import GRID_S, Grid, Ticker, grid_tick
+from sip2rtmp.net.grid import GRID_S, Grid, Ticker, grid_sleep, grid_tick
 
 
 def test_grid_tick_rounds_up_and_keeps_exact_instants() -> None:
@@ -128,3 +128,23 @@ def test_ticker_keeps_an_absolute_schedule_on_the_grid(period: float) -> None:
         assert len(wake_ups) <= math.ceil(len(ticks) * period / GRID_S) + 1, (
             "ticks due before the next grid instant share its wake-up"
         )
+
+
+def test_grid_sleep_ends_on_a_grid_instant_and_a_cancelled_one_leaves_no_booking() -> None:
+    async def scenario() -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await grid_sleep(0.05)
+        woke = loop.time()
+        sleeper = asyncio.ensure_future(grid_sleep(10.0))
+        await asyncio.sleep(0)
+        booked = len(Grid.of(loop)._due)
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeper
+        return woke - started, woke, booked - len(Grid.of(loop)._due)
+
+    slept, woke, released = asyncio.run(scenario())
+    assert 0.05 <= slept < 0.05 + GRID_S + 0.015
+    assert woke - math.floor(woke / GRID_S + 1e-9) * GRID_S < 0.015, "woke between instants"
+    assert released == 1

@@ -227,6 +227,8 @@ def test_a_late_pop_keeps_each_items_scheduled_deadline() -> None:
     items = jb.pop(10.5)  # 400 ms after the last one was due
     assert [seq_of(item) for item in items] == [0, 1, 2, 3, 4]
     assert jb.last_deadline == pytest.approx(10.0 + 4 * 0.02 + 0.04)
+    due = [jb.deadline_of(item.timestamp) for item in items]
+    assert due == pytest.approx([10.0 + index * 0.02 + 0.04 for index in range(5)])
 
 
 def test_a_sender_falling_behind_its_timestamps_moves_the_schedule_with_it() -> None:
