@@ -74,7 +74,9 @@ RSS_TARGET_MB = 120.0
 STEADY_SKIP_S = 2.0
 """The steady-state CPU window starts this long after the answer (call set-up excluded)."""
 PROBE_FIRST_S = 3.0
-PROBE_PERIOD_S = 5.0
+PROBE_PERIOD_S = 5.037
+"""No multiple of sip2rtmp's 40 ms loop grid or 200 ms media tick: the eleven onsets of a
+60 s call fall at phases spread over two ticks, not at one phase that luck picks per run."""
 PROBE_MUTED_S = 1.0
 ONSET_QUIET_S = 0.4
 """An onset is the first loud sample after at least this long without one."""

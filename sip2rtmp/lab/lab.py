@@ -54,6 +54,11 @@ DEFAULT_RUN_DIR = Path("/tmp/sip2rtmp-lab")
 TONE_SAMPLE_RATE = 8000
 TONE_SECONDS = 600
 """baresip's aufile source plays its file once, so the tone is longer than any lab call."""
+TONE_NOISE_DBFS = -60.0
+"""The tone's noise floor, about a quiet room through a phone's microphone. A digitally pure
+tone is no call's audio, and it drives FFmpeg's AAC encoder into its costliest state: the
+tone cannot use the bit budget, so the rate control keeps raising the quality it aims for
+(three times the CPU per frame of the same tone with this floor)."""
 
 KAMAILIO = "kamailio"
 NGINX = "nginx"
@@ -205,7 +210,7 @@ class Lab:
         return sorted(self.recordings_dir.glob(pattern), key=_mtime)
 
     def tone_path(self, hz: int) -> Path:
-        return self.run_dir / "media" / f"tone-{hz}.wav"
+        return self.run_dir / "media" / f"tone-{hz}-floor{-TONE_NOISE_DBFS:g}.wav"
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -588,10 +593,13 @@ class Lab:
 
 
 def write_tone(path: Path, hz: float, seconds: float = TONE_SECONDS) -> None:
-    """Write a mono 16-bit sine WAV at TONE_SAMPLE_RATE, atomically (callees may be reading)."""
+    """Write a mono 16-bit sine WAV at TONE_SAMPLE_RATE over a TONE_NOISE_DBFS white noise
+    floor (the same noise for every file of a frequency), atomically (callees may be
+    reading)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * TONE_SAMPLE_RATE)) / TONE_SAMPLE_RATE
-    samples = (0.3 * 32767 * np.sin(2 * math.pi * hz * t)).astype("<i2")
+    noise = np.random.default_rng(int(hz)).standard_normal(t.size) * 10 ** (TONE_NOISE_DBFS / 20)
+    samples = ((0.3 * np.sin(2 * math.pi * hz * t) + noise) * 32767).astype("<i2")
     partial = path.with_suffix(".partial")
     with wave.open(str(partial), "wb") as out:
         out.setnchannels(1)
