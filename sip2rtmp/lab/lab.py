@@ -55,10 +55,9 @@ TONE_SAMPLE_RATE = 8000
 TONE_SECONDS = 600
 """baresip's aufile source plays its file once, so the tone is longer than any lab call."""
 TONE_NOISE_DBFS = -60.0
-"""The tone's noise floor, about a quiet room through a phone's microphone. A digitally pure
-tone is no call's audio, and it drives FFmpeg's AAC encoder into its costliest state: the
-tone cannot use the bit budget, so the rate control keeps raising the quality it aims for
-(three times the CPU per frame of the same tone with this floor)."""
+"""The tone's noise floor, about a quiet room through a phone's microphone: a digitally pure
+tone is no call's audio, and the AAC encoder's cost depends on what it is fed
+(docs/performance.md)."""
 
 KAMAILIO = "kamailio"
 NGINX = "nginx"
