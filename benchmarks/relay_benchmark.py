@@ -102,11 +102,16 @@ class Case:
     offer, and answers sip2rtmp's offer with mode 0 too.
     """
     summary: str
+    audio_codec: str | None = None
+    """The one audio codec both runs offer; None: sip2rtmp offers all it has, and the baseline
+    the one that call agreed on."""
 
 
 CASES = {
     "audio": Case("tone", None, "audio only, the baseline adds a black slate"),
+    "g711": Case("pcmu", None, "audio only in G.711 µ-law: nothing above 4 kHz"),
     "h264": Case("video", "H264/0", "H.264 640x480 25 fps passed through"),
+    "h264-g711": Case("video", "H264/0", "H.264 passed through, G.711 µ-law audio", "PCMU"),
     "vp8": Case("vp8", "VP8", "VP8 640x480 25 fps transcoded to H.264"),
 }
 
@@ -641,6 +646,7 @@ class Options:
     capture: bool
     probe: bool
     work_dir: Path
+    audio_codec: str | None = None
 
 
 def _stamp() -> str:
@@ -714,6 +720,7 @@ def run_sip2rtmp(options: Options) -> Run:
         "--rtmp-stream",
         stream_key,
         *([] if options.video_codec else ["--no-video"]),
+        *(["--audio-codecs", options.audio_codec] if options.audio_codec else []),
         "--max-duration",
         f"{options.duration:g}",
         "--json",
@@ -1286,6 +1293,7 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration,
             callee=args.callee or case.callee,
             video_codec=case.video_codec,
+            audio_codec=case.audio_codec,
             capture=capture,
             probe=capture and not args.no_probe,
             work_dir=work_dir,

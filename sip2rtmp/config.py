@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from sip2rtmp.errors import UsageError
+from sip2rtmp.sip.sdp import DEFAULT_AUDIO_CODECS, audio_codecs_named
 
 Transport = Literal["udp", "tcp", "tls"]
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
@@ -95,6 +96,8 @@ class CallSettings:
     """A CA file to trust for the SIP server's TLS certificate instead of the system store."""
     ring_timeout: float = 60.0
     media_timeout: float = 15.0
+    audio_codecs: tuple[str, ...] = DEFAULT_AUDIO_CODECS
+    """What the offer lists for audio, the preferred first."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
     """Every value that must never appear in any output (password, stream keys)."""
 
@@ -188,6 +191,19 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{'/'.join(path_parts)}"
 
 
+def parse_audio_codecs(text: str) -> tuple[str, ...]:
+    """``--audio-codecs``: a comma-separated list such as ``PCMU,PCMA``, the preferred first."""
+    names = [name for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"--audio-codecs needs at least one of {', '.join(DEFAULT_AUDIO_CODECS)}")
+    try:
+        return audio_codecs_named(names)
+    except ValueError as error:
+        raise UsageError(
+            f"--audio-codecs: {error}; choose from {', '.join(DEFAULT_AUDIO_CODECS)}"
+        ) from None
+
+
 def build_call_settings(
     *,
     callee: str | None,
@@ -209,6 +225,7 @@ def build_call_settings(
     media_timeout: float,
     has_recording: bool = False,
     sip_tls_ca: str | None = None,
+    audio_codecs: str | None = None,
 ) -> CallSettings:
     """Check every value and derive the rest; raises UsageError with one line."""
     if not callee:
@@ -229,6 +246,7 @@ def build_call_settings(
     ):
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be a positive number of seconds")
+    offered_audio = parse_audio_codecs(audio_codecs) if audio_codecs else DEFAULT_AUDIO_CODECS
     uri = callee_uri(callee, sip_domain)
     default_port = DEFAULT_SIPS_PORT if transport == "tls" else DEFAULT_SIP_PORT
     proxy = (
@@ -258,6 +276,7 @@ def build_call_settings(
         rtmp_targets=targets,
         audio=audio,
         video=video,
+        audio_codecs=offered_audio,
         call_id=call_id or str(uuid.uuid4()),
         max_duration=max_duration,
         sip_tls_ca=sip_tls_ca,

@@ -119,6 +119,12 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             help="AAC channels in the stream: 1 (mono) or 2 (stereo).",
         ),
         click.option(
+            "--audio-codecs",
+            metavar="LIST",
+            hidden=hidden,
+            help="Audio codecs to offer, the preferred first (default: opus,G722,PCMU,PCMA).",
+        ),
+        click.option(
             "--audio/--no-audio",
             default=True,
             show_default=True,
@@ -363,5 +369,6 @@ SETTINGS_FLAGS = (
     "max_duration",
     "ring_timeout",
     "media_timeout",
+    "audio_codecs",
 )
 """Flags passed to `build_call_settings` as they are."""

@@ -5,9 +5,9 @@ every NAL unit byte for byte, in-band SPS/PPS included. The outputs' AVC sequenc
 built from the callee's own SPS/PPS, so the FLV stream describes exactly what the callee
 encoded; a keyframe whose in-band SPS/PPS differ (a new picture size, a restarted encoder)
 carries the new record for the outputs to announce. Only the timestamps change: the 90 kHz
-RTP clock (RFC 6184 §5.1) is mapped onto the pipeline's media clock, anchored at the first
-access unit's playout time, or at the capture time the sender reports give once they are
-known (lip sync, RFC 3550 §6.4.1). That placement and the hand-over to the media thread
+RTP clock (RFC 6184 §5.1) is mapped onto the pipeline's media clock, following each access
+unit's playout time, or the capture time the sender reports give once they are known (lip
+sync, RFC 3550 §6.4.1). That placement and the hand-over to the media thread
 (``CalleeVideo``) serve the transcoder too.
 """
 
@@ -71,11 +71,15 @@ class VideoTimeline:
     """Places a callee's frames, by their 90 kHz RTP timestamps, on the pipeline's media clock.
 
     Shared by every source of the callee's video, passed through or transcoded. Timestamps are
-    unwrapped (RFC 3550 §5.1) and anchored on a reference instant in media ticks: when the
-    frame played out, or, once ``sync_to`` gets a capture clock that knows, when the audio
-    captured with it plays (RFC 3550 §6.4.1). DTS always increase, and a frame that lands off
-    the reference by more than ``max_drift_s`` (a jump, a sender clock running away)
-    re-anchors the timeline.
+    unwrapped (RFC 3550 §5.1) and follow a reference instant in media ticks: when the frame
+    played out of the jitter buffer, or, once ``sync_to`` gets a capture clock that knows,
+    when the audio captured with it plays (RFC 3550 §6.4.1). The first frame anchors the
+    timeline on its reference, or on media time 0 if it played out before the pipeline
+    started; later frames stack by RTP time and slew toward their reference by at most half a
+    frame earlier or one frame later per frame, so DTS keep increasing, no jump exceeds a
+    frame, and a start held back to media time 0 catches up within a few frames instead of
+    leaving the video late for the whole call. A frame that lands off the reference by more
+    than ``max_drift_s`` (a jump, a sender clock running away) re-anchors the timeline.
     """
 
     def __init__(self, max_drift_s: float = 0.5) -> None:
@@ -99,12 +103,10 @@ class VideoTimeline:
         self._offset = None
 
     def sync_to(self, capture_time: CaptureClock) -> None:
-        """Place frames by capture time instead of arrival once ``capture_time`` knows.
+        """Place frames by capture time instead of playout time once ``capture_time`` knows.
 
         ``capture_time`` maps an RTP timestamp to the media time of the audio captured at the
-        same instant, or None while the sender reports are missing. The placement then slews
-        toward it by at most half a frame earlier or one frame later per frame, so DTS keep
-        increasing and no jump exceeds a frame.
+        same instant, or None while the sender reports are missing.
         """
         self._capture_time = capture_time
 
@@ -115,17 +117,13 @@ class VideoTimeline:
         arrival_ticks = round((arrival - self._origin) * VIDEO_CLOCK)
         target = self._capture_time(timestamp) if self._capture_time else None
         if target is None:
-            return self.stamp(timestamp, arrival_ticks)
+            return self._stamp(timestamp, arrival_ticks)
         reference = round(target * VIDEO_CLOCK)
         self.av_skew = (arrival_ticks - reference) / VIDEO_CLOCK
-        return self.stamp(timestamp, reference, slew=True)
+        return self._stamp(timestamp, reference)
 
-    def stamp(self, timestamp: int, reference: int, *, slew: bool = False) -> int:
-        """DTS (media ticks) of the frame with RTP ``timestamp``, anchored on ``reference``.
-
-        With ``slew``, the placement moves toward ``reference`` by at most half a frame
-        earlier or one frame later per frame, so no jump exceeds a frame.
-        """
+    def _stamp(self, timestamp: int, reference: int) -> int:
+        """DTS (media ticks) of the frame with RTP ``timestamp``, slewing toward ``reference``."""
         if self._offset is None:
             self._raw_ts = self._ext_ts = timestamp
             self._offset = max(reference, self._last_dts + 1) - timestamp
@@ -133,7 +131,7 @@ class VideoTimeline:
             delta = ((timestamp - self._raw_ts + _HALF) & 0xFFFFFFFF) - _HALF
             self._raw_ts = timestamp
             self._ext_ts += delta
-            if slew and delta > 0:
+            if delta > 0:
                 error = reference - self._ext_ts - self._offset
                 self._offset += max(-(delta // 2), min(error, delta))
         dts = self._ext_ts + self._offset

@@ -202,6 +202,7 @@ class Relay:
             self._leg.port,
             self._video.port if self._video is not None else None,
             session_id=int(time.time()),
+            audio_codecs=self.settings.audio_codecs,
             video_codecs=OFFERED_CODECS,
         )
         # Rendered while it rings, so that an answered call's stream starts without waiting.
@@ -548,6 +549,8 @@ class Relay:
                 "sent": video.frames_sent,
                 "received": video.jitter.received if video.jitter else 0,
                 "lost": video.jitter.lost if video.jitter else 0,
+                "jitter_ms": round(video.jitter.jitter_ms, 1) if video.jitter else 0.0,
+                "depth_ms": round(video.jitter.depth_ms, 1) if video.jitter else 0.0,
                 "av_skew_ms": None if skew is None else round(1000 * skew),
             }
         return snapshot

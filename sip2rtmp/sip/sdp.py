@@ -364,6 +364,21 @@ _VIDEO_OFFER = {
     "VP8": _Codec("VP8", 98, 90000, 1, None, _VIDEO_FEEDBACK),
 }
 DEFAULT_AUDIO_CODECS = ("opus", "G722", "PCMU", "PCMA")
+
+
+def audio_codecs_named(names: Sequence[str]) -> tuple[str, ...]:
+    """The offer's names for audio codecs written in any case (``pcmu`` is ``PCMU``), each
+    once, in the order given; ValueError names the first that cannot be offered."""
+    known = {name.upper(): name for name in _AUDIO_OFFER}
+    offered: dict[str, None] = {}
+    for name in names:
+        canonical = known.get(name.strip().upper())
+        if canonical is None:
+            raise ValueError(f"unknown audio codec {name.strip()!r}")
+        offered[canonical] = None
+    return tuple(offered)
+
+
 DEFAULT_VIDEO_CODECS = ("H264", "H264/0", "VP8")
 
 

@@ -221,6 +221,22 @@ def test_h264_passes_through_unchanged_with_2s_keyframes(
     assert stats["keyframe_requests"] >= 2
 
 
+def test_a_g711_call_with_h264_video(start_call: Any, lab: Lab) -> None:
+    """`--audio-codecs` narrows the offer: the H.264 callee answers with PCMU, which a PBX
+    that only speaks G.711 would do, and its video still passes through beside it."""
+    run = start_call("video", "--audio-codecs", "pcmu,PCMA", "--max-duration", "6").wait(30)
+    assert run.returncode == 0, run.stderr
+    established = next(e for e in run.events if e.get("status") == "ESTABLISHED")
+    assert (established["audio"]["codec"], established["video"]["codec"]) == ("PCMU", "H264")
+    assert run.last("video")["mode"] == "passthrough"
+    paths = lab.recordings(run.stream_key)
+    assert len(paths) == 1, paths
+    recording = read_recording(paths[0])
+    assert [(s.kind, s.codec) for s in recording.streams] == [("video", "h264"), ("audio", "aac")]
+    samples = decode_audio(paths[0])[48000:]
+    assert tone_seconds(samples, 48000, account("video").tone_hz or 0).mean() >= 0.9
+
+
 def test_vp8_is_transcoded_to_h264_at_the_callees_size(
     start_call: Any, lab: Lab, vp8_capture: tuple[Path, subprocess.Popen[str]]
 ) -> None:

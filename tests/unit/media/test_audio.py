@@ -122,3 +122,48 @@ def test_decoded_aac_plays_each_sound_at_its_own_time(tmp_path: Path) -> None:
     first = float(frames[0].pts * frames[0].time_base)
     heard_s = first + int(np.argmax(np.abs(decoded) > 0.25)) / AUDIO_RATE
     assert heard_s == pytest.approx(onset_s, abs=0.002)
+
+
+def _aac_round_trip(signal: np.ndarray, bit_rate: int) -> tuple[list[int], np.ndarray]:
+    """Sizes of the AAC packets `signal` (mono, AUDIO_RATE) encodes to, and their decoding."""
+    encoder = AacEncoder(bit_rate=bit_rate)
+    decoder = av.CodecContext.create("aac", "r")
+    decoder.extradata = encoder.template.codec_context.extradata
+    frame = encoder.frame_size
+    sizes, decoded = [], []
+    for position in range(0, signal.shape[1] - frame + 1, frame):
+        for packet in encoder.encode(signal[:, position : position + frame], position):
+            sizes.append(len(packet.data))
+            decoded += [f.to_ndarray()[0] for f in decoder.decode(av.Packet(packet.data))]
+    return sizes, np.concatenate(decoded)
+
+
+def test_aac_bit_rate_is_a_ceiling_for_audio_that_wants_more() -> None:
+    """Broadband noise could use any bit rate: no frame may take more than its share of it,
+    so an ingest never sees the stream run over what it announced."""
+    noise = np.random.default_rng(7).uniform(-0.5, 0.5, (1, AUDIO_RATE * 2)).astype(np.float32)
+    sizes, _ = _aac_round_trip(noise, 64_000)
+    budget_bytes = -(-(64_000 * AacEncoder.frame_size // AUDIO_RATE) // 8)
+    assert max(sizes) <= budget_bytes
+    assert sum(sizes) * 8 / 2.0 > 0.8 * 64_000, "the rate is used, not starved"
+
+
+def test_narrowband_audio_is_coded_at_full_quality_below_the_bit_rate() -> None:
+    """Telephone-band audio cannot use 128 kb/s: it comes out at the encoder's full quality
+    (what it decodes to matches what went in), spending only what it needs."""
+    decoder = AudioDecoder("PCMU")
+    two_tones = sine(440, 8000, 2.0, 8000) + sine(1700, 8000, 2.0, 4000)
+    signal = np.concatenate(
+        [
+            chunk.samples
+            for index, payload in enumerate(encode_payloads("PCMU", two_tones))
+            for chunk in decoder.decode(payload, index * 160)
+        ],
+        axis=1,
+    )
+    sizes, decoded = _aac_round_trip(signal, 128_000)
+    assert sum(sizes) * 8 / 2.0 < 0.75 * 128_000
+    source = signal[0, AUDIO_RATE // 2 : AUDIO_RATE]
+    error = decoded[AUDIO_RATE // 2 : AUDIO_RATE] - source
+    snr_db = 10 * np.log10(np.sum(source**2) / np.sum(error**2))
+    assert snr_db > 40

@@ -10,7 +10,7 @@ import pytest
 from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.output import RtmpOutput
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
-from sip2rtmp.media.passthrough import PassthroughVideo
+from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.rtp.h264 import (
     AccessUnit,
     avc_decoder_configuration_record,
@@ -70,7 +70,7 @@ def test_rtp_time_maps_onto_media_time_across_the_wrap(units: list[AccessUnit]) 
     source = PassthroughVideo(*_parameter_sets(units))
     source.start(100.0)
     for index, unit in enumerate(units):
-        source.push(unit, 100.5 + index * 0.04 + (0.01 if index % 2 else 0.0))  # jittery arrival
+        source.push(unit, 100.5 + index * 0.04)
     packets = source.packets_until(10.0)
     assert [p.dts for p in packets] == [45_000 + i * FRAME for i in range(len(units))]
     assert all(p.pts == p.dts for p in packets)
@@ -88,12 +88,41 @@ def test_packets_come_out_once_when_due(units: list[AccessUnit]) -> None:
     assert [p.dts for p in source.packets_until(1.0)] == [3 * FRAME, 4 * FRAME]
 
 
-def test_arrival_before_the_origin_starts_at_zero(units: list[AccessUnit]) -> None:
+def test_video_played_out_before_the_origin_starts_at_zero_and_catches_up(
+    units: list[AccessUnit],
+) -> None:
+    """The first frame was due 30 ms before media time 0: it goes at 0, and the next ones
+    step back onto their schedule by at most half a frame each, so the video is not left
+    30 ms behind the audio for the rest of the call."""
     source = PassthroughVideo(*_parameter_sets(units))
     source.start(10.0)
-    source.push(units[0], 9.97)
-    source.push(units[1], 10.01)
-    assert [p.dts for p in source.packets_until(1.0)] == [0, FRAME]
+    for index, unit in enumerate(units[:5]):
+        source.push(unit, 9.97 + index * 0.04)
+    schedule = [round((index * 0.04 - 0.03) * VIDEO_CLOCK) for index in range(5)]
+    assert [p.dts for p in source.packets_until(1.0)] == [0, FRAME // 2, *schedule[2:]]
+
+
+def test_placement_follows_a_schedule_that_moves_later_a_frame_at_a_time(
+    units: list[AccessUnit],
+) -> None:
+    """The jitter buffer deepened by 100 ms after the fourth frame: the video follows it at
+    most one frame's duration per frame, DTS increasing, without a re-anchor."""
+    source = PassthroughVideo(*_parameter_sets(units))
+    source.start(0.0)
+    due = [index * 0.04 + (0.1 if index >= 4 else 0.0) for index in range(10)]
+    for unit, at in zip(units[:10], due, strict=True):
+        source.push(unit, at)
+    dts = [p.dts for p in source.packets_until(10.0)]
+    assert dts == [
+        0,
+        FRAME,
+        2 * FRAME,
+        3 * FRAME,
+        5 * FRAME,
+        7 * FRAME,
+        *(round(at * VIDEO_CLOCK) for at in due[6:]),
+    ]
+    assert source.timeline.resyncs == 0
 
 
 def test_backwards_or_drifting_timestamps_reanchor_and_dts_still_increases(
@@ -106,7 +135,7 @@ def test_backwards_or_drifting_timestamps_reanchor_and_dts_still_increases(
     source.push(units[2], 2.0)  # arrived 2 s late for its timestamp
     source.push(units[4], 2.04)
     dts = [p.dts for p in source.packets_until(10.0)]
-    assert dts == [0, 3600, 180_000, 180_000 + 2 * FRAME]
+    assert dts == [0, 3600, 180_000, 180_000 + FRAME]  # two frames of RTP time, one played out
     assert source.timeline.resyncs == 2
     source.resync()
     source.push(units[0], 3.0)  # a new RTP timeline starts at its arrival

@@ -84,7 +84,7 @@ def transcode(frames: list[Vp8Frame] | list[AccessUnit], source: TranscodedVideo
     """Push frames at 25 fps of playout time, 1 s after media time 0, then drain."""
     source.start(100.0)
     for index, frame in enumerate(frames):
-        source.push(frame, 101.0 + index * 0.04 + (0.01 if index % 2 else 0.0))
+        source.push(frame, 101.0 + index * 0.04)
     source.close()
 
 

@@ -12,6 +12,7 @@ from sip2rtmp.sip.sdp import (
     SdpParseError,
     SessionDescription,
     answer_offer,
+    audio_codecs_named,
     build_offer,
     negotiate,
 )
@@ -101,6 +102,19 @@ def test_offer_contents() -> None:
     assert "VP8" in {m.encoding for m in video.rtpmaps().values()}
     assert video.rtcp_fb(h264[0]) == {"nack pli", "ccm fir"}
     assert offer().endswith("\r\n") and "\r\n\r\n" not in offer()
+
+
+def test_offer_lists_only_the_chosen_audio_codecs_in_their_order() -> None:
+    chosen = audio_codecs_named(["pcmu", " PCMA", "PCMU"])
+    assert chosen == ("PCMU", "PCMA")
+    sdp = SessionDescription.parse(
+        build_offer("192.0.2.1", 4000, session_id=1, audio_codecs=chosen)
+    )
+    audio = sdp.media[0]
+    codecs = [audio.rtpmaps()[pt].encoding for pt in audio.payload_types]
+    assert [c for c in codecs if c != "telephone-event"] == ["PCMU", "PCMA"]
+    with pytest.raises(ValueError, match="'G729'"):
+        audio_codecs_named(["PCMU", "G729"])
 
 
 def test_dynamic_payload_types_match_by_name_and_rate() -> None:
