@@ -33,6 +33,7 @@ from sip2rtmp.cli.summary import (
     codec_text,
     rtp_parts,
     size_text,
+    video_parts,
 )
 from sip2rtmp.status import CallStatus, RelayControl, RelayEvent
 
@@ -150,6 +151,9 @@ class LiveView:
         self._media: list[str] = []
         self._level_dbfs: float | None = None
         self._rtp: dict[str, Any] = {}
+        self._video_carries = ""
+        """What the stream's video carries, from the latest `video` event."""
+        self._video: dict[str, Any] = {}
         self._outputs: dict[str, dict[str, Any]] = {}
         self._dtmf = {"sent": "", "received": ""}
         self._request = ""
@@ -233,6 +237,8 @@ class LiveView:
             self._dtmf[direction] = (self._dtmf[direction] + str(data.get("digit", "")))[-16:]
             if direction == "sent":
                 self._request = ""
+        elif name == "video":
+            self._video_carries = _video_carries(data)
         elif name == "stats":
             self._apply_stats(data, now)
 
@@ -267,6 +273,9 @@ class LiveView:
         rtp = data.get("rtp")
         if isinstance(rtp, dict):
             self._rtp = rtp
+        video = data.get("video")
+        if isinstance(video, dict):
+            self._video = video
         for output in data.get("outputs") or []:
             self._apply_output(output, now)
             self._outputs[str(output.get("target", "?"))].update(output)
@@ -317,6 +326,10 @@ class LiveView:
         grid.add_row("Level", _meter(self._level_dbfs))
         rtp = ", ".join(f"{label} {value}" for label, value in rtp_parts(self._rtp))
         grid.add_row("RTP", self._text(rtp or "—"))
+        if self._video_carries or self._video:
+            parts = ", ".join(f"{label} {value}" for label, value in video_parts(self._video))
+            carries = self._video_carries or str(self._video.get("mode", ""))
+            grid.add_row("Video", self._text(f"{carries}   {parts}".strip()))
         if self._dtmf["sent"] or self._dtmf["received"]:
             grid.add_row(
                 "DTMF",
@@ -356,6 +369,14 @@ class LiveView:
             return "--:--"
         until = self._ended_at if self._ended_at is not None else self._clock()
         return clock_text(max(until - since, 0.0))
+
+
+def _video_carries(data: Mapping[str, Any]) -> str:
+    """A `video` event in words: ``passthrough 640x480``, ``slate (callee video stopped)``."""
+    mode = str(data.get("mode", "?"))
+    if "width" in data and "height" in data:
+        return f"{mode} {data['width']}x{data['height']}"
+    return f"{mode} ({data['reason']})" if data.get("reason") else mode
 
 
 def _meter(level_dbfs: float | None) -> Text:

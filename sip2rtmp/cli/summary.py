@@ -70,8 +70,10 @@ def summary_line(event: RelayEvent) -> str:
         words.append(f"duration={clock_text(float(duration))}")
     rtp = data.get("rtp")
     if isinstance(rtp, dict):
-        parts = rtp_parts(rtp)
-        words.append("rtp=" + ",".join(f"{k}:{v.replace(' ', '')}" for k, v in parts))
+        words.append(f"rtp={_compact(rtp_parts(rtp))}")
+    video = data.get("video")
+    if isinstance(video, dict):
+        words.append(f"video={video.get('mode', '?')},{_compact(video_parts(video))}")
     level = data.get("level_dbfs")
     if isinstance(level, (int, float)):
         words.append(f"level={level:.1f}dBFS")
@@ -85,6 +87,11 @@ def summary_line(event: RelayEvent) -> str:
         ]
         words.append("output=" + ",".join(field.replace(" ", "") for field in fields))
     return " ".join(words)
+
+
+def _compact(parts: list[tuple[str, str]]) -> str:
+    """(label, value) pairs as one word: ``loss:0.1%,jitter:4.2ms``."""
+    return ",".join(f"{label}:{value.replace(' ', '')}" for label, value in parts)
 
 
 def codec_text(value: object) -> str:
@@ -108,6 +115,25 @@ def rtp_parts(rtp: Mapping[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, (int, float)):
             parts.append((label, f"{value:.1f}{unit}"))
     parts += [(key, str(rtp[key])) for key in ("received", "lost", "late") if key in rtp]
+    return parts
+
+
+def video_parts(video: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The callee's video as (label, value) pairs: what the stream carried, what was lost,
+    how often a keyframe was asked for, and the A/V skew once sender reports told it."""
+    parts = [
+        (label, str(video[key]))
+        for key, label in (
+            ("frames", "frames"),
+            ("keyframes", "keyframes"),
+            ("lost", "lost"),
+            ("keyframe_requests", "requests"),
+        )
+        if key in video
+    ]
+    skew = video.get("av_skew_ms")
+    if isinstance(skew, (int, float)):
+        parts.append(("skew", f"{skew:.0f} ms"))
     return parts
 
 

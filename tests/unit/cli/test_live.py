@@ -142,6 +142,48 @@ def test_a_call_in_progress_shows_status_timers_codecs_level_and_outputs(clock: 
     assert "q hang up" in text
 
 
+VIDEO_STATS = {
+    "mode": "passthrough",
+    "slate_switches": 0,
+    "frames": 1500,
+    "keyframes": 30,
+    "dropped": 0,
+    "keyframe_requests": 31,
+    "sent": 300,
+    "received": 9000,
+    "lost": 12,
+    "jitter_ms": 1.1,
+    "depth_ms": 40.0,
+    "av_skew_ms": 287,
+}
+
+
+def video_stats() -> RelayEvent:
+    event = stats(-20.0)
+    return RelayEvent("stats", data={**event.data, "video": VIDEO_STATS})
+
+
+def test_a_video_call_shows_what_the_stream_carries(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), RecordingControl(), call_id="weekly-42", clock=clock)
+    feed(view, clock, call_until_established(clock))
+    assert "Video" not in rendered(view), "no row before anything is known of the video"
+    view(RelayEvent("video", data={"mode": "slate", "reason": "no keyframe from the callee"}))
+    assert "Video         slate (no keyframe from the callee)" in rendered(view)
+    view(RelayEvent("video", data={"mode": "passthrough", "width": 640, "height": 480}))
+    view(video_stats())
+    assert (
+        "passthrough 640x480   frames 1500, keyframes 30, lost 12, requests 31, skew 287 ms"
+        in rendered(view)
+    )
+
+
+def test_an_audio_only_call_has_no_video_row(clock: FakeClock) -> None:
+    view = LiveView(Redactor(), RecordingControl(), call_id="weekly-42", clock=clock)
+    feed(view, clock, call_until_established(clock))
+    view(stats(-20.0))
+    assert "Video" not in rendered(view)
+
+
 def test_level_meter_grows_with_the_level(clock: FakeClock) -> None:
     view = LiveView(Redactor(), clock=clock)
     assert "no audio yet" in rendered(view)
@@ -305,6 +347,16 @@ def test_summary_line_is_compact() -> None:
         "level=-23.4dBFS",
         f"output={TARGET},live,2.51Mbit/s,12.3MB,reconnects:1",
     ]
+
+
+def test_summary_line_of_a_video_call_says_what_the_video_carries() -> None:
+    words = summary_line(video_stats()).split(" ")
+    assert "video=passthrough,frames:1500,keyframes:30,lost:12,requests:31,skew:287ms" in words
+    without_skew = {**VIDEO_STATS, "av_skew_ms": None}
+    event = RelayEvent("stats", data={**stats(-20.0).data, "video": without_skew})
+    assert "video=passthrough,frames:1500,keyframes:30,lost:12,requests:31" in summary_line(
+        event
+    ).split(" ")
 
 
 def test_refresh_from_another_thread_is_safe(clock: FakeClock) -> None:
