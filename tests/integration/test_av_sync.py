@@ -90,7 +90,9 @@ def test_video_meets_audio_by_capture_time(peer: AvPeer, expected: float, tmp_pa
     measured = offsets(record)
     assert len(measured) >= 3, measured
     median = float(np.median(measured))
-    assert abs(median - expected) <= 0.04, measured
+    # 40 ms is what lip sync needs; placement is exact to a few ms, so 20 ms also catches a
+    # bias of up to a frame (as when a first frame held back to media time 0 stayed late).
+    assert abs(median - expected) <= 0.02, measured
     stats = [e["video"] for e in call.events if e.get("event") == "stats" and "video" in e]
     skew = stats[-1]["av_skew_ms"]
     if expected:
