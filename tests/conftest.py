@@ -5,9 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sip2rtmp.errors import LabError
 from sip2rtmp.lab import Lab
+
+FUZZ_EXAMPLES = 10_000
+"""Examples per parser in the `fuzz` profile, which CI runs on the tests marked `fuzz`."""
+
+settings.register_profile("sip2rtmp", deadline=None, max_examples=200)
+settings.register_profile(
+    "fuzz",
+    deadline=None,
+    max_examples=FUZZ_EXAMPLES,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("sip2rtmp")
 
 
 @pytest.fixture(scope="session")
