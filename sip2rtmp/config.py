@@ -8,17 +8,22 @@ rtmpUrl, rtmpStream, hasAudio, hasVideo, callId. docs/cli.md has the mapping tab
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from sip2rtmp.errors import UsageError
+from sip2rtmp.sip import address
+from sip2rtmp.sip.address import AddressError, MissingDomainError
+from sip2rtmp.sip.message import parse_uri
 from sip2rtmp.sip.sdp import DEFAULT_AUDIO_CODECS, audio_codecs_named
 
 Transport = Literal["udp", "tcp", "tls"]
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
 DEFAULT_SIP_PORT = 5060
 DEFAULT_SIPS_PORT = 5061
+T = TypeVar("T")
 
 
 class Secret:
@@ -50,14 +55,18 @@ class Secret:
 
 @dataclass(frozen=True)
 class HostPort:
+    """A server to connect to: `host` as a resolver takes it (an IPv6 address unbracketed)."""
+
     host: str
     port: int | None = None
 
+    @property
+    def uri_host(self) -> str:
+        """The host as a SIP URI writes it (RFC 3261 §25.1 `IPv6reference` in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def __str__(self) -> str:
-        if self.port is None:
-            return self.host
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return address.format_hostport(self.uri_host, self.port)
 
 
 @dataclass(frozen=True)
@@ -69,10 +78,17 @@ class RtmpTarget:
 
     @property
     def display(self) -> str:
-        """The URL with its stream key masked: a stream key is a credential."""
-        if self.stream_key and self.url.endswith(self.stream_key):
-            return self.url[: -len(self.stream_key)] + mask(self.stream_key)
-        return self.url
+        """The URL with its credentials masked: stream key, password and query values."""
+        return redact_url(self.url, self.stream_key)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the URL holds that must never be shown: the key, a password, query values."""
+        parts = urlsplit(self.url)
+        items = (item.partition("=") for item in parts.query.split("&"))
+        query = [value if equals else name for name, equals, value in items]
+        found = (self.stream_key, parts.password or "", *query)
+        return tuple(value for value in found if value)
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,8 @@ class CallSettings:
     audio_codecs: tuple[str, ...] = DEFAULT_AUDIO_CODECS
     """What the offer lists for audio, the preferred first."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
-    """Every value that must never appear in any output (password, stream keys)."""
+    """Every value that must never appear in any output (password, stream keys, the passwords
+    and query values of RTMP URLs)."""
 
 
 def mask(value: str) -> str:
@@ -109,45 +126,36 @@ def mask(value: str) -> str:
     return value[:4] + "****"
 
 
+def checked(flag: str, parse: Callable[[str], T], text: str) -> T:
+    """`parse(text)`, its AddressError turned into the one-line UsageError naming `flag`."""
+    try:
+        return parse(text)
+    except AddressError as error:
+        raise UsageError(f"{flag}: {error}") from None
+
+
 def parse_host_port(text: str, what: str) -> HostPort:
-    """`host`, `host:port`, `[v6]:port`, tolerating a `sip:` prefix users paste from phones."""
-    value = text.strip()
+    """`host`, `host:port`, `[v6]:port` (RFC 3261 §25.1 `hostport`), tolerating the `sip:`
+    prefix and `;lr`-style parameters of a proxy URI users paste from phones."""
+    value = checked(what, address.check_printable, text)
     for prefix in ("sip:", "sips:"):
         if value.lower().startswith(prefix):
             value = value[len(prefix) :]
-    value = value.split(";", 1)[0]
-    if not value:
-        raise UsageError(f"{what} is empty")
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise UsageError(f"{what} {text!r} is not HOST[:PORT]")
-        port_text = rest[1:] if rest else ""
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-    else:
-        host, port_text = value, ""
-    if not host or any(c in host for c in " /@"):
-        raise UsageError(f"{what} {text!r} is not HOST[:PORT]")
-    if not port_text:
-        return HostPort(host)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"{what} {text!r} has an invalid port")
-    return HostPort(host, int(port_text))
+    host, port = checked(what, address.parse_hostport, value.split(";", 1)[0])
+    return HostPort(host.strip("[]"), port)
 
 
 def callee_uri(callee: str, domain: str | None) -> str:
-    """A SIP URI for the callee: `1001`, `1001@pbx.example` or a full `sip:`/`sips:` URI."""
-    value = callee.strip()
-    if not value:
-        raise UsageError("--callee is empty")
-    if value.lower().startswith(("sip:", "sips:")):
-        return value
-    if "@" in value:
-        return f"sip:{value}"
-    if not domain:
-        raise UsageError(f"--callee {value!r} has no host: give --sip-domain or a full SIP URI")
-    return f"sip:{value}@{domain}"
+    """The SIP or tel URI to call (see `sip2rtmp.sip.address.callee_uri` for the forms);
+    `domain` is a checked host[:port]."""
+    try:
+        return address.callee_uri(callee, domain)
+    except MissingDomainError as error:
+        raise UsageError(
+            f"--callee: {error}: give --sip-domain, user@host or a full SIP URI"
+        ) from None
+    except AddressError as error:
+        raise UsageError(f"--callee: {error}") from None
 
 
 def rtmp_targets(urls: tuple[str, ...], streams: tuple[str, ...]) -> tuple[RtmpTarget, ...]:
@@ -165,6 +173,8 @@ def rtmp_targets(urls: tuple[str, ...], streams: tuple[str, ...]) -> tuple[RtmpT
 
 
 def rtmp_target(url: str, stream_key: str) -> RtmpTarget:
+    checked("--rtmp-url", address.check_printable, url)
+    checked("--rtmp-stream", address.check_printable, stream_key)
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("rtmp", "rtmps") or not parts.hostname:
         raise UsageError(f"--rtmp-url {redact_url(url)!r} is not an rtmp:// or rtmps:// URL")
@@ -173,22 +183,37 @@ def rtmp_target(url: str, stream_key: str) -> RtmpTarget:
     except ValueError:
         raise UsageError(f"--rtmp-url {redact_url(url)!r} has an invalid port") from None
     base = url.strip()
-    if stream_key:
-        return RtmpTarget(url=base.rstrip("/") + "/" + stream_key.strip("/"), stream_key=stream_key)
+    key = stream_key.strip("/")
+    if key:
+        head, question, query = base.partition("?")
+        return RtmpTarget(url=f"{head.rstrip('/')}/{key}{question}{query}", stream_key=key)
     path_parts = [p for p in parts.path.split("/") if p]
     return RtmpTarget(url=base, stream_key=path_parts[-1] if len(path_parts) > 1 else "")
 
 
-def redact_url(url: str) -> str:
-    """An RTMP URL for an error message: the last path element may be a stream key."""
+def redact_url(url: str, stream_key: str = "") -> str:
+    """An RTMP URL fit to show: a userinfo password and every query value masked, and the
+    stream key (`stream_key`, else a last path element after the application's) that ends
+    the path."""
     parts = urlsplit(url.strip())
-    path_parts = parts.path.split("/")
-    if len(path_parts) > 2 and path_parts[-1]:
-        path_parts[-1] = mask(path_parts[-1])
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return f"{parts.scheme}://{netloc}{'/'.join(path_parts)}"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        hostport = f"{user}{':***' if colon else ''}@{hostport}"
+    path = trimmed = parts.path.rstrip("/")
+    segments = trimmed.split("/")
+    key = stream_key or (segments[-1] if len(segments) > 2 else "")
+    if key and trimmed.endswith(key):
+        path = trimmed[: -len(key)] + mask(key)
+    path += parts.path[len(trimmed) :]
+    query = "&".join(_masked_query_item(item) for item in parts.query.split("&") if item)
+    return urlunsplit((parts.scheme, hostport, path, query, ""))
+
+
+def _masked_query_item(item: str) -> str:
+    """`token=abc` → `token=****`: the name says what it is, the value may be a credential."""
+    name, equals, value = item.partition("=")
+    return f"{name}={mask(value)}" if equals else mask(name)
 
 
 def parse_audio_codecs(text: str) -> tuple[str, ...]:
@@ -247,27 +272,30 @@ def build_call_settings(
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be a positive number of seconds")
     offered_audio = parse_audio_codecs(audio_codecs) if audio_codecs else DEFAULT_AUDIO_CODECS
-    uri = callee_uri(callee, sip_domain)
-    default_port = DEFAULT_SIPS_PORT if transport == "tls" else DEFAULT_SIP_PORT
+    login = checked("--sip-login", address.escape_user, sip_login) if sip_login else ""
+    auth_name = (
+        checked("--sip-auth-name", address.check_printable, sip_auth_name)
+        if sip_auth_name
+        else sip_login or ""
+    )
+    domain = parse_host_port(sip_domain, "--sip-domain") if sip_domain else None
     proxy = (
         parse_host_port(sip_outbound_proxy, "--sip-outbound-proxy") if sip_outbound_proxy else None
     )
-    if proxy is not None:
-        server = HostPort(proxy.host, proxy.port or sip_port or default_port)
-    else:
-        host = sip_domain or _uri_host(uri)
-        domain_hp = parse_host_port(host, "--sip-domain")
-        server = HostPort(domain_hp.host, domain_hp.port or sip_port or default_port)
+    domain_text = str(domain) if domain else None
+    uri = callee_uri(callee, domain_text)
+    default_port = DEFAULT_SIPS_PORT if transport == "tls" else DEFAULT_SIP_PORT
+    where = proxy or domain or _callee_server(uri)
+    server = HostPort(where.host, where.port or sip_port or default_port)
     targets = rtmp_targets(rtmp_urls, rtmp_streams)
     if not targets and not has_recording:
         raise UsageError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP) or --record")
-    secrets = tuple(s for s in [sip_password or "", *(t.stream_key for t in targets)] if s)
-    login = sip_login or ""
+    secrets = tuple(filter(None, [sip_password, *(s for t in targets for s in t.secrets)]))
     return CallSettings(
         callee_uri=uri,
-        sip_domain=sip_domain or server.host,
+        sip_domain=domain_text or server.uri_host,
         sip_login=login,
-        sip_auth_name=sip_auth_name or login,
+        sip_auth_name=auth_name,
         sip_password=Secret(sip_password or ""),
         sip_transport=transport,
         sip_server=server,
@@ -277,7 +305,7 @@ def build_call_settings(
         audio=audio,
         video=video,
         audio_codecs=offered_audio,
-        call_id=call_id or str(uuid.uuid4()),
+        call_id=checked("--call-id", address.check_printable, call_id or str(uuid.uuid4())),
         max_duration=max_duration,
         sip_tls_ca=sip_tls_ca,
         ring_timeout=ring_timeout,
@@ -286,7 +314,9 @@ def build_call_settings(
     )
 
 
-def _uri_host(uri: str) -> str:
-    rest = uri.split(":", 1)[1]
-    host = rest.split("@", 1)[-1]
-    return host.split(";", 1)[0].split("?", 1)[0]
+def _callee_server(uri: str) -> HostPort:
+    """With neither proxy nor domain, requests go to the host of the callee's SIP URI."""
+    if not uri.startswith(("sip:", "sips:")):
+        raise UsageError("--callee: a tel: URI names no server: give --sip-domain")
+    callee = parse_uri(uri)
+    return HostPort(callee.host.strip("[]"), callee.port)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ import click
 import numpy as np
 
 from sip2rtmp.cli.options import relay_options, relay_request
-from sip2rtmp.config import CallSettings, RtmpTarget
+from sip2rtmp.cli.output import json_line, terminal_safe
+from sip2rtmp.config import CallSettings, RtmpTarget, parse_host_port
 from sip2rtmp.errors import (
     ExitCode,
     RtmpOutputFailed,
@@ -370,14 +370,16 @@ def check(ctx: click.Context, /, **flags: Any) -> int:
     outcomes: list[CheckResult] = []
     for results in run_checks(settings, announce, announce_loop, slate):
         for result in results:
-            text = json.dumps(result.record(), ensure_ascii=False) if as_json else result.line()
-            click.echo(redactor(text))
+            if as_json:
+                click.echo(redactor(json_line(result.record())))
+            else:
+                click.echo(terminal_safe(redactor(result.line())))
         outcomes += results
     failures = [result for result in outcomes if result.result is Result.FAIL]
     exit_code = failures[0].exit_code if failures else ExitCode.OK
     if as_json:
         summary = {"event": "checked", "ok": not failures, "exitCode": int(exit_code)}
-        click.echo(json.dumps(summary))
+        click.echo(json_line(summary))
     return exit_code
 
 
@@ -392,9 +394,12 @@ def run_checks(
 
 
 def _server_callee(login: str | None, domain: str | None, proxy: str | None) -> str:
-    """A stand-in callee, so `call`'s validation applies unchanged; with --no-register and no
-    --sip-domain, `call` takes the server from the callee's host, so this names the proxy."""
-    host = domain or proxy
-    if not host:
-        raise UsageError("missing --sip-domain or --sip-outbound-proxy: the SIP server to check")
-    return f"sip:{login or 'sip2rtmp'}@{host}"
+    """A stand-in callee, so `call`'s validation applies unchanged: the login, completed with
+    the domain; with --no-register and no --sip-domain, `call` takes the server from the
+    callee's host, so then it is the login at the proxy."""
+    user = login or "sip2rtmp"
+    if domain:
+        return user
+    if proxy:
+        return f"{user}@{parse_host_port(proxy, '--sip-outbound-proxy')}"
+    raise UsageError("missing --sip-domain or --sip-outbound-proxy: the SIP server to check")

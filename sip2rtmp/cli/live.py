@@ -25,7 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sip2rtmp.cli.output import Redactor
+from sip2rtmp.cli.output import Redactor, terminal_safe
 from sip2rtmp.cli.summary import (
     FINAL_STATUSES,
     bitrate_text,
@@ -288,8 +288,8 @@ class LiveView:
             return Group(self._summary(), self._output_table(), self._hint())
 
     def _text(self, value: object, style: str = "") -> Text:
-        """Event-derived text, redacted and never parsed as markup."""
-        return Text(self._redact(str(value)), style=style)
+        """Event-derived text, redacted, terminal-safe and never parsed as markup."""
+        return Text(terminal_safe(self._redact(str(value))), style=style)
 
     def _summary(self) -> Panel:
         grid = Table.grid(padding=(0, 2))

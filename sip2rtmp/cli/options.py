@@ -39,7 +39,7 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             "--callee",
             metavar="URI",
             hidden=hidden,
-            help="Who to call: an extension, user@host or a SIP URI.",
+            help="Who to call: an extension or number, user@host, or a sip:, sips: or tel: URI.",
         ),
         click.option(
             "--sip-login", metavar="USER", help="SIP account user (From and Contact user part)."

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from sip2rtmp.cli.output import Redactor, plain_line, timestamp
+from sip2rtmp.cli.output import Redactor, plain_line, terminal_safe, timestamp
 from sip2rtmp.status import CallStatus, RelayEvent
 
 FINAL_STATUSES = frozenset({CallStatus.FINISH, CallStatus.FAILED, CallStatus.BUSY})
@@ -57,7 +57,7 @@ class PlainSummary:
         self._write(plain_line(event))
 
     def _write(self, line: str) -> None:
-        self._stream.write(self._redact(line) + "\n")
+        self._stream.write(terminal_safe(self._redact(line)) + "\n")
         self._stream.flush()
 
 

@@ -102,7 +102,66 @@ def test_rtmp_targets_pairing_and_masking() -> None:
 
 
 def test_redactor_and_secret() -> None:
-    redact = Redactor(["abc", "abcdef"])
-    assert redact("x abcdef y abc") == "x *** y ***"
+    redact = Redactor(["abcdefgh", "abcdefghij"])
+    assert redact("x abcdefghij y abcdefgh") == "x *** y ***"
     assert str(Secret("pw")) == "***" and repr(Secret("pw")) == "Secret('***')"
     assert not Secret("")
+
+
+def test_login_is_escaped_and_the_auth_name_kept_as_typed() -> None:
+    s = settings(sip_login="desk#1", sip_auth_name=None)
+    assert s.sip_login == "desk%231"
+    assert s.sip_auth_name == "desk#1"
+    assert settings(sip_auth_name='DOM\\"x"').sip_auth_name == 'DOM\\"x"'
+
+
+@pytest.mark.parametrize(
+    ("domain", "uri_domain", "server"),
+    [
+        ("pbx.example.test:5080", "pbx.example.test:5080", HostPort("pbx.example.test", 5080)),
+        ("sip:pbx.example.test;transport=udp", "pbx.example.test", None),
+        ("2001:db8::1", "[2001:db8::1]", HostPort("2001:db8::1", 5060)),
+        ("[2001:db8::1]:5070", "[2001:db8::1]:5070", HostPort("2001:db8::1", 5070)),
+    ],
+)
+def test_the_domain_is_a_uri_host(domain: str, uri_domain: str, server: HostPort | None) -> None:
+    s = settings(sip_domain=domain)
+    assert s.sip_domain == uri_domain
+    assert s.callee_uri == f"sip:1001@{uri_domain}"
+    assert s.sip_server == (server or HostPort("pbx.example.test", 5060))
+
+
+def test_without_a_domain_an_ipv6_proxy_is_the_domain_in_brackets() -> None:
+    s = settings(sip_domain=None, register=False, callee="7@[2001:db8::7]",
+                 sip_outbound_proxy="[2001:db8::1]:5080")  # fmt: skip
+    assert s.sip_domain == "[2001:db8::1]"
+    assert s.sip_server == HostPort("2001:db8::1", 5080)
+
+
+def test_a_tel_callee_needs_a_server() -> None:
+    assert settings(callee="tel:+49-30-123").callee_uri == "tel:+49-30-123"
+    with pytest.raises(UsageError, match="tel:"):
+        settings(callee="tel:+49-30-123", sip_domain=None, register=False)
+
+
+def test_an_rtmp_url_with_a_bad_port_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="invalid port"):
+        settings(rtmp_urls=("rtmp://live.example.test:99999/app",))
+
+
+def test_credentials_in_rtmp_urls_are_masked_and_secret() -> None:
+    s = settings(
+        rtmp_urls=("rtmp://user:hunter2-pw@live.example.test/app?token=t0k3n-abc&x=1",),
+        rtmp_streams=("streamkey-0123",),
+    )
+    target = s.rtmp_targets[0]
+    assert target.url == (
+        "rtmp://user:hunter2-pw@live.example.test/app/streamkey-0123?token=t0k3n-abc&x=1"
+    )
+    assert target.display == "rtmp://user:***@live.example.test/app/stre****?token=t0k3****&x=****"
+    assert {"hunter2-pw", "t0k3n-abc", "streamkey-0123", "s3cret-Pw"} <= set(s.secrets)
+    assert redact_url("rtmp://u:p@h.test/app/key-abcdefgh?sig=zz") == (
+        "rtmp://u:***@h.test/app/key-****?sig=****"
+    )
+    embedded = rtmp_targets(("rtmp://h.test/app/key-abcdefgh/",), ())[0]
+    assert embedded.display == "rtmp://h.test/app/key-****/"
