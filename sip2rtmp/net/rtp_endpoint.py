@@ -8,6 +8,10 @@ loop's shared 40 ms grid (``sip2rtmp.net.grid``), which wakes anyway for playout
 so a call of 75 packets a second in costs 25 wake-ups instead of 125. The kernel stamps each
 datagram on arrival (``SO_TIMESTAMPNS``), so jitter, playout deadlines and RTCP round trips
 still use the true arrival time, not the drain time.
+
+The ports are open to anyone: every datagram passes the stream's ``SourceFilter``
+(``sip2rtmp.rtp.source``, where the rules are), which accepts the far end the SDP names or a
+consistent latched source, locks its address and SSRC, and decides where our RTP and RTCP go.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from sip2rtmp.rtp.rtcp import (
     ntp_from_unix,
     parse_compound,
 )
+from sip2rtmp.rtp.source import SourceChange, SourceFilter
 from sip2rtmp.rtp.stats import ReceiveStats
 
 __all__ = ["PortAllocationError", "RtcpHandler", "RtpEndpoint", "RtpHandler"]
@@ -49,6 +54,18 @@ RtcpHandler = Callable[[list[RtcpPacket], float], None]
 
 _MAX_SOURCES = 8  # remote SSRCs we keep statistics for
 _MAX_REPORT_BLOCKS = 31  # RFC 3550 §6.4: five-bit count
+
+
+def _log_source_change(change: SourceChange) -> None:
+    host, port = change.address
+    if change.previous is None:
+        log.info("RTP source %s:%d, SSRC %08x: %s", host, port, change.ssrc, change.reason)
+    else:
+        (old_host, old_port), old_ssrc = change.previous
+        log.info(
+            "RTP source changed from %s:%d, SSRC %08x to %s:%d, SSRC %08x: %s",
+            old_host, old_port, old_ssrc, host, port, change.ssrc, change.reason,
+        )  # fmt: skip
 
 
 class PortAllocationError(OSError):
@@ -128,20 +145,14 @@ class RtpEndpoint:
         self.ssrc = ssrc
         self.cname = cname
         self.rtcp_interval = rtcp_interval
-        self.remote_rtp: Address | None = None
-        self.remote_rtcp: Address | None = None
-        self.rtcp_mux = False
-        self.rtp_latched = False
-        self.rtcp_latched = False
-        self.malformed = 0
-        self.rejected = 0
+        self.source = SourceFilter(on_change=_log_source_change)
+        """Who media is taken from and sent to; its counters say what was dropped."""
         self.packets_sent = 0
         self.octets_sent = 0
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._wall_clock = wall_clock
         self._loop = asyncio.get_running_loop()
-        self._accept: Collection[int] | None = None
         self._stats: dict[int, ReceiveStats] = {}
         self._last_rtp_ts = 0
         self._last_send = 0.0
@@ -204,6 +215,15 @@ class RtpEndpoint:
         """Statistics per remote SSRC."""
         return self._stats
 
+    @property
+    def remote_rtp(self) -> Address | None:
+        """Where our RTP goes: the SDP's address until a source is accepted, then that source."""
+        return self.source.rtp_destination
+
+    @property
+    def remote_rtcp(self) -> Address | None:
+        return self.source.rtcp_destination
+
     def set_remote(
         self,
         rtp_address: Address,
@@ -212,18 +232,15 @@ class RtpEndpoint:
         rtcp_mux: bool = False,
         accept_payload_types: Collection[int] | None = None,
     ) -> None:
-        """Where the SDP says to send; addresses must be IP literals (resolve first).
+        """The far end as the SDP names it; addresses must be IP literals (resolve first).
 
-        Starts the periodic RTCP reports. Packets with a payload type outside
-        ``accept_payload_types`` (when given) are dropped before delivery or latching.
+        Starts the periodic RTCP reports. From then on only the source that ``self.source``
+        accepts is delivered; packets with a payload type outside ``accept_payload_types``
+        (when given) are dropped before delivery or latching.
         """
-        for host, _ in (rtp_address, rtcp_address):
-            ipaddress.ip_address(host)
-        self.remote_rtp = rtp_address
-        self.remote_rtcp = rtp_address if rtcp_mux else rtcp_address
-        self.rtcp_mux = rtcp_mux
-        self.rtp_latched = self.rtcp_latched = False
-        self._accept = frozenset(accept_payload_types) if accept_payload_types else None
+        self.source.configure(
+            rtp_address, rtcp_address, rtcp_mux=rtcp_mux, payload_types=accept_payload_types
+        )
         if self._rtcp_task is None and not self._closed:
             self._rtcp_task = self._loop.create_task(self._rtcp_loop())
 
@@ -239,18 +256,10 @@ class RtpEndpoint:
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError:
-            self.malformed += 1
+            self.source.malformed += 1
             return
-        if self._accept is not None and packet.payload_type not in self._accept:
-            self.rejected += 1
+        if not self.source.admit(packet, addr, now):
             return
-        if self.remote_rtp is not None and not self.rtp_latched:
-            self.rtp_latched = True
-            if addr != self.remote_rtp:
-                log.info("RTP latched to %s:%d (SDP said %s:%d)", *addr, *self.remote_rtp)
-                self.remote_rtp = addr
-                if self.rtcp_mux:
-                    self.remote_rtcp = addr
         stats = self._stats.get(packet.ssrc)
         if stats is None:
             if len(self._stats) >= _MAX_SOURCES:
@@ -263,23 +272,23 @@ class RtpEndpoint:
         try:
             packets = parse_compound(data)
         except RtcpParseError:
-            self.malformed += 1
+            self.source.malformed += 1
             return
-        if self.remote_rtcp is not None and not self.rtcp_latched and not self.rtcp_mux:
-            self.rtcp_latched = True
-            if addr != self.remote_rtcp:
-                self.remote_rtcp = addr
+        packets = self.source.admit_rtcp(packets, addr)
+        if not packets:
+            return
         for packet in packets:
             if isinstance(packet, SenderReport) and packet.ssrc in self._stats:
                 self._stats[packet.ssrc].note_sender_report(packet.ntp_timestamp, now)
-        if self._on_rtcp is not None and packets:
+        if self._on_rtcp is not None:
             self._on_rtcp(packets, now)
 
     def send_rtp(self, packet: RtpPacket) -> None:
-        """Send one packet to the (possibly latched) remote; dropped until it is known."""
-        if self.remote_rtp is None or self._closed:
+        """Send one packet to the SDP's or the accepted remote; dropped until it is known."""
+        remote = self.source.rtp_destination
+        if remote is None or self._closed:
             return
-        self._send(self._rtp, packet.serialize(), self.remote_rtp)
+        self._send(self._rtp, packet.serialize(), remote)
         if packet.ssrc == self.ssrc:
             self.packets_sent += 1
             self.octets_sent += len(packet.payload)
@@ -289,10 +298,11 @@ class RtpEndpoint:
 
     def send_rtcp(self, *packets: RtcpPacket) -> None:
         """Send a compound RTCP packet (our SR/RR and SDES first, RFC 3550 §6.1)."""
-        if self.remote_rtcp is None or self._closed:
+        remote = self.source.rtcp_destination
+        if remote is None or self._closed:
             return
-        sock = self._rtp if self.rtcp_mux else self._rtcp
-        self._send(sock, compound(self._report(), self._sdes(), *packets), self.remote_rtcp)
+        sock = self._rtp if self.source.rtcp_mux else self._rtcp
+        self._send(sock, compound(self._report(), self._sdes(), *packets), remote)
 
     def _send(self, sock: socket.socket, data: bytes, address: Address) -> None:
         """UDP semantics: a datagram the kernel cannot take now (full buffer, ICMP error

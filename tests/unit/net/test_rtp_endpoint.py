@@ -1,4 +1,5 @@
-"""RtpEndpoint on 127.0.0.1: delivery, symmetric-RTP latching, RTCP reports, PLI, close."""
+"""RtpEndpoint on 127.0.0.1: delivery, source validation and symmetric-RTP latching, RTCP
+reports, PLI, close."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from sip2rtmp.net.rtp_endpoint import PortAllocationError, RtpEndpoint
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import (
     Bye,
+    FullIntraRequest,
     PictureLossIndication,
     ReceiverReport,
     RtcpPacket,
     SenderReport,
     SourceDescription,
 )
+from sip2rtmp.rtp.source import PROBATION_PACKETS
 
 LOCALHOST = "127.0.0.1"
 
@@ -96,27 +99,70 @@ def test_exhausted_range_raises() -> None:
     asyncio.run(main())
 
 
-def test_media_flows_and_far_end_is_latched() -> None:
+async def stream(sender: RtpEndpoint, count: int, first: int = 0, pt: int = 0) -> None:
+    """``count`` packets 20 ms apart with consecutive sequence numbers, like a live sender."""
+    for seq in range(first, first + count):
+        sender.send_rtp(RtpPacket(pt, seq, 160 * seq, sender.ssrc, b"\xff" * 160))
+        await asyncio.sleep(0.02)
+
+
+def test_a_far_end_behind_a_nat_is_latched_once_consistent() -> None:
     async def main() -> None:
         a, a_sink, b, b_sink = await pair()
-        # B was told a wrong address for A (as behind a NAT); A's first packet corrects it
+        # B was told a wrong address for A (as behind a NAT); A's consistent stream corrects it
         a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
         b.set_remote((LOCALHOST, 9), (LOCALHOST, 11), accept_payload_types={0, 101})
-        for seq in range(3):
-            a.send_rtp(RtpPacket(0, seq, 160 * seq, a.ssrc, b"\xff" * 160))
-        a.send_rtp(RtpPacket(96, 3, 480, a.ssrc, b"rejected payload type"))
-        await b_sink.wait(lambda: len(b_sink.rtp) == 3)
-        assert [p.sequence_number for p, _ in b_sink.rtp] == [0, 1, 2]
+        assert b.remote_rtp == (LOCALHOST, 9)
+        a.send_rtp(RtpPacket(96, 99, 0, a.ssrc, b"rejected payload type"))
+        await stream(a, 6)
+        await b_sink.wait(lambda: len(b_sink.rtp) == 6 - (PROBATION_PACKETS - 1))
+        assert [p.sequence_number for p, _ in b_sink.rtp] == list(range(PROBATION_PACKETS - 1, 6))
         arrivals = [t for _, t in b_sink.rtp]
         assert arrivals == sorted(arrivals)
-        assert b.rtp_latched and b.remote_rtp == (LOCALHOST, a.rtp_port)
-        assert b.receive_stats[a.ssrc].received == 3
-        await asyncio.sleep(0.05)
-        assert b.rejected == 1
+        assert b.remote_rtp == (LOCALHOST, a.rtp_port)
+        assert b.remote_rtcp == (LOCALHOST, a.rtp_port + 1)
+        assert b.receive_stats[a.ssrc].received == len(b_sink.rtp)
+        stats = b.source.stats
+        assert (stats.rejected_payload_type, stats.rejected_source) == (1, PROBATION_PACKETS - 1)
         b.send_rtp(RtpPacket(0, 7, 0, b.ssrc, b"back"))
         await a_sink.wait(lambda: len(a_sink.rtp) == 1)
         await a.close()
         await b.close()
+
+    asyncio.run(main())
+
+
+def test_an_intruder_gets_neither_in_nor_our_media() -> None:
+    """A third party on another port sends first and keeps sending, with a forged SR: B
+    takes only A's stream and SRs, and sends its RTP to A alone."""
+
+    async def main() -> None:
+        a, a_sink, b, b_sink = await pair()
+        c, c_sink, _, _ = await pair()
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        c.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port), accept_payload_types={0})
+        forged = SenderReport(c.ssrc, 1 << 40, 0, 1, 1)
+        await stream(c, 2, first=500)
+        for seq in range(20):
+            a.send_rtp(RtpPacket(0, seq, 160 * seq, a.ssrc, b"a"))
+            c.send_rtp(RtpPacket(0, 502 + seq, 160 * seq, c.ssrc, b"c"))
+            c.send_rtcp(forged)
+            await asyncio.sleep(0.02)
+            b.send_rtp(RtpPacket(0, seq, 160 * seq, b.ssrc, b"b"))
+        a.send_rtcp()
+        await b_sink.wait(lambda: any(isinstance(p, SenderReport) for p in b_sink.rtcp))
+        assert {p.ssrc for p, _ in b_sink.rtp} == {a.ssrc} and len(b_sink.rtp) == 20
+        reports = [p for p in b_sink.rtcp if isinstance(p, SenderReport)]
+        assert [r.ssrc for r in reports] == [a.ssrc]
+        assert set(b.receive_stats) == {a.ssrc}
+        stats = b.source.stats
+        assert stats.rejected_source == 22 and stats.source_changes == 0
+        assert stats.rejected_rtcp >= 2 * 20  # each forged compound: the SR and the SDES
+        await a_sink.wait(lambda: len(a_sink.rtp) == 20)
+        assert not c_sink.rtp and not c_sink.rtcp, "B sent media to the intruder"
+        for endpoint in (a, b, c):
+            await endpoint.close()
 
     asyncio.run(main())
 
@@ -128,19 +174,24 @@ def test_reports_pli_and_bye() -> None:
         b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port))
         for seq in range(5):
             a.send_rtp(RtpPacket(0, seq, 160 * seq, a.ssrc, b"x" * 160))
+        b.send_rtp(RtpPacket(0, 0, 0, b.ssrc, b"y"))  # RTCP is taken from a sending source
         await b_sink.wait(lambda: any(isinstance(p, SenderReport) for p in b_sink.rtcp))
         sr = next(p for p in b_sink.rtcp if isinstance(p, SenderReport))
         assert sr.ssrc == a.ssrc and sr.packet_count == 5 and sr.octet_count == 800
         assert any(isinstance(p, SourceDescription) for p in b_sink.rtcp)
 
-        def rr_about_a() -> bool:
+        def report_about_a() -> bool:
             return any(
-                isinstance(p, ReceiverReport) and p.reports and p.reports[0].ssrc == a.ssrc
+                isinstance(p, SenderReport | ReceiverReport)
+                and p.reports
+                and p.reports[0].ssrc == a.ssrc
                 for p in a_sink.rtcp
             )
 
-        await a_sink.wait(rr_about_a)
-        report = next(p for p in a_sink.rtcp if isinstance(p, ReceiverReport) and p.reports)
+        await a_sink.wait(report_about_a)
+        report = next(
+            p for p in a_sink.rtcp if isinstance(p, SenderReport | ReceiverReport) and p.reports
+        )
         assert report.reports[0].highest_sequence == 4
         assert report.reports[0].cumulative_lost == 0
 
@@ -158,9 +209,10 @@ def test_rtcp_mux_shares_the_rtp_port() -> None:
         a, _a_sink, b, b_sink = await pair()
         a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtp_port), rtcp_mux=True)
         b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtp_port), rtcp_mux=True)
-        a.send_fir(b.ssrc)
         a.send_rtp(RtpPacket(0, 1, 0, a.ssrc, b"x"))
-        await b_sink.wait(lambda: b_sink.rtcp and b_sink.rtp)
+        await b_sink.wait(lambda: b_sink.rtp)
+        a.send_fir(b.ssrc)
+        await b_sink.wait(lambda: any(isinstance(p, FullIntraRequest) for p in b_sink.rtcp))
         await a.close()
         await b.close()
 
