@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +31,7 @@ from sip2rtmp.sip.events import (
     Event,
     InfoAnswered,
     InfoReceived,
+    MessageDropped,
     MessageLogged,
     Registered,
     RegistrationFailed,
@@ -38,6 +40,8 @@ from sip2rtmp.sip.events import (
 )
 from sip2rtmp.sip.transaction import TIMEOUT
 from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
+
+log = logging.getLogger(__name__)
 
 MessageLog = Callable[[str, Addr, bytes], None]
 """Called with ("sent" | "received", peer address, the message bytes) for every message."""
@@ -267,6 +271,9 @@ class SipSession:
         if isinstance(event, MessageLogged):
             if self._message_log is not None:
                 self._message_log(event.direction, event.addr, event.data)
+        elif isinstance(event, MessageDropped):
+            host, port = event.addr
+            log.debug("dropped a SIP message from %s:%s: %s", host, port, event.reason)
         elif isinstance(event, Registered):
             self.registration_error = None
             _resolve(self._register_waiter, event.expires)

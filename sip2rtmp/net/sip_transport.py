@@ -4,11 +4,15 @@ UDP uses a connected socket: the kernel picks the source address from the route 
 (what we put in Via and Contact) and reports ICMP port-unreachable as an error instead of
 silence. TCP and TLS are asyncio streams cut into messages by `StreamFramer`; TLS verifies the
 server certificate unless told which CA file to trust instead of the system store.
+
+A message the handler fails on is logged and dropped, never allowed to end the read: only a
+stream that cannot be framed any more, or a socket error, ends a connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import Callable
@@ -21,6 +25,25 @@ OnMessage = Callable[[bytes, Addr], None]
 OnError = Callable[[Exception], None]
 
 READ_SIZE = 65536
+
+log = logging.getLogger(__name__)
+
+
+def _deliver(on_message: OnMessage, data: bytes, addr: Addr) -> None:
+    """Hand one message to the handler; whatever it raises is logged (the kind and the reason,
+    never the message, which may hold credentials) and the message dropped."""
+    try:
+        on_message(data, addr)
+    except SipParseError as exc:
+        log.debug("dropped a SIP message from %s:%s: %s", *addr, exc)
+    except Exception as exc:
+        log.warning(
+            "dropped a SIP message from %s:%s: %s: %s",
+            *addr,
+            type(exc).__name__,
+            exc,
+            exc_info=True,
+        )
 
 
 class SipTransport:
@@ -43,7 +66,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._on_error = on_error
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._on_message(data, (str(addr[0]), int(addr[1])))
+        _deliver(self._on_message, data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
         self._on_error(exc)
@@ -88,7 +111,7 @@ class StreamTransport(SipTransport):
         try:
             while data := await reader.read(READ_SIZE):
                 for message in framer.feed(data):
-                    on_message(message, self.remote_addr)
+                    _deliver(on_message, message, self.remote_addr)
             error: Exception = ConnectionResetError("the server closed the connection")
         except (OSError, SipParseError) as exc:
             error = exc

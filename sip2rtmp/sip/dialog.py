@@ -4,13 +4,34 @@ The dialog decides what every in-dialog request looks like: Request-URI and Rout
 route set and remote target (§12.2.1.1), tags, Call-ID and CSeq. Getting the ACK for a 2xx
 exactly right matters most: a proxy that cannot route it, or a UAS that cannot match it, keeps
 retransmitting the 2xx and hangs up after 64*T1 (§13.3.1.4), some 32 s into the call.
+
+Every in-dialog request carries the whole route set and the remote target, so both are capped:
+a peer that records thousands of routes must not make us send a 76 KB ACK over UDP.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from sip2rtmp.sip.message import Headers, NameAddr, Request, Response, parse_name_addr
+from sip2rtmp.sip.message import (
+    Headers,
+    NameAddr,
+    Request,
+    Response,
+    SipParseError,
+    parse_name_addr,
+    parse_uri,
+)
+
+MAX_ROUTE_SET = 16
+"""Record-Route entries a dialog accepts: a real path has a few proxies, each recording one or
+two entries (double record-routing between transports)."""
+MAX_ROUTE_SET_CHARS = 2048
+"""Total length of the route set's URIs, which every ACK and BYE repeats: with the target cap
+below, an in-dialog request stays a few kilobytes, far from a fragmenting UDP datagram
+(RFC 3261 §18.1.1)."""
+MAX_TARGET_CHARS = 512
+"""Length of the remote target, the peer's Contact URI, repeated as every Request-URI."""
 
 
 @dataclass
@@ -35,13 +56,21 @@ class Dialog:
 
     @classmethod
     def from_response(cls, invite: Request, response: Response) -> Dialog:
-        """The dialog a 2xx (or 1xx with a To tag) to our INVITE creates (§12.1.2)."""
-        contact = response.headers.get("Contact")
-        target = parse_name_addr(contact).uri if contact else invite.uri
-        route_set = [
-            parse_name_addr(value, require_brackets=True)
-            for value in reversed(response.headers.get_all("Record-Route"))
-        ]
+        """The dialog a 2xx to our INVITE creates (§12.1.2).
+
+        Raises SipParseError when its Contact or Record-Route cannot carry in-dialog requests:
+        not a sip:/sips: URI (`*`, `tel:`), malformed, or past the caps above.
+        """
+        dialog = cls.fallback(invite, response)
+        dialog.remote_target = _contact_target(response) or invite.uri
+        dialog.route_set = _route_set(response)
+        return dialog
+
+    @classmethod
+    def fallback(cls, invite: Request, response: Response) -> Dialog:
+        """The dialog as far as our own INVITE defines it: no route set, its Request-URI as
+        remote target. Enough to ACK and BYE a 2xx whose own Contact or Record-Route is
+        unusable, since a 2xx must be ACKed whatever it holds (§13.2.2.4)."""
         remote = invite.to
         remote.params["tag"] = response.to.tag or ""
         return cls(
@@ -49,8 +78,7 @@ class Dialog:
             local=invite.from_,
             remote=remote,
             local_seq=invite.cseq[0],
-            remote_target=target,
-            route_set=route_set,
+            remote_target=invite.uri,
         )
 
     def matches(self, message: Request | Response) -> bool:
@@ -107,22 +135,42 @@ class Dialog:
         self.remote_seq = number
         return True
 
-    def refresh_target(self, message: Request | Response) -> None:
-        """re-INVITE, UPDATE and their 2xx may move the remote target (§12.2, RFC 3311 §5.1)."""
-        contact = message.headers.get("Contact")
-        if contact:
-            self.remote_target = parse_name_addr(contact).uri
+    def refresh_target(self, message: Request | Response) -> bool:
+        """re-INVITE, UPDATE and their 2xx may move the remote target (§12.2, RFC 3311 §5.1).
 
-    def fork(self, response: Response) -> Dialog:
-        """A second dialog for another 2xx to the same INVITE, forked downstream (§13.2.2.4)."""
-        contact = response.headers.get("Contact")
-        remote = replace(self.remote, params={**self.remote.params, "tag": response.to.tag or ""})
-        return replace(
-            self,
-            remote=remote,
-            remote_target=parse_name_addr(contact).uri if contact else self.remote_target,
-            route_set=[
-                parse_name_addr(v, require_brackets=True)
-                for v in reversed(response.headers.get_all("Record-Route"))
-            ],
-        )
+        False, the target kept, when the message's Contact could not be one (`*`, `tel:`).
+        """
+        try:
+            target = _contact_target(message)
+        except SipParseError:
+            return False
+        if target is not None:
+            self.remote_target = target
+        return True
+
+
+def _contact_target(message: Request | Response) -> str | None:
+    """The Contact URI as remote target, None without Contact; a target must be a sip:/sips:
+    URI (§8.1.1.8, §12.1.1), so anything else raises SipParseError."""
+    contact = message.headers.get("Contact")
+    if contact is None:
+        return None
+    uri = parse_name_addr(contact).uri
+    if len(uri) > MAX_TARGET_CHARS:
+        raise SipParseError(f"Contact URI longer than {MAX_TARGET_CHARS} characters")
+    parse_uri(uri)
+    return uri
+
+
+def _route_set(response: Response) -> list[NameAddr]:
+    """Record-Route reversed (§12.1.2): sip:/sips: URIs only, as only SIP elements can route
+    a request on (§16.12), within MAX_ROUTE_SET and MAX_ROUTE_SET_CHARS."""
+    values = response.headers.get_all("Record-Route")
+    if len(values) > MAX_ROUTE_SET:
+        raise SipParseError(f"Record-Route has {len(values)} entries, over {MAX_ROUTE_SET}")
+    route_set = [parse_name_addr(value, require_brackets=True) for value in reversed(values)]
+    for route in route_set:
+        route.sip_uri()
+    if sum(len(route.uri) for route in route_set) > MAX_ROUTE_SET_CHARS:
+        raise SipParseError(f"Record-Route longer than {MAX_ROUTE_SET_CHARS} characters")
+    return route_set

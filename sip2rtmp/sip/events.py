@@ -24,6 +24,17 @@ class MessageLogged:
 
 
 @dataclass(frozen=True)
+class MessageDropped:
+    """A received message the agent could not act on (malformed, or unusable for what it
+    claims to be), dropped as if lost. `reason` names the defect, quoting at most a short
+    escaped excerpt; the message itself is only in `MessageLogged`, which the shell logs under
+    its own rules."""
+
+    addr: Addr
+    reason: str
+
+
+@dataclass(frozen=True)
 class Registered:
     """A REGISTER (first or refresh) succeeded; `expires` is what the registrar granted."""
 
@@ -98,6 +109,7 @@ class SessionModified:
 
 Event = (
     MessageLogged
+    | MessageDropped
     | Registered
     | RegistrationFailed
     | Unregistered

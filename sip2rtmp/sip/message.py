@@ -4,10 +4,16 @@ The parser is strict where a mistake would change what a message means (start li
 Content-Length, the addresses in Via/From/To/Contact/Route) and lenient elsewhere: unknown
 header fields are kept verbatim, as a UA must (RFC 3261 §8.2.2, RFC 4475 §3.1.1.1).
 Every malformed input raises `SipParseError`; nothing else escapes `parse_message`.
+
+Everything here may see bytes from the network, so every step is linear in its input: lines
+are split and joined with str methods, and the regular expressions have no two quantifiers
+that can take the same character (possessive where they could), so none backtracks. Sizes,
+counts and digit strings are capped by the named constants below.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,10 +25,25 @@ peer sending more in one message is either broken or hostile."""
 MAX_HEADER_FIELDS = 256
 """Header fields per message. RFC 4475 §3.1.1.7 (longreq) has 44; 256 leaves room."""
 
+MAX_FIELD_LENGTH = 8192
+"""Characters in the start line or in one header field after unfolding. RFC 4475's longest
+field (§3.1.1.7) has under 600; an 8 KiB Identity or route list is far beyond real traffic."""
+
+MAX_LIST_ELEMENTS = 64
+"""Elements of Via, Route, Record-Route and Contact in one message, all fields of a name
+together. RFC 4475 §3.1.1.7 has 34 Vias; Max-Forwards 70 bounds a real path. A longer route
+set is refused here so that no dialog can be built on it (a 2,500-entry Record-Route would
+otherwise come back in every ACK and BYE)."""
+
+MAX_NUMBER_DIGITS = 10
+"""Digits of a numeric field: 2**32-1 has 10. Longer is hostile (RFC 4475 §3.1.2.4), and
+int() of 4,300 digits or more raises a plain ValueError in Python 3.11."""
+
 MAX_CSEQ = 2**32 - 1
 """CSeq is a 32-bit unsigned integer (RFC 3261 §8.1.1.5); RFC 4475 §3.1.2.4 must be refused."""
 
-TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+MAX_FORWARDS = 255
+"""Largest Max-Forwards accepted: RFC 4475 §3.1.2.4 names 300 as a value to refuse."""
 
 COMPACT_FORMS = {
     "i": "Call-ID",
@@ -69,29 +90,63 @@ LIST_HEADERS = frozenset(
 share one line or come as separate lines, with the same meaning."""
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
-_HOST_RE = re.compile(r"[A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\]")
-_LINE_END_RE = re.compile(rb"\r?\n")
+"""RFC 3261 §25.1 `token`."""
+QUOTED_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+"""§25.1 `quoted-string` as a pattern (DOTALL), unrolled and possessive: one way to match,
+so no backtracking."""
+_QUOTED_RE = re.compile(QUOTED_STRING, re.DOTALL)
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
+_ELEMENT_RE = {
+    ",": re.compile(rf'(?:[^",<]++|{QUOTED_STRING}|<[^>]*+>)*+', re.DOTALL),
+    ";": re.compile(rf'(?:[^";]++|{QUOTED_STRING})*+', re.DOTALL),
+}
+"""One list element (§7.3.1) or parameter: up to the next separator outside quoted strings
+(and outside <...> for list elements), or up to a quote or bracket that is never closed."""
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+:")
+_HOST_RE = re.compile(r"[A-Za-z0-9\-.]++|\[[0-9A-Fa-f:.]++\]")
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
-_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
-_HEADER_LINE_RE = re.compile(r"([^ \t:]+)[ \t]*:[ \t]*(.*)", re.DOTALL)
-_REQUEST_LINE_RE = re.compile(r"([^ ]+) ([^ ]+) SIP/2\.0")
+_FIELD_BREAK_RE = re.compile(r"\n(?![ \t])")
+"""A line break that starts a new header field: one not followed by a blank (§7.3.1)."""
+_strip_blanks = operator.methodcaller("strip", " \t")
+_NOT_CRLF_RE = re.compile(rb"[^\r\n]")
+_HEAD_END_MAX = 4
+"""Longest match of `_HEAD_END_RE`: a search resumed this many bytes minus one before where
+the last one stopped cannot miss a match that straddles two reads."""
+_REQUEST_LINE_RE = re.compile(r"([^ ]++) ([^ ]++) SIP/2\.0")
 _STATUS_LINE_RE = re.compile(r"SIP/2\.0 ([0-9]{3})(?: (.*))?", re.DOTALL)
-_CSEQ_RE = re.compile(r"([0-9]{1,10})[ \t]+(\S+)")
+_CSEQ_RE = re.compile(r"([0-9]{1,10}+)[ \t]++(\S++)")
 _VIA_RE = re.compile(
-    r"SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([^ \t/;]+)[ \t]+([^ \t:;]+|\[[^\]]*\])"
-    r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(;.*)?",
+    r"SIP[ \t]*+/[ \t]*+2\.0[ \t]*+/[ \t]*+([^ \t/;]++)[ \t]++([^ \t:;]++|\[[^\]]*+\])"
+    r"(?:[ \t]*+:[ \t]*+([0-9]{1,5}+))?[ \t]*+(;.*)?",
     re.DOTALL | re.IGNORECASE,
 )
-_CONTENT_LENGTH_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
+_ENCODE_FORBIDDEN = ("\r", "\n", "\x00")
 
 
 class SipParseError(ValueError):
     """The bytes are not a SIP message this UA can accept (RFC 3261 §25, RFC 4475 §3.1.2)."""
 
 
+class SipEncodeError(ValueError):
+    """A message we were asked to send would not mean what its fields say: a CR, LF or NUL in
+    a start line or header field would end the line early (header injection), and a header
+    name must be a token (RFC 3261 §7.3.1, §25.1)."""
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def bounded_int(text: str | None, maximum: int) -> int | None:
+    """`text` as a number if it is 1-10 ASCII digits (LWS around allowed) and at most
+    `maximum`, else None: no peer's number may raise or outgrow what its use can hold."""
+    if text is None:
+        return None
+    text = text.strip(" \t")
+    if not (0 < len(text) <= MAX_NUMBER_DIGITS and text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
 
 
 def canonical_name(name: str) -> str:
@@ -101,41 +156,36 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
-def split_list(value: str) -> list[str]:
+def split_list(value: str, maxsplit: int = -1) -> list[str]:
     """Split a header value at commas outside quoted strings and <...> (RFC 3261 §7.3.1).
 
     Elements keep their inner text; empty elements are returned as "" for the caller to judge.
+    As with str.split, at most `maxsplit` splits are made, the rest left in the last element:
+    a caller counting elements against a cap never splits more than it needs.
     """
-    parts, _ = _split_unquoted(value, ",", brackets=True)
+    parts, _ = _split_unquoted(value, ",", maxsplit)
     return [part.strip() for part in parts]
 
 
-def _split_unquoted(text: str, separator: str, *, brackets: bool) -> tuple[list[str], bool]:
-    """Split at `separator` outside quoted strings (RFC 3261 §25.1 quoted-pair escapes kept),
-    and outside <...> when `brackets`; also says whether a quoted string was left open."""
+def _split_unquoted(text: str, separator: str, maxsplit: int = -1) -> tuple[list[str], bool]:
+    """Split at `separator` (`,` or `;`) outside quoted strings (RFC 3261 §25.1 quoted-pair
+    escapes kept), and outside <...> for `,`; also says whether a quoted string was left open.
+    An unclosed quote or bracket takes the rest of the text into its element."""
+    if '"' not in text and (separator == ";" or "<" not in text):
+        return text.split(separator, maxsplit), False
+    element = _ELEMENT_RE[separator]
     parts: list[str] = []
     start = 0
-    quoted = escaped = False
-    angle = 0
-    for index, char in enumerate(text):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif brackets and char == "<":
-            angle += 1
-        elif brackets and char == ">" and angle:
-            angle -= 1
-        elif char == separator and not angle:
-            parts.append(text[start:index])
-            start = index + 1
+    while len(parts) != maxsplit:
+        match = element.match(text, start)
+        end = match.end() if match else start
+        if end == len(text) or text[end] != separator:
+            parts.append(text[start:])
+            return parts, text[end : end + 1] == '"'
+        parts.append(text[start:end])
+        start = end + 1
     parts.append(text[start:])
-    return parts, quoted
+    return parts, False
 
 
 class Headers:
@@ -258,23 +308,23 @@ def quote(text: str) -> str:
 
 def _read_quoted(text: str) -> tuple[str, str]:
     """Split `"quoted" rest` into the unescaped content and the rest; `text` starts with `"`."""
-    out: list[str] = []
-    index = 1
-    while index < len(text):
-        char = text[index]
-        if char == "\\" and index + 1 < len(text):
-            out.append(text[index + 1])
-            index += 2
-            continue
-        if char == '"':
-            return "".join(out), text[index + 1 :]
-        out.append(char)
-        index += 1
-    raise SipParseError(f"unterminated quoted string in {text[:40]!r}")
+    match = _QUOTED_RE.match(text)
+    if match is None:
+        raise SipParseError(f"unterminated quoted string in {text[:40]!r}")
+    content = text[1 : match.end() - 1]
+    if "\\" in content:
+        content = unescape_quoted_pairs(content)
+    return content, text[match.end() :]
+
+
+def unescape_quoted_pairs(text: str) -> str:
+    """`text` with each §25.1 quoted-pair replaced by the character it escapes. Splitting on
+    the pair, the escaped characters come back as the split's captured groups."""
+    return "".join(_QUOTED_PAIR_RE.split(text))
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, open_quote = _split_unquoted(text, separator, brackets=False)
+    parts, open_quote = _split_unquoted(text, separator)
     if open_quote:
         raise SipParseError(f"unterminated quoted string in {text[:40]!r}")
     return parts
@@ -329,11 +379,9 @@ def parse_uri(text: str) -> SipUri:
         raise SipParseError(f"bad host in {text[:80]!r}")
     port: int | None = None
     if port_text or hostport.endswith(":"):
-        if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        port = bounded_int(port_text, 65535)
+        if port is None:
             raise SipParseError(f"bad port in {text[:80]!r}")
-        port = int(port_text)
-        if port > 65535:
-            raise SipParseError(f"port out of range in {text[:80]!r}")
     params = parse_params(";" + param_text, what="URI", uri=True) if param_text else {}
     return SipUri(host=host, user=user, port=port, scheme=scheme.lower(), params=params,
                   headers=headers)  # fmt: skip
@@ -474,12 +522,30 @@ class _Message:
         return parse_name_addr(self.headers.get("To") or "")
 
     def _encode(self, start_line: str) -> bytes:
-        """Content-Length is always written from the body, never copied (RFC 3261 §20.14)."""
+        """Content-Length is always written from the body, never copied (RFC 3261 §20.14).
+
+        Whatever text the fields hold, each one stays one line: a CR, LF or NUL anywhere, a
+        header name that is not a token, or text that is neither UTF-8 nor bytes the parser
+        escaped raises `SipEncodeError`, naming the field but never its value.
+        """
         lines = [start_line]
-        lines.extend(f"{n}: {v}" for n, v in self.headers if n != "Content-Length")
+        for name, value in self.headers:
+            if name == "Content-Length":
+                continue
+            if not is_token(name):
+                raise SipEncodeError(f"header name {name[:40]!r} is not a token")
+            lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        return head.encode("utf-8", "surrogateescape") + self.body
+        text = "\n".join(lines)
+        if text.count("\n") != len(lines) - 1 or "\r" in text or "\x00" in text:
+            bad = next(line for line in lines if any(c in line for c in _ENCODE_FORBIDDEN))
+            where = "the start line" if bad is start_line else repr(bad.partition(":")[0])
+            raise SipEncodeError(f"CR, LF or NUL in {where}")
+        try:
+            head = (text + "\n\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise SipEncodeError("a header field is not encodable as UTF-8") from None
+        return head + self.body
 
 
 @dataclass
@@ -490,6 +556,10 @@ class Request(_Message):
     body: bytes = b""
 
     def to_bytes(self) -> bytes:
+        if not is_token(self.method):
+            raise SipEncodeError(f"method {self.method[:40]!r} is not a token")
+        if not self.uri or " " in self.uri or "\t" in self.uri:
+            raise SipEncodeError("the Request-URI is empty or holds whitespace")
         return self._encode(f"{self.method} {self.uri} SIP/2.0")
 
 
@@ -501,6 +571,8 @@ class Response(_Message):
     body: bytes = b""
 
     def to_bytes(self) -> bytes:
+        if not 100 <= self.status <= 699:
+            raise SipEncodeError(f"status code {self.status} is not three digits 1xx-6xx")
         return self._encode(f"SIP/2.0 {self.status} {self.reason}")
 
 
@@ -518,10 +590,15 @@ def parse_message(data: bytes) -> Request | Response:
     end = _HEAD_END_RE.search(data)
     if end is None:
         raise SipParseError("no empty line after the header fields")
-    head = data[: end.start()].decode("utf-8", "surrogateescape")
+    head = data[: end.start()].decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+    if "\r" in head:
+        raise SipParseError("CR without LF in the header section")
     body = data[end.end() :]
     start_line, _, header_text = head.partition("\n")
-    start_line = start_line.removesuffix("\r")
+    if len(start_line) > MAX_FIELD_LENGTH:
+        raise SipParseError(f"start line longer than {MAX_FIELD_LENGTH} characters")
+    if "\x00" in start_line:
+        raise SipParseError("NUL in the start line")  # neither a URI nor a reason holds one
     headers = _parse_header_fields(header_text)
     message: Request | Response
     if start_line.startswith("SIP/"):
@@ -554,20 +631,35 @@ def _parse_status_line(line: str, headers: Headers) -> Response:
     return Response(status, match.group(2) or "", headers)
 
 
-def _parse_header_fields(text: str) -> Headers:
+def _unfold(text: str) -> Iterator[str]:
+    """Header fields from header lines (LF-separated): a line starting with SP or HT continues
+    the field before it, and the blanks around the line break become one SP (RFC 3261 §7.3.1).
+    Fields are cut where a line break is not followed by a blank, and a folded field's lines
+    are stripped and joined by str methods: a run of blanks costs its length once, and the
+    Python work is per field, which the callers cap."""
     if not text:
-        return Headers()
+        return
+    for field_text in _FIELD_BREAK_RE.split(text):
+        if "\n" in field_text:
+            yield " ".join(filter(None, map(_strip_blanks, field_text.split("\n"))))
+        else:
+            yield field_text
+
+
+def _parse_header_fields(text: str) -> Headers:
     if text[:1] in (" ", "\t"):
         raise SipParseError("header continuation line right after the start line")
     headers = Headers()
-    for line in _FOLD_RE.sub(" ", text).split("\n"):
-        line = line.removesuffix("\r")
-        match = _HEADER_LINE_RE.fullmatch(line)
-        if not match or not is_token(match.group(1)):
-            raise SipParseError(f"bad header line: {line[:80]!r}")
+    for line in _unfold(text):
         if len(headers) >= MAX_HEADER_FIELDS:
             raise SipParseError(f"more than {MAX_HEADER_FIELDS} header fields")
-        headers.add(match.group(1), match.group(2).rstrip(" \t"))
+        if len(line) > MAX_FIELD_LENGTH:
+            raise SipParseError(f"header field longer than {MAX_FIELD_LENGTH} characters")
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            raise SipParseError(f"bad header line: {line[:80]!r}")
+        headers.add(name, value.strip(" \t"))
     return headers
 
 
@@ -578,9 +670,16 @@ def _content_length(headers: Headers) -> int | None:
     if len(values) > 1:
         raise SipParseError("conflicting Content-Length header fields")
     (value,) = values
-    if not value.isascii() or not value.isdigit() or len(value) > 10:
-        raise SipParseError(f"bad Content-Length: {value[:20]!r}")
-    return int(value)
+    return _checked_length(value)
+
+
+def _checked_length(value: str) -> int:
+    """Content-Length as a number: any 1-10 digits, so that the caller's size check, not this,
+    says when it is too large for the body or the limit."""
+    length = bounded_int(value, 10**MAX_NUMBER_DIGITS)
+    if length is None:
+        raise SipParseError(f"bad Content-Length: {value.strip()[:20]!r}")
+    return length
 
 
 def _checked_body(headers: Headers, body: bytes) -> bytes:
@@ -616,11 +715,15 @@ def _validate(message: Request | Response) -> None:
     if isinstance(message, Request) and cseq_method != message.method:
         raise SipParseError(f"CSeq method {cseq_method!r} differs from {message.method!r}")
     max_forwards = headers.get("Max-Forwards")
-    if max_forwards is not None and not (max_forwards.isascii() and max_forwards.isdigit()):
+    if max_forwards is not None and bounded_int(max_forwards, MAX_FORWARDS) is None:
         raise SipParseError(f"bad Max-Forwards: {max_forwards[:20]!r}")
     for name in ("Via", "Contact", "Route", "Record-Route"):
+        count = 0
         for raw in headers.get_fields(name):
-            items = split_list(raw)
+            items = split_list(raw, maxsplit=MAX_LIST_ELEMENTS - count)
+            count += len(items)
+            if count > MAX_LIST_ELEMENTS:
+                raise SipParseError(f"more than {MAX_LIST_ELEMENTS} {name} elements")
             if name == "Contact" and items == ["*"]:
                 continue
             for item in items:
@@ -638,36 +741,61 @@ class StreamFramer:
     CRLFs between messages are keepalives (RFC 5626 §3.5.1) and are dropped. A missing
     Content-Length counts as zero; a bad one, or a header section past the size limit, raises
     `SipParseError` and the connection cannot be resynchronised: the caller closes it.
+
+    Linear in the stream however it is cut: the search for the end of the header section
+    resumes where the last one stopped, and a message's size is worked out once.
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
         self._max_size = max_size
+        self._searched = 0
+        """Bytes at the start of the buffer already searched for the end of the head."""
+        self._size: int | None = None
+        """Size of the message at the start of the buffer, once its head is complete."""
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
+        buffer = self._buffer
+        buffer += data if buffer else data.lstrip(b"\r\n")  # CRLF keepalives between messages
+        if self._size is None:
+            if b"\n" not in data and len(buffer) <= self._max_size:
+                return []  # without a new LF, no new end of the header section
+        elif len(buffer) < self._size:
+            return []  # more of the body to come
         messages: list[bytes] = []
-        while True:
-            self._buffer = self._buffer.lstrip(b"\r\n")
-            end = _HEAD_END_RE.search(self._buffer)
-            if end is None:
-                if len(self._buffer) > self._max_size:
-                    raise SipParseError(f"header section exceeds {self._max_size} bytes")
-                return messages
-            head = self._buffer[: end.start()]
-            length = 0
-            match = _CONTENT_LENGTH_RE.search(_LINE_END_RE.sub(b"\n", head))
-            if match:
-                text = match.group(1).strip()
-                if not text.isdigit() or len(text) > 10:
-                    raise SipParseError(f"bad Content-Length: {text[:20]!r}")
-                length = int(text)
-            total = end.end() + length
-            if total > self._max_size:
-                raise SipParseError(
-                    f"message of {total} bytes exceeds the {self._max_size}-byte limit"
-                )
-            if len(self._buffer) < total:
-                return messages
-            messages.append(self._buffer[:total])
-            self._buffer = self._buffer[total:]
+        while buffer:
+            size = self._size
+            if size is None:
+                end = _HEAD_END_RE.search(buffer, max(0, self._searched - _HEAD_END_MAX + 1))
+                if end is None:
+                    self._searched = len(buffer)
+                    if len(buffer) > self._max_size:
+                        raise SipParseError(f"header section exceeds {self._max_size} bytes")
+                    break
+                size = end.end() + _declared_length(bytes(buffer[: end.start()]))
+                if size > self._max_size:
+                    raise SipParseError(
+                        f"message of {size} bytes exceeds the {self._max_size}-byte limit"
+                    )
+                self._size = size
+            if len(buffer) < size:
+                break
+            messages.append(bytes(buffer[:size]))
+            start = _NOT_CRLF_RE.search(buffer, size)
+            del buffer[: start.start() if start else len(buffer)]
+            self._size = None
+            self._searched = 0
+        return messages
+
+
+def _declared_length(head: bytes) -> int:
+    """The first Content-Length of a header section (unfolded as the parser does), else 0.
+    Past `MAX_HEADER_FIELDS` fields the message is refused, as the parser would."""
+    _, _, text = head.decode("latin-1").replace("\r\n", "\n").partition("\n")
+    for count, line in enumerate(_unfold(text)):
+        if count == MAX_HEADER_FIELDS:
+            raise SipParseError(f"more than {MAX_HEADER_FIELDS} header fields")
+        name, colon, value = line.partition(":")
+        if colon and canonical_name(name.rstrip(" \t")) == "Content-Length":
+            return _checked_length(value)
+    return 0

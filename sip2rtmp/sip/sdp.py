@@ -3,6 +3,10 @@
 ``build_offer`` writes what we can receive, ``negotiate`` reads the answer into typed
 per-stream parameters, and ``answer_offer`` answers a re-INVITE's offer from the same
 capabilities, keeping the o= version when nothing changed (RFC 3264 §8).
+
+A description comes from the network: parsing it, and negotiating with it, cost time linear
+in its size, keep to the caps below, and raise nothing but `SdpParseError`. Every number is
+checked for its digits and range before it is converted.
 """
 
 from __future__ import annotations
@@ -39,6 +43,26 @@ _CANONICAL_NAMES = {
 _MEDIA_CODECS = frozenset(("PCMU", "PCMA", "G722", "opus", "H264", "VP8"))
 _STATIC = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1)}  # RFC 3551 §6
 _SAMPLE_RATE = {"G722": 16000}  # RTP clock 8000, audio at 16 kHz (RFC 3551 §4.5.2)
+
+MAX_SDP_SIZE = 65535
+"""Characters per description: what the largest SIP message we accept can carry."""
+MAX_SDP_LINES = 1024
+"""Lines per description, attribute lines included. A WebRTC offer listing every codec,
+extension and candidate has a few hundred."""
+MAX_MEDIA_SECTIONS = 16
+"""m= sections: a call has one audio and one video, a conference client a handful."""
+MAX_FORMATS = 64
+"""Formats per m= line; RTP has 128 payload types, and real offers list under 30."""
+MAX_TOKEN_LENGTH = 64
+"""Length of an m= line's media type, protocol and each format, which an answer echoes (they
+are RFC 4566 tokens: printable ASCII)."""
+MAX_ADDRESS_LENGTH = 255
+"""A host name (253 characters, RFC 1035 §2.3.4) or an address with its multicast suffix."""
+_MAX_PAYLOAD_TYPE = 127
+_MAX_PORT = 65535
+_MAX_U32 = 2**32 - 1
+_MAX_SESSION_VERSION = 2**64 - 1  # RFC 4566 §5.2 suggests an NTP timestamp
+_MAX_PTIME_MS = 1000
 
 
 class SdpParseError(ValueError):
@@ -103,17 +127,61 @@ def parse_fmtp(value: str) -> dict[str, str]:
     return params
 
 
+def _excerpt(text: str) -> str:
+    """Enough of a hostile line to recognise it in a message, never all of it."""
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+
+
+def _number(text: str, what: str, maximum: int, minimum: int = 0) -> int:
+    """A decimal field (RFC 4566 §9 ``integer``): ASCII digits, as many as ``maximum`` has,
+    checked before ``int()`` so that a 4,300-digit field costs nothing and raises our error."""
+    if not 0 < len(text) <= len(str(maximum)) or not text.isascii() or not text.isdigit():
+        raise SdpParseError(f"bad {what}: {_excerpt(text)}")
+    value = int(text)
+    if not minimum <= value <= maximum:
+        raise SdpParseError(f"{what} {value} out of range")
+    return value
+
+
+def _address(text: str) -> str:
+    if len(text) > MAX_ADDRESS_LENGTH or not text.isascii() or not text.isprintable():
+        raise SdpParseError(f"bad address: {_excerpt(text)}")
+    return text
+
+
 def _parse_connection(value: str) -> Connection:
     parts = value.split()
     if len(parts) != 3:
-        raise SdpParseError(f"bad c= line: {value!r}")
-    return Connection(*parts)
+        raise SdpParseError(f"bad c= line: {_excerpt(value)}")
+    return Connection(parts[0], parts[1], _address(parts[2]))
 
 
 def _parse_port(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) > 65535:
-        raise SdpParseError(f"bad port: {text!r}")
-    return int(text)
+    return _number(text, "port", _MAX_PORT)
+
+
+def _parse_bandwidth(value: str) -> str:
+    """b=<bwtype>:<bandwidth> (RFC 4566 §5.8); kept as text, but only if it is well formed."""
+    kind, sep, amount = value.partition(":")
+    if not sep or not kind:
+        raise SdpParseError(f"bad b= line: {_excerpt(value)}")
+    _number(amount, "bandwidth", _MAX_U32)
+    return value
+
+
+def _parse_rtpmap(value: str) -> RtpMap | None:
+    """``<payload type> <encoding name>/<clock rate>[/<channels>]`` (RFC 4566 §6), or None."""
+    pt_text, _, spec = value.strip().partition(" ")
+    parts = spec.strip().split("/")
+    if len(parts) not in (2, 3):
+        return None
+    try:
+        pt = _number(pt_text, "payload type", _MAX_PAYLOAD_TYPE)
+        rate = _number(parts[1], "clock rate", _MAX_U32, 1)
+        channels = _number(parts[2], "channels", 255, 1) if len(parts) > 2 else 1
+    except SdpParseError:
+        return None
+    return RtpMap(pt, _canonical(parts[0]), rate, channels)
 
 
 @dataclass(slots=True)
@@ -142,32 +210,32 @@ class MediaDescription:
 
     @property
     def payload_types(self) -> list[int]:
-        return [int(f) for f in self.formats if f.isascii() and f.isdigit() and int(f) < 128]
+        """The formats that are RTP payload types, each once, in the order listed."""
+        found = (int(f) for f in self.formats if len(f) <= 3 and f.isascii() and f.isdigit())
+        return list(dict.fromkeys(pt for pt in found if pt <= _MAX_PAYLOAD_TYPE))
 
     def rtpmaps(self) -> dict[int, RtpMap]:
         """Every format's encoding: explicit rtpmap, else the static table; malformed skipped."""
         maps: dict[int, RtpMap] = {}
         for value in self.values("rtpmap"):
-            pt_text, _, spec = value.strip().partition(" ")
-            parts = spec.strip().split("/")
-            try:
-                pt = int(pt_text)
-                rate = int(parts[1])
-                channels = int(parts[2]) if len(parts) > 2 else 1
-            except (ValueError, IndexError):
-                continue
-            maps.setdefault(pt, RtpMap(pt, _canonical(parts[0]), rate, channels))
+            rtpmap = _parse_rtpmap(value)
+            if rtpmap is not None:
+                maps.setdefault(rtpmap.payload_type, rtpmap)
         for pt in self.payload_types:
             if pt not in maps and pt in _STATIC:
                 maps[pt] = RtpMap(pt, *_STATIC[pt])
         return maps
 
-    def fmtp_text(self, payload_type: int) -> str | None:
+    def fmtp_texts(self) -> dict[str, str]:
+        """Each payload type's first a=fmtp parameters, by the type as written: one pass."""
+        texts: dict[str, str] = {}
         for value in self.values("fmtp"):
             pt_text, _, params = value.strip().partition(" ")
-            if pt_text == str(payload_type):
-                return params.strip()
-        return None
+            texts.setdefault(pt_text, params.strip())
+        return texts
+
+    def fmtp_text(self, payload_type: int) -> str | None:
+        return self.fmtp_texts().get(str(payload_type))
 
     def fmtp(self, payload_type: int) -> dict[str, str]:
         text = self.fmtp_text(payload_type)
@@ -190,11 +258,15 @@ class MediaDescription:
 
     @property
     def ptime(self) -> int | None:
+        """a=ptime in whole milliseconds (RFC 4566 §6); None if absent or unusable."""
         value = self.first("ptime")
+        if value is None or len(value) > 16 or not value.isascii():
+            return None
         try:
-            return round(float(value)) if value is not None else None
+            milliseconds = round(float(value))
         except (ValueError, OverflowError):
             return None
+        return milliseconds if 0 < milliseconds <= _MAX_PTIME_MS else None
 
     def rtcp_attribute(self) -> tuple[int, str | None] | None:
         """a=rtcp (RFC 3605): the RTCP port and, if given, its address."""
@@ -203,10 +275,11 @@ class MediaDescription:
             return None
         parts = value.split()
         try:
-            port = _parse_port(parts[0])
+            port = _number(parts[0], "RTCP port", _MAX_PORT, 1)
+            address = _address(parts[3]) if len(parts) >= 4 else None
         except (SdpParseError, IndexError):
             return None
-        return port, parts[3] if len(parts) >= 4 else None
+        return port, address
 
     def serialize(self) -> list[str]:
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
@@ -242,25 +315,31 @@ class SessionDescription:
     @classmethod
     def parse(cls, text: str) -> SessionDescription:
         """Parse strictly enough to trust the structure; unknown lines are kept."""
+        if len(text) > MAX_SDP_SIZE:
+            raise SdpParseError(f"SDP of {len(text)} characters, over {MAX_SDP_SIZE}")
         lines = [line.rstrip("\r") for line in text.split("\n")]
         lines = [line for line in lines if line.strip()]
         if not lines or lines[0].strip() != "v=0":
             raise SdpParseError("SDP must start with v=0")
+        if len(lines) > MAX_SDP_LINES:
+            raise SdpParseError(f"SDP of {len(lines)} lines, over {MAX_SDP_LINES}")
         origin: Origin | None = None
         session = cls(Origin("-", "0", 0, "IN", "IP4", "0.0.0.0"))
         session.timing = []
         current: MediaDescription | None = None
         for line in lines[1:]:
             if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
-                raise SdpParseError(f"not an SDP line: {line[:40]!r}")
+                raise SdpParseError(f"not an SDP line: {_excerpt(line)}")
             kind, value = line[0], line[2:]
             if kind == "m":
+                if len(session.media) == MAX_MEDIA_SECTIONS:
+                    raise SdpParseError(f"more than {MAX_MEDIA_SECTIONS} media sections")
                 current = _parse_media(value)
                 session.media.append(current)
             elif kind == "a":
                 name, sep, attr_value = value.partition(":")
                 if not name:
-                    raise SdpParseError(f"empty attribute: {line[:40]!r}")
+                    raise SdpParseError(f"empty attribute: {_excerpt(line)}")
                 attribute = (name, attr_value if sep else None)
                 (current.attributes if current else session.attributes).append(attribute)
             elif kind == "c":
@@ -270,7 +349,8 @@ class SessionDescription:
                 else:
                     current.connection = connection
             elif kind == "b":
-                (current.bandwidths if current else session.bandwidths).append(value)
+                bandwidth = _parse_bandwidth(value)
+                (current.bandwidths if current else session.bandwidths).append(bandwidth)
             elif current is not None:
                 current.other.append((kind, value))
             elif kind == "o":
@@ -305,18 +385,30 @@ class SessionDescription:
 
 
 def _parse_origin(value: str) -> Origin:
+    """o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address> (RFC 4566 §5.2).
+
+    The session id is kept as text and never converted, so it is only bounded in length.
+    """
     parts = value.split()
     if len(parts) != 6:
-        raise SdpParseError(f"bad o= line: {value!r}")
-    if not parts[2].isascii() or not parts[2].isdigit():
-        raise SdpParseError(f"bad session version: {parts[2]!r}")
-    return Origin(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
+        raise SdpParseError(f"bad o= line: {_excerpt(value)}")
+    if len(parts[1]) > MAX_TOKEN_LENGTH:
+        raise SdpParseError(f"bad session id: {_excerpt(parts[1])}")
+    version = _number(parts[2], "session version", _MAX_SESSION_VERSION)
+    return Origin(parts[0], parts[1], version, parts[3], parts[4], _address(parts[5]))
 
 
 def _parse_media(value: str) -> MediaDescription:
-    parts = value.split()
+    """m=<media> <port>[/<number of ports>] <proto> <fmt> ... (RFC 4566 §5.14)."""
+    parts = value.split(maxsplit=MAX_FORMATS + 3)
     if len(parts) < 3:
-        raise SdpParseError(f"bad m= line: {value!r}")
+        raise SdpParseError(f"bad m= line: {_excerpt(value)}")
+    if len(parts) > MAX_FORMATS + 3:
+        raise SdpParseError(f"m= line with more than {MAX_FORMATS} formats")
+    if any(len(part) > MAX_TOKEN_LENGTH for part in parts) or not value.isascii():
+        raise SdpParseError(f"m= line with an overlong or non-ASCII field: {_excerpt(value)}")
+    if not all(part.isprintable() for part in parts):
+        raise SdpParseError(f"m= line with control characters: {_excerpt(value)}")
     port_text, _, count_text = parts[1].partition("/")
     port = _parse_port(port_text)
     count = _parse_port(count_text) if count_text else None
@@ -496,12 +588,12 @@ def _as_description(sdp: str | SessionDescription) -> SessionDescription:
     return sdp if isinstance(sdp, SessionDescription) else SessionDescription.parse(sdp)
 
 
-def _packetization_mode(media: MediaDescription, payload_type: int) -> str:
-    return media.fmtp(payload_type).get("packetization-mode", "0")
+def _packetization_mode(fmtp_texts: Mapping[str, str], payload_type: int) -> str:
+    return parse_fmtp(fmtp_texts.get(str(payload_type), "")).get("packetization-mode", "0")
 
 
 def _same_codec(
-    remote: MediaDescription, rmap: RtpMap, local: MediaDescription, lmap: RtpMap
+    rmap: RtpMap, remote_fmtp: Mapping[str, str], lmap: RtpMap, local_fmtp: Mapping[str, str]
 ) -> bool:
     if (rmap.encoding.upper(), rmap.clock_rate) != (lmap.encoding.upper(), lmap.clock_rate):
         return False
@@ -510,8 +602,8 @@ def _same_codec(
     if rmap.channels != lmap.channels:
         return False
     if rmap.encoding == "H264":
-        return _packetization_mode(remote, rmap.payload_type) == _packetization_mode(
-            local, lmap.payload_type
+        return _packetization_mode(remote_fmtp, rmap.payload_type) == _packetization_mode(
+            local_fmtp, lmap.payload_type
         )
     return True
 
@@ -523,12 +615,14 @@ def _select(remote: MediaDescription, local: MediaDescription) -> _Selection | N
     """First remote codec we also listed, and the telephone-event pair at its clock."""
     remote_maps = remote.rtpmaps()
     local_maps = local.rtpmaps()
+    remote_fmtp = remote.fmtp_texts()
+    local_fmtp = local.fmtp_texts()
     local_order = [local_maps[pt] for pt in local.payload_types if pt in local_maps]
     for pt in remote.payload_types:
         rmap = remote_maps.get(pt)
         if rmap is None or rmap.encoding not in _MEDIA_CODECS:
             continue
-        matches = [lm for lm in local_order if _same_codec(remote, rmap, local, lm)]
+        matches = [lm for lm in local_order if _same_codec(rmap, remote_fmtp, lm, local_fmtp)]
         if not matches:
             continue
         lmap = next((m for m in matches if m.payload_type == pt), matches[0])
@@ -573,8 +667,10 @@ def _build_stream(
         rtcp_address = (host, remote.port)
     elif rtcp is not None:
         rtcp_address = (rtcp[1] or host, rtcp[0])
+    elif remote.port < _MAX_PORT:
+        rtcp_address = (host, remote.port + 1)  # RFC 3550 §11
     else:
-        rtcp_address = (host, remote.port + 1)
+        raise SdpParseError(f"RTP port {remote.port} leaves no port for RTCP")
     return NegotiatedStream(
         kind=remote.kind,
         rtp_address=(host, remote.port),

@@ -75,7 +75,9 @@ class ClientTransaction(_Transaction):
         self.branch = request.top_via.branch or ""
         self.method = request.method
         self._ack = b""
-        self.outbox.append(request.to_bytes())
+        self._bytes = request.to_bytes()
+        """Encoded once: every retransmission repeats exactly these bytes."""
+        self.outbox.append(self._bytes)
         self._timers["timeout"] = now + TIMEOUT
         if not reliable:
             self._timers["retransmit"] = now + T1
@@ -143,7 +145,7 @@ class ClientTransaction(_Transaction):
         if name == "retransmit":
             # Timer A doubles without bound (§17.1.1.2); timer E doubles up to T2, and sits at
             # T2 once a provisional response arrived (§17.1.2.2).
-            self.outbox.append(self.request.to_bytes())
+            self.outbox.append(self._bytes)
             if self.method == "INVITE":
                 self._interval *= 2
             elif self.state is State.PROCEEDING:

@@ -9,10 +9,12 @@ message goes to the one server address it was given, which is outbound-proxy rou
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from sip2rtmp.errors import (
@@ -34,6 +36,7 @@ from sip2rtmp.sip.events import (
     Event,
     InfoAnswered,
     InfoReceived,
+    MessageDropped,
     MessageLogged,
     Registered,
     RegistrationFailed,
@@ -45,6 +48,7 @@ from sip2rtmp.sip.message import (
     Request,
     Response,
     SipParseError,
+    bounded_int,
     parse_message,
     parse_name_addr,
     parse_params,
@@ -56,9 +60,25 @@ Transport = Literal["udp", "tcp", "tls"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 MAX_CHALLENGES = 3
-"""Challenges answered per request chain; a server asking more often is looping."""
+"""Challenges answered per request chain (a request and its authenticated retries); a server
+asking more often, `stale=true` or not, is looping."""
 SESSION_EXPIRY_MARGIN = 32.0
 """RFC 4028 §10: without a refresh, BYE this long (or a third of the interval) before expiry."""
+MAX_DELTA_SECONDS = 2**32 - 1
+"""Largest Expires, Min-Expires, contact `expires` (RFC 3261 §20.19), Session-Expires and Min-SE
+(RFC 4028 §4) value taken; a longer number is treated as absent."""
+MAX_REFRESH_DELAY = 86400.0
+"""Longest wait before refreshing a registration or a session we refresh: a grant of years is
+legal, but a daily refresh costs nothing and keeps every timer a sane number."""
+MAX_SERVER_TRANSACTIONS = 64
+"""Server transactions kept. Each request is answered at once, so a transaction only absorbs
+retransmissions (§17.2); when a flood of new branches fills the table the oldest is forgotten,
+which costs at worst answering one late retransmission again."""
+MAX_FORKED_ANSWERS = 8
+"""Forked 2xx answers (other To tags) that get a BYE and a kept ACK (§13.2.2.4); any more are
+only ACKed, so a stream of invented tags cannot grow our transactions."""
+MAX_KEPT_ACKS = 4
+"""ACKs kept for 2xx retransmissions: the INVITE's and the latest refresh re-INVITEs'."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +148,46 @@ _REASONS = {
 }
 
 
+def _ignore_response(call: _Call, response: Response, now: float) -> None:
+    """For a BYE that ends a dialog already given up: its answer changes nothing."""
+
+
+def _ignore_timeout(call: _Call, now: float) -> None:
+    """See `_ignore_response`."""
+
+
+def _answer_dialog(invite: Request, response: Response) -> tuple[Dialog, SipParseError | None]:
+    """The dialog a 2xx creates; if its Contact or Record-Route is unusable, the dialog our
+    INVITE alone defines (enough to ACK and BYE it) and why."""
+    try:
+        return Dialog.from_response(invite, response), None
+    except SipParseError as exc:
+        return Dialog.fallback(invite, response), exc
+
+
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_echoable(message: Request | Response) -> None:
+    """Refuse NUL or a bare CR in a header field. Neither is legal there outside a quoted-pair
+    (RFC 3261 §25.1), and we copy Via, From, To and CSeq into our responses and ACKs, whose
+    encoding must never carry them."""
+    for name, value in message.headers:
+        if "\x00" in value or "\r" in value:
+            raise SipParseError(f"NUL or CR in a {name} header field")
+
+
+def _ip_literal(text: str) -> str | None:
+    """`text` as a plain IPv4/IPv6 address (brackets allowed), else None: a Via `received`
+    is one (RFC 3261 §18.2.1), and only an address can go into our Contact unescaped."""
+    try:
+        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return None
+    return str(address)
 
 
 @dataclass
@@ -138,6 +196,8 @@ class _Pending:
     on_response: Callable[[Response, float], None]
     on_timeout: Callable[[float], None]
     timeout_reported: bool = False
+    challenges: int = 0
+    """Challenges answered so far in this request's chain."""
 
 
 @dataclass
@@ -165,7 +225,7 @@ class _SessionTimer:
 
     def restart(self, now: float) -> None:
         if self.we_refresh:
-            self.refresh_at = now + self.interval / 2
+            self.refresh_at = now + min(self.interval / 2, MAX_REFRESH_DELAY)
             self.expire_at = None
         else:
             self.refresh_at = None
@@ -196,6 +256,8 @@ class _Call:
     cancel_deadline: float | None = None
     dialog: Dialog | None = None
     acks: dict[int, bytes] = field(default_factory=dict)
+    forks: dict[str, bytes] = field(default_factory=dict)
+    """The ACK sent to each forked 2xx, by its To tag."""
     remote_allow: frozenset[str] = frozenset()
     session: _SessionTimer | None = None
     refresh_pending: bool = False
@@ -228,16 +290,22 @@ class UserAgent:
     # ---- aioquic-shaped interface -----------------------------------------------------
 
     def receive_data(self, data: bytes, addr: Addr, now: float) -> None:
-        """One datagram, or one framed message from a stream, received from `addr`."""
+        """One datagram, or one framed message from a stream, received from `addr`.
+
+        Never raises: a message that cannot be handled is reported as `MessageDropped`. The
+        guard is for headers parsed on access (Via, CSeq, From, To), which the parser has
+        already checked once.
+        """
         self._events.append(MessageLogged("received", addr, data))
         try:
             message = parse_message(data)
-        except SipParseError:
-            return
-        if isinstance(message, Response):
-            self._receive_response(message, now)
-        else:
-            self._receive_request(message, addr, now)
+            _check_echoable(message)
+            if isinstance(message, Response):
+                self._receive_response(message, now)
+            else:
+                self._receive_request(message, addr, now)
+        except SipParseError as exc:
+            self._events.append(MessageDropped(addr, str(exc)))
         self._collect()
 
     def data_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
@@ -256,8 +324,9 @@ class UserAgent:
         call = self._call
         if call is not None:
             deadlines += [call.ring_deadline, call.cancel_deadline]
-            if call.session is not None:
-                deadlines += [call.session.refresh_at, call.session.expire_at]
+            session = self._running_session(call)
+            if session is not None:
+                deadlines += [session.refresh_at, session.expire_at]
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -270,10 +339,16 @@ class UserAgent:
             server.handle_timer(now)
             if server.timed_out and server.method == "INVITE" and server.status < 300:
                 server.timed_out = False
-                self._end_call(now, "no ACK for our 2xx to the peer's re-INVITE", send_bye=True)
+                self._no_ack(server.request, now)
         self._registration_timers(now)
         self._call_timers(now)
         self._collect()
+
+    def _no_ack(self, reinvite: Request, now: float) -> None:
+        """The peer never ACKed our 2xx to its re-INVITE: the dialog is broken (§13.3.1.4)."""
+        call = self._call
+        if call is not None and call.dialog is not None and call.dialog.matches(reinvite):
+            self._end_call(call, now, "no ACK for our 2xx to the peer's re-INVITE", send_bye=True)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -338,11 +413,18 @@ class UserAgent:
         for name, value in reg.auth.headers_for("REGISTER", uri):
             headers.add(name, value)
         request = Request("REGISTER", uri, headers)
-        self._start(request, now, self._on_register_response, self._on_register_timeout)
+        self._start(
+            request,
+            now,
+            partial(self._on_register_response, reg.cseq),
+            partial(self._on_register_timeout, reg.cseq),
+        )
 
-    def _on_register_response(self, response: Response, now: float) -> None:
+    def _on_register_response(self, cseq: int, response: Response, now: float) -> None:
+        """The final response to the binding's latest REGISTER; one to a REGISTER that a newer
+        one replaced (a refresh overtaken by un-REGISTER) no longer decides anything."""
         reg = self._registration
-        if reg is None or response.status < 200:
+        if reg is None or response.status < 200 or cseq != reg.cseq:
             return
         reg.in_flight = False
         status = response.status
@@ -355,11 +437,11 @@ class UserAgent:
             ):
                 self._send_register(now, expires)
                 return
-        if status == 423 and reg.challenges <= MAX_CHALLENGES:
-            minimum = response.headers.get("Min-Expires") or ""
-            if minimum.isascii() and minimum.isdigit() and int(minimum) > expires:
+        if status == 423 and expires and reg.challenges <= MAX_CHALLENGES:
+            minimum = bounded_int(response.headers.get("Min-Expires"), MAX_DELTA_SECONDS)
+            if minimum is not None and minimum > expires:
                 reg.challenges += 1
-                self._send_register(now, int(minimum))
+                self._send_register(now, minimum)
                 return
         reg.challenges = 0
         if reg.state == "unregistering":
@@ -370,7 +452,7 @@ class UserAgent:
             granted = self._granted_expires(response, expires)
             self._learn_public_address(response)
             reg.state = "registered"
-            reg.refresh_at = now + max(granted / 2, 1.0)
+            reg.refresh_at = now + min(max(granted / 2, 1.0), MAX_REFRESH_DELAY)
             self._events.append(Registered(granted))
             return
         reg.state = "idle"
@@ -378,9 +460,9 @@ class UserAgent:
         outcome = _registration_outcome(status, response.reason, self._target_name)
         self._events.append(RegistrationFailed(outcome))
 
-    def _on_register_timeout(self, now: float) -> None:
+    def _on_register_timeout(self, cseq: int, now: float) -> None:
         reg = self._registration
-        if reg is None:
+        if reg is None or cseq != reg.cseq:
             return
         reg.in_flight = False
         if reg.state == "unregistering":
@@ -402,13 +484,11 @@ class UserAgent:
             except SipParseError:
                 continue
             same = (uri.user, uri.host, uri.port) == (ours.user, ours.host, ours.port)
-            expires = contact.params.get("expires")
-            if same and expires and expires.isascii() and expires.isdigit():
-                return int(expires)
-        header = response.headers.get("Expires")
-        if header and header.isascii() and header.isdigit():
-            return int(header)
-        return requested
+            expires = bounded_int(contact.params.get("expires"), MAX_DELTA_SECONDS)
+            if same and expires is not None:
+                return expires
+        header = bounded_int(response.headers.get("Expires"), MAX_DELTA_SECONDS)
+        return requested if header is None else header
 
     def _registration_timers(self, now: float) -> None:
         reg = self._registration
@@ -462,7 +542,12 @@ class UserAgent:
             headers.add(name, value)
         headers.add("Content-Type", "application/sdp")
         call.invite = Request("INVITE", call.target, headers, call.offer)
-        self._start(call.invite, now, self._on_invite_response, self._on_invite_timeout)
+        self._start(
+            call.invite,
+            now,
+            partial(self._on_invite_response, call),
+            partial(self._on_invite_timeout, call),
+        )
 
     def cancel(self, now: float, outcome: Sip2RtmpError | None = None) -> None:
         """Abandon the call attempt. CANCEL goes out once a provisional response has arrived
@@ -495,9 +580,8 @@ class UserAgent:
         request = Request("CANCEL", call.invite.uri, headers)
         self._start(request, now, lambda response, now: None, lambda now: None)
 
-    def _on_invite_response(self, response: Response, now: float) -> None:
-        call = self._call
-        if call is None or response.call_id != call.call_id:
+    def _on_invite_response(self, call: _Call, response: Response, now: float) -> None:
+        if call is not self._call:
             return
         status = response.status
         if status < 200:
@@ -536,10 +620,11 @@ class UserAgent:
             if not call.auth.accept(status, response.headers.get_fields(header)):
                 return False
         elif status == 422:
-            minimum = (response.headers.get("Min-SE") or "").split(";")[0].strip()
-            if not (minimum.isascii() and minimum.isdigit()):
+            text = (response.headers.get("Min-SE") or "").split(";")[0]
+            minimum = bounded_int(text, MAX_DELTA_SECONDS)
+            if not minimum:
                 return False
-            call.extra = [("Session-Expires", minimum), ("Min-SE", minimum)]
+            call.extra = [("Session-Expires", str(minimum)), ("Min-SE", str(minimum))]
         else:
             return False
         call.cseq += 1
@@ -547,9 +632,8 @@ class UserAgent:
         self._send_invite(call, now)
         return True
 
-    def _on_invite_timeout(self, now: float) -> None:
-        call = self._call
-        if call is None or call.state not in ("calling", "proceeding"):
+    def _on_invite_timeout(self, call: _Call, now: float) -> None:
+        if call is not self._call or call.state not in ("calling", "proceeding"):
             return
         detail = f"no response to INVITE within {TIMEOUT:g} s"
         self._call = None
@@ -559,46 +643,66 @@ class UserAgent:
 
     def _on_invite_2xx(self, call: _Call, response: Response, now: float) -> None:
         if call.dialog is None:
-            try:
-                dialog = Dialog.from_response(call.invite, response)
-            except SipParseError:
-                return
-            call.dialog = dialog
-            self._send_ack(call, dialog, call.cseq)
-            call.remote_allow = self._allow_of(response)
-            if call.cancel_outcome is not None:
-                # CANCEL lost the race against the answer: the call exists, so end it (§9.1).
-                call.cancel_deadline = None
-                self._send_bye(call, now)
-                self._events.append(CallAttemptFailed(call.cancel_outcome))
-                return
-            call.state = "confirmed"
-            call.ring_deadline = None
-            call.session = self._session_timer_from_2xx(response)
-            if call.session is not None:
-                call.session.restart(now)
-            self._events.append(CallAnswered(response.body))
-            return
-        if response.to.tag == call.dialog.remote_tag:
+            self._establish(call, response, now)
+        elif response.to.tag == call.dialog.remote_tag:
             self._resend_ack(call, response)
+        else:
+            self._answer_fork(call, response, now)
+
+    def _establish(self, call: _Call, response: Response, now: float) -> None:
+        """The first 2xx: ACK it, then either the call is up or it is hung up at once.
+
+        A 2xx whose Contact or Record-Route cannot make a dialog is still ACKed, along the
+        INVITE's own path (§13.2.2.4: otherwise the callee retransmits and gives up), then
+        BYEd; the attempt fails naming the cause rather than ending as "no answer".
+        """
+        dialog, unusable = _answer_dialog(call.invite, response)
+        call.dialog = dialog
+        self._send_ack(call, dialog, call.cseq)
+        call.remote_allow = self._allow_of(response)
+        # CANCEL lost the race against the answer: the call exists, so end it (§9.1).
+        outcome = call.cancel_outcome
+        if unusable is not None and outcome is None:
+            outcome = CallFailed(response.status, f"answered with an unusable dialog: {unusable}")
+        if outcome is not None:
+            call.cancel_outcome = outcome
+            call.cancel_deadline = call.ring_deadline = None
+            self._send_bye(call, now)
+            self._events.append(CallAttemptFailed(outcome))
             return
-        try:
-            forked = call.dialog.fork(response)
-        except SipParseError:
-            return
-        forked_ack = forked.create_ack(call.cseq, self._auth_of(call.invite))
-        forked_ack.headers.prepend("Via", self._via())
-        self._transmit(forked_ack.to_bytes(), self._server)
-        bye = forked.create_request("BYE", [("User-Agent", self._config.user_agent)])
-        bye.headers.prepend("Via", self._via())
-        self._start(bye, now, lambda response, now: None, lambda now: None)
+        call.state = "confirmed"
+        call.ring_deadline = None
+        call.session = self._session_timer_from_2xx(response)
+        if call.session is not None:
+            call.session.restart(now)
+        self._events.append(CallAnswered(response.body))
+
+    def _answer_fork(self, call: _Call, response: Response, now: float) -> None:
+        """A 2xx with another To tag: a forked branch answered too. ACK it and BYE that dialog
+        (§13.2.2.4); a retransmission gets the kept ACK again, without a second BYE."""
+        tag = response.to.tag or ""
+        ack = call.forks.get(tag)
+        if ack is None:
+            forked, _ = _answer_dialog(call.invite, response)
+            forked_ack = forked.create_ack(call.cseq, self._auth_of(call.invite))
+            forked_ack.headers.prepend("Via", self._via())
+            ack = forked_ack.to_bytes()
+            if len(call.forks) < MAX_FORKED_ANSWERS:
+                call.forks[tag] = ack
+                bye = forked.create_request("BYE", [("User-Agent", self._config.user_agent)])
+                bye.headers.prepend("Via", self._via())
+                self._start(bye, now, lambda response, now: None, lambda now: None)
+        self._transmit(ack, self._server)
 
     def _send_ack(self, call: _Call, dialog: Dialog, cseq: int) -> None:
         """ACK a 2xx: own branch, dialog route set, the INVITE's CSeq number and credentials
-        (§13.2.2.4). Kept per CSeq so a retransmitted 2xx gets exactly the same bytes."""
+        (§13.2.2.4). Kept per CSeq so a retransmitted 2xx gets exactly the same bytes; only
+        the latest few, as a 2xx is retransmitted for 64*T1 at most (§13.3.1.4)."""
         ack = dialog.create_ack(cseq, self._auth_of(call.invite))
         ack.headers.prepend("Via", self._via())
         call.acks[cseq] = ack.to_bytes()
+        if len(call.acks) > MAX_KEPT_ACKS:
+            del call.acks[next(iter(call.acks))]
         self._transmit(call.acks[cseq], self._server)
 
     def _resend_ack(self, call: _Call, response: Response) -> None:
@@ -625,18 +729,20 @@ class UserAgent:
         call.session = None
         self._send_in_dialog(call, "BYE", [], b"", now, self._on_bye_response, self._on_bye_timeout)
 
-    def _on_bye_response(self, response: Response, now: float) -> None:
-        call = self._call
-        if call is None or response.status < 200:
+    def _on_bye_response(self, call: _Call, response: Response, now: float) -> None:
+        if response.status < 200:
             return
         if response.status in (401, 407) and self._retry_in_dialog(call, response, now):
             return
         self._finish_call(by_remote=False, reason="hangup")
 
-    def _on_bye_timeout(self, now: float) -> None:
+    def _on_bye_timeout(self, call: _Call, now: float) -> None:
+        del call
         self._finish_call(by_remote=False, reason="hangup (BYE unanswered)")
 
     def _finish_call(self, *, by_remote: bool, reason: str) -> None:
+        """Forget the call; report its end unless the attempt already failed (it was only
+        being hung up after a late or unusable answer)."""
         call = self._call
         if call is None:
             return
@@ -644,15 +750,11 @@ class UserAgent:
         if call.cancel_outcome is None:
             self._events.append(CallEnded(by_remote=by_remote, reason=reason))
 
-    def _end_call(self, now: float, reason: str, *, send_bye: bool) -> None:
+    def _end_call(self, call: _Call, now: float, reason: str, *, send_bye: bool) -> None:
         """The dialog failed under us: tell the peer (if it may still listen) and report."""
-        call = self._call
-        if call is None or call.dialog is None:
-            return
         if send_bye and call.state == "confirmed":
-            self._send_in_dialog(call, "BYE", [], b"", now, lambda r, n: None, lambda n: None)
-        self._call = None
-        self._events.append(CallEnded(by_remote=True, reason=reason))
+            self._send_in_dialog(call, "BYE", [], b"", now, _ignore_response, _ignore_timeout)
+        self._finish_call(by_remote=True, reason=reason)
 
     def send_info(self, now: float, content_type: str, body: bytes) -> None:
         """INFO in the dialog, e.g. `application/dtmf-relay` or picture_fast_update
@@ -666,24 +768,19 @@ class UserAgent:
         )
         self._collect()
 
-    def _on_info_response(self, response: Response, now: float) -> None:
-        call = self._call
+    def _on_info_response(self, call: _Call, response: Response, now: float) -> None:
         if response.status < 200:
             return
-        if (
-            response.status in (401, 407)
-            and call is not None
-            and self._retry_in_dialog(call, response, now)
-        ):
+        if response.status in (401, 407) and self._retry_in_dialog(call, response, now):
             return
         self._events.append(InfoAnswered(response.status, response.reason))
         if response.status in (408, 481):
-            self._end_call(now, f"INFO answered {response.status} {response.reason}",
+            self._end_call(call, now, f"INFO answered {response.status} {response.reason}",
                            send_bye=response.status == 408)  # fmt: skip
 
-    def _on_info_timeout(self, now: float) -> None:
+    def _on_info_timeout(self, call: _Call, now: float) -> None:
         self._events.append(InfoAnswered(408, "Request Timeout"))
-        self._end_call(now, "INFO unanswered: the peer is gone", send_bye=True)
+        self._end_call(call, now, "INFO unanswered: the peer is gone", send_bye=True)
 
     def _send_in_dialog(
         self,
@@ -692,9 +789,12 @@ class UserAgent:
         extra: list[tuple[str, str]],
         body: bytes,
         now: float,
-        on_response: Callable[[Response, float], None],
-        on_timeout: Callable[[float], None],
+        on_response: Callable[[_Call, Response, float], None],
+        on_timeout: Callable[[_Call, float], None],
     ) -> Request:
+        """Send a request in the call's dialog. Its responses and timeout are handled only
+        while `call` is still the current call: a late answer to an old call's BYE must not
+        end the next one."""
         dialog = call.dialog
         assert dialog is not None
         headers = [*extra, ("User-Agent", self._config.user_agent)]
@@ -702,16 +802,26 @@ class UserAgent:
             headers.append(("Contact", self._contact()))
         request = dialog.create_request(method, headers, body)
         request.headers.prepend("Via", self._via())
-        self._start(request, now, on_response, on_timeout)
+
+        def response_in_call(response: Response, now: float) -> None:
+            if call is self._call:
+                on_response(call, response, now)
+
+        def timeout_in_call(now: float) -> None:
+            if call is self._call:
+                on_timeout(call, now)
+
+        self._start(request, now, response_in_call, timeout_in_call)
         return request
 
     def _retry_in_dialog(self, call: _Call, response: Response, now: float) -> bool:
-        """Answer a challenge to an in-dialog request once, resending it with CSeq + 1."""
+        """Answer a challenge to an in-dialog request, resending it with CSeq + 1, at most
+        MAX_CHALLENGES times per request: a server repeating `stale=true` would loop."""
+        pending = self._clients.get((response.top_via.branch or "", response.cseq[1]))
+        if pending is None or call.dialog is None or pending.challenges >= MAX_CHALLENGES:
+            return False
         header = "Proxy-Authenticate" if response.status == 407 else "WWW-Authenticate"
         if not call.auth.accept(response.status, response.headers.get_fields(header)):
-            return False
-        pending = self._clients.get((response.top_via.branch or "", response.cseq[1]))
-        if pending is None or call.dialog is None:
             return False
         original = pending.transaction.request
         extra = [
@@ -724,7 +834,7 @@ class UserAgent:
         for name, value in call.auth.headers_for(original.method, request.uri, original.body):
             request.headers.add(name, value)
         request.headers.prepend("Via", self._via())
-        self._start(request, now, pending.on_response, pending.on_timeout)
+        self._start(request, now, pending.on_response, pending.on_timeout, pending.challenges + 1)
         return True
 
     # ---- session timers (RFC 4028) ----------------------------------------------------
@@ -738,17 +848,18 @@ class UserAgent:
 
     @staticmethod
     def _session_expires(value: str | None) -> tuple[int, str | None] | None:
+        """Interval and refresher of a Session-Expires value (RFC 4028 §4); None if unusable."""
         if not value:
             return None
         number, _, rest = value.partition(";")
-        number = number.strip()
-        if not (number.isascii() and number.isdigit()) or len(number) > 9 or int(number) < 1:
+        interval = bounded_int(number, MAX_DELTA_SECONDS)
+        if not interval:
             return None
         try:
             params = parse_params(";" + rest, what="Session-Expires") if rest else {}
         except SipParseError:
             return None
-        return int(number), params.get("refresher")
+        return interval, params.get("refresher")
 
     def _call_timers(self, now: float) -> None:
         call = self._call
@@ -764,14 +875,21 @@ class UserAgent:
             self._call = None
             self._events.append(CallAttemptFailed(outcome))
             return
-        session = call.session
-        if session is None or call.state != "confirmed":
+        session = self._running_session(call)
+        if session is None:
             return
         if session.expire_at is not None and session.expire_at <= now:
-            self._end_call(now, "session expired: the peer stopped refreshing", send_bye=True)
+            self._end_call(call, now, "session expired: the peer stopped refreshing", send_bye=True)
         elif session.refresh_at is not None and session.refresh_at <= now:
             session.refresh_at = None
             self._refresh_session(call, session, now)
+
+    @staticmethod
+    def _running_session(call: _Call) -> _SessionTimer | None:
+        """The session timer, while it runs: only in a confirmed call. `get_timer` and
+        `handle_timer` both ask here, so no deadline is reported that nothing would act on
+        (the shell would spin on it)."""
+        return call.session if call.state == "confirmed" else None
 
     def _refresh_session(self, call: _Call, session: _SessionTimer, now: float) -> None:
         """UPDATE without a body when the peer allows it (RFC 4028 §7.4), else a re-INVITE
@@ -796,9 +914,8 @@ class UserAgent:
             self._on_refresh_timeout,
         )
 
-    def _on_refresh_response(self, response: Response, now: float) -> None:
-        call = self._call
-        if call is None or call.dialog is None or response.status < 200:
+    def _on_refresh_response(self, call: _Call, response: Response, now: float) -> None:
+        if call.dialog is None or response.status < 200:
             return
         number, method = response.cseq
         if 200 <= response.status < 300:
@@ -808,7 +925,7 @@ class UserAgent:
             if method == "INVITE":
                 self._send_ack(call, call.dialog, number)
             call.refresh_pending = False
-            call.dialog.refresh_target(response)
+            call.dialog.refresh_target(response)  # an unusable Contact keeps the old target
             parsed = self._session_timer_from_2xx(response)
             if parsed is not None:
                 call.session = parsed
@@ -820,12 +937,13 @@ class UserAgent:
         call.refresh_pending = False
         if response.status in (408, 481):
             # §12.2.1.2: these mean the dialog is gone.
-            self._end_call(now, f"session refresh answered {response.status}", send_bye=True)
+            reason = f"session refresh answered {response.status}"
+            self._end_call(call, now, reason, send_bye=True)
         elif call.session is not None:
             call.session.restart(now)
 
-    def _on_refresh_timeout(self, now: float) -> None:
-        self._end_call(now, "session refresh unanswered: the peer is gone", send_bye=True)
+    def _on_refresh_timeout(self, call: _Call, now: float) -> None:
+        self._end_call(call, now, "session refresh unanswered: the peer is gone", send_bye=True)
 
     # ---- incoming messages ------------------------------------------------------------
 
@@ -863,6 +981,8 @@ class UserAgent:
         if existing is not None:
             existing.receive_retransmission()
             return
+        if len(self._servers) >= MAX_SERVER_TRANSACTIONS:
+            del self._servers[next(iter(self._servers))]
         server = ServerTransaction(request, addr, self._reliable)
         self._servers[server.key] = server
         server.respond(self._answer(request, now), now)
@@ -897,8 +1017,7 @@ class UserAgent:
         if not dialog.accept_remote_cseq(request):
             return self._response(request, 500, [("Retry-After", "1")])
         if method == "BYE":
-            self._call = None
-            self._events.append(CallEnded(by_remote=True, reason=self._bye_reason(request)))
+            self._finish_call(by_remote=True, reason=self._bye_reason(request))
             return self._response(request, 200)
         if method == "INFO":
             content_type = request.headers.get("Content-Type") or ""
@@ -917,7 +1036,8 @@ class UserAgent:
         stays up; our SDP is repeated unchanged (RFC 3264 §8)."""
         if request.method == "INVITE" and call.refresh_pending:
             return self._response(request, 491)  # glare: both re-INVITEs pending (§14.2)
-        dialog.refresh_target(request)
+        if not dialog.refresh_target(request):
+            return self._response(request, 400, reason="Bad Contact")
         if request.body:
             self._events.append(SessionModified(request.body))
         extra = [("Contact", self._contact()), ("Allow", ALLOW)]
@@ -986,9 +1106,11 @@ class UserAgent:
         now: float,
         on_response: Callable[[Response, float], None],
         on_timeout: Callable[[float], None],
+        challenges: int = 0,
     ) -> None:
         transaction = ClientTransaction(request, self._server, self._reliable, now)
-        self._clients[transaction.key] = _Pending(transaction, on_response, on_timeout)
+        pending = _Pending(transaction, on_response, on_timeout, challenges=challenges)
+        self._clients[transaction.key] = pending
 
     def _collect(self) -> None:
         """Move every transaction's outbox to the send queue; forget finished transactions."""
@@ -1031,11 +1153,11 @@ class UserAgent:
         for later requests, so a NAT between us and the server keeps working."""
         if self._config.transport != "udp":
             return
-        via = response.top_via
-        host = via.params.get("received") or self._contact_addr[0]
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isascii() and rport.isdigit() else None
-        self._contact_addr = (host, port or self._contact_addr[1])
+        params = response.top_via.params
+        received = params.get("received")
+        host = received and _ip_literal(received)
+        port = bounded_int(params.get("rport"), 65535)
+        self._contact_addr = (host or self._contact_addr[0], port or self._contact_addr[1])
 
     @staticmethod
     def _sdp_of(message: Response | Request) -> bytes | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from typing import cast
 
 import pytest
 
-from sip2rtmp.errors import SipUnreachable
+from sip2rtmp.errors import AuthenticationFailed, SipUnreachable
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.useragent import Transport, UserAgentConfig
@@ -84,3 +85,72 @@ def test_registration_through_a_scripted_udp_server() -> None:
     expires, seen = asyncio.run(scenario())
     assert expires == 120
     assert seen == ["sent", "received", "sent", "received"]  # REGISTER, 200, un-REGISTER, 200
+
+
+class HostileRegistrar(asyncio.DatagramProtocol):
+    """Answers every REGISTER with a garbage datagram, then a 200 whose Expires no int() or
+    float can hold."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        keep = [h for h in head[1:] if h.split(b":")[0] in (b"Via", b"From", b"To",
+                                                            b"Call-ID", b"CSeq")]  # fmt: skip
+        self.transport.sendto(b"\x00\xff Authorization: Digest response=secret", addr)
+        huge = b"Expires: " + b"9" * 4301
+        self.transport.sendto(b"\r\n".join([b"SIP/2.0 200 OK", *keep, huge, b"", b""]), addr)
+
+
+def test_hostile_answers_are_logged_and_dropped_and_register_completes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        server, _ = await loop.create_datagram_endpoint(
+            HostileRegistrar, local_addr=("127.0.0.1", 0)
+        )
+        cfg = config("udp", server.get_extra_info("sockname")[1])
+        try:
+            async with SipSession(cfg) as sip:
+                return await asyncio.wait_for(sip.register(), 5)
+        finally:
+            server.close()
+
+    with caplog.at_level(logging.DEBUG, logger="sip2rtmp.net.sip_session"):
+        assert asyncio.run(scenario()) == 600  # the huge Expires is ignored
+    drops = [r.getMessage() for r in caplog.records if "dropped a SIP message" in r.getMessage()]
+    assert drops and all("secret" not in message for message in drops)
+
+
+class NonUtf8Challenger(asyncio.DatagramProtocol):
+    """Answers every REGISTER with a 401 whose realm is not UTF-8."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        keep = [h for h in head[1:] if h.split(b":")[0] in (b"Via", b"From", b"To",
+                                                            b"Call-ID", b"CSeq")]  # fmt: skip
+        challenge = b'WWW-Authenticate: Digest realm="\xff\xfe", nonce="n", qop="auth"'
+        reply = b"\r\n".join([b"SIP/2.0 401 Unauthorized", *keep, challenge, b"", b""])
+        self.transport.sendto(reply, addr)
+
+
+def test_a_challenge_that_is_not_utf8_ends_register_promptly() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        server, _ = await loop.create_datagram_endpoint(
+            NonUtf8Challenger, local_addr=("127.0.0.1", 0)
+        )
+        cfg = config("udp", server.get_extra_info("sockname")[1])
+        try:
+            async with SipSession(cfg) as sip:
+                await asyncio.wait_for(sip.register(), 5)
+        finally:
+            server.close()
+
+    with pytest.raises(AuthenticationFailed):
+        asyncio.run(scenario())

@@ -25,6 +25,7 @@ from sip2rtmp.sip.events import (
     Event,
     InfoAnswered,
     InfoReceived,
+    MessageDropped,
     MessageLogged,
     Registered,
     RegistrationFailed,
@@ -32,7 +33,14 @@ from sip2rtmp.sip.events import (
     Unregistered,
 )
 from sip2rtmp.sip.message import Headers, Request, Response, parse_message, parse_name_addr
-from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
+from sip2rtmp.sip.useragent import (
+    MAX_CHALLENGES,
+    MAX_FORKED_ANSWERS,
+    MAX_KEPT_ACKS,
+    MAX_SERVER_TRANSACTIONS,
+    UserAgent,
+    UserAgentConfig,
+)
 
 SERVER = ("192.0.2.10", 5060)
 CALLEE = ("192.0.2.10", 5060)
@@ -580,3 +588,382 @@ def test_contact_learns_received_and_rport() -> None:
     invite = only(sent(ua))
     contact = parse_name_addr(invite.headers.get("Contact") or "").sip_uri()
     assert (contact.host, contact.port) == ("203.0.113.7", 40000)
+
+
+# --- hostile peers: every case here raised, hung or looped before ----------------
+
+HUGE = ["9" * 400, "9" * 4301]
+"""400 digits overflow a float timer; over 4,300 digits int() itself refuses the text."""
+
+
+def dropped(ua: UserAgent) -> list[str]:
+    """Reasons of the MessageDropped events, the other events discarded."""
+    reasons = []
+    while (event := ua.next_event()) is not None:
+        if isinstance(event, MessageDropped):
+            reasons.append(event.reason)
+    return reasons
+
+
+def registered_with(ua: UserAgent, extra: list[tuple[str, str]]) -> list[Any]:
+    ua.register(0.0)
+    register = only(sent(ua))
+    ua.receive_data(reply(register, 200, "OK", extra, to_tag="r"), SERVER, 0.1)
+    return events(ua)
+
+
+@pytest.mark.parametrize("number", HUGE)
+def test_huge_expires_keeps_the_requested_interval(number: str) -> None:
+    ua = make_ua()
+    assert registered_with(ua, [("Expires", number)]) == [Registered(600)]
+    ua.handle_timer(10.0)  # timer K
+    assert ua.get_timer() == pytest.approx(300.1)
+
+
+@pytest.mark.parametrize("number", HUGE)
+def test_huge_contact_expires_keeps_the_requested_interval(number: str) -> None:
+    ua = make_ua()
+    contact = f"<sip:relay@192.0.2.1:5062>;expires={number}"
+    assert registered_with(ua, [("Contact", contact)]) == [Registered(600)]
+
+
+def test_a_grant_of_years_is_refreshed_daily() -> None:
+    ua = make_ua()
+    assert registered_with(ua, [("Expires", str(2**32 - 1))]) == [Registered(2**32 - 1)]
+    ua.handle_timer(10.0)
+    assert ua.get_timer() == pytest.approx(0.1 + 86400)
+
+
+@pytest.mark.parametrize("number", HUGE)
+def test_huge_min_expires_fails_the_registration(number: str) -> None:
+    ua = make_ua()
+    ua.register(0.0)
+    register = only(sent(ua))
+    ua.receive_data(reply(register, 423, "Too Brief", [("Min-Expires", number)]), SERVER, 0.1)
+    assert events(ua) == [comparable(RegistrationFailed(CallFailed(423, "Too Brief")))]
+    assert sent(ua) == []
+
+
+@pytest.mark.parametrize(
+    ("received", "rport"),
+    [
+        ("evil.example.com", "40000"),
+        ('"203.0.113.7>;x=1"', "40000"),
+        ('"fe80::1%eth0"', "40000"),
+        ('"203.0.113.7\\r\\nX-Injected: 1"', "40000"),
+        ("203.0.113.7", "9" * 4301),
+        ("203.0.113.7", "70000"),
+        ("203.0.113.7", "0"),
+    ],
+)
+def test_contact_ignores_a_received_or_rport_that_is_not_an_address(
+    received: str, rport: str
+) -> None:
+    ua = make_ua()
+    ua.register(0.0)
+    register = only(sent(ua))
+    response = (
+        reply(register, 200, "OK", to_tag="r")
+        .replace(b";rport;", f";rport={rport};".encode())
+        .replace(b"received=192.0.2.1", f"received={received}".encode())
+    )
+    ua.receive_data(response, SERVER, 0.1)
+    ua.invite(1.0, "tone", OFFER)
+    invite = only(sent(ua))
+    contact = parse_name_addr(invite.headers.get("Contact") or "").sip_uri()
+    good_host = received == "203.0.113.7"
+    good_port = rport == "40000"
+    assert contact.host == ("203.0.113.7" if good_host else "192.0.2.1")
+    assert contact.port == (40000 if good_port else 5062)
+
+
+def test_contact_learns_an_ipv6_received_in_brackets() -> None:
+    ua = make_ua()
+    ua.register(0.0)
+    register = only(sent(ua))
+    response = reply(register, 200, "OK", to_tag="r").replace(
+        b"received=192.0.2.1", b'received="2001:db8::7"'
+    )
+    ua.receive_data(response, SERVER, 0.1)
+    ua.invite(1.0, "tone", OFFER)
+    assert "<sip:relay@[2001:db8::7]:5062>" in (only(sent(ua)).headers.get("Contact") or "")
+
+
+def test_a_challenge_with_a_non_utf8_realm_ends_the_registration() -> None:
+    ua = make_ua()
+    ua.register(0.0)
+    register = only(sent(ua))
+    challenge = b'Digest realm="\xff\xfe", nonce="n", qop="auth"'
+    response = reply(register, 401, "Unauthorized", [("WWW-Authenticate", "CHALLENGE")])
+    ua.receive_data(response.replace(b"CHALLENGE", challenge), SERVER, 0.1)
+    outcome = events(ua)
+    if outcome:  # the challenge was refused
+        assert outcome == [comparable(RegistrationFailed(AuthenticationFailed(401)))]
+        return
+    retry = only(sent(ua))  # or answered, and the registration goes on to its end
+    ua.receive_data(reply(retry, 200, "OK", to_tag="r"), SERVER, 0.2)
+    assert events(ua) == [Registered(600)]
+
+
+def _answered(
+    ua: UserAgent, extra: list[tuple[str, str]], ring: bool = True
+) -> tuple[Request, bytes]:
+    ua.invite(0.0, "tone", OFFER, ring_timeout=30.0)
+    invite = only(sent(ua))
+    if ring:
+        ua.receive_data(reply(invite, 180, "Ringing", to_tag="callee"), SERVER, 0.1)
+    ok = reply(invite, 200, "OK", extra, to_tag="callee", body=ANSWER)
+    ua.receive_data(ok, SERVER, 1.0)
+    return invite, ok
+
+
+@pytest.mark.parametrize(
+    ("extra", "cause"),
+    [
+        ([*CONTACT, ("Record-Route", "<tel:+15551234;lr>")], "not a sip: or sips: URI"),
+        ([*CONTACT, ("Record-Route", "<sip:p1.lab.test;lr>, <tel:+1555>")], "sip: or sips:"),
+        ([("Contact", "*")], "not a URI"),
+        ([("Contact", "<tel:+15551234>")], "not a sip: or sips: URI"),
+        ([("Contact", "<sip:tone@192.0.2.20;x=" + "a" * 600 + ">")], "Contact URI longer"),
+        ([*CONTACT, *[("Record-Route", f"<sip:p{i}.lab.test;lr>") for i in range(17)]], "17"),
+    ],
+)
+def test_an_answer_without_a_usable_dialog_is_acked_hung_up_and_reported(
+    extra: list[tuple[str, str]], cause: str
+) -> None:
+    ua = make_ua()
+    invite, ok = _answered(ua, extra)
+    ack, bye = sent(ua)
+    assert isinstance(ack, Request) and isinstance(bye, Request)
+    assert (ack.method, bye.method) == ("ACK", "BYE")
+    for request in (ack, bye):
+        assert request.uri == invite.uri and "Route" not in request.headers
+        assert request.to.tag == "callee" and request.call_id == invite.call_id
+    assert ack.cseq == (1, "ACK") and bye.cseq == (2, "BYE")
+    [progress, failed] = events(ua)
+    assert progress == CallProgress(180, "Ringing", None)
+    assert failed[:2] == ("CallAttemptFailed", "CallFailed")
+    assert failed[2]["status"] == 200 and cause in failed[2]["reason"]
+    ua.receive_data(ok, SERVER, 1.5)  # the 2xx retransmitted: the same ACK, nothing else
+    assert [m.method for m in sent(ua) if isinstance(m, Request)] == ["ACK"]
+    ua.receive_data(reply(bye, 200, "OK"), SERVER, 1.6)
+    assert events(ua) == []
+    assert not ua.in_call
+
+
+def test_a_huge_record_route_never_makes_a_huge_ack() -> None:
+    ua = make_ua()
+    routes = ", ".join(f"<sip:10.0.{i // 250}.{i % 250};lr;ftag=abcdef>" for i in range(2500))
+    _answered(ua, [*CONTACT, ("Record-Route", routes)])
+    out = raw_sent(ua)
+    assert all(len(data) < 2048 for data in out)
+    outcome = [e for e in events(ua) if not isinstance(e, CallProgress)]
+    if out:  # the answer was parsed: ACKed, hung up and reported
+        assert outcome[0][:2] == ("CallAttemptFailed", "CallFailed")
+    else:  # or refused by the parser, as if lost
+        assert [type(e) for e in outcome] == [MessageDropped]
+
+
+def test_the_largest_usable_route_set_still_makes_a_small_ack() -> None:
+    ua = make_ua()
+    name = "p" * 100
+    routes = [("Record-Route", f"<sip:{name}{i}.lab.test;lr>") for i in range(16)]
+    _answered(ua, [*CONTACT, *routes])
+    [ack] = raw_sent(ua)
+    assert ack.count(b"Route: ") == 16
+    assert len(ack) < 3000
+    assert events(ua)[-1] == CallAnswered(ANSWER)
+
+
+def test_contact_star_in_a_reinvite_is_refused_and_the_call_goes_on() -> None:
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    reinvite = _in_dialog(invite, "INVITE", 2, "star", ANSWER)
+    reinvite.headers.set("Contact", "*")
+    ua.receive_data(reinvite.to_bytes(), SERVER, 5.0)
+    [answer] = sent(ua)
+    assert isinstance(answer, Response) and answer.status == 400
+    assert events(ua) == []
+    ua.bye(6.0)
+    assert only(sent(ua)).uri == "sip:tone@192.0.2.20:5070"
+
+
+def test_contact_star_in_a_refresh_answer_keeps_the_target() -> None:
+    ua = make_ua()
+    ua.invite(0.0, "tone", OFFER)
+    invite = only(sent(ua))
+    extra = [*CONTACT, ("Session-Expires", "60;refresher=uac")]
+    ua.receive_data(reply(invite, 200, "OK", extra, to_tag="c", body=ANSWER), SERVER, 0.0)
+    sent(ua)
+    ua.handle_timer(30.0)
+    refresh = only(sent(ua))
+    star = [("Contact", "*"), ("Session-Expires", "60;refresher=uac")]
+    ua.receive_data(reply(refresh, 200, "OK", star, body=ANSWER), SERVER, 30.1)
+    assert only(sent(ua)).method == "ACK"
+    ua.bye(31.0)
+    assert only(sent(ua)).uri == "sip:tone@192.0.2.20:5070"
+
+
+@pytest.mark.parametrize("number", HUGE)
+def test_huge_session_expires_is_ignored(number: str) -> None:
+    ua = make_ua()
+    _answered(ua, [*CONTACT, ("Session-Expires", f"{number};refresher=uac")])
+    sent(ua)
+    assert events(ua)[-1] == CallAnswered(ANSWER)
+    deadline = ua.get_timer()
+    assert deadline is not None and deadline < 100  # transaction timers only
+
+
+def test_a_session_interval_of_years_is_refreshed_daily() -> None:
+    ua = make_ua()
+    _answered(ua, [*CONTACT, ("Session-Expires", f"{2**32 - 1};refresher=uac")])
+    sent(ua)
+    ua.handle_timer(50.0)
+    assert ua.get_timer() == pytest.approx(1.0 + 86400)
+
+
+@pytest.mark.parametrize("number", HUGE)
+def test_huge_min_se_fails_the_attempt(number: str) -> None:
+    ua = make_ua()
+    ua.invite(0.0, "tone", OFFER)
+    invite = only(sent(ua))
+    ua.receive_data(reply(invite, 422, "Too Small", [("Min-SE", number)], to_tag="x"), SERVER, 0)
+    assert only(sent(ua)).method == "ACK"
+    assert events(ua) == [comparable(CallAttemptFailed(CallFailed(422, "Too Small")))]
+
+
+STALE = 'Digest realm="lab.test", nonce="again", qop="auth", stale=true'
+
+
+def test_stale_challenges_to_bye_stop_after_max_challenges() -> None:
+    ua = make_ua()
+    establish(ua)
+    sent(ua)
+    events(ua)
+    ua.bye(5.0)
+    byes = 0
+    while (messages := sent(ua)) and byes < 50:
+        bye = only([m for m in messages if isinstance(m, Request) and m.method == "BYE"])
+        byes += 1
+        challenge = reply(bye, 401, "Unauthorized", [("WWW-Authenticate", STALE)])
+        ua.receive_data(challenge, SERVER, 5.0 + byes)
+    assert byes == 1 + MAX_CHALLENGES
+    assert events(ua) == [CallEnded(by_remote=False, reason="hangup")]
+    assert not ua.in_call
+
+
+def test_stale_challenges_to_info_stop_after_max_challenges() -> None:
+    ua = make_ua()
+    establish(ua)
+    sent(ua)
+    events(ua)
+    ua.send_info(5.0, "application/dtmf-relay", b"Signal=1\r\n")
+    infos = 0
+    while (messages := sent(ua)) and infos < 50:
+        info = only(messages)
+        infos += 1
+        challenge = reply(info, 407, "Proxy Auth", [("Proxy-Authenticate", STALE)])
+        ua.receive_data(challenge, SERVER, 5.0 + infos)
+    assert infos == 1 + MAX_CHALLENGES
+    assert events(ua) == [InfoAnswered(407, "Proxy Auth")]
+    assert ua.in_call
+
+
+def _options(branch: str) -> bytes:
+    headers = Headers()
+    headers.add("Via", f"SIP/2.0/UDP 198.51.100.9;branch=z9hG4bK{branch}")
+    headers.add("From", f"<sip:flood@198.51.100.9>;tag={branch}")
+    headers.add("To", "<sip:relay@lab.test>")
+    headers.add("Call-ID", branch)
+    headers.add("CSeq", "1 OPTIONS")
+    return Request("OPTIONS", "sip:relay@192.0.2.1", headers).to_bytes()
+
+
+def test_a_flood_of_new_branches_keeps_the_server_transactions_bounded() -> None:
+    ua = make_ua()
+    for index in range(1000):
+        ua.receive_data(_options(f"flood{index}"), ("198.51.100.9", 5060), index / 1000)
+    assert len(ua._servers) == MAX_SERVER_TRANSACTIONS
+    answers = [data for data, _ in ua.data_to_send(1.0)]
+    assert len(answers) == 1000 and all(data.startswith(b"SIP/2.0 200") for data in answers)
+    # The newest are the ones kept: a retransmission of the last request is absorbed.
+    ua.receive_data(_options("flood999"), ("198.51.100.9", 5060), 1.0)
+    assert len(ua._servers) == MAX_SERVER_TRANSACTIONS
+
+
+def test_forked_answers_are_acked_and_a_flood_of_tags_stays_bounded() -> None:
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    for index in range(3 * MAX_FORKED_ANSWERS):
+        fork = reply(invite, 200, "OK", CONTACT, to_tag=f"fork{index}", body=ANSWER)
+        ua.receive_data(fork, SERVER, 1.1)
+    methods = [m.method for m in sent(ua) if isinstance(m, Request)]
+    assert methods.count("ACK") == 3 * MAX_FORKED_ANSWERS
+    assert methods.count("BYE") == MAX_FORKED_ANSWERS
+    again = reply(invite, 200, "OK", CONTACT, to_tag="fork0", body=ANSWER)
+    ua.receive_data(again, SERVER, 1.2)
+    assert [m.method for m in sent(ua) if isinstance(m, Request)] == ["ACK"]
+    assert events(ua) == []
+
+
+def test_a_header_with_nul_or_bare_cr_is_dropped() -> None:
+    ua = make_ua()
+    for bad in (b'"a\\\x00b" <sip:ping@lab.test>;tag=p', b'"a\rb" <sip:ping@lab.test>;tag=p'):
+        message = _options("nul").replace(b"<sip:flood@198.51.100.9>;tag=nul", bad)
+        ua.receive_data(message, SERVER, 0.0)
+    assert sent(ua) == []  # our answer would echo From, and the encoder refuses NUL and CR
+    reasons = dropped(ua)
+    assert len(reasons) == 2 and "NUL or CR in a From header field" in reasons
+
+
+def test_garbage_is_reported_as_dropped() -> None:
+    ua = make_ua()
+    ua.receive_data(b"\x00\xffnot sip", SERVER, 0.0)
+    assert len(dropped(ua)) == 1
+
+
+def test_a_session_timer_armed_while_hanging_up_never_stalls_the_timers() -> None:
+    """The peer's UPDATE asks us to refresh while our BYE is out: no deadline may be reported
+    that handle_timer then ignores, or the shell's timer fires again and again at once."""
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    ua.bye(2.0)
+    sent(ua)
+    update = _in_dialog(invite, "UPDATE", 2, "upd")
+    update.headers.add("Session-Expires", "20;refresher=uas")  # a refresh due before 34 s
+    ua.receive_data(update.to_bytes(), SERVER, 3.0)
+    steps = 0
+    while (deadline := ua.get_timer()) is not None and steps < 100:
+        ua.handle_timer(deadline)
+        assert ua.get_timer() != deadline
+        steps += 1
+    assert ua.get_timer() is None and not ua.in_call
+    assert events(ua) == [CallEnded(by_remote=False, reason="hangup (BYE unanswered)")]
+
+
+def test_acks_kept_for_refresh_reinvites_stay_bounded() -> None:
+    """A peer asking for a refresh every second makes one re-INVITE and ACK a second; only the
+    latest ACKs are kept for retransmitted 2xx."""
+    ua = make_ua()
+    ua.invite(0.0, "tone", OFFER)
+    invite = only(sent(ua))
+    extra = [*CONTACT, ("Session-Expires", "2;refresher=uac")]
+    ua.receive_data(reply(invite, 200, "OK", extra, to_tag="c", body=ANSWER), SERVER, 0.0)
+    sent(ua)
+    now = 0.0
+    for _ in range(20):
+        now += 1.0
+        ua.handle_timer(now)
+        refresh = only([m for m in sent(ua) if isinstance(m, Request)])
+        ok = reply(refresh, 200, "OK", extra, body=ANSWER)
+        ua.receive_data(ok, SERVER, now)
+        [ack] = raw_sent(ua)
+    assert ua._call is not None and len(ua._call.acks) == MAX_KEPT_ACKS
+    ua.receive_data(ok, SERVER, now + 0.5)  # the latest 2xx again: the same ACK
+    assert raw_sent(ua) == [ack]
