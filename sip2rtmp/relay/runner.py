@@ -14,13 +14,13 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from sip2rtmp.config import CallSettings
-from sip2rtmp.errors import BusyOrDeclined, Interrupted, MediaTimeout, Sip2RtmpError
+from sip2rtmp.errors import BusyOrDeclined, CallFailed, Interrupted, MediaTimeout, Sip2RtmpError
 from sip2rtmp.media.passthrough import PassthroughVideo
 from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
@@ -34,7 +34,7 @@ from sip2rtmp.relay.sync import AvSync, SyncedPipeline
 from sip2rtmp.relay.video import OFFERED_CODECS, KeyframePolicy, VideoLeg
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.events import CallProgress
-from sip2rtmp.sip.sdp import NegotiatedSession, build_offer, negotiate
+from sip2rtmp.sip.sdp import NegotiatedSession, SdpParseError, build_offer, negotiate
 from sip2rtmp.sip.useragent import UserAgentConfig
 from sip2rtmp.status import CallStatus, EventSink, RelayControl, RelayEvent, status_for_provisional
 
@@ -222,7 +222,11 @@ class Relay:
         )
         self._call = call
         call.on_info = self._on_info
-        negotiated = negotiate(offer, call.answer_sdp.decode("utf-8", "replace"))
+        try:
+            negotiated = negotiate(offer, call.answer_sdp.decode("utf-8", "replace"))
+        except SdpParseError as exc:
+            # The dialog exists: raising ends the call with a BYE on the way out.
+            raise CallFailed(200, f"with an unusable SDP answer: {exc}") from None
         self._answered_at = time.monotonic()
         self.emit(
             "status",
@@ -427,7 +431,13 @@ class Relay:
             reason=progress.reason,
         )
         if progress.sdp and self._leg is not None:
-            early = negotiate(offer, progress.sdp.decode("utf-8", "replace"))
+            try:
+                early = negotiate(offer, progress.sdp.decode("utf-8", "replace"))
+            except SdpParseError as exc:
+                log.warning(
+                    "ignoring the early media of a %d: unusable SDP: %s", progress.status, exc
+                )
+                return
             if early.audio is not None:
                 self._in_background(self._leg.connect(early.audio))
 
@@ -521,8 +531,9 @@ class Relay:
                 for output in media.outputs
             ],
         }
-        jitter = self._leg.stats if self._leg is not None else None
-        if jitter is not None:
+        leg = self._leg
+        jitter = leg.stats if leg is not None else None
+        if leg is not None and jitter is not None:
             expected = jitter.received + jitter.lost
             snapshot["rtp"] = {
                 "received": jitter.received,
@@ -534,6 +545,7 @@ class Relay:
                 "depth_ms": round(jitter.depth_ms, 1),
                 "loss_pct": round(100.0 * jitter.lost / expected, 2) if expected else 0.0,
                 "timeline_resyncs": media.resyncs,
+                **asdict(leg.endpoint.source.stats),
             }
         if self._video is not None and self._switch is not None:
             video = self._video.stats
@@ -552,6 +564,7 @@ class Relay:
                 "jitter_ms": round(video.jitter.jitter_ms, 1) if video.jitter else 0.0,
                 "depth_ms": round(video.jitter.depth_ms, 1) if video.jitter else 0.0,
                 "av_skew_ms": None if skew is None else round(1000 * skew),
+                **asdict(self._video.endpoint.source.stats),
             }
         return snapshot
 

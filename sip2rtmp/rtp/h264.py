@@ -42,6 +42,22 @@ FU_A = 28
 _INTERLEAVED = frozenset((25, 26, 27, 29))  # STAP-B, MTAP16, MTAP24, FU-B (RFC 6184 §5.2)
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 
+MAX_PARAMETER_SET_SIZE = 1024
+"""Largest SPS or PPS NAL unit we parse or keep, in bytes. Real ones are under 100 bytes; an
+SPS carrying every 4:2:0 scaling list at its largest deltas stays under 600."""
+MAX_PARAMETER_SETS = 8
+"""NAL units an fmtp sprop-parameter-sets value may carry (RFC 6184 §8.1): an SPS and a PPS,
+a few of each at most."""
+MAX_ACCESS_UNIT_NALS = 4096
+"""NAL units per access unit. A 1080p picture at the largest size any level allows (1.6 MB,
+H.264 Annex A MinCR 2), cut into a slice per 1,200-byte packet, is about 1,400 slices."""
+_MAX_PICTURE_MBS = 1055
+"""Width or height in macroblocks: at most Sqrt(8 * MaxFS) at the highest level, 6.2 (H.264
+A.3.1 f, g); a larger SPS is hostile, and its size must not reach a decoder or an encoder."""
+_MAX_POC_CYCLE = 255  # num_ref_frames_in_pic_order_cnt_cycle, H.264 §7.4.2.1.1
+_MAX_BIT_DEPTH = 14  # bit_depth_luma/chroma_minus8 is 0..6, H.264 §7.4.2.1.1
+_MAX_BASE64_SET = 4 * -(-MAX_PARAMETER_SET_SIZE // 3)  # base64 length of the largest set
+
 
 class H264ParseError(ValueError):
     """A parameter set or fmtp value that cannot be decoded."""
@@ -75,19 +91,28 @@ class SpsInfo:
 
 
 class _Bits:
-    """MSB-first bit reader over an RBSP."""
+    """MSB-first bit reader over an RBSP.
 
-    __slots__ = ("_left", "_value")
+    Each read slices only the bytes it covers, so parsing costs time linear in the bits read;
+    holding the RBSP as one big int would cost a shift of the whole of it per read.
+    """
+
+    __slots__ = ("_data", "_position", "_size")
 
     def __init__(self, data: bytes) -> None:
-        self._value = int.from_bytes(data, "big")
-        self._left = 8 * len(data)
+        self._data = data
+        self._position = 0
+        self._size = 8 * len(data)
 
     def u(self, count: int) -> int:
-        if count > self._left:
+        start = self._position
+        end = start + count
+        if end > self._size:
             raise H264ParseError("SPS ends early")
-        self._left -= count
-        return (self._value >> self._left) & ((1 << count) - 1)
+        self._position = end
+        last_byte = (end + 7) >> 3
+        window = int.from_bytes(self._data[start >> 3 : last_byte], "big")
+        return (window >> (8 * last_byte - end)) & ((1 << count) - 1)
 
     def ue(self) -> int:
         zeros = 0
@@ -115,6 +140,8 @@ def parse_sps(nal: bytes) -> SpsInfo:
     """Decode profile, level, chroma format and the cropped picture size from an SPS NAL."""
     if len(nal) < 4 or nal_type(nal) != NAL_SPS:
         raise H264ParseError("not an SPS NAL unit")
+    if len(nal) > MAX_PARAMETER_SET_SIZE:
+        raise H264ParseError(f"SPS of {len(nal)} bytes, over {MAX_PARAMETER_SET_SIZE}")
     bits = _Bits(nal[1:].replace(b"\x00\x00\x03", b"\x00\x00"))
     profile, constraints, level = bits.u(8), bits.u(8), bits.u(8)
     bits.ue()  # seq_parameter_set_id
@@ -127,6 +154,8 @@ def parse_sps(nal: bytes) -> SpsInfo:
             separate_planes = bits.u(1)
         depth_luma = bits.ue() + 8
         depth_chroma = bits.ue() + 8
+        if max(depth_luma, depth_chroma) > _MAX_BIT_DEPTH:
+            raise H264ParseError(f"bit depth {max(depth_luma, depth_chroma)}")
         bits.u(1)  # qpprime_y_zero_transform_bypass_flag
         if bits.u(1):  # seq_scaling_matrix_present_flag
             for index in range(8 if chroma != 3 else 12):
@@ -140,12 +169,19 @@ def parse_sps(nal: bytes) -> SpsInfo:
         bits.u(1)
         bits.se()
         bits.se()
-        for _ in range(bits.ue()):
+        cycle = bits.ue()
+        if cycle > _MAX_POC_CYCLE:
+            raise H264ParseError(f"pic_order_cnt cycle of {cycle} frames")
+        for _ in range(cycle):
             bits.se()
+    elif poc_type != 2:
+        raise H264ParseError(f"pic_order_cnt_type {poc_type}")
     bits.ue()  # max_num_ref_frames
     bits.u(1)  # gaps_in_frame_num_value_allowed_flag
     width_mbs = bits.ue() + 1
     height_units = bits.ue() + 1
+    if max(width_mbs, height_units) > _MAX_PICTURE_MBS:
+        raise H264ParseError(f"SPS picture of {width_mbs}x{height_units} macroblocks")
     frame_mbs_only = bits.u(1)
     if not frame_mbs_only:
         bits.u(1)  # mb_adaptive_frame_field_flag
@@ -167,16 +203,24 @@ def parse_sps(nal: bytes) -> SpsInfo:
 
 
 def parse_sprop_parameter_sets(value: str) -> list[bytes]:
-    """NAL units from an fmtp sprop-parameter-sets value (RFC 6184 §8.1)."""
+    """NAL units from an fmtp sprop-parameter-sets value (RFC 6184 §8.1).
+
+    At most `MAX_PARAMETER_SETS` sets of at most `MAX_PARAMETER_SET_SIZE` bytes each.
+    """
+    parts = value.split(",", MAX_PARAMETER_SETS)
+    if len(parts) > MAX_PARAMETER_SETS:
+        raise H264ParseError(f"sprop-parameter-sets names over {MAX_PARAMETER_SETS} sets")
     nals: list[bytes] = []
-    for part in value.split(","):
+    for part in parts:
         part = part.strip()
         if not part:
             continue
+        if len(part) > _MAX_BASE64_SET:
+            raise H264ParseError(f"sprop-parameter-sets entry of {len(part)} characters")
         try:
             nal = base64.b64decode(part + "=" * (-len(part) % 4), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise H264ParseError(f"bad base64 in sprop-parameter-sets: {part!r}") from exc
+            raise H264ParseError(f"bad base64 in sprop-parameter-sets: {part[:40]!r}") from exc
         if nal:
             nals.append(nal)
     return nals
@@ -206,6 +250,10 @@ def avc_decoder_configuration_record(sps: Sequence[bytes], pps: Sequence[bytes])
     """AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.2.4.1) with 4-byte NAL lengths."""
     if not sps or not pps:
         raise H264ParseError("need at least one SPS and one PPS")
+    if len(sps) > 31 or len(pps) > 255:  # 5- and 8-bit counts in the record
+        raise H264ParseError(f"{len(sps)} SPS and {len(pps)} PPS do not fit the record")
+    if not all(0 < len(nal) <= MAX_PARAMETER_SET_SIZE for nal in (*sps, *pps)):
+        raise H264ParseError("empty or oversized parameter set")
     info = parse_sps(sps[0])
     record = bytearray((1, sps[0][1], sps[0][2], sps[0][3], 0xFF, 0xE0 | len(sps)))
     for nal in sps:
@@ -275,7 +323,13 @@ def packetize_h264(nals: Sequence[bytes], max_payload: int = 1200) -> list[bytes
 
 
 class H264Depacketizer(FrameAssembler["AccessUnit"]):
-    """Reassembles access units from ordered RTP packets and loss markers."""
+    """Reassembles access units from ordered RTP packets and loss markers.
+
+    Besides the frame caps, an access unit holds at most `MAX_ACCESS_UNIT_NALS` NAL units, and
+    an SPS or PPS (single, aggregated, or an FU-A checked as it grows) at most
+    `MAX_PARAMETER_SET_SIZE` bytes; past either the access unit is damaged, and an oversized
+    parameter set never becomes the stream's.
+    """
 
     def __init__(
         self, parameter_sets: Sequence[bytes] = (), *, wait_for_keyframe: bool = True
@@ -289,6 +343,8 @@ class H264Depacketizer(FrameAssembler["AccessUnit"]):
             self._note_parameter_set(nal)
 
     def _note_parameter_set(self, nal: bytes) -> None:
+        if not nal or len(nal) > MAX_PARAMETER_SET_SIZE:
+            return
         kind = nal_type(nal)
         if kind == NAL_SPS:
             self.sps = nal
@@ -318,8 +374,13 @@ class H264Depacketizer(FrameAssembler["AccessUnit"]):
         self._depacketize(packet.payload)
 
     def _complete(self, nal: bytes) -> None:
-        self._nals.append(nal)
         kind = nal[0] & 0x1F
+        if len(self._nals) >= MAX_ACCESS_UNIT_NALS or (
+            kind in (NAL_SPS, NAL_PPS) and len(nal) > MAX_PARAMETER_SET_SIZE
+        ):
+            self._damaged = True
+            return
+        self._nals.append(nal)
         if kind in (NAL_SPS, NAL_PPS):
             self._note_parameter_set(nal)
 
@@ -339,7 +400,7 @@ class H264Depacketizer(FrameAssembler["AccessUnit"]):
         elif kind == STAP_A:
             offset = 1
             end = len(payload)
-            while offset < end:
+            while offset < end and not self._damaged:
                 if offset + 2 > end:
                     self._damaged = True
                     return
@@ -369,33 +430,30 @@ class H264Depacketizer(FrameAssembler["AccessUnit"]):
         elif self._fragment is None:
             self._damaged = True
             return
-        self._fragment += payload[2:]
+        fragment = self._fragment
+        fragment += payload[2:]
+        if (fragment[0] & 0x1F) in (NAL_SPS, NAL_PPS) and len(fragment) > MAX_PARAMETER_SET_SIZE:
+            self._damaged = True  # a parameter set this large is refused before it is whole
+            return
         if end:
-            self._complete(bytes(self._fragment))
+            self._complete(bytes(fragment))
             self._fragment = None
+
+    def _release(self) -> None:
+        self._nals = []
+        self._fragment = None
 
     def _finish(self, out: list[AccessUnit]) -> None:
         """Close the access unit being built; emit it only if every packet made it."""
-        if self._ts is None:
-            return
-        damaged = self._damaged or self._fragment is not None
+        unfinished_fragment = self._fragment is not None
         nals = self._nals
-        timestamp = self._ts
-        self._ts = None
-        self._nals = []
-        self._fragment = None
-        self._damaged = False
-        if damaged:
-            self.dropped += 1
-            self.keyframe_needed = True
+        self._release()
+        closed = self._close()
+        if closed is None:
             return
-        if not nals:
-            return
-        keyframe = any(nal[0] & 0x1F == NAL_IDR for nal in nals)
-        if keyframe:
-            self.keyframe_needed = False
-        elif self.keyframe_needed and self.wait_for_keyframe:
-            self.dropped += 1
-            return
-        self.emitted += 1
-        out.append(AccessUnit(timestamp, tuple(nals), keyframe))
+        timestamp, damaged = closed
+        if damaged or unfinished_fragment:
+            self._drop()
+        elif nals:
+            keyframe = any(nal[0] & 0x1F == NAL_IDR for nal in nals)
+            self._deliver(AccessUnit(timestamp, tuple(nals), keyframe), out)

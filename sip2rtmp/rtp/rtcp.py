@@ -34,6 +34,9 @@ _NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 _COMMON = struct.Struct("!BBH")
 _BLOCK = struct.Struct("!IB3sIIII")
 _SR_INFO = struct.Struct("!IQIII")
+_SET_BITS = tuple(tuple(bit + 1 for bit in range(8) if byte >> bit & 1) for byte in range(256))
+"""For each byte of a NACK's BLP, the offsets from its PID that it marks lost (RFC 4585
+§6.2.1): a table, so a 64 KB NACK costs a lookup per byte instead of a test per bit."""
 
 
 class RtcpParseError(ValueError):
@@ -290,7 +293,8 @@ def _parse_feedback(packet_type: int, fmt: int, body: bytes) -> RtcpPacket | Non
         lost: list[int] = []
         for pid, blp in struct.iter_unpack("!HH", fci):
             lost.append(pid)
-            lost.extend((pid + bit + 1) & 0xFFFF for bit in range(16) if blp >> bit & 1)
+            lost += [(pid + bit) & 0xFFFF for bit in _SET_BITS[blp & 0xFF]]
+            lost += [(pid + 8 + bit) & 0xFFFF for bit in _SET_BITS[blp >> 8]]
         return GenericNack(sender, media, tuple(lost))
     if packet_type == PSFB and fmt == 1:
         return PictureLossIndication(sender, media)

@@ -3,7 +3,7 @@
 An RTP port is open to anyone who can reach it, and UDP has no notion of a peer, so the
 relay decides per packet whether it comes from the far end of the call. Without that, a
 third party who sends a stream to the port takes over the broadcast, and a forged RTCP
-sender report moves the A/V sync (issue 13). The rules, for one stream:
+sender report moves the A/V sync. The rules, for one stream:
 
 1. Until the SDP names the far end, nothing is accepted (``early``).
 2. Before a source is accepted, a packet from the address the SDP names, with a negotiated

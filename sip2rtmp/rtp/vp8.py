@@ -154,32 +154,23 @@ class Vp8Depacketizer(FrameAssembler["Vp8Frame"]):
             self._damaged = True  # a second frame start, or a frame without its start
         self._parts.append(packet.payload[descriptor.size :])
 
+    def _release(self) -> None:
+        self._parts = []
+
     def _finish(self, out: list[Vp8Frame]) -> None:
         """Close the frame being built; emit it only if every packet made it."""
-        if self._ts is None:
-            return
-        damaged = self._damaged
-        timestamp = self._ts
         data = b"".join(self._parts)
-        self._ts = None
-        self._parts = []
-        self._damaged = False
-        if damaged or len(data) < 3:
-            self.dropped += 1
-            self.keyframe_needed = True
+        self._release()
+        closed = self._close()
+        if closed is None:
             return
-        keyframe = not data[0] & 0x01
+        timestamp, damaged = closed
+        keyframe = len(data) >= 3 and not data[0] & 0x01
         size = keyframe_size(data) if keyframe else None
-        if keyframe:
-            if size is None:
-                self.dropped += 1
-                self.keyframe_needed = True
-                return
-            self.resolution = size
-            self.keyframe_needed = False
-        elif self.keyframe_needed and self.wait_for_keyframe:
-            self.dropped += 1
+        if damaged or len(data) < 3 or (keyframe and size is None):
+            self._drop()
             return
-        self.emitted += 1
+        if size is not None:
+            self.resolution = size
         width, height = size if size is not None else (None, None)
-        out.append(Vp8Frame(timestamp, data, keyframe, width, height))
+        self._deliver(Vp8Frame(timestamp, data, keyframe, width, height), out)

@@ -1,4 +1,4 @@
-"""A third party on another port tries to take over a live call's broadcast (issue 13).
+"""A third party on another port tries to take over a live call's broadcast.
 
 During a PCMU call to a baresip tone callee relayed into the lab's nginx-rtmp, an intruder
 on the same host but another port sends a well-formed 2600 Hz PCMU stream with its own SSRC

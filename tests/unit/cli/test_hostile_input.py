@@ -87,7 +87,7 @@ def test_a_hostile_flag_is_refused_naming_it(proxy: socket.socket, flag: str, va
     assert_refused(call(proxy, flag, value), proxy, f"{flag}:")
 
 
-def test_the_injection_of_the_issue_prints_one_line(proxy: socket.socket) -> None:
+def test_header_injection_through_the_callee_prints_one_line(proxy: socket.socket) -> None:
     result = call(proxy, "--callee", INJECTION)
     assert result.stderr == "sip2rtmp: error: --callee: control characters are not allowed\n"
 

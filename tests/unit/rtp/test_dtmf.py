@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule, parse_event
+from tests.unit.rtp.mutations import fields, mutate
 
 
-def fields(payload: bytes) -> tuple[int, bool, int, int]:
+def decoded(payload: bytes) -> tuple[int, bool, int, int]:
     event, flags, duration = struct.unpack("!BBH", payload)
     return event, bool(flags & 0x80), flags & 0x3F, duration
 
@@ -19,7 +20,7 @@ def fields(payload: bytes) -> tuple[int, bool, int, int]:
 def test_single_digit_like_rfc4733_section5() -> None:
     # 50 ms packets, a 200 ms tone at 8 kHz: updates every 400 units, end sent three times
     sends = dtmf_schedule("1", ptime=0.05, tone=0.2)
-    assert [fields(s.payload) for s in sends] == [
+    assert [decoded(s.payload) for s in sends] == [
         (1, False, 10, 400),
         (1, False, 10, 800),
         (1, False, 10, 1200),
@@ -34,7 +35,7 @@ def test_single_digit_like_rfc4733_section5() -> None:
 
 def test_digit_string_uses_a_new_timestamp_per_event() -> None:
     sends = dtmf_schedule("9#", tone=0.1, gap=0.1)
-    events = sorted({(s.timestamp_offset, fields(s.payload)[0]) for s in sends})
+    events = sorted({(s.timestamp_offset, decoded(s.payload)[0]) for s in sends})
     assert events == [(0, 9), (1920, 11)]  # last resend of 9 at 120 ms, then ptime + gap
     assert sum(s.marker for s in sends) == 2
     assert [s.at for s in sends] == sorted(s.at for s in sends)
@@ -72,6 +73,7 @@ def test_parse_flash_and_non_dtmf() -> None:
         parse_event(b"\x01\x02")
 
 
+@pytest.mark.fuzz
 @given(st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.binary(max_size=8)), max_size=30))
 def test_receiver_arbitrary_input(packets: list[tuple[int, bytes]]) -> None:
     receiver = DtmfReceiver()
@@ -80,3 +82,57 @@ def test_receiver_arbitrary_input(packets: list[tuple[int, bytes]]) -> None:
             receiver.feed(timestamp, payload)
         except DtmfParseError:
             assert len(payload) < 4
+
+
+DIGITS = st.text("0123456789*#ABCD", min_size=1, max_size=6)
+
+
+@pytest.mark.fuzz
+@given(DIGITS, st.integers(0, 0xFFFFFFFF))
+def test_valid_schedules_are_received_digit_for_digit(digits: str, start: int) -> None:
+    receiver = DtmfReceiver()
+    got = []
+    for send in dtmf_schedule(digits):
+        got += receiver.feed((start + send.timestamp_offset) & 0xFFFFFFFF, send.payload)
+    assert "".join(event.digit for event in got) == digits
+
+
+@st.composite
+def event_streams(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    """Telephone-event packets (RFC 4733 §2.3) from their fields, a few with redundant events
+    after the first, over a handful of event timestamps."""
+    f = draw(fields(1024))
+    return [
+        (
+            f.int(0, 3),
+            b"".join(
+                struct.pack("!BBH", f.int(0, 255), f.int(0, 255), f.int(0, 0xFFFF))
+                for _ in range(f.int(1, 3))
+            ),
+        )
+        for _ in range(f.int(0, 8))
+    ]
+
+
+@st.composite
+def damaged_event_streams(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    packets = draw(event_streams())
+    f = draw(fields())
+    for _ in range(f.int(0, 3) if packets else 0):
+        index = f.int(0, len(packets) - 1)
+        timestamp, payload = packets[index]
+        packets[index] = (timestamp, mutate(payload, f))
+    return packets
+
+
+@pytest.mark.fuzz
+@given(damaged_event_streams())
+def test_mutated_events_raise_only_dtmf_parse_error(packets: list[tuple[int, bytes]]) -> None:
+    receiver = DtmfReceiver()
+    for timestamp, payload in packets:
+        try:
+            events = receiver.feed(timestamp, payload)
+        except DtmfParseError:
+            assert len(payload) < 4
+            continue
+        assert all(0 <= event.volume <= 63 for event in events)

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import struct
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -13,10 +14,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sip2rtmp.rtp.frames import MAX_FRAME_BYTES, MAX_FRAME_PACKETS
 from sip2rtmp.rtp.h264 import (
+    MAX_ACCESS_UNIT_NALS,
+    MAX_PARAMETER_SET_SIZE,
+    MAX_PARAMETER_SETS,
+    NAL_SPS,
     AccessUnit,
     H264Depacketizer,
     H264ParseError,
+    SpsInfo,
+    _Bits,
     avc_decoder_configuration_record,
     nal_type,
     packetize_h264,
@@ -27,6 +35,7 @@ from sip2rtmp.rtp.h264 import (
 )
 from sip2rtmp.rtp.jitterbuffer import Lost, Resync
 from sip2rtmp.rtp.packet import RtpPacket
+from tests.unit.rtp.mutations import Fields, damaged, fields, mutated
 
 
 def encode(
@@ -55,14 +64,17 @@ def stream() -> list[list[bytes]]:
     return [split_annexb(unit) for unit in encode(640, 360, 20)]
 
 
-def to_packets(units: list[list[bytes]], first_seq: int = 65530) -> list[RtpPacket]:
+def to_packets(
+    units: list[list[bytes]], first_seq: int = 65530, first_ts: int = 0
+) -> list[RtpPacket]:
     packets = []
     seq = first_seq
     for index, nals in enumerate(units):
         payloads = packetize_h264(nals, max_payload=1000)
         for n, payload in enumerate(payloads):
             last = n == len(payloads) - 1
-            packets.append(RtpPacket(96, seq & 0xFFFF, 3000 * index, 7, payload, marker=last))
+            timestamp = first_ts + 3000 * index
+            packets.append(RtpPacket(96, seq & 0xFFFF, timestamp, 7, payload, marker=last))
             seq += 1
     return packets
 
@@ -201,20 +213,422 @@ def test_fu_a_by_hand() -> None:
     assert out == [] and depacketizer.dropped == 1
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=64))
 def test_parse_sps_arbitrary(data: bytes) -> None:
     with contextlib.suppress(H264ParseError):
         parse_sps(b"\x67" + data)
 
 
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 0xFFFF), st.integers(0, 5), st.booleans(), st.binary(max_size=40)),
-        max_size=40,
-    )
-)
-def test_depacketizer_arbitrary_payloads(packets: list[tuple[int, int, bool, bytes]]) -> None:
+@pytest.mark.fuzz
+@given(st.lists(st.binary(max_size=40), max_size=16), fields())
+def test_depacketizer_arbitrary_payloads(payloads: list[bytes], f: Fields) -> None:
     depacketizer = H264Depacketizer(wait_for_keyframe=False)
-    for seq, ts, marker, payload in packets:
-        for unit in depacketizer.push(RtpPacket(96, seq, ts, 1, payload, marker=marker)):
+    for payload in payloads:
+        packet = RtpPacket(96, f.int(0, 0xFFFF), f.int(0, 5), 1, payload, marker=f.flag())
+        for unit in depacketizer.push(packet):
             assert unit.nals and all(unit.nals)
+
+
+# ---- parameter sets from fields --------------------------------------------------------------
+
+
+class BitWriter:
+    """Writes an RBSP the way H.264 §7.2 reads it: u(n), ue(v), se(v)."""
+
+    def __init__(self) -> None:
+        self.bits: list[str] = []
+
+    def u(self, count: int, value: int) -> None:
+        if count:
+            self.bits.append(format(value, f"0{count}b"))
+
+    def ue(self, value: int) -> None:
+        code = format(value + 1, "b")
+        self.bits.append("0" * (len(code) - 1) + code)
+
+    def se(self, value: int) -> None:
+        self.ue(2 * value - 1 if value > 0 else -2 * value)
+
+    def nal(self, header: int) -> bytes:
+        """The NAL unit: trailing bits (§7.3.2.11), emulation prevention (§7.4.1)."""
+        bits = "".join(self.bits) + "1"
+        bits += "0" * (-len(bits) % 8)
+        rbsp = int(bits, 2).to_bytes(len(bits) // 8, "big")
+        out = bytearray((header,))
+        zeros = 0
+        for byte in rbsp:
+            if zeros >= 2 and byte <= 3:
+                out.append(3)
+                zeros = 0
+            out.append(byte)
+            zeros = zeros + 1 if byte == 0 else 0
+        return bytes(out)
+
+
+@st.composite
+def sps_nals(draw: st.DrawFn) -> tuple[bytes, SpsInfo]:
+    """A valid SPS from its fields (H.264 §7.3.2.1.1), and what parse_sps must read from it."""
+    f = draw(fields(2048))
+    w = BitWriter()
+    profile = f.pick((66, 77, 88, 100, 110, 122, 244))
+    constraints, level = f.int(0, 255), f.int(0, 255)
+    w.u(8, profile)
+    w.u(8, constraints)
+    w.u(8, level)
+    w.ue(f.int(0, 31))
+    chroma, separate, depth_luma, depth_chroma = 1, 0, 8, 8
+    if profile >= 100:
+        chroma = f.int(0, 3)
+        w.ue(chroma)
+        if chroma == 3:
+            separate = f.int(0, 1)
+            w.u(1, separate)
+        depth_luma, depth_chroma = f.int(8, 14), f.int(8, 14)
+        w.ue(depth_luma - 8)
+        w.ue(depth_chroma - 8)
+        w.u(1, f.int(0, 1))
+        matrix = f.flag()
+        w.u(1, matrix)
+        for index in range(8 if chroma != 3 else 12) if matrix else ():
+            deltas = [f.int(-128, 127) for _ in range(f.int(0, 3))]  # [] leaves it out
+            w.u(1, bool(deltas))
+            last = next_scale = 8
+            for position in range(16 if index < 6 else 64) if deltas else ():
+                if next_scale:
+                    delta = deltas[position % len(deltas)]
+                    w.se(delta)
+                    next_scale = (last + delta) % 256
+                last = next_scale or last
+    w.ue(f.int(0, 12))
+    poc_type = f.int(0, 2)
+    w.ue(poc_type)
+    if poc_type == 0:
+        w.ue(f.int(0, 12))
+    elif poc_type == 1:
+        w.u(1, f.int(0, 1))
+        w.se(f.int(-1000, 1000))
+        w.se(f.int(-1000, 1000))
+        cycle = [f.int(-1000, 1000) for _ in range(f.int(0, 8))]
+        w.ue(len(cycle))
+        for offset in cycle:
+            w.se(offset)
+    w.ue(f.int(0, 16))
+    w.u(1, f.int(0, 1))
+    width_mbs, height_units = f.int(1, 240), f.int(1, 135)
+    w.ue(width_mbs - 1)
+    w.ue(height_units - 1)
+    frame_mbs_only = f.int(0, 1)
+    w.u(1, frame_mbs_only)
+    if not frame_mbs_only:
+        w.u(1, f.int(0, 1))
+    w.u(1, f.int(0, 1))
+    array_type = 0 if separate else chroma
+    unit_x = 2 if array_type in (1, 2) else 1
+    unit_y = (2 if array_type == 1 else 1) * (2 - frame_mbs_only)
+    full_width, full_height = 16 * width_mbs, 16 * height_units * (2 - frame_mbs_only)
+    crop_x = f.int(0, (full_width - 1) // unit_x)
+    crop_y = f.int(0, (full_height - 1) // unit_y)
+    w.u(1, 1 if crop_x or crop_y else 0)
+    if crop_x or crop_y:
+        left = f.int(0, crop_x)
+        top = f.int(0, crop_y)
+        for value in (left, crop_x - left, top, crop_y - top):
+            w.ue(value)
+    w.u(1, 0)  # vui_parameters_present_flag
+    info = SpsInfo(
+        profile,
+        constraints,
+        level,
+        chroma,
+        depth_luma,
+        depth_chroma,
+        full_width - unit_x * crop_x,
+        full_height - unit_y * crop_y,
+    )
+    return w.nal(0x67), info
+
+
+PPS = b"\x68\xce\x38\x80"
+
+
+@pytest.mark.fuzz
+@given(sps_nals())
+def test_valid_sps_round_trip(case: tuple[bytes, SpsInfo]) -> None:
+    nal, info = case
+    assert len(nal) <= MAX_PARAMETER_SET_SIZE
+    assert parse_sps(nal) == info
+    record = avc_decoder_configuration_record([nal], [PPS])
+    assert record[8 : 8 + len(nal)] == nal
+
+
+@pytest.mark.fuzz
+@given(mutated(sps_nals().map(lambda case: case[0])))
+def test_mutated_sps_raise_only_h264_parse_error(nal: bytes) -> None:
+    try:
+        info = parse_sps(nal)
+    except H264ParseError:
+        return
+    assert 0 < info.width <= 16 * 1055 and 0 < info.height <= 32 * 1055
+    with contextlib.suppress(H264ParseError):
+        avc_decoder_configuration_record([nal], [PPS])
+
+
+NAL_SETS = st.lists(
+    fields().map(lambda f: bytes((f.pick((0x67, 0x68, 0x06)),)) + f.bytes(0, 40)),
+    max_size=MAX_PARAMETER_SETS,
+)
+
+
+@pytest.mark.fuzz
+@given(NAL_SETS)
+def test_valid_sprop_parameter_sets_round_trip(nals: list[bytes]) -> None:
+    value = ",".join(base64.b64encode(nal).decode().rstrip("=") for nal in nals)
+    assert parse_sprop_parameter_sets(value) == nals
+
+
+@pytest.mark.fuzz
+@given(
+    mutated(NAL_SETS.map(lambda nals: b",".join(base64.b64encode(nal) for nal in nals))),
+    st.sampled_from(("ascii", "latin-1")),
+)
+def test_mutated_sprop_parameter_sets_raise_only_h264_parse_error(
+    value: bytes, encoding: str
+) -> None:
+    try:
+        nals = parse_sprop_parameter_sets(value.decode(encoding, "replace"))
+    except H264ParseError:
+        return
+    assert len(nals) <= MAX_PARAMETER_SETS
+    assert all(0 < len(nal) <= MAX_PARAMETER_SET_SIZE for nal in nals)
+    H264Depacketizer(nals)
+
+
+# ---- access units through the depacketizer ------------------------------------------------
+
+
+@st.composite
+def h264_streams(draw: st.DrawFn) -> tuple[list[list[bytes]], list[RtpPacket]]:
+    """Access units of plausible NAL units, a keyframe with SPS/PPS first, packetized in
+    mode 1 (single NAL, STAP-A, FU-A) with markers."""
+    f = draw(fields(1024))
+
+    def nal(kind: int, max_size: int) -> bytes:
+        return bytes((0x60 | kind,)) + f.bytes(1, max_size)
+
+    units = [[nal(7, 20), nal(8, 8), nal(5, 1000)]]
+    for _ in range(f.int(0, 3)):
+        units.append([nal(f.pick((1, 1, 5, 6, 9)), 500) for _ in range(f.int(1, 3))])
+    max_payload = f.int(100, 1400)
+    seq = f.int(0, 0xFFFF)
+    packets = []
+    for index, nals in enumerate(units):
+        payloads = packetize_h264(nals, max_payload=max_payload)
+        for n, payload in enumerate(payloads):
+            marker = n == len(payloads) - 1
+            packets.append(RtpPacket(96, seq & 0xFFFF, 3000 * index, 7, payload, marker=marker))
+            seq += 1
+    return units, packets
+
+
+@pytest.mark.fuzz
+@given(h264_streams())
+def test_valid_streams_round_trip(stream: tuple[list[list[bytes]], list[RtpPacket]]) -> None:
+    units, packets = stream
+    depacketizer = H264Depacketizer()
+    emitted = depacketize(depacketizer, packets)  # type: ignore[arg-type]
+    assert [list(unit.nals) for unit in emitted] == units
+    assert depacketizer.dropped == 0 and depacketizer.sps == units[0][0]
+
+
+@st.composite
+def damaged_h264_streams(draw: st.DrawFn) -> list[RtpPacket | Lost]:
+    """A valid stream with packets lost, payloads mutated and markers moved."""
+    _, packets = draw(h264_streams())
+    return draw(damaged(packets))
+
+
+@pytest.mark.fuzz
+@given(damaged_h264_streams())
+def test_damaged_streams_emit_only_whole_access_units(items: list[RtpPacket | Lost]) -> None:
+    depacketizer = H264Depacketizer(wait_for_keyframe=False)
+    for unit in depacketize(depacketizer, items):
+        assert unit.nals and all(unit.nals)
+        assert len(unit.nals) <= MAX_ACCESS_UNIT_NALS
+    for parameter_set in (depacketizer.sps, depacketizer.pps):
+        assert parameter_set is None or len(parameter_set) <= MAX_PARAMETER_SET_SIZE
+    assert depacketizer.resolution is None or min(depacketizer.resolution) > 0
+    depacketizer.decoder_config()
+
+
+# ---- hostile input ----------------------------------------------------------------------
+
+
+def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the width of every read parse_sps makes."""
+    reads: list[int] = []
+    original = _Bits.u
+
+    def u(bits: _Bits, count: int) -> int:
+        reads.append(count)
+        return original(bits, count)
+
+    monkeypatch.setattr(_Bits, "u", u)
+    return reads
+
+
+def big_sps(size: int) -> bytes:
+    """Baseline SPS with pic_order_cnt_type 1 and a 2^20-frame cycle, then all ones: a parser
+    that believes the cycle reads a se(v) per bit to the end."""
+    w = BitWriter()
+    for value in (66, 0, 30):
+        w.u(8, value)
+    w.ue(0)
+    w.ue(0)
+    w.ue(1)
+    w.u(1, 0)
+    w.se(0)
+    w.se(0)
+    w.ue(2**20 - 1)
+    head = w.nal(0x67)[:-1]
+    return head + b"\xff" * (size - len(head))
+
+
+def test_oversized_sps_is_refused_before_a_bit_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = counted_reads(monkeypatch)
+    with pytest.raises(H264ParseError, match="over"):
+        parse_sps(big_sps(64 * 1024))
+    assert reads == []  # the old reader went through all 524,000 bits, each a 64 KB shift
+
+
+def test_pic_order_cnt_cycle_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = counted_reads(monkeypatch)
+    with pytest.raises(H264ParseError, match="cycle"):
+        parse_sps(big_sps(MAX_PARAMETER_SET_SIZE))
+    assert len(reads) < 100
+
+
+def test_bit_reader_touches_only_the_bytes_it_reads() -> None:
+    class CountingBytes(bytes):
+        touched = 0
+
+        def __getitem__(self, key: Any) -> Any:
+            value = super().__getitem__(key)
+            CountingBytes.touched += len(value) if isinstance(value, bytes) else 1
+            return value
+
+    def touched_reading(size: int) -> int:
+        CountingBytes.touched = 0
+        bits = _Bits(CountingBytes(b"\xa5" * size))
+        for _ in range(size):
+            bits.u(3)
+            bits.u(5)
+        return CountingBytes.touched
+
+    small, large = touched_reading(4096), touched_reading(4 * 4096)
+    assert 4096 <= small <= 2 * 2 * 4096  # two reads per byte, each within two bytes
+    assert large == 4 * small
+
+
+def test_sps_values_out_of_range_raise_h264_parse_error() -> None:
+    w = BitWriter()
+    for value in (100, 0, 30):
+        w.u(8, value)
+    w.ue(0)
+    w.ue(1)
+    w.ue(40)  # bit_depth_luma_minus8: the record's 3-bit field would not take it
+    w.ue(0)
+    w.u(1, 0)
+    w.u(1, 0)
+    with pytest.raises(H264ParseError, match="bit depth"):
+        avc_decoder_configuration_record([w.nal(0x67) + bytes(8)], [PPS])
+
+
+def test_configuration_record_refuses_what_its_fields_cannot_hold() -> None:
+    sps = next(n for n in split_annexb(encode(64, 64, 1)[0]) if nal_type(n) == NAL_SPS)
+    with pytest.raises(H264ParseError):
+        avc_decoder_configuration_record([sps] * 32, [PPS])
+    with pytest.raises(H264ParseError):
+        avc_decoder_configuration_record([sps], [PPS] * 256)
+    with pytest.raises(H264ParseError):
+        avc_decoder_configuration_record([sps], [b"\x68" + bytes(70_000)])
+
+
+def test_sprop_parameter_sets_are_bounded() -> None:
+    one = base64.b64encode(PPS).decode()
+    assert len(parse_sprop_parameter_sets(",".join([one] * MAX_PARAMETER_SETS))) == 8
+    with pytest.raises(H264ParseError):
+        parse_sprop_parameter_sets(",".join([one] * (MAX_PARAMETER_SETS + 1)))
+    with pytest.raises(H264ParseError):
+        parse_sprop_parameter_sets(base64.b64encode(b"\x67" + bytes(64 * 1024)).decode())
+
+
+def fu_a(nal: bytes, seq: int, ts: int, marker: bool, chunk: int = 1200) -> list[RtpPacket]:
+    body = nal[1:]
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    packets = []
+    for index, piece in enumerate(pieces):
+        header = nal[0] & 0x1F | (0x80 if index == 0 else 0)
+        header |= 0x40 if index == len(pieces) - 1 else 0
+        last = marker and index == len(pieces) - 1
+        indicator = (nal[0] & 0xE0) | 28
+        packets.append(
+            RtpPacket(96, seq + index, ts, 1, bytes((indicator, header)) + piece, marker=last)
+        )
+    return packets
+
+
+def test_fu_a_sps_over_the_cap_is_never_kept(stream: list[list[bytes]]) -> None:
+    depacketizer = H264Depacketizer()
+    first = to_packets(stream[:1])
+    depacketize(depacketizer, first)  # type: ignore[arg-type]
+    sps = depacketizer.sps
+    packets = fu_a(big_sps(64 * 1024), first[-1].sequence_number + 1, 90_000, marker=True)
+    held = 0
+    for packet in packets:
+        depacketizer.push(packet)
+        held = max(held, len(depacketizer._fragment or b""))
+    assert held <= MAX_PARAMETER_SET_SIZE + 1200
+    assert depacketizer.sps == sps and depacketizer.dropped == 1
+    assert depacketizer.resolution == (640, 360)
+
+
+def held_bytes(depacketizer: H264Depacketizer) -> int:
+    return sum(map(len, depacketizer._nals)) + len(depacketizer._fragment or b"")
+
+
+def test_an_access_unit_without_a_marker_is_capped_released_and_dropped(
+    stream: list[list[bytes]],
+) -> None:
+    depacketizer = H264Depacketizer()
+    held = 0
+    for seq in range(20_000):
+        header = 0x85 if seq == 0 else 0x05
+        depacketizer.push(RtpPacket(96, seq, 0, 1, bytes((0x7C, header)) + bytes(1400)))
+        held = max(held, held_bytes(depacketizer))
+    assert held <= MAX_FRAME_BYTES  # the old assembler held 28 MB by the end, and growing
+    assert held_bytes(depacketizer) == 0  # released when it went over, not at the next frame
+    keyframe = to_packets(stream[:1], first_seq=20_000, first_ts=3000)
+    units = depacketize(depacketizer, keyframe)  # type: ignore[arg-type]
+    assert depacketizer.dropped == 1 and [u.keyframe for u in units] == [True]
+
+
+def test_nal_units_per_access_unit_are_capped() -> None:
+    depacketizer = H264Depacketizer(wait_for_keyframe=False)
+    stap_a = b"\x78" + b"\x00\x01\x41" * 400
+    most = 0
+    for seq in range(100):
+        depacketizer.push(RtpPacket(96, seq, 0, 1, stap_a))
+        most = max(most, len(depacketizer._nals))
+    assert most <= MAX_ACCESS_UNIT_NALS  # the old one kept all 40,000
+    assert depacketizer.push(RtpPacket(96, 100, 0, 1, b"\x41", marker=True)) == []
+    assert depacketizer.dropped == 1
+
+
+def test_frame_packet_cap() -> None:
+    depacketizer = H264Depacketizer(wait_for_keyframe=False)
+    for seq in range(MAX_FRAME_PACKETS + 1):
+        depacketizer.push(RtpPacket(96, seq, 0, 1, b"\x41"))
+    assert depacketizer._nals == []
+    depacketizer.push(RtpPacket(96, MAX_FRAME_PACKETS + 1, 0, 1, b"\x41", marker=True))
+    assert (depacketizer.dropped, depacketizer.emitted) == (1, 0)

@@ -17,6 +17,7 @@ from sip2rtmp.rtp.rtcp import (
     ReportBlock,
     RtcpPacket,
     RtcpParseError,
+    SdesChunk,
     SenderReport,
     SourceDescription,
     compound,
@@ -24,6 +25,7 @@ from sip2rtmp.rtp.rtcp import (
     ntp_middle32,
     parse_compound,
 )
+from tests.unit.rtp.mutations import Fields, fields, mutated
 
 BLOCK = ReportBlock(0x11223344, 25, -3, 0x0001FFFF, 120, 0xAABBCCDD, 65536)
 
@@ -100,15 +102,76 @@ def test_ntp_middle_bits() -> None:
     assert ntp_middle32(0x1122334455667788) == 0x33445566
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=120))
 def test_parse_arbitrary_bytes(data: bytes) -> None:
     with contextlib.suppress(RtcpParseError):
         parse_compound(data)
 
 
+@pytest.mark.fuzz
 @given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40))
 def test_nack_expansion(seqs: list[int]) -> None:
     nack = GenericNack(1, 2, tuple(seqs))
     parsed = parse_compound(nack.serialize())[0]
     assert isinstance(parsed, GenericNack)
     assert set(parsed.lost) == set(seqs)
+
+
+def rtcp_packet(f: Fields) -> RtcpPacket:
+    """A packet of a type we parse, from its fields (RFC 3550 §6, RFC 4585 §6)."""
+
+    def u32() -> int:
+        return f.int(0, 0xFFFFFFFF)
+
+    def blocks() -> tuple[ReportBlock, ...]:
+        return tuple(
+            ReportBlock(
+                u32(), f.int(0, 255), f.int(-0x800000, 0x7FFFFF), u32(), u32(), u32(), u32()
+            )
+            for _ in range(f.int(0, 2))
+        )
+
+    kind = f.int(0, 6)
+    if kind == 0:
+        return SenderReport(u32(), f.int(0, 2**64 - 1), u32(), u32(), u32(), blocks())
+    if kind == 1:
+        return ReceiverReport(u32(), blocks())
+    if kind == 2:
+        chunks = (
+            SdesChunk(u32(), tuple((f.int(1, 8), f.bytes(0, 20)) for _ in range(f.int(0, 2))))
+            for _ in range(f.int(1, 2))
+        )
+        return SourceDescription(tuple(chunks))
+    if kind == 3:
+        reason = "".join(f.pick("abc xyz") for _ in range(f.int(0, 20)))
+        return Bye(tuple(u32() for _ in range(f.int(0, 4))), reason)
+    if kind == 4:
+        return GenericNack(u32(), u32(), tuple(f.int(0, 0xFFFF) for _ in range(f.int(0, 20))))
+    if kind == 5:
+        return PictureLossIndication(u32(), u32())
+    return FullIntraRequest(u32(), tuple((u32(), f.int(0, 255)) for _ in range(f.int(0, 3))))
+
+
+COMPOUNDS = fields(4096).map(lambda f: [rtcp_packet(f) for _ in range(f.int(1, 4))])
+
+
+def comparable(packet: RtcpPacket) -> object:
+    """A NACK's list is regrouped on the wire: compare the set of sequence numbers it names."""
+    if isinstance(packet, GenericNack):
+        return (packet.sender_ssrc, packet.media_ssrc, frozenset(packet.lost))
+    return packet
+
+
+@pytest.mark.fuzz
+@given(COMPOUNDS)
+def test_valid_compounds_round_trip(packets: list[RtcpPacket]) -> None:
+    parsed = parse_compound(compound(*packets))
+    assert [comparable(p) for p in parsed] == [comparable(p) for p in packets]
+
+
+@pytest.mark.fuzz
+@given(mutated(COMPOUNDS.map(lambda packets: compound(*packets))))
+def test_mutated_compounds_raise_only_rtcp_parse_error(data: bytes) -> None:
+    with contextlib.suppress(RtcpParseError):
+        parse_compound(data)

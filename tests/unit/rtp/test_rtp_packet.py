@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sip2rtmp.rtp.packet import RtpPacket, RtpParseError, is_rtcp
+from tests.unit.rtp.mutations import fields, mutated
 
 
 def test_minimal_header_fields() -> None:
@@ -64,6 +65,7 @@ def test_rtcp_demux_by_packet_type() -> None:
     assert not is_rtcp(bytes((0x80, 0x80 | 96)))
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=80))
 def test_parse_arbitrary_bytes(data: bytes) -> None:
     try:
@@ -73,17 +75,46 @@ def test_parse_arbitrary_bytes(data: bytes) -> None:
     assert len(packet.payload) <= len(data) - 12
 
 
-@given(
-    st.integers(0, 127),
-    st.integers(0, 0xFFFF),
-    st.integers(0, 0xFFFFFFFF),
-    st.integers(0, 0xFFFFFFFF),
-    st.binary(max_size=64),
-    st.booleans(),
-    st.lists(st.integers(0, 0xFFFFFFFF), max_size=15),
-)
-def test_round_trip(
-    pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool, csrc: list[int]
-) -> None:
-    packet = RtpPacket(pt, seq, ts, ssrc, payload, marker=marker, csrc=tuple(csrc))
-    assert RtpPacket.parse(packet.serialize()) == packet
+@st.composite
+def packets(draw: st.DrawFn) -> tuple[RtpPacket, bytes]:
+    """A packet from its fields, and its wire form with padding (RFC 3550 §5.1, §5.3.1)."""
+    f = draw(fields())
+    words = f.int(0, 4)
+    packet = RtpPacket(
+        f.int(0, 127),
+        f.int(0, 0xFFFF),
+        f.int(0, 0xFFFFFFFF),
+        f.int(0, 0xFFFFFFFF),
+        f.bytes(0, 64),
+        marker=f.flag(),
+        csrc=tuple(range(f.int(0, 15))),
+        extension_profile=f.int(0, 0xFFFF) if words else None,
+        extension=f.bytes(4 * words, 4 * words) if words else None,
+    )
+    data = packet.serialize()
+    pad = f.int(0, 8)
+    if pad:
+        data = bytes((data[0] | 0x20,)) + data[1:] + bytes(pad - 1) + bytes((pad,))
+    return packet, data
+
+
+@pytest.mark.fuzz
+@given(packets())
+def test_valid_packets_round_trip(case: tuple[RtpPacket, bytes]) -> None:
+    packet, data = case
+    assert RtpPacket.parse(data) == packet
+
+
+@pytest.mark.fuzz
+@given(mutated(packets().map(lambda case: case[1])))
+def test_mutated_packets_raise_only_rtp_parse_error(data: bytes) -> None:
+    try:
+        packet = RtpPacket.parse(data)
+    except RtpParseError:
+        return
+    header = (
+        12
+        + 4 * len(packet.csrc)
+        + (4 + len(packet.extension or b"") if packet.extension is not None else 0)
+    )
+    assert header + len(packet.payload) <= len(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 
 import av
@@ -10,15 +11,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sip2rtmp.rtp.frames import MAX_FRAME_BYTES
 from sip2rtmp.rtp.jitterbuffer import Lost
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.vp8 import (
     Vp8Depacketizer,
+    Vp8Descriptor,
     Vp8Frame,
     Vp8ParseError,
+    keyframe_size,
     packetize_vp8,
     parse_descriptor,
 )
+from tests.unit.rtp.mutations import Fields, damaged, fields, mutated
 
 
 def test_descriptor_all_fields() -> None:
@@ -111,18 +116,16 @@ def test_loss_drops_frame_until_keyframe(frames: list[bytes]) -> None:
     assert depacketizer.dropped == 8
 
 
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 0xFFFF), st.integers(0, 3), st.booleans(), st.binary(max_size=30)),
-        max_size=40,
-    )
-)
-def test_depacketizer_arbitrary_payloads(packets: list[tuple[int, int, bool, bytes]]) -> None:
+@pytest.mark.fuzz
+@given(st.lists(st.binary(max_size=40), max_size=16), fields())
+def test_depacketizer_arbitrary_payloads(payloads: list[bytes], f: Fields) -> None:
     depacketizer = Vp8Depacketizer(wait_for_keyframe=False)
-    for seq, ts, marker, payload in packets:
-        depacketizer.push(RtpPacket(98, seq, ts, 1, payload, marker=marker))
+    for payload in payloads:
+        packet = RtpPacket(98, f.int(0, 0xFFFF), f.int(0, 3), 1, payload, marker=f.flag())
+        depacketizer.push(packet)
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=12))
 def test_descriptor_arbitrary(payload: bytes) -> None:
     try:
@@ -130,3 +133,123 @@ def test_descriptor_arbitrary(payload: bytes) -> None:
     except Vp8ParseError:
         return
     assert 1 <= d.size <= len(payload)
+
+
+@st.composite
+def descriptors(draw: st.DrawFn) -> tuple[Vp8Descriptor, bytes]:
+    """A payload descriptor from its fields (RFC 7741 §4.2), and its bytes with a payload."""
+    f = draw(fields())
+
+    def field(maximum: int) -> int | None:
+        return f.int(0, maximum) if f.flag() else None
+
+    picture_id, tl0, tid, key_idx = field(0x7FFF), field(255), field(3), field(31)
+    layer_sync = tid is not None and f.flag()
+    extended = f.flag() or any(x is not None for x in (picture_id, tl0, tid, key_idx))
+    non_reference, start, partition = f.flag(), f.flag(), f.int(0, 7)
+    data = bytearray((0x80 * extended | 0x20 * non_reference | 0x10 * start | partition,))
+    if extended:
+        flags = (picture_id, tl0, tid, key_idx)
+        data.append(sum(0x80 >> i for i, f in enumerate(flags) if f is not None))
+    if picture_id is not None:
+        long_id = picture_id > 0x7F or f.flag()
+        data += (
+            bytes((0x80 | picture_id >> 8, picture_id & 0xFF)) if long_id else bytes((picture_id,))
+        )
+    if tl0 is not None:
+        data.append(tl0)
+    if tid is not None or key_idx is not None:
+        data.append((tid or 0) << 6 | 0x20 * layer_sync | (key_idx or 0))
+    descriptor = Vp8Descriptor(
+        non_reference, start, partition, picture_id, tl0, tid, layer_sync, key_idx, len(data)
+    )
+    return descriptor, bytes(data) + f.bytes(0, 8)
+
+
+@pytest.mark.fuzz
+@given(descriptors())
+def test_valid_descriptors_round_trip(case: tuple[Vp8Descriptor, bytes]) -> None:
+    descriptor, payload = case
+    assert parse_descriptor(payload) == descriptor
+
+
+@pytest.mark.fuzz
+@given(mutated(descriptors().map(lambda case: case[1])))
+def test_mutated_descriptors_raise_only_vp8_parse_error(payload: bytes) -> None:
+    try:
+        descriptor = parse_descriptor(payload)
+    except Vp8ParseError:
+        return
+    assert 1 <= descriptor.size <= len(payload)
+    keyframe_size(payload[descriptor.size :])
+
+
+def vp8_frame(f: Fields, keyframe: bool) -> bytes:
+    """A keyframe with its start code and size (RFC 6386 §9.1), or an interframe."""
+    body = f.bytes(1, 300)
+    if keyframe:
+        size = struct.pack("<HH", f.int(1, 0x3FFF), f.int(1, 0x3FFF))
+        return b"\x10\x02\x00\x9d\x01\x2a" + size + body
+    return b"\x11\x02\x00" + body
+
+
+@st.composite
+def vp8_streams(draw: st.DrawFn) -> tuple[list[bytes], list[RtpPacket]]:
+    """Frames, starting with a keyframe, packetized as a sender would with markers."""
+    f = draw(fields(1024))
+    frames = [vp8_frame(f, keyframe=index == 0 or f.flag()) for index in range(f.int(1, 4))]
+    max_payload = f.int(40, 200)
+    seq = f.int(0, 0xFFFF)
+    packets = []
+    for index, frame in enumerate(frames):
+        picture_id = f.int(0, 0x7FFF) if f.flag() else None
+        payloads = packetize_vp8(frame, max_payload, picture_id)
+        for n, payload in enumerate(payloads):
+            marker = n == len(payloads) - 1
+            packets.append(RtpPacket(98, seq & 0xFFFF, 3000 * index, 3, payload, marker=marker))
+            seq += 1
+    return frames, packets
+
+
+@pytest.mark.fuzz
+@given(vp8_streams())
+def test_valid_streams_round_trip(stream: tuple[list[bytes], list[RtpPacket]]) -> None:
+    frames, packets = stream
+    depacketizer = Vp8Depacketizer()
+    out: list[Vp8Frame] = []
+    for packet in packets:
+        out += depacketizer.push(packet)
+    assert [frame.data for frame in out] == frames
+
+
+@st.composite
+def damaged_vp8_streams(draw: st.DrawFn) -> list[RtpPacket | Lost]:
+    """A valid stream with packets lost, payloads mutated and markers moved."""
+    _, packets = draw(vp8_streams())
+    return draw(damaged(packets))
+
+
+@pytest.mark.fuzz
+@given(damaged_vp8_streams())
+def test_damaged_streams_emit_only_whole_frames(items: list[RtpPacket | Lost]) -> None:
+    depacketizer = Vp8Depacketizer(wait_for_keyframe=False)
+    for item in items:
+        for frame in depacketizer.push(item):
+            assert len(frame.data) >= 3
+            assert not frame.keyframe or frame.width is not None
+
+
+def test_a_frame_without_a_marker_is_capped_released_and_dropped() -> None:
+    depacketizer = Vp8Depacketizer()
+    payload = b"\x00" + bytes(1400)
+    held = 0
+    for seq in range(20_000):
+        first = b"\x10" + bytes(1400) if seq == 0 else payload
+        depacketizer.push(RtpPacket(98, seq, 0, 1, first))
+        held = max(held, sum(len(part) for part in depacketizer._parts))
+    assert held <= MAX_FRAME_BYTES
+    assert depacketizer._parts == []  # released once over the cap, not at the next frame
+    keyframe = b"\x10\x10\x02\x00\x9d\x01\x2a\x40\x01\xf0\x00"
+    out = depacketizer.push(RtpPacket(98, 20_000, 3000, 1, keyframe, marker=True))
+    assert depacketizer.dropped == 1
+    assert [frame.keyframe for frame in out] == [True]
