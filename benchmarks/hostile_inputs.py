@@ -326,36 +326,24 @@ def _rtp_cases() -> Iterable[Case]:
         _fixed(lambda: parse_sprop_parameter_sets(sprop)),
     )
     yield Case("rtp H264Depacketizer", "64 KB SPS in FU-A, then its size", _h264_fu_a_sps)
-    yield Case(
-        "rtp H264Depacketizer",
-        "20,000 packets without a marker",
-        _markerless(H264Depacketizer, b"\x7c\x05" + bytes(1200), first=b"\x7c\x85" + bytes(1200)),
-    )
-    yield Case(
-        "rtp H264Depacketizer",
-        "STAP-A of 1-byte NAL units, 20,000 packets",
-        _markerless(H264Depacketizer, b"\x78" + b"\x00\x01\x41" * 400),
-    )
-    yield Case(
-        "rtp Vp8Depacketizer",
-        "20,000 packets without a marker",
-        _markerless(Vp8Depacketizer, b"\x00" + bytes(1200), first=b"\x10" + bytes(1200)),
-    )
-    yield Case(
-        "relay parse_info_dtmf",
-        "64 KB of newlines",
-        _fixed(lambda: parse_info_dtmf("application/dtmf-relay", b"\n" * SIZE)),
-    )
-    yield Case(
-        "relay parse_info_dtmf",
-        "64 KB of 'signal' without '='",
-        _fixed(lambda: parse_info_dtmf("application/dtmf-relay", b"signal " * (SIZE // 7))),
-    )
-    yield Case(
-        "relay parse_info_dtmf",
-        "64 KB of spaces, then Signal=1",
-        _fixed(lambda: parse_info_dtmf("application/dtmf-relay", b" " * SIZE + b"Signal=1")),
-    )
+    markerless: list[tuple[type[H264Depacketizer | Vp8Depacketizer], str, bytes, bytes]] = [
+        (H264Depacketizer, "20,000 packets without a marker",
+         b"\x7c\x05" + bytes(1200), b"\x7c\x85" + bytes(1200)),
+        (H264Depacketizer, "STAP-A of 1-byte NAL units, 20,000 packets",
+         b"\x78" + b"\x00\x01\x41" * 400, b""),
+        (Vp8Depacketizer, "20,000 packets without a marker",
+         b"\x00" + bytes(1200), b"\x10" + bytes(1200)),
+    ]  # fmt: skip
+    for kind, what, payload, first in markerless:
+        yield Case(f"rtp {kind.__name__}", what, _markerless(kind, payload, first))
+    info_bodies = {
+        "64 KB of newlines": b"\n" * SIZE,
+        "64 KB of 'signal' without '='": b"signal " * (SIZE // 7),
+        "64 KB of spaces, then Signal=1": b" " * SIZE + b"Signal=1",
+    }
+    for what, body in info_bodies.items():
+        dtmf_info = partial(parse_info_dtmf, "application/dtmf-relay", body)
+        yield Case("relay parse_info_dtmf", what, _fixed(dtmf_info))
 
 
 def _ue(value: int) -> str:

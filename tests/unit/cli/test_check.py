@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from sip2rtmp.cli import check as check_module
 from sip2rtmp.cli.check import check
 from sip2rtmp.errors import ExitCode
 from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, SIP_PORT, Lab
-from sip2rtmp.sip.message import Headers, Request, Response, parse_message
+from tests.unit.cli.sip_stub import OptionsResponder, invoke_check
 
 WRONG_PASSWORD = "Wrong-Pw-Check-Walrus-5521"
 STREAM_KEY = "check-key-Gannet-3390"
@@ -31,42 +30,6 @@ RUN_CHECK = (
     "cli.add_command(check)\n"
     "main(['check', *sys.argv[1:]])\n"
 )
-
-
-class OptionsResponder:
-    """A UDP SIP server that answers every request 200 and records (method, Expires)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.requests: list[tuple[str, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            request = parse_message(data)
-            assert isinstance(request, Request)
-            expires = request.headers.get("Expires")
-            self.requests.append((request.method, expires))
-            headers = Headers()
-            for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-                headers.add(name, request.headers.get(name) or "")
-            if expires is not None:
-                headers.add("Expires", expires)
-            self.sock.sendto(Response(200, "OK", headers).to_bytes(), addr)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture
@@ -80,15 +43,6 @@ def closed_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def invoke(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
-    clean: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SIP2RTMP_")}
-    clean.update(env or {})
-    result = CliRunner().invoke(check, list(args), standalone_mode=False, env=clean)
-    if result.exception is not None:
-        raise result.exception
-    return int(result.return_value), result.stdout
 
 
 def marks(stdout: str) -> list[str]:
@@ -111,7 +65,7 @@ def offline_args(port: int, *extra: str) -> list[str]:
 
 
 def test_closed_rtmp_port_fails_with_exit_8(responder: OptionsResponder) -> None:
-    code, stdout = invoke(*offline_args(responder.port))
+    code, stdout = invoke_check(*offline_args(responder.port))
     assert code == ExitCode.RTMP_FAILED
     assert responder.requests == [("OPTIONS", None)]
     lines = stdout.splitlines()
@@ -127,7 +81,7 @@ def test_closed_rtmp_port_fails_with_exit_8(responder: OptionsResponder) -> None
 
 def test_unreachable_sip_server_fails_with_exit_7_and_skips_registration() -> None:
     port = closed_udp_port()
-    code, stdout = invoke(
+    code, stdout = invoke_check(
         "--sip-login",
         "relay",
         "--sip-password",
@@ -147,7 +101,7 @@ def test_unreachable_sip_server_fails_with_exit_7_and_skips_registration() -> No
 
 
 def test_json_reports_one_object_per_check_and_a_summary(responder: OptionsResponder) -> None:
-    code, stdout = invoke(*offline_args(responder.port, "--json"))
+    code, stdout = invoke_check(*offline_args(responder.port, "--json"))
     records = [json.loads(line) for line in stdout.splitlines()]
     assert code == ExitCode.RTMP_FAILED
     assert {r["event"] for r in records[:-1]} == {"check"}
@@ -162,7 +116,7 @@ def test_json_reports_one_object_per_check_and_a_summary(responder: OptionsRespo
 
 def test_registration_is_removed_again(responder: OptionsResponder) -> None:
     args = offline_args(responder.port, "--sip-login", "relay", "--sip-password", WRONG_PASSWORD)
-    code, stdout = invoke(*[arg for arg in args if arg != "--no-register"])
+    code, stdout = invoke_check(*[arg for arg in args if arg != "--no-register"])
     assert code == ExitCode.RTMP_FAILED
     assert responder.requests == [("OPTIONS", None), ("REGISTER", "600"), ("REGISTER", "0")]
     assert "✓ SIP registration relay@pbx.test: credentials accepted" in stdout
@@ -195,7 +149,7 @@ def test_a_call_profile_works_for_check(tmp_path: Path, responder: OptionsRespon
         "register = false\n"
         'rtmp-url = ["rtmp://127.0.0.1:1/live"]\n'
     )
-    code, stdout = invoke("--profile", str(profile))
+    code, stdout = invoke_check("--profile", str(profile))
     assert code == ExitCode.RTMP_FAILED
     assert responder.requests == [("OPTIONS", None)]
     assert stdout.startswith(f"✓ SIP server udp:127.0.0.1:{responder.port}")
@@ -203,7 +157,7 @@ def test_a_call_profile_works_for_check(tmp_path: Path, responder: OptionsRespon
 
 def test_no_sip_server_is_a_usage_error() -> None:
     with pytest.raises(Exception, match="--sip-outbound-proxy") as raised:
-        invoke("--no-register", "--rtmp-url", "rtmp://127.0.0.1/live")
+        invoke_check("--no-register", "--rtmp-url", "rtmp://127.0.0.1/live")
     assert getattr(raised.value, "exit_code", None) == ExitCode.USAGE
 
 

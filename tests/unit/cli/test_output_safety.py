@@ -8,17 +8,13 @@ import json
 import logging
 import os
 import re
-import socket
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from rich.console import Console
 
-from sip2rtmp.cli.check import check
 from sip2rtmp.cli.live import LiveView
 from sip2rtmp.cli.output import (
     EventPrinter,
@@ -31,8 +27,8 @@ from sip2rtmp.cli.output import (
 from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.config import build_call_settings
 from sip2rtmp.errors import BusyOrDeclined
-from sip2rtmp.sip.message import Headers, Request, Response, parse_message
 from sip2rtmp.status import CallStatus, RelayEvent
+from tests.unit.cli.sip_stub import OptionsResponder, invoke_check
 
 HOSTILE_REASON = "\x1b[2J\x1b]0;pwned\x07Busy\u202eereh"
 RAW_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -83,7 +79,7 @@ def test_a_long_secret_is_masked_as_a_whole_token_only() -> None:
     assert redact("xLong-Passw0rd-77") == "xLong-Passw0rd-77"  # inside a word: not that token
 
 
-def test_credentials_in_an_rtmp_url_never_show(responder: Responder) -> None:
+def test_credentials_in_an_rtmp_url_never_show(responder: OptionsResponder) -> None:
     url = "rtmp://user:pw-Secret-991@127.0.0.1:1/app?token=tok-Secret-992"
     code, stdout = run_check(responder, "--rtmp-url", url, "--rtmp-stream", "k")
     assert code == 8  # the RTMP port is closed
@@ -206,56 +202,22 @@ def test_the_live_view_shows_peer_text_without_its_escapes() -> None:
 # ---- `sip2rtmp check` end to end, against a server with a hostile reason phrase -------------
 
 
-class Responder:
-    """A UDP SIP server answering every request `200 <HOSTILE_REASON>`."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            request = parse_message(data)
-            assert isinstance(request, Request)
-            headers = Headers()
-            for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-                headers.add(name, request.headers.get(name) or "")
-            self.sock.sendto(Response(200, HOSTILE_REASON, headers).to_bytes(), addr)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
-def responder() -> Iterator[Responder]:
-    server = Responder()
+def responder() -> Iterator[OptionsResponder]:
+    server = OptionsResponder(HOSTILE_REASON)
     yield server
     server.close()
 
 
-def run_check(responder: Responder, *args: str) -> tuple[int, str]:
-    argv = ["--sip-domain", "pbx.test", "--sip-outbound-proxy", f"127.0.0.1:{responder.port}",
-            "--no-register", *args]  # fmt: skip
-    env: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SIP2RTMP_")}
-    result = CliRunner().invoke(check, argv, standalone_mode=False, env=env)
-    if result.exception is not None:
-        raise result.exception
-    return int(result.return_value), result.stdout
+def run_check(responder: OptionsResponder, *args: str) -> tuple[int, str]:
+    return invoke_check("--sip-domain", "pbx.test", "--sip-outbound-proxy",
+                        f"127.0.0.1:{responder.port}", "--no-register", *args)  # fmt: skip
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_check_shows_a_hostile_reason_phrase_safely(responder: Responder, as_json: bool) -> None:
+def test_check_shows_a_hostile_reason_phrase_safely(
+    responder: OptionsResponder, as_json: bool
+) -> None:
     extra = ["--json"] if as_json else []
     _, stdout = run_check(responder, "--rtmp-url", "rtmp://127.0.0.1:1/live", *extra)
     assert "pwned" in stdout

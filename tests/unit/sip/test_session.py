@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 
 from sip2rtmp.errors import AuthenticationFailed, SipUnreachable
-from sip2rtmp.net.sip_session import SipSession
+from sip2rtmp.net.sip_session import MessageLog, SipSession
 from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.useragent import Transport, UserAgentConfig
 
@@ -57,39 +57,9 @@ def test_unresolvable_domain() -> None:
         asyncio.run(register(config("udp", 5060, domain="no-such-host.invalid")))
 
 
-def test_registration_through_a_scripted_udp_server() -> None:
-    """A tiny registrar that accepts anything: the shell sends, times and delivers."""
-
-    class Registrar(asyncio.DatagramProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = cast(asyncio.DatagramTransport, transport)
-
-        def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-            head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-            keep = [h for h in head[1:] if h.split(b":")[0] in (b"Via", b"From", b"To",
-                                                                b"Call-ID", b"CSeq")]  # fmt: skip
-            reply = b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Expires: 120", b"", b""])
-            self.transport.sendto(reply, addr)
-
-    async def scenario() -> tuple[int, list[str]]:
-        loop = asyncio.get_running_loop()
-        server, _ = await loop.create_datagram_endpoint(Registrar, local_addr=("127.0.0.1", 0))
-        seen: list[str] = []
-        cfg = config("udp", server.get_extra_info("sockname")[1])
-        try:
-            async with SipSession(cfg, message_log=lambda d, a, m: seen.append(d)) as sip:
-                return await sip.register(), seen
-        finally:
-            server.close()
-
-    expires, seen = asyncio.run(scenario())
-    assert expires == 120
-    assert seen == ["sent", "received", "sent", "received"]  # REGISTER, 200, un-REGISTER, 200
-
-
-class HostileRegistrar(asyncio.DatagramProtocol):
-    """Answers every REGISTER with a garbage datagram, then a 200 whose Expires no int() or
-    float can hold."""
+class ScriptedRegistrar(asyncio.DatagramProtocol):
+    """A UDP registrar that answers every request with the datagrams `answers` makes from the
+    request's Via, From, To, Call-ID and CSeq lines."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -98,59 +68,74 @@ class HostileRegistrar(asyncio.DatagramProtocol):
         head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
         keep = [h for h in head[1:] if h.split(b":")[0] in (b"Via", b"From", b"To",
                                                             b"Call-ID", b"CSeq")]  # fmt: skip
-        self.transport.sendto(b"\x00\xff Authorization: Digest response=secret", addr)
+        for datagram in self.answers(keep):
+            self.transport.sendto(datagram, addr)
+
+    def answers(self, keep: list[bytes]) -> list[bytes]:
+        raise NotImplementedError
+
+
+def register_through(
+    registrar: type[ScriptedRegistrar], message_log: MessageLog | None = None
+) -> int:
+    """Register through a fresh `registrar` on loopback; the granted interval."""
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        server, _ = await loop.create_datagram_endpoint(registrar, local_addr=("127.0.0.1", 0))
+        cfg = config("udp", server.get_extra_info("sockname")[1])
+        try:
+            async with SipSession(cfg, message_log=message_log) as sip:
+                return await asyncio.wait_for(sip.register(), 5)
+        finally:
+            server.close()
+
+    return asyncio.run(scenario())
+
+
+class Registrar(ScriptedRegistrar):
+    """Accepts anything."""
+
+    def answers(self, keep: list[bytes]) -> list[bytes]:
+        return [b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Expires: 120", b"", b""])]
+
+
+def test_registration_through_a_scripted_udp_server() -> None:
+    """A tiny registrar that accepts anything: the shell sends, times and delivers."""
+    seen: list[str] = []
+    assert register_through(Registrar, lambda d, a, m: seen.append(d)) == 120
+    assert seen == ["sent", "received", "sent", "received"]  # REGISTER, 200, un-REGISTER, 200
+
+
+class HostileRegistrar(ScriptedRegistrar):
+    """Answers every REGISTER with a garbage datagram, then a 200 whose Expires no int() or
+    float can hold."""
+
+    def answers(self, keep: list[bytes]) -> list[bytes]:
         huge = b"Expires: " + b"9" * 4301
-        self.transport.sendto(b"\r\n".join([b"SIP/2.0 200 OK", *keep, huge, b"", b""]), addr)
+        return [
+            b"\x00\xff Authorization: Digest response=secret",
+            b"\r\n".join([b"SIP/2.0 200 OK", *keep, huge, b"", b""]),
+        ]
 
 
 def test_hostile_answers_are_logged_and_dropped_and_register_completes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def scenario() -> int:
-        loop = asyncio.get_running_loop()
-        server, _ = await loop.create_datagram_endpoint(
-            HostileRegistrar, local_addr=("127.0.0.1", 0)
-        )
-        cfg = config("udp", server.get_extra_info("sockname")[1])
-        try:
-            async with SipSession(cfg) as sip:
-                return await asyncio.wait_for(sip.register(), 5)
-        finally:
-            server.close()
-
     with caplog.at_level(logging.DEBUG, logger="sip2rtmp.net.sip_session"):
-        assert asyncio.run(scenario()) == 600  # the huge Expires is ignored
+        assert register_through(HostileRegistrar) == 600  # the huge Expires is ignored
     drops = [r.getMessage() for r in caplog.records if "dropped a SIP message" in r.getMessage()]
     assert drops and all("secret" not in message for message in drops)
 
 
-class NonUtf8Challenger(asyncio.DatagramProtocol):
+class NonUtf8Challenger(ScriptedRegistrar):
     """Answers every REGISTER with a 401 whose realm is not UTF-8."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-        keep = [h for h in head[1:] if h.split(b":")[0] in (b"Via", b"From", b"To",
-                                                            b"Call-ID", b"CSeq")]  # fmt: skip
+    def answers(self, keep: list[bytes]) -> list[bytes]:
         challenge = b'WWW-Authenticate: Digest realm="\xff\xfe", nonce="n", qop="auth"'
-        reply = b"\r\n".join([b"SIP/2.0 401 Unauthorized", *keep, challenge, b"", b""])
-        self.transport.sendto(reply, addr)
+        return [b"\r\n".join([b"SIP/2.0 401 Unauthorized", *keep, challenge, b"", b""])]
 
 
 def test_a_challenge_that_is_not_utf8_ends_register_promptly() -> None:
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        server, _ = await loop.create_datagram_endpoint(
-            NonUtf8Challenger, local_addr=("127.0.0.1", 0)
-        )
-        cfg = config("udp", server.get_extra_info("sockname")[1])
-        try:
-            async with SipSession(cfg) as sip:
-                await asyncio.wait_for(sip.register(), 5)
-        finally:
-            server.close()
-
     with pytest.raises(AuthenticationFailed):
-        asyncio.run(scenario())
+        register_through(NonUtf8Challenger)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +15,7 @@ from sip2rtmp.errors import (
     NoAnswer,
     SipUnreachable,
 )
-from sip2rtmp.sip.auth import Credentials, choose_challenge, digest_response, parse_challenges
+from sip2rtmp.sip.auth import choose_challenge, digest_response, parse_challenges
 from sip2rtmp.sip.events import (
     CallAnswered,
     CallAttemptFailed,
@@ -39,27 +38,11 @@ from sip2rtmp.sip.useragent import (
     MAX_KEPT_ACKS,
     MAX_SERVER_TRANSACTIONS,
     UserAgent,
-    UserAgentConfig,
 )
+from tests.unit.sip.exchange import ANSWER, CONFIG, OFFER, SERVER, make_ua, reply
 
-SERVER = ("192.0.2.10", 5060)
 CALLEE = ("192.0.2.10", 5060)
-CONFIG = UserAgentConfig(
-    user="relay",
-    domain="lab.test",
-    credentials=Credentials("relay", "s3cret"),
-    local_host="192.0.2.1",
-    local_port=5062,
-    register_expires=600,
-)
-OFFER = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-ANSWER = b"v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
 NONCE = 'Digest realm="lab.test", nonce="n0nce", qop="auth", algorithm=MD5'
-
-
-def make_ua(config: UserAgentConfig = CONFIG) -> UserAgent:
-    counter = itertools.count()
-    return UserAgent(config, SERVER, token_factory=lambda: f"tok{next(counter)}")
 
 
 def sent(ua: UserAgent, now: float = 0.0) -> list[Request | Response]:
@@ -88,28 +71,6 @@ def comparable(event: Event) -> Any:
     if outcome is None:
         return event
     return type(event).__name__, type(outcome).__name__, vars(outcome)
-
-
-def reply(
-    request: Request,
-    status: int,
-    reason: str,
-    extra: list[tuple[str, str]] | None = None,
-    *,
-    to_tag: str | None = None,
-    body: bytes = b"",
-) -> bytes:
-    headers = Headers()
-    for via in request.headers.get_fields("Via"):
-        headers.add("Via", via + (";received=192.0.2.1" if "received" not in via else ""))
-    headers.add("From", request.headers.get("From") or "")
-    to = request.headers.get("To") or ""
-    headers.add("To", to + (f";tag={to_tag}" if to_tag and "tag=" not in to else ""))
-    headers.add("Call-ID", request.call_id)
-    headers.add("CSeq", request.headers.get("CSeq") or "")
-    for name, value in extra or []:
-        headers.add(name, value)
-    return Response(status, reason, headers, body).to_bytes()
 
 
 def only(messages: list[Request | Response]) -> Request:
@@ -386,17 +347,26 @@ def test_session_timer_refresh_with_update_at_half_interval() -> None:
     assert only(sent(ua)).method == "UPDATE"
 
 
-def test_session_timer_refresh_by_reinvite_when_update_not_allowed() -> None:
-    ua = make_ua()
+SESSION_TIMER = [*CONTACT, ("Session-Expires", "60;refresher=uac")]
+"""A 2xx's headers that make us the refresher of a 60 s session (RFC 4028 §7.2)."""
+
+
+def first_refresh(ua: UserAgent) -> Request:
+    """Our refresh of a call answered with SESSION_TIMER, sent at half the interval (RFC 4028
+    §10)."""
     ua.invite(0.0, "tone", OFFER)
     invite = only(sent(ua))
-    extra = [*CONTACT, ("Session-Expires", "60;refresher=uac")]
-    ua.receive_data(reply(invite, 200, "OK", extra, to_tag="c", body=ANSWER), SERVER, 0.0)
+    ua.receive_data(reply(invite, 200, "OK", SESSION_TIMER, to_tag="c", body=ANSWER), SERVER, 0.0)
     sent(ua)
     ua.handle_timer(30.0)
-    refresh = only(sent(ua))
+    return only(sent(ua))
+
+
+def test_session_timer_refresh_by_reinvite_when_update_not_allowed() -> None:
+    ua = make_ua()
+    refresh = first_refresh(ua)
     assert refresh.method == "INVITE" and refresh.body == OFFER and refresh.cseq == (2, "INVITE")
-    ok = reply(refresh, 200, "OK", extra, body=ANSWER)
+    ok = reply(refresh, 200, "OK", SESSION_TIMER, body=ANSWER)
     ua.receive_data(ok, SERVER, 30.1)
     [ack] = raw_sent(ua)
     assert b"ACK" in ack and b"CSeq: 2 ACK" in ack
@@ -792,13 +762,7 @@ def test_contact_star_in_a_reinvite_is_refused_and_the_call_goes_on() -> None:
 
 def test_contact_star_in_a_refresh_answer_keeps_the_target() -> None:
     ua = make_ua()
-    ua.invite(0.0, "tone", OFFER)
-    invite = only(sent(ua))
-    extra = [*CONTACT, ("Session-Expires", "60;refresher=uac")]
-    ua.receive_data(reply(invite, 200, "OK", extra, to_tag="c", body=ANSWER), SERVER, 0.0)
-    sent(ua)
-    ua.handle_timer(30.0)
-    refresh = only(sent(ua))
+    refresh = first_refresh(ua)
     star = [("Contact", "*"), ("Session-Expires", "60;refresher=uac")]
     ua.receive_data(reply(refresh, 200, "OK", star, body=ANSWER), SERVER, 30.1)
     assert only(sent(ua)).method == "ACK"

@@ -18,6 +18,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 from hypothesis import event, settings
@@ -31,7 +32,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.events import (
     CallAnswered,
     CallAttemptFailed,
@@ -44,18 +44,8 @@ from sip2rtmp.sip.events import (
     Unregistered,
 )
 from sip2rtmp.sip.message import Headers, Request, Response, parse_message
-from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
+from tests.unit.sip.exchange import ANSWER, OFFER, SERVER, make_ua, reply
 
-SERVER = ("192.0.2.10", 5060)
-CONFIG = UserAgentConfig(
-    user="relay",
-    domain="lab.test",
-    credentials=Credentials("relay", "s3cret"),
-    local_host="192.0.2.1",
-    local_port=5062,
-)
-OFFER = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-ANSWER = b"v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
 CHALLENGE = 'Digest realm="lab.test", nonce="n{}", qop="auth", algorithm=MD5'
 STALE = 'Digest realm="lab.test", nonce="s{}", qop="auth", stale=true'
 CONTACT = "<sip:tone@192.0.2.20:5070>"
@@ -198,29 +188,8 @@ def mutate(data: bytes, mutation: Mutation) -> list[bytes]:
     return [data]
 
 
-def respond(
-    request: Request,
-    status: int,
-    reason: str,
-    extra: list[tuple[str, str]] | None = None,
-    *,
-    to_tag: str | None = None,
-    body: bytes = b"",
-) -> bytes:
-    """A response as a proxy or the callee makes it (RFC 3261 §8.2.6), received/rport set."""
-    headers = Headers()
-    for index, via in enumerate(request.headers.get_fields("Via")):
-        if index == 0:
-            via = via.replace(";rport", ";rport=5062;received=192.0.2.1", 1)
-        headers.add("Via", via)
-    headers.add("From", request.headers.get("From") or "")
-    to = request.headers.get("To") or ""
-    headers.add("To", to + (f";tag={to_tag}" if to_tag and "tag=" not in to else ""))
-    headers.add("Call-ID", request.call_id)
-    headers.add("CSeq", request.headers.get("CSeq") or "")
-    for name, value in extra or []:
-        headers.add(name, value)
-    return Response(status, reason, headers, body).to_bytes()
+respond = partial(reply, rport=True)
+"""A response as a proxy or the callee makes it, with the agent's received and rport set."""
 
 
 class HostileServer(RuleBasedStateMachine):
@@ -231,8 +200,7 @@ class HostileServer(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        counter = itertools.count()
-        self.ua = UserAgent(CONFIG, SERVER, token_factory=lambda: f"tok{next(counter)}")
+        self.ua = make_ua()
         self.now = 0.0
         self.nonces = itertools.count()
         self.pending: dict[tuple[str, str], Request] = {}

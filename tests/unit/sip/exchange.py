@@ -1,0 +1,61 @@
+"""The user agent under test and the server side of its exchanges, shared by the scripted
+tests and the hostile-server state machine."""
+
+from __future__ import annotations
+
+import itertools
+
+from sip2rtmp.sip.auth import Credentials
+from sip2rtmp.sip.message import Headers, Request, Response
+from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
+
+SERVER = ("192.0.2.10", 5060)
+CONFIG = UserAgentConfig(
+    user="relay",
+    domain="lab.test",
+    credentials=Credentials("relay", "s3cret"),
+    local_host="192.0.2.1",
+    local_port=5062,
+    register_expires=600,
+)
+OFFER = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+ANSWER = b"v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
+
+
+def make_ua(config: UserAgentConfig = CONFIG) -> UserAgent:
+    """An agent whose tags, branches and Call-IDs are `tok0`, `tok1`, ... in order."""
+    counter = itertools.count()
+    return UserAgent(config, SERVER, token_factory=lambda: f"tok{next(counter)}")
+
+
+def reply(
+    request: Request,
+    status: int,
+    reason: str,
+    extra: list[tuple[str, str]] | None = None,
+    *,
+    to_tag: str | None = None,
+    body: bytes = b"",
+    rport: bool = False,
+) -> bytes:
+    """A response as a proxy or the callee makes it (RFC 3261 §8.2.6): every Via gets
+    `received`, or with `rport` the top Via gets `rport` and `received` (RFC 3581 §4)."""
+    received = f"received={CONFIG.local_host}"
+    vias = request.headers.get_fields("Via")
+    if rport:
+        vias[:1] = [
+            via.replace(";rport", f";rport={CONFIG.local_port};{received}", 1) for via in vias[:1]
+        ]
+    else:
+        vias = [via if "received" in via else f"{via};{received}" for via in vias]
+    headers = Headers()
+    for via in vias:
+        headers.add("Via", via)
+    headers.add("From", request.headers.get("From") or "")
+    to = request.headers.get("To") or ""
+    headers.add("To", to + (f";tag={to_tag}" if to_tag and "tag=" not in to else ""))
+    headers.add("Call-ID", request.call_id)
+    headers.add("CSeq", request.headers.get("CSeq") or "")
+    for name, value in extra or []:
+        headers.add(name, value)
+    return Response(status, reason, headers, body).to_bytes()
