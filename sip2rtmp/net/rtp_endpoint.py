@@ -265,6 +265,10 @@ class RtpEndpoint:
             if len(self._stats) >= _MAX_SOURCES:
                 del self._stats[next(iter(self._stats))]
             stats = self._stats[packet.ssrc] = ReceiveStats(packet.ssrc, self.clock_rate)
+        if self.source.early_rtcp is not None:
+            early = self.source.take_early_rtcp()
+            if early is not None:
+                self._deliver_rtcp(*early)
         stats.update(packet.sequence_number, packet.timestamp, now)
         self._on_rtp(packet, now)
 
@@ -274,9 +278,11 @@ class RtpEndpoint:
         except RtcpParseError:
             self.source.malformed += 1
             return
-        packets = self.source.admit_rtcp(packets, addr)
-        if not packets:
-            return
+        packets = self.source.admit_rtcp(packets, addr, now)
+        if packets:
+            self._deliver_rtcp(packets, now)
+
+    def _deliver_rtcp(self, packets: list[RtcpPacket], now: float) -> None:
         for packet in packets:
             if isinstance(packet, SenderReport) and packet.ssrc in self._stats:
                 self._stats[packet.ssrc].note_sender_report(packet.ntp_timestamp, now)

@@ -25,7 +25,10 @@ sender report moves the A/V sync. The rules, for one stream:
    source is the SDP's, or one RTCP port latched on the same host from a compound that
    speaks for the locked SSRC (a NAT maps RTCP ports their own way). Within an accepted
    compound only packets of the locked SSRC are kept (reports, SDES, BYE, feedback), so a
-   sender report for another SSRC never reaches the A/V sync (``rejected_rtcp``).
+   sender report for another SSRC never reaches the A/V sync (``rejected_rtcp``). RTCP
+   from the SDP's RTCP address before any RTP (a sender often reports just before its
+   first packet) is held back, the latest compound only, and handed over once a source
+   with that SSRC is accepted; otherwise it is dropped.
 6. Our RTP goes to the SDP address until a source is accepted, then to that source
    (symmetric RTP, RFC 4961); our RTCP likewise, to where the accepted RTCP comes from.
 
@@ -164,6 +167,7 @@ class SourceFilter:
         "_sdp_rtp",
         "address",
         "early",
+        "early_rtcp",
         "malformed",
         "rejected_payload_type",
         "rejected_rtcp",
@@ -202,6 +206,8 @@ class SourceFilter:
         self._candidates: dict[tuple[Address, int], _Candidate] = {}
         self._rtcp_sources: frozenset[Address] = frozenset()
         self._rtcp_latched = False
+        self.early_rtcp: tuple[list[RtcpPacket], float] | None = None
+        """RTCP from the SDP's RTCP address before any source was accepted (rule 5)."""
 
     @property
     def stats(self) -> SourceStats:
@@ -337,9 +343,16 @@ class SourceFilter:
         self._rtcp_sources = frozenset(sources)
         self._rtcp_latched = False
 
-    def admit_rtcp(self, packets: list[RtcpPacket], address: Address) -> list[RtcpPacket]:
+    def admit_rtcp(
+        self, packets: list[RtcpPacket], address: Address, now: float
+    ) -> list[RtcpPacket]:
         """The packets of a compound that come from the accepted source (rule 5)."""
         ssrc = self.ssrc
+        if ssrc is None and address == self._sdp_rtcp:
+            if self.early_rtcp is not None:
+                self.rejected_rtcp += len(self.early_rtcp[0])
+            self.early_rtcp = (packets, now)
+            return []
         if ssrc is None or not self._rtcp_from(address, packets, ssrc):
             self.rejected_rtcp += len(packets)
             return []
@@ -348,6 +361,18 @@ class SourceFilter:
         if kept and not self.rtcp_mux and address != self.address:
             self.rtcp_destination = address
         return kept
+
+    def take_early_rtcp(self) -> tuple[list[RtcpPacket], float] | None:
+        """RTCP held back from before the source was accepted: the packets of the accepted
+        SSRC and their arrival time, once, right after the source is accepted."""
+        early, self.early_rtcp = self.early_rtcp, None
+        if early is None:
+            return None
+        packets, arrival = early
+        ssrc = self.ssrc
+        kept = [packet for packet in packets if ssrc is not None and _speaks_for(packet, ssrc)]
+        self.rejected_rtcp += len(packets) - len(kept)
+        return (kept, arrival) if kept else None
 
     def _rtcp_from(self, address: Address, packets: list[RtcpPacket], ssrc: int) -> bool:
         if address in self._rtcp_sources:

@@ -18,6 +18,7 @@ from sip2rtmp.rtp.rtcp import (
     RtcpPacket,
     SenderReport,
     SourceDescription,
+    ntp_middle32,
 )
 from sip2rtmp.rtp.source import PROBATION_PACKETS
 
@@ -163,6 +164,30 @@ def test_an_intruder_gets_neither_in_nor_our_media() -> None:
         assert not c_sink.rtp and not c_sink.rtcp, "B sent media to the intruder"
         for endpoint in (a, b, c):
             await endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_a_report_sent_just_before_the_first_packet_still_reaches_the_sync() -> None:
+    """Senders often report right before their first packet: the SR from the SDP's RTCP
+    address is held until the source is accepted, then handed over with its arrival time."""
+
+    async def main() -> None:
+        a, _, b, b_sink = await pair()
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port), accept_payload_types={0})
+        report = SenderReport(a.ssrc, 1 << 40, 0, 0, 0)
+        a.send_rtcp(report)
+        await asyncio.sleep(0.1)
+        assert not b_sink.rtcp, "nothing before a source is accepted"
+        await stream(a, 1)
+        await b_sink.wait(lambda: len(b_sink.rtp) == 1)
+        assert report in b_sink.rtcp
+        block = b.receive_stats[a.ssrc].report_block(asyncio.get_running_loop().time())
+        assert block.lsr == ntp_middle32(report.ntp_timestamp)
+        assert block.dlsr >= 0.1 * 65536, "delay since the SR counts from its arrival"
+        await a.close()
+        await b.close()
 
     asyncio.run(main())
 

@@ -232,9 +232,31 @@ def locked() -> SourceFilter:
     return source
 
 
-def test_rtcp_before_a_source_is_accepted_is_dropped() -> None:
+def test_rtcp_before_a_source_is_accepted_is_dropped_unless_from_the_sdp_address() -> None:
     source = negotiated()
-    assert source.admit_rtcp([sender_report(CALLEE_SSRC)], CALLEE_RTCP) == []
+    assert source.admit_rtcp([sender_report(CALLEE_SSRC)], ("192.0.2.1", 40001), 1.0) == []
+    assert source.rejected_rtcp == 1
+    assert source.admit_rtcp([sender_report(CALLEE_SSRC)], CALLEE_RTCP, 1.0) == [], "held"
+    assert source.take_early_rtcp() is None, "nothing is handed over before a source"
+
+
+def test_a_report_just_before_the_first_packet_is_handed_over_with_its_arrival() -> None:
+    source = negotiated()
+    first = sender_report(CALLEE_SSRC)
+    latest = SenderReport(CALLEE_SSRC, 2 << 32, 8000, 2, 320)
+    source.admit_rtcp([first], CALLEE_RTCP, 0.5)
+    source.admit_rtcp([sender_report(INTRUDER_SSRC), latest], CALLEE_RTCP, 0.9)
+    assert Stream(CALLEE_SSRC, CALLEE).send(source, 1.0)
+    assert source.take_early_rtcp() == ([latest], 0.9)
+    assert source.take_early_rtcp() is None, "once"
+    assert source.rejected_rtcp == 2, "the older compound and the other SSRC's report"
+
+
+def test_a_held_report_of_another_ssrc_is_never_handed_over() -> None:
+    source = negotiated()
+    source.admit_rtcp([sender_report(INTRUDER_SSRC)], CALLEE_RTCP, 0.5)
+    assert Stream(CALLEE_SSRC, CALLEE).send(source, 1.0)
+    assert source.take_early_rtcp() is None
     assert source.rejected_rtcp == 1
 
 
@@ -245,10 +267,10 @@ def test_a_forged_sender_report_never_passes() -> None:
         SourceDescription.cname(INTRUDER_SSRC, "x"),
     ]
     for address in (INTRUDER, (INTRUDER[0], INTRUDER[1] + 1)):
-        assert source.admit_rtcp(forged_elsewhere, address) == []
+        assert source.admit_rtcp(forged_elsewhere, address, 1.0) == []
     # From the callee's own RTCP port, but for another SSRC: dropped packet by packet.
     genuine = sender_report(CALLEE_SSRC)
-    assert source.admit_rtcp([sender_report(INTRUDER_SSRC), genuine], CALLEE_RTCP) == [genuine]
+    assert source.admit_rtcp([sender_report(INTRUDER_SSRC), genuine], CALLEE_RTCP, 1.0) == [genuine]
     assert source.rejected_rtcp == 5
 
 
@@ -266,7 +288,7 @@ def test_only_the_accepted_source_speaks_in_rtcp() -> None:
         FullIntraRequest(INTRUDER_SSRC, ((42, 1),)),
         Bye((INTRUDER_SSRC,)),
     ]
-    assert source.admit_rtcp([*mine, *theirs], CALLEE_RTCP) == mine
+    assert source.admit_rtcp([*mine, *theirs], CALLEE_RTCP, 1.0) == mine
     assert source.rejected_rtcp == len(theirs)
 
 
@@ -274,12 +296,12 @@ def test_rtcp_from_a_nat_port_is_latched_once_for_the_locked_ssrc() -> None:
     source = negotiated()
     run(source, Stream(CALLEE_SSRC, NAT), 0.0, 6)
     mapped = (NAT[0], 61234)
-    assert source.admit_rtcp([sender_report(INTRUDER_SSRC)], mapped) == []
+    assert source.admit_rtcp([sender_report(INTRUDER_SSRC)], mapped, 1.0) == []
     report = sender_report(CALLEE_SSRC)
-    assert source.admit_rtcp([report], mapped) == [report]
+    assert source.admit_rtcp([report], mapped, 1.0) == [report]
     assert source.rtcp_destination == mapped
-    assert source.admit_rtcp([report], (NAT[0], 61300)) == [], "only one latched RTCP port"
-    assert source.admit_rtcp([report], ("192.0.2.1", 61234)) == [], "another host"
+    assert source.admit_rtcp([report], (NAT[0], 61300), 1.0) == [], "only one latched RTCP port"
+    assert source.admit_rtcp([report], ("192.0.2.1", 61234), 1.0) == [], "another host"
 
 
 def test_rtcp_mux_takes_rtcp_from_the_rtp_address_only() -> None:
@@ -288,8 +310,8 @@ def test_rtcp_mux_takes_rtcp_from_the_rtp_address_only() -> None:
     assert source.rtcp_destination == CALLEE
     run(source, Stream(CALLEE_SSRC, CALLEE), 0.0, 2)
     report = sender_report(CALLEE_SSRC)
-    assert source.admit_rtcp([report], CALLEE) == [report]
-    assert source.admit_rtcp([report], ("198.51.100.7", 40002)) == []
+    assert source.admit_rtcp([report], CALLEE, 1.0) == [report]
+    assert source.admit_rtcp([report], ("198.51.100.7", 40002), 1.0) == []
 
 
 # ---- with the jitter buffer -------------------------------------------------------------
