@@ -20,6 +20,10 @@ settings.register_profile(
     max_examples=FUZZ_EXAMPLES,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+settings.register_profile(
+    "mutation", deadline=None, max_examples=50, suppress_health_check=[HealthCheck.too_slow]
+)
+"""Fewer examples for each of mutmut's many runs of the fast tests (docs/testing.md)."""
 settings.load_profile("sip2rtmp")
 
 

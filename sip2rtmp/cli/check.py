@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -370,10 +370,11 @@ def check(ctx: click.Context, /, **flags: Any) -> int:
     outcomes: list[CheckResult] = []
     for results in run_checks(settings, announce, announce_loop, slate):
         for result in results:
+            shown = replace(result, target=redactor(result.target), detail=redactor(result.detail))
             if as_json:
-                click.echo(redactor(json_line(result.record())))
+                click.echo(json_line(shown.record()))
             else:
-                click.echo(terminal_safe(redactor(result.line())))
+                click.echo(terminal_safe(shown.line()))
         outcomes += results
     failures = [result for result in outcomes if result.result is Result.FAIL]
     exit_code = failures[0].exit_code if failures else ExitCode.OK

@@ -216,7 +216,7 @@ class LiveView:
             control.hangup()
 
     def _apply(self, event: RelayEvent) -> None:
-        data = event.data
+        data = self._redact.values(event.data)
         now = self._clock()
         name = event.event
         if event.status is not None:
@@ -233,7 +233,7 @@ class LiveView:
         elif name == "media":
             self._media.append(f"{data.get('kind', '?')} from {data.get('remote', '?')}")
         elif name == "dtmf":
-            direction = "received" if data.get("direction") == "received" else "sent"
+            direction = "received" if event.data.get("direction") == "received" else "sent"
             self._dtmf[direction] = (self._dtmf[direction] + str(data.get("digit", "")))[-16:]
             if direction == "sent":
                 self._request = ""
@@ -288,8 +288,8 @@ class LiveView:
             return Group(self._summary(), self._output_table(), self._hint())
 
     def _text(self, value: object, style: str = "") -> Text:
-        """Event-derived text, redacted, terminal-safe and never parsed as markup."""
-        return Text(terminal_safe(self._redact(str(value))), style=style)
+        """Event-derived text (redacted as it arrived), terminal-safe, never parsed as markup."""
+        return Text(terminal_safe(str(value)), style=style)
 
     def _summary(self) -> Panel:
         grid = Table.grid(padding=(0, 2))
@@ -337,7 +337,7 @@ class LiveView:
                     f"sent {self._dtmf['sent'] or '—'}   received {self._dtmf['received'] or '—'}"
                 ),
             )
-        title = f"sip2rtmp · {self._call_id}" if self._call_id else "sip2rtmp"
+        title = f"sip2rtmp · {self._redact(self._call_id)}" if self._call_id else "sip2rtmp"
         return Panel(grid, title=self._text(title), title_align="left")
 
     def _output_table(self) -> Table:

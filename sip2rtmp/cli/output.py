@@ -1,7 +1,9 @@
 """Where a run's events and errors go: NDJSON, plain lines, or stderr — always redacted.
 
 Redaction is the last line of defence: secrets are kept out of messages where they are made,
-and every line written here is scrubbed of them again before it leaves the process. Text from
+and everything written here is scrubbed of them again before it leaves the process: an event's
+values before it is serialised (a secret may equal a field name, `exitCode`, and the record must
+keep its fields), a free-text line (a log message, an error) as a whole. Text from
 the network (a reason phrase, a peer's error) may carry terminal escape sequences: every line
 for a terminal or a log passes `terminal_safe`, and JSON escapes them.
 """
@@ -15,6 +17,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from io import TextIOWrapper
 from pathlib import Path
@@ -77,6 +80,26 @@ class Redactor:
     def __call__(self, text: str) -> str:
         return self._pattern.sub("***", text) if self._pattern is not None else text
 
+    def values(self, value: Any) -> Any:
+        """`value` with every string in it redacted, through dicts, lists and tuples; dict keys
+        are field names and stay as they are. A value that is neither a string, a number nor a
+        container is redacted as the text it is serialised as (`str`)."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {key: self.values(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.values(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self.values(item) for item in value)
+        if value is None or isinstance(value, (int, float)):
+            return value
+        return self(str(value))
+
+    def event(self, event: RelayEvent) -> RelayEvent:
+        """`event` with its data's values redacted, ready to be shown in any form."""
+        return replace(event, data=self.values(event.data))
+
 
 def _whole_token(secret: str) -> str:
     """A pattern for `secret` not glued to a word character it does not end with itself."""
@@ -127,9 +150,9 @@ class EventPrinter:
             if event.status is not None:
                 record["status"] = event.status.value
             record.update(event.data)
-            line = self._redact(json_line(record))
+            line = json_line(self._redact.values(record))
         else:
-            line = terminal_safe(self._redact(plain_line(event)))
+            line = terminal_safe(plain_line(self._redact.event(event)))
         self._stream.write(line + "\n")
         self._stream.flush()
 

@@ -42,6 +42,7 @@ class PlainSummary:
         self._pending: RelayEvent | None = None
 
     def __call__(self, event: RelayEvent) -> None:
+        event = self._redact.event(event)
         if event.event == "stats":
             now = self._clock()
             if self._last_summary is None or now - self._last_summary >= self._every:
@@ -57,7 +58,7 @@ class PlainSummary:
         self._write(plain_line(event))
 
     def _write(self, line: str) -> None:
-        self._stream.write(terminal_safe(self._redact(line)) + "\n")
+        self._stream.write(terminal_safe(line) + "\n")
         self._stream.flush()
 
 

@@ -113,10 +113,17 @@ class AudioDecoder:
         ext = self._extend(rtp_ts)
         chunks: list[PcmChunk] = []
         if self._next is not None:
-            if ext < self._next:
+            behind = self._next - ext
+            if behind > self._max_conceal:
+                # Further back than any hole we would fill: the sender restarted its clock or a
+                # new source took over. A new timeline, which the caller re-anchors, not late
+                # duplicates to drop until the old timestamps are reached again.
+                self._next = None
+            elif behind > 0:
                 self.discarded += 1
                 return chunks
-            chunks.extend(self._fill(self._next, ext))
+            else:
+                chunks.extend(self._fill(self._next, ext))
         try:
             frames = self._ctx.decode(av.Packet(payload))
         except av.error.FFmpegError:

@@ -20,12 +20,12 @@ from pathlib import Path
 from sip2rtmp.media.outbound import OutboundAudio
 from sip2rtmp.media.pipeline import LOST, MediaPipeline
 from sip2rtmp.net.grid import Ticker
-from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
+from sip2rtmp.net.rtp_endpoint import RtpEndpoint
 from sip2rtmp.relay.playout import PlayoutScheduler
+from sip2rtmp.relay.sync import SenderReportTap
 from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule
 from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Lost, Playout, Resync
 from sip2rtmp.rtp.packet import RtpPacket
-from sip2rtmp.rtp.rtcp import RtcpPacket
 from sip2rtmp.sip.sdp import NegotiatedStream
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class AudioLeg:
         self._dtmf_queue: list[_DtmfPacket] = []
         self._dtmf_done: asyncio.Event = asyncio.Event()
         self._playout: PlayoutScheduler | None = None
-        self.rtcp_listener: RtcpHandler | None = None
+        self.rtcp = SenderReportTap()
         """Who else reads the callee's audio RTCP (sender reports for A/V sync)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = random.randrange(1 << 16)
@@ -98,7 +98,7 @@ class AudioLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer)."""
         leg = cls(announce=announce, announce_loop=announce_loop, on_dtmf=on_dtmf)
         leg.endpoint = await RtpEndpoint.open(
-            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg._on_rtcp, clock_rate=8000
+            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg.rtcp, clock_rate=8000
         )
         return leg
 
@@ -150,10 +150,6 @@ class AudioLeg:
         if self.jitter is not None and self._playout is not None:
             self.jitter.push(packet, arrival)
             self._playout.packet_arrived()
-
-    def _on_rtcp(self, packets: list[RtcpPacket], arrival: float) -> None:
-        if self.rtcp_listener is not None:
-            self.rtcp_listener(packets, arrival)
 
     def _receive_dtmf(self, packet: RtpPacket) -> None:
         try:

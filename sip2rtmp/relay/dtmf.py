@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sip2rtmp.errors import UsageError
+from sip2rtmp.rtp.dtmf import DTMF_EVENTS
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 MAX_INFO_BODY = 1024
@@ -61,6 +62,17 @@ def parse_info_dtmf(content_type: str, body: bytes) -> str | None:
     for line in body.splitlines():
         name, sep, value = line.partition(b"=")
         if sep and name.strip().lower() == b"signal":
-            digit = value.strip()[:1].decode("ascii", "replace").upper()
-            return digit if digit in DTMF_DIGITS else None
+            return _signal_digit(value.strip())
     return None
+
+
+def _signal_digit(value: bytes) -> str | None:
+    """A `Signal` value as a key: the key itself (`5`, `#`, `a`) or, as some senders write it
+    and PBXes read it, its RFC 4733 §3.2 event code (`11` is `#`, not `1`); flash (16) and
+    other codes are no key."""
+    number = value[: len(value) - len(value.lstrip(b"0123456789"))]
+    if number:
+        code = int(number)
+        return DTMF_EVENTS[code] if code < len(DTMF_EVENTS) else None
+    digit = value[:1].decode("ascii", "replace").upper()
+    return digit if digit in DTMF_DIGITS else None

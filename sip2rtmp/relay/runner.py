@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from sip2rtmp.config import CallSettings
-from sip2rtmp.errors import BusyOrDeclined, CallFailed, Interrupted, MediaTimeout, Sip2RtmpError
+from sip2rtmp.errors import (
+    BusyOrDeclined,
+    CallFailed,
+    ExitCode,
+    Interrupted,
+    MediaTimeout,
+    Sip2RtmpError,
+)
 from sip2rtmp.media.passthrough import PassthroughVideo
 from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
@@ -141,6 +148,10 @@ class Relay:
         except Sip2RtmpError as error:
             status = CallStatus.BUSY if isinstance(error, BusyOrDeclined) else CallStatus.FAILED
             self.emit("status", status, reason=error.describe(), exitCode=int(error.exit_code))
+            raise
+        except Exception as error:  # a bug: still exactly one terminal status for the script
+            reason = f"internal error: {type(error).__name__}"
+            self.emit("status", CallStatus.FAILED, reason=reason, exitCode=int(ExitCode.INTERNAL))
             raise
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -276,8 +287,8 @@ class Relay:
         ]
         switch, leg = self._switch, self._video
         if switch is not None and leg is not None:
-            self._leg.rtcp_listener = sync.audio_rtcp
-            leg.rtcp_listener = sync.video_rtcp
+            self._leg.rtcp.attach(sync.audio_rtcp)
+            leg.rtcp.attach(sync.video_rtcp)
             if self._live is not None:
                 self._start_live(leg, self._live, pipeline.origin, sync)
             else:

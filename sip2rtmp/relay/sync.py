@@ -18,6 +18,8 @@ from sip2rtmp.media.passthrough import VIDEO_CLOCK
 from sip2rtmp.media.pipeline import LOST, Lost, MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.rtp.rtcp import RtcpPacket, SenderReport
 
+RtcpListener = Callable[[list[RtcpPacket], float], None]
+
 _NTP_UNIT = 1 << 32
 _HALF = 1 << 31
 
@@ -85,6 +87,29 @@ class AvSync:
             anchor_at - self.origin + _ts_delta(audio.rtp_ts, anchor_ts) / self.audio_clock
         )
         self._base = audio_sr_at + (video.ntp_s - audio.ntp_s)
+
+
+class SenderReportTap:
+    """A leg's RTCP on its way to a listener that attaches late, keeping the latest compound
+    packet that carries a sender report for it. A sender may report once with its first packets
+    and then only every 5 s (RFC 3550 §6.2's minimum interval; FFmpeg does): a listener that
+    attached after that first report would otherwise place the video blind for 5 s."""
+
+    def __init__(self) -> None:
+        self._listener: RtcpListener | None = None
+        self._latest: tuple[list[RtcpPacket], float] | None = None
+
+    def attach(self, listener: RtcpListener) -> None:
+        """Send `listener` every RTCP compound from now on, and at once the latest report."""
+        self._listener = listener
+        if self._latest is not None:
+            listener(*self._latest)
+
+    def __call__(self, packets: list[RtcpPacket], arrival: float) -> None:
+        if any(isinstance(packet, SenderReport) for packet in packets):
+            self._latest = (packets, arrival)
+        if self._listener is not None:
+            self._listener(packets, arrival)
 
 
 def _latest_report(packets: list[RtcpPacket]) -> _Report | None:

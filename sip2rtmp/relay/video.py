@@ -31,9 +31,10 @@ from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.grid import Ticker
-from sip2rtmp.net.rtp_endpoint import RtcpHandler, RtpEndpoint
+from sip2rtmp.net.rtp_endpoint import RtpEndpoint
 from sip2rtmp.relay.audio import resolve_address
 from sip2rtmp.relay.playout import PlayoutScheduler
+from sip2rtmp.relay.sync import SenderReportTap
 from sip2rtmp.rtp.h264 import (
     AccessUnit,
     H264Depacketizer,
@@ -42,7 +43,6 @@ from sip2rtmp.rtp.h264 import (
 )
 from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Playout, Resync
 from sip2rtmp.rtp.packet import RtpPacket
-from sip2rtmp.rtp.rtcp import RtcpPacket
 from sip2rtmp.rtp.vp8 import Vp8Depacketizer, Vp8Frame
 from sip2rtmp.sip.sdp import NegotiatedStream
 
@@ -117,7 +117,7 @@ class VideoLeg:
         self.keyframe_ready = asyncio.Event()
         self.keyframe_requests = 0
         self.frames_sent = 0
-        self.rtcp_listener: RtcpHandler | None = None
+        self.rtcp = SenderReportTap()
         """Gets the callee's RTCP on this stream (its sender reports carry the A/V sync)."""
         self._send_info: InfoSender | None = None
         self._pending: list[tuple[AccessUnit | Vp8Frame, float]] = []
@@ -138,7 +138,7 @@ class VideoLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line)."""
         leg = cls(policy)
         leg.endpoint = await RtpEndpoint.open(
-            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg._on_rtcp, clock_rate=VIDEO_CLOCK
+            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg.rtcp, clock_rate=VIDEO_CLOCK
         )
         return leg
 
@@ -247,10 +247,6 @@ class VideoLeg:
         jitter.push(packet, arrival)
         if self._playout is not None:
             self._playout.packet_arrived()
-
-    def _on_rtcp(self, packets: list[RtcpPacket], arrival: float) -> None:
-        if self.rtcp_listener is not None:
-            self.rtcp_listener(packets, arrival)
 
     def _play(self, items: list[Playout], now: float) -> None:
         """Depacketize what came due; each frame is delivered with the time it was due, as

@@ -221,20 +221,27 @@ def parse_sprop_parameter_sets(value: str) -> list[bytes]:
             nal = base64.b64decode(part + "=" * (-len(part) % 4), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise H264ParseError(f"bad base64 in sprop-parameter-sets: {part[:40]!r}") from exc
+        if len(nal) > MAX_PARAMETER_SET_SIZE:  # 1,368 characters can still decode to 1,026 bytes
+            raise H264ParseError(
+                f"sprop-parameter-sets entry of {len(nal)} bytes, over {MAX_PARAMETER_SET_SIZE}"
+            )
         if nal:
             nals.append(nal)
     return nals
 
 
 def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units from an Annex B byte stream (3- or 4-byte start codes)."""
+    """NAL units from an Annex B byte stream (3- or 4-byte start codes).
+
+    Zero bytes after a NAL unit, the last one included, are the stream's (trailing_zero_8bits,
+    H.264 B.2): a NAL unit never ends in 0x00 (§7.4.1).
+    """
     nals: list[bytes] = []
     start = data.find(b"\x00\x00\x01")
     while start >= 0:
         begin = start + 3
         end = data.find(b"\x00\x00\x01", begin)
-        nal = data[begin:] if end < 0 else data[begin:end]
-        nal = nal.rstrip(b"\x00") if end >= 0 else nal
+        nal = (data[begin:] if end < 0 else data[begin:end]).rstrip(b"\x00")
         if nal:
             nals.append(nal)
         start = end

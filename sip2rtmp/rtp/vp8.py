@@ -96,7 +96,7 @@ def parse_descriptor(payload: bytes) -> Vp8Descriptor:
     return Vp8Descriptor(
         non_reference=bool(first & 0x20),
         start=bool(first & 0x10),
-        partition_id=first & 0x0F,
+        partition_id=first & 0x07,  # |X|R|N|S|R| PID |: the bit above PID is reserved
         picture_id=picture_id,
         tl0_pic_idx=tl0,
         tid=tid,

@@ -117,8 +117,9 @@ def format_hostport(host: str, port: int | None) -> str:
 def _host(host: str, text: str) -> str:
     """§25.1 `hostname` or `IPv4address`: a top label starts with a letter, so a name of
     digit-only labels must be an IPv4 address."""
-    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    if len(host) <= MAX_HOSTNAME_LENGTH and all(_LABEL_RE.fullmatch(label) for label in labels):
+    name = host.removesuffix(".")  # a final dot (the root) is not counted (RFC 1035 §2.3.4)
+    labels = name.split(".")
+    if len(name) <= MAX_HOSTNAME_LENGTH and all(_LABEL_RE.fullmatch(label) for label in labels):
         if labels[-1][0].isalpha():
             return host
         try:
@@ -205,8 +206,8 @@ def tel_uri(text: str) -> str:
         valid = _TEL_GLOBAL_RE.fullmatch(number) is not None and any(c.isdigit() for c in number)
     else:
         valid = _TEL_LOCAL_RE.fullmatch(number) is not None and number.strip("().-") != ""
-        names = {param.partition("=")[0].lower() for param in params.split(";")}
-        if valid and "phone-context" not in names:
+        contexts = [p for p in params.split(";") if p.lower().startswith("phone-context=")]
+        if valid and not contexts:
             raise AddressError(f"{_shown(text)}: a local number needs ;phone-context= (RFC 3966)")
     if not valid:
         raise AddressError(f"{_shown(text)} is not a telephone number (RFC 3966)")

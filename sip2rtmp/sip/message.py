@@ -265,12 +265,12 @@ def parse_params(text: str, *, what: str, uri: bool = False) -> Params:
     if not text:
         return params
     if not text.startswith(";"):
-        raise SipParseError(f"{what}: expected ';' before parameters in {text!r}")
+        raise SipParseError(f"{what}: expected ';' before parameters in {text[:80]!r}")
     for part in _split_outside_quotes(text[1:], ";"):
         name, sep, value = part.partition("=")
         name = name.strip()
         if not is_token(name):
-            raise SipParseError(f"{what}: bad parameter {part.strip()!r}")
+            raise SipParseError(f"{what}: bad parameter {part.strip()[:80]!r}")
         if not sep:
             params[name.lower()] = None
             continue
@@ -280,12 +280,12 @@ def parse_params(text: str, *, what: str, uri: bool = False) -> Params:
         elif value.startswith('"'):
             unquoted, rest = _read_quoted(value)
             if rest.strip():
-                raise SipParseError(f"{what}: text after quoted parameter {name!r}")
+                raise SipParseError(f"{what}: text after quoted parameter {name[:80]!r}")
             params[name.lower()] = unquoted
         elif is_token(value) or _HOST_RE.fullmatch(value):
             params[name.lower()] = value
         else:
-            raise SipParseError(f"{what}: bad value for parameter {name!r}")
+            raise SipParseError(f"{what}: bad value for parameter {name[:80]!r}")
     return params
 
 

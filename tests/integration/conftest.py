@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +25,55 @@ import pytest
 from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, Lab
 
 SIP2RTMP = str(Path(sys.executable).with_name("sip2rtmp"))
+TERMINAL_STATUSES = frozenset({"FINISH", "FAILED", "BUSY"})
+STATUSES = TERMINAL_STATUSES | {"TRYING", "RING", "RING_MEDIA", "SESSION_PROGRESS", "ESTABLISHED"}
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+"""`ts`: UTC, ISO 8601 with milliseconds (docs/events.md)."""
+
+
+def read_events(stdout: str, returncode: int, call_id: str | None = None) -> list[dict[str, Any]]:
+    """The events of one `--json` run, held to docs/events.md's contract.
+
+    Every stdout line is one JSON object (logs go to stderr, never to stdout); every event has
+    `event`, `ts` and the run's `callId`; the run ends with exactly one FINISH, FAILED or BUSY,
+    whose `exitCode` is the process's (FINISH: exit code 0).
+    """
+    events: list[dict[str, Any]] = []
+    for number, line in enumerate(stdout.splitlines(), 1):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            pytest.fail(f"stdout line {number} is not a JSON event: {line!r}", pytrace=False)
+        events.append(event)
+    problems = []
+    for event in events:
+        if not isinstance(event.get("event"), str):
+            problems.append(f"no `event`: {event}")
+        if not TIMESTAMP.fullmatch(str(event.get("ts"))):
+            problems.append(f"`ts` missing or not ISO 8601 UTC with milliseconds: {event}")
+        if not isinstance(event.get("callId"), str) or not event["callId"]:
+            problems.append(f"no `callId`: {event}")
+        if event.get("event") == "status" and event.get("status") not in STATUSES:
+            problems.append(f"unknown status: {event}")
+    call_ids = {event.get("callId") for event in events}
+    if len(call_ids) > 1 or (call_id is not None and call_ids != {call_id}):
+        problems.append(f"callId is not the run's one id ({call_id}): {sorted(map(str, call_ids))}")
+    statuses = [event for event in events if event.get("event") == "status"]
+    terminal = [event for event in statuses if event.get("status") in TERMINAL_STATUSES]
+    if len(terminal) != 1:
+        problems.append(f"{len(terminal)} terminal statuses (FINISH, FAILED, BUSY), not one")
+    elif terminal[0] is not statuses[-1]:
+        problems.append(f"a status after {terminal[0]['status']}: {statuses[-1]}")
+    elif terminal[0]["status"] == "FINISH":
+        if returncode != 0:
+            problems.append(f"FINISH but exit code {returncode}")
+    elif terminal[0].get("exitCode") != returncode:
+        problems.append(f"exitCode in {terminal[0]} is not the exit code {returncode}")
+    if problems:
+        pytest.fail("\n".join(["the events break their contract:", *problems]), pytrace=False)
+    return events
 
 
 @dataclass
@@ -51,8 +105,18 @@ class CallRun:
 class CallProcess:
     """A running `sip2rtmp call --json`; its events are collected as they are printed."""
 
-    def __init__(self, args: list[str], log_file: Path, stream_key: str, env: dict[str, str]):
+    def __init__(
+        self,
+        args: list[str],
+        log_file: Path,
+        stream_key: str,
+        env: dict[str, str],
+        *,
+        json_events: bool = True,
+    ):
         self.log_file = log_file
+        self.json_events = json_events
+        self.call_id = args[args.index("--call-id") + 1] if "--call-id" in args else None
         self.stream_key = stream_key
         self.started = time.monotonic()
         self.events: list[dict[str, Any]] = []
@@ -72,8 +136,11 @@ class CallProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self._stdout.append(line)
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
+            if self.json_events:
+                # A line that is no JSON is reported by `wait`, which holds every line to the
+                # contract; here only the events `wait_for_status` looks for are collected.
+                with contextlib.suppress(ValueError):
+                    self.events.append(json.loads(line))
 
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
@@ -103,14 +170,16 @@ class CallProcess:
         assert self.process.stderr is not None
         stderr = self.process.stderr.read()
         log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        stdout = "".join(self._stdout)
+        returncode = self.process.returncode
         return CallRun(
-            returncode=self.process.returncode,
-            stdout="".join(self._stdout),
+            returncode=returncode,
+            stdout=stdout,
             stderr=stderr,
             log=log,
             stream_key=self.stream_key,
             elapsed=time.monotonic() - self.started,
-            events=list(self.events),
+            events=read_events(stdout, returncode, self.call_id) if self.json_events else [],
         )
 
 
@@ -126,12 +195,16 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
         transport: str = "udp",
         rtmp: bool = True,
         json_events: bool = True,
+        rtmp_url: str = RTMP_URL,
+        stream_key: str | None = None,
+        environment: dict[str, str] | None = None,
     ) -> CallProcess:
-        key = f"t{uuid.uuid4().hex[:10]}"
-        log_file = tmp_path / f"{key}.log"
+        key = stream_key or f"t{uuid.uuid4().hex[:10]}"
+        log_file = tmp_path / f"{uuid.uuid4().hex[:10]}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
         if password is not None:
             env["SIP2RTMP_SIP_PASSWORD"] = password
+        env.update(environment or {})
         args = [
             "--callee",
             callee,
@@ -148,8 +221,8 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
             str(log_file),
         ]
         if rtmp:
-            args += ["--rtmp-url", RTMP_URL, "--rtmp-stream", key]
-        process = CallProcess([*args, *extra], log_file, key, env)
+            args += ["--rtmp-url", rtmp_url, "--rtmp-stream", key]
+        process = CallProcess([*args, *extra], log_file, key, env, json_events=json_events)
         processes.append(process)
         return process
 
@@ -158,3 +231,74 @@ def start_call(lab: Lab, tmp_path: Path) -> Iterator[Any]:
         if process.process.poll() is None:
             process.process.kill()
             process.process.wait()
+
+
+NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+
+class RtmpServer:
+    """A private nginx-rtmp that a test may stop and restart: the shared lab's must not be.
+
+    Records every publish as `<key>-<unixtime>.flv` (`record_unique`), like the lab's.
+    """
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        root.chmod(0o755)  # nginx workers drop privileges and must reach the recordings
+        self.recordings_dir = root / "rec"
+        self.recordings_dir.mkdir()
+        self.recordings_dir.chmod(0o777)
+        (root / "logs").mkdir()
+        self.config = root / "nginx.conf"
+        self.config.write_text(
+            f"load_module {NGINX_RTMP_MODULE};\n"
+            f"daemon off; pid {root}/nginx.pid; error_log {root}/logs/error.log info;\n"
+            "events { worker_connections 64; }\n"
+            f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; application live {{\n"
+            f"live on; record all; record_unique on; record_path {self.recordings_dir}; }} }} }}\n"
+        )
+        self.root = root
+        self.url = f"rtmp://127.0.0.1:{self.port}/live"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["nginx", "-p", str(self.root), "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.01)
+        pytest.fail(f"the private nginx-rtmp did not listen on {self.port} within 5 s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(5)
+            self.process = None
+
+    def recordings(self, stream_key: str) -> list[Path]:
+        return sorted(self.recordings_dir.glob(f"{stream_key}-*.flv"))
+
+
+@pytest.fixture
+def rtmp_server() -> Iterator[RtmpServer]:
+    """A private nginx-rtmp, running; fails (CI has nginx) rather than skips without one."""
+    if shutil.which("nginx") is None or not NGINX_RTMP_MODULE.exists():
+        pytest.fail(
+            "nginx with the RTMP module is needed (Debian packages nginx, libnginx-mod-rtmp; "
+            "scripts/bootstrap installs them)",
+            pytrace=False,
+        )
+    # Not under pytest's private temporary directory: nginx's workers could not enter it.
+    with tempfile.TemporaryDirectory(prefix="sip2rtmp-nginx-") as root:
+        server = RtmpServer(Path(root))
+        server.start()
+        yield server
+        server.stop()

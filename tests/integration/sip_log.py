@@ -1,9 +1,15 @@
-"""The SIP messages a run sent and received, read back from its debug log (`--log-file`)."""
+"""The SIP messages a run sent and received, read back from its debug log (`--log-file`).
+
+The log says what the user agent believes it did; a claim about the wire is better proven by
+a capture (tests/support/sip_wire.py), whose messages `count` takes as well.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sip2rtmp.sip.message import Request, Response, parse_cseq, parse_message
 
@@ -48,8 +54,24 @@ def sip_messages(log: str) -> list[Logged]:
     return messages
 
 
+class Message(Protocol):
+    """A logged or a captured message (tests.support.sip_wire.WireMessage)."""
+
+    @property
+    def direction(self) -> str: ...
+
+    def is_request(self, method: str) -> bool: ...
+
+    def is_response(self, status: int, method: str) -> bool: ...
+
+
 def count(
-    messages: list[Logged], direction: str, *, method: str = "", status: int = 0, of: str = ""
+    messages: Sequence[Message],
+    direction: str,
+    *,
+    method: str = "",
+    status: int = 0,
+    of: str = "",
 ) -> int:
     """How many requests of `method`, or responses `status` to `of`, went in `direction`."""
     return sum(

@@ -1,218 +1,204 @@
-"""The media pipeline end to end: PCMU tone in, H.264 + AAC out to files and real nginx-rtmp."""
+"""Several outputs of one `sip2rtmp call`: RTMP, RTMPS and a local file at once, and one output
+dropping mid-call while the others go on (docs/usage.md, "Several outputs at once").
+
+Measured from what each server recorded, and from nginx's own view of the streams while the
+call runs (its `rtmp_stat` page), never from the relay's counters alone.
+"""
 
 from __future__ import annotations
 
-import itertools
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from fractions import Fraction
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
-import av
 import numpy as np
 import pytest
 
-from sip2rtmp.lab import RTMP_URL, RTMPS_URL, Lab
-from sip2rtmp.media import (
-    LOST,
-    MediaConfig,
-    MediaPipeline,
-    OutputPolicy,
-    OutputState,
-    SlateVideo,
-)
+from sip2rtmp.lab import RTMP_URL, RTMPS_URL, STAT_URL, Lab, account
+from sip2rtmp.lab.recording import Recording, decode_audio, read_recording, tone_seconds
+from sip2rtmp.media.output import OutputPolicy
+from tests.integration.conftest import RtmpServer
 
-TONE_HZ = 440
+pytestmark = pytest.mark.lab
 
-
-def _pcmu_tone(seconds: float) -> list[bytes]:
-    ctx = av.CodecContext.create("pcm_mulaw", "w")
-    ctx.sample_rate, ctx.layout, ctx.format = 8000, "mono", "s16"
-    ctx.open()
-    t = np.arange(int(8000 * seconds)) / 8000
-    pcm = (np.sin(2 * np.pi * TONE_HZ * t) * 10000).astype(np.int16)
-    payloads = []
-    for index in range(len(pcm) // 160):
-        frame = av.AudioFrame.from_ndarray(
-            pcm[None, index * 160 : (index + 1) * 160], "s16", "mono"
-        )
-        frame.sample_rate, frame.pts, frame.time_base = 8000, index * 160, Fraction(1, 8000)
-        payloads.extend(bytes(p) for p in ctx.encode(frame))
-    return payloads
+AAC_FRAME = 1024 / 48000
+DTS_TOLERANCE = 0.002
+"""FLV stores milliseconds: a 21.33 ms AAC frame shows as steps of 21 or 22 ms."""
+KEYFRAME_GAP = 2.05
+"""The 2 s keyframe interval (docs/usage.md) plus FLV's millisecond rounding."""
+STALL_LIMIT = 0.25
+"""How much further an unaffected stream may fall behind the wall clock at nginx while another
+output is down than it did before: a player's buffer hides that much."""
+OUTAGE = 2.0
+RECONNECT_SLACK = 0.75
+"""Beyond the backoff schedule: noticing the drop, the RTMP handshake, nginx opening its file."""
 
 
-def _feed(
-    pipeline: MediaPipeline, seconds: float, at: Callable[[float], None] | None = None
+def reconnect_bound(outage: float) -> float:
+    """Longest wait from the server's return to the next reconnection attempt: attempts follow
+    the failure after backoff_initial_s, doubling up to backoff_max_s (sip2rtmp/media/output.py)."""
+    policy = OutputPolicy()
+    waited, backoff = 0.0, policy.backoff_initial_s
+    while waited < outage:
+        waited += backoff
+        backoff = min(backoff * 2, policy.backoff_max_s)
+    return waited - outage
+
+
+def assert_continuous(recording: Recording, call_seconds: float) -> None:
+    """H.264 + AAC, audio without a gap, video strictly increasing with 2 s keyframes, and as
+    long as the call."""
+    assert [s.codec for s in recording.kinds("video")] == ["h264"], recording.describe()
+    assert [s.codec for s in recording.kinds("audio")] == ["aac"], recording.describe()
+    steps = np.diff(recording.audio_dts)
+    assert steps.min() > 0 and steps.max() <= AAC_FRAME + DTS_TOLERANCE, (
+        f"{recording.path.name}: audio steps from {steps.min():.3f} to {steps.max():.3f} s"
+    )
+    assert np.all(np.diff(recording.video_dts) > 0), "video DTS must strictly increase"
+    assert recording.video_keyframes[0] == recording.video_dts[0]
+    assert recording.max_keyframe_gap <= KEYFRAME_GAP, recording.describe()
+    assert abs(recording.duration - call_seconds) <= 0.5, (recording.describe(), call_seconds)
+
+
+def assert_tone_throughout(path: Path, skip: float = 0.5) -> None:
+    samples = decode_audio(path)[int(skip * 48000) :]
+    present = tone_seconds(samples, 48000, account("tone").tone_hz or 0)
+    assert present.size and present.mean() >= 0.95, (
+        f"{path.name}: the callee's tone in only {present.mean():.0%} of 100 ms windows"
+    )
+
+
+class StatWatcher:
+    """Samples, every 50 ms, the timestamp of the latest media nginx received on given streams.
+
+    A stream that keeps flowing stays at most a constant distance behind the wall clock (it
+    arrives in batches, so the distance saws up and down between them); a stall shows as that
+    largest distance growing.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.samples: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StatWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            with urllib.request.urlopen(STAT_URL, timeout=2) as reply:
+                root = ET.fromstring(reply.read())
+            now = time.monotonic()
+            for stream in root.iter("stream"):
+                key = stream.findtext("name") or ""
+                for client in stream.iter("client"):
+                    if key in self.samples and client.find("publishing") is not None:
+                        received = int(client.findtext("timestamp") or 0) / 1000
+                        self.samples[key].append((now, received))
+
+    def max_lag(self, key: str, start: float, end: float) -> float:
+        """The stream's largest distance behind the wall clock within [start, end]."""
+        lags = [now - received for now, received in self.samples[key] if start <= now <= end]
+        assert len(lags) >= 10, f"nginx reported {key} only {len(lags)} times: {self.samples[key]}"
+        return max(lags)
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> float:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def published(key: str) -> bool:
+    with urllib.request.urlopen(STAT_URL, timeout=2) as reply:
+        root = ET.fromstring(reply.read())
+    return any(
+        stream.findtext("name") == key and stream.find(".//publishing") is not None
+        for stream in root.iter("stream")
+    )
+
+
+def test_fan_out_and_one_output_dropping_leaves_the_others_alone(
+    start_call: Any, lab: Lab, rtmp_server: RtmpServer, tmp_path: Path
 ) -> None:
-    """Push 20 ms PCMU payloads in real time, every 50th slot lost; ``at`` sees the clock."""
-    started = time.monotonic()
-    for index, payload in enumerate(_pcmu_tone(seconds)):
-        while (elapsed := time.monotonic() - started) < index * 0.02:
-            time.sleep(0.002)
-        if at is not None:
-            at(elapsed)
-        pipeline.push_audio(LOST if index % 50 == 25 else payload, 12345 + index * 160)
-
-
-def _check_recordings(paths: list[Path], *, start: float, end: float) -> None:
-    """One stream, possibly split over reconnections: each piece valid, together one timeline."""
-    assert paths
-    spans, pcm = [], []
-    for path in paths:
-        with av.open(str(path)) as container:
-            assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
-            video, audio = container.streams.video[0], container.streams.audio[0]
-            assert (video.codec_context.name, audio.codec_context.name) == ("h264", "aac")
-            packets = [p for p in container.demux(video, audio) if p.size]
-        video_dts = [float(p.dts * p.time_base) for p in packets if p.stream is video]
-        audio_dts = [float(p.dts * p.time_base) for p in packets if p.stream is audio]
-        keys = [float(p.pts * p.time_base) for p in packets if p.stream is video and p.is_keyframe]
-        assert all(b > a for a, b in itertools.pairwise(video_dts))
-        assert all(b >= a for a, b in itertools.pairwise(audio_dts))
-        assert keys[0] == video_dts[0]
-        assert all(b - a <= 2.1 for a, b in itertools.pairwise(keys))
-        spans.append((video_dts[0], audio_dts[-1]))
-        with av.open(str(path)) as container:
-            pcm.extend(f.to_ndarray()[0] for f in container.decode(audio=0))
-    assert spans[0][0] == pytest.approx(start, abs=0.15)
-    # The feeder paces itself by the wall clock; outputs connecting at start hold the GIL for
-    # a moment (FFmpeg's RTMP/TLS handshakes), so the feed, and with it the end, may run late.
-    assert spans[-1][1] == pytest.approx(end, abs=0.5)
-    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
-    samples = np.concatenate(pcm)
-    middle = samples[len(samples) // 4 : len(samples) * 3 // 4]
-    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
-    assert abs(np.argmax(spectrum) * 48000 / len(middle) - TONE_HZ) < 3
-
-
-def test_tone_to_flv_file(tmp_path: Path) -> None:
-    path = tmp_path / "call.flv"
-    slate = SlateVideo.text("Alice", "call 00:00", width=640, height=360)
-    pipeline = MediaPipeline([str(path)], codec="PCMU", video=slate)
-    pipeline.start()
-    _feed(pipeline, 5.0)
-    pipeline.stop()
-    stats = pipeline.stats()
-    assert stats.audio_lost == 5 and stats.inbound_dropped == 0
-    assert stats.outputs[0].state is OutputState.CLOSED
-    _check_recordings([path], start=0.0, end=5.0)
-
-
-@pytest.mark.lab
-def test_fan_out_to_lab_rtmp_rtmps_and_a_recording(lab: Lab, tmp_path: Path) -> None:
-    key = f"media-{secrets.token_hex(4)}"
-    keys = [f"{key}-plain", f"{key}-tls"]
-    targets = [f"{RTMP_URL}/{keys[0]}", f"{RTMPS_URL}/{keys[1]}", str(tmp_path / "local.flv")]
-    pipeline = MediaPipeline(targets, codec="PCMU", video=SlateVideo.text("Fan out"))
-    pipeline.start()
-    _feed(pipeline, 5.0)
-    pipeline.stop()
-    assert [o.state for o in pipeline.stats().outputs] == [OutputState.CLOSED] * 3
-    time.sleep(0.5)
-    for stream_key in keys:  # split in pieces if the shared lab restarted meanwhile
-        _check_recordings(lab.recordings(stream_key), start=0.0, end=5.0)
-    _check_recordings([tmp_path / "local.flv"], start=0.0, end=5.0)
-
-
-class _Nginx:
-    """A private nginx-rtmp that the test may stop and restart (the shared lab must not be)."""
-
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        root.chmod(0o755)  # nginx workers drop privileges and must reach the recordings
-        self.recordings = root / "rec"
-        self.recordings.mkdir()
-        self.recordings.chmod(0o777)
-        (root / "logs").mkdir()
-        self.config = root / "nginx.conf"
-        self.config.write_text(
-            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n"
-            f"daemon off; pid {root}/nginx.pid; error_log {root}/logs/error.log info;\n"
-            "events { worker_connections 64; }\n"
-            f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; application live {{\n"
-            f"live on; record all; record_unique on; record_path {self.recordings}; }} }} }}\n"
+    """RTMP, RTMPS, another RTMP server and a file from one call. The third server goes away
+    for 2 s: the others carry on without a stall or a gap, and it is reconnected on its own
+    at the next backoff attempt, its timeline continuing (docs/usage.md)."""
+    base = f"fan{uuid.uuid4().hex[:8]}"
+    plain, tls, dropping = f"{base}-plain", f"{base}-tls", f"{base}-drop"
+    record = tmp_path / "local.flv"
+    call = start_call(
+        "tone", "--no-video", "--max-duration", "10", "--record", str(record),
+        "--rtmp-url", RTMP_URL, "--rtmp-stream", plain,
+        "--rtmp-url", RTMPS_URL, "--rtmp-stream", tls,
+        "--rtmp-url", rtmp_server.url, "--rtmp-stream", dropping,
+        rtmp=False,
+    )  # fmt: skip
+    call.wait_for_status("ESTABLISHED", 15)
+    with StatWatcher([plain, tls]) as watcher:
+        wait_until(lambda: published(plain) and published(tls), 5, "both lab streams live")
+        wait_until(lambda: rtmp_server.recordings(dropping), 5, "the third stream live")
+        calm = time.monotonic()
+        time.sleep(1.5)
+        stopped = time.monotonic()
+        rtmp_server.stop()
+        time.sleep(OUTAGE)
+        rtmp_server.start()
+        back = time.monotonic()
+        resumed = wait_until(
+            lambda: len(rtmp_server.recordings(dropping)) == 2, 10, "the third stream back"
         )
-        self.root = root
-        self.process: subprocess.Popen[bytes] | None = None
+        time.sleep(1.0)
+        run = call.wait(40)
+        stall = {
+            key: watcher.max_lag(key, stopped, resumed + 1.0) - watcher.max_lag(key, calm, stopped)
+            for key in (plain, tls)
+        }
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["nginx", "-p", str(self.root), "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("nginx did not start listening")
+    assert run.returncode == 0, run.stderr
+    call_seconds = run.last("status")["duration"]
+    states: dict[str, list[str]] = {}
+    for event in run.events:
+        if event["event"] == "output":
+            target = event["target"]
+            where = target.split("/")[2] if target.startswith("rtmp") else target
+            states.setdefault(where, []).append(event["state"])
+    port = f"127.0.0.1:{rtmp_server.port}"
+    assert set(states) == {"127.0.0.1:1935", "127.0.0.1:1936", port, str(record)}, states
+    for target, seen in states.items():
+        if target == port:
+            assert "reconnecting" in seen and seen[-2:] == ["live", "closed"], seen
+        else:
+            assert seen[-2:] == ["live", "closed"] and "reconnecting" not in seen, (target, seen)
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(5)
-            self.process = None
+    for key, lag in stall.items():
+        assert lag <= STALL_LIMIT, f"{key} stalled by {lag:.2f} s while the other output was down"
+    for path in [*lab.recordings(plain), *lab.recordings(tls), record]:
+        assert_continuous(read_recording(path), call_seconds)
+        assert_tone_throughout(path)
+    assert len(lab.recordings(plain)) == len(lab.recordings(tls)) == 1
 
-
-@pytest.fixture
-def nginx() -> Iterator[_Nginx]:
-    if shutil.which("nginx") is None or not Path("/usr/lib/nginx/modules").exists():
-        pytest.skip("nginx with the RTMP module is not installed")
-    with tempfile.TemporaryDirectory(prefix="sip2rtmp-media-") as root:
-        server = _Nginx(Path(root))
-        server.start()
-        yield server
-        server.stop()
-
-
-def test_reconnects_and_continues_the_timeline(nginx: _Nginx) -> None:
-    config = MediaConfig(
-        output_policy=OutputPolicy(backoff_initial_s=0.25, backoff_max_s=1.0, give_up_after_s=20)
+    delay = resumed - back
+    assert delay <= reconnect_bound(back - stopped) + RECONNECT_SLACK, (
+        f"reconnected {delay:.2f} s after the server came back, {back - stopped:.2f} s down"
     )
-    pipeline = MediaPipeline(
-        [f"rtmp://127.0.0.1:{nginx.port}/live/reconnect"],
-        codec="PCMU",
-        video=SlateVideo.text("Reconnect", width=640, height=360),
-        config=config,
-    )
-    states: set[OutputState] = set()
-    events = {3.0: nginx.stop, 5.5: nginx.start}
-
-    def at(elapsed: float) -> None:
-        states.add(pipeline.stats().outputs[0].state)
-        for when in sorted(events):
-            if elapsed >= when:
-                events.pop(when)()
-
-    pipeline.start()
-    feeder = threading.Thread(target=_feed, args=(pipeline, 10.0, at))
-    feeder.start()
-    feeder.join()
-    before_stop = pipeline.stats()
-    pipeline.stop()
-    output = pipeline.stats().outputs[0]
-    assert OutputState.RECONNECTING in states
-    assert output.state is OutputState.CLOSED and output.reconnects == 1
-    assert before_stop.inbound_dropped == 0
-    assert before_stop.media_time_s == pytest.approx(10.0, abs=0.3)
-
-    first, second = sorted(nginx.recordings.glob("reconnect-*.flv"))
-    resumed = output.session_start_s
-    assert resumed is not None and 2.5 <= resumed <= 8.0
-    _check_recordings([first, second], start=0.0, end=10.0)
-    with av.open(str(second)) as container:
-        video = container.streams.video[0]
-        first_video = next(p for p in container.demux(video) if p.size)
-        assert first_video.is_keyframe
-        assert float(first_video.dts * first_video.time_base) == pytest.approx(resumed, abs=0.01)
+    first, second = (read_recording(path) for path in rtmp_server.recordings(dropping))
+    assert second.video_keyframes[:1] == second.video_dts[:1], "it resumes at a keyframe"
+    assert second.audio_dts[0] >= first.audio_dts[-1], "the timeline continues, never restarts"
+    assert second.video_dts[0] >= first.video_dts[-1]
+    for part in (first, second):
+        steps = np.diff(part.audio_dts)
+        assert steps.max() <= AAC_FRAME + DTS_TOLERANCE, f"gap within {part.path.name}"
+    assert_tone_throughout(second.path, skip=0.0)

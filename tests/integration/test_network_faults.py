@@ -8,11 +8,9 @@ the far end from the far end's side of the call.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,12 +30,12 @@ from sip2rtmp.lab.recording import (
 )
 from sip2rtmp.lab.standalone import StandaloneCallee, start_standalone_callee
 from sip2rtmp.rtp.rtcp import FullIntraRequest, PictureLossIndication, parse_compound
+from tests.integration.conftest import SIP2RTMP, read_events
 from tests.support.netns import NetnsUnavailable, NetworkNamespace
 from tests.support.pcap import CaptureUnavailable, UdpCapture, UdpDatagram, read_udp
 from tests.support.sip_peer import SipPeer
 from tests.support.udp_relay import UdpRelay
 
-SIP2RTMP = str(Path(sys.executable).with_name("sip2rtmp"))
 TONE_HZ = 440
 DTS_TOLERANCE = 0.002
 """FLV stores milliseconds: a 21.33 ms AAC frame shows as steps of 21 or 22 ms."""
@@ -90,7 +88,8 @@ def run_call(
     extra: Sequence[str] = (),
     video: bool = False,
 ) -> CallResult:
-    """`sip2rtmp call` without registering, recording to a file, events read from stdout."""
+    """`sip2rtmp call` without registering, recording to a file, events read from stdout and
+    held to their contract (`read_events`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
     argv = [
         *prefix, SIP2RTMP, "call", "--no-register", "--callee", callee, "--record", str(record),
@@ -109,7 +108,7 @@ def run_call(
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"sip2rtmp call did not end within {exc.timeout} s")
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    events = read_events(done.stdout, done.returncode)
     return CallResult(done.returncode, events, done.stderr, time.monotonic() - started)
 
 

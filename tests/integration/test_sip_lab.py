@@ -1,7 +1,8 @@
 """The SIP user agent against the lab's kamailio and baresip callees, over UDP, TCP and TLS.
 
-Every check reads the message log: what went on the wire is the truth, in particular that the
-callee never retransmits its 200 OK (it would if our ACK were wrong, and drop the call ~32 s in).
+Every check reads a capture of the loopback interface, decoded by tshark (TLS with the session
+keys Python's ssl logs): what went on the wire is the truth, in particular that the callee
+never retransmits its 200 OK (it would if our ACK were wrong, and drop the call ~32 s in).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import contextlib
 import re
 import struct
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +31,8 @@ from sip2rtmp.lab import (
 )
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.sip.auth import Credentials
-from sip2rtmp.sip.message import Request, Response, parse_message, parse_name_addr
 from sip2rtmp.sip.useragent import Transport, UserAgentConfig
+from tests.support.sip_wire import SipCapture
 
 pytestmark = pytest.mark.lab
 
@@ -39,31 +41,13 @@ CALL_HOLD_SECONDS = 5.0
 the minute-long version of this claim runs through the CLI in test_call_cli.py."""
 
 
-@dataclass
-class WireLog:
-    """Every message the session sent or received, parsed, with a timestamp."""
-
-    entries: list[tuple[float, str, Request | Response]] = field(default_factory=list)
-
-    def __call__(self, direction: str, addr: tuple[str, int], data: bytes) -> None:
-        self.entries.append((time.monotonic(), direction, parse_message(data)))
-
-    def sent(self, method: str) -> list[Request]:
-        return [
-            m
-            for _, d, m in self.entries
-            if d == "sent" and isinstance(m, Request) and m.method == method
-        ]
-
-    def responses(self, status: int, cseq_method: str) -> list[Response]:
-        return [
-            m
-            for _, d, m in self.entries
-            if d == "received"
-            and isinstance(m, Response)
-            and m.status == status
-            and m.cseq[1] == cseq_method
-        ]
+@pytest.fixture
+def wire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SipCapture]:
+    """SIP on the registrar's ports captured for the test, TLS keys logged for tshark."""
+    capture = SipCapture(tmp_path)
+    monkeypatch.setenv("SSLKEYLOGFILE", str(capture.keylog))
+    yield capture
+    capture.stop()
 
 
 def config(transport: Transport, lab: Lab, password: str | None = None) -> UserAgentConfig:
@@ -118,37 +102,38 @@ TRANSPORTS: list[Transport] = ["udp", "tcp", "tls"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_register_answers_the_401(lab: Lab, transport: Transport) -> None:
-    log = WireLog()
+def test_register_answers_the_401(lab: Lab, wire: SipCapture, transport: Transport) -> None:
+    async def scenario() -> tuple[int, int]:
+        async with SipSession(config(transport, lab)) as sip:
+            return sip.local_address[1], await sip.register()
 
-    async def scenario() -> int:
-        async with SipSession(config(transport, lab), message_log=log) as sip:
-            return await sip.register()
-
-    expires = asyncio.run(scenario())
+    port, expires = asyncio.run(scenario())
     assert expires > 0
+    log = wire.read(port)
     registers = log.sent("REGISTER")
     assert log.responses(401, "REGISTER")
-    assert "Authorization" not in registers[0].headers
-    assert registers[1].headers.get("Authorization")
+    assert len(registers) == 3, "REGISTER, again with credentials, then the un-REGISTER"
+    assert registers[0].first("sip.Authorization") is None
+    assert registers[1].first("sip.Authorization")
     assert registers[1].call_id == registers[0].call_id
     assert registers[1].cseq[0] == registers[0].cseq[0] + 1
-    assert registers[-1].headers.get("Expires") == "0"  # un-REGISTER on the way out
-    assert RELAY_ACCOUNT.password not in "".join(
-        m.to_bytes().decode(errors="replace") for _, _, m in log.entries
-    )
+    assert registers[-1].first("sip.Expires") == "0"  # un-REGISTER on the way out
+    assert RELAY_ACCOUNT.password not in "".join(m.text for m in log.messages)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_call_keeps_the_dialog_then_we_hang_up(lab: Lab, transport: Transport) -> None:
-    log = WireLog()
+def test_call_keeps_the_dialog_then_we_hang_up(
+    lab: Lab, wire: SipCapture, transport: Transport
+) -> None:
     progress: list[int] = []
+    ports: list[int] = []
 
     async def scenario() -> tuple[str | None, bool, int]:
         loop = asyncio.get_running_loop()
         rtp, peer = await loop.create_datagram_endpoint(RtpPeer, local_addr=("127.0.0.1", 0))
         try:
-            async with SipSession(config(transport, lab), message_log=log) as sip:
+            async with SipSession(config(transport, lab)) as sip:
+                ports.append(sip.local_address[1])
                 await sip.register()
                 call = await sip.invite(
                     "tone",
@@ -172,44 +157,44 @@ def test_call_keeps_the_dialog_then_we_hang_up(lab: Lab, transport: Transport) -
     assert rtp_received > 100
     assert 180 in progress
 
+    log = wire.read(ports[0])
     invites = log.sent("INVITE")
     assert log.responses(407, "INVITE")
-    assert len(invites) == 2 and invites[1].headers.get("Proxy-Authorization")
+    assert len(invites) == 2 and invites[1].first("sip.Proxy-Authorization")
     assert invites[1].cseq[0] == invites[0].cseq[0] + 1
-    assert (invites[1].call_id, invites[1].from_.tag) == (invites[0].call_id, invites[0].from_.tag)
+    assert (invites[1].call_id, invites[1].from_tag) == (invites[0].call_id, invites[0].from_tag)
 
     oks = log.responses(200, "INVITE")
     assert len(oks) == 1, "the callee retransmitted its 200 OK: our ACK did not reach it"
     ok = oks[0]
-    contact = parse_name_addr(ok.headers.get("Contact") or "").uri
-    route_set = [parse_name_addr(r).uri for r in reversed(ok.headers.get_all("Record-Route"))]
     acks = [a for a in log.sent("ACK") if a.cseq[0] == invites[1].cseq[0]]
     assert len(acks) == 1
     [bye] = log.sent("BYE")
     for request in (acks[0], bye):
-        assert request.uri == contact
-        assert [parse_name_addr(r).uri for r in request.headers.get_all("Route")] == route_set
-        assert request.from_.tag == invites[1].from_.tag
-        assert request.to.tag == ok.to.tag
+        assert request.request_uri == ok.contact_uri
+        assert request.routes == list(reversed(ok.record_routes))  # RFC 3261 §12.1.2
+        assert request.from_tag == invites[1].from_tag
+        assert request.to_tag == ok.to_tag
         assert request.call_id == invites[1].call_id
     assert acks[0].cseq == (invites[1].cseq[0], "ACK")
-    assert acks[0].top_via.branch != invites[1].top_via.branch
+    assert acks[0].top_branch != invites[1].top_branch  # RFC 3261 §17.1.1.3
     assert bye.cseq == (invites[1].cseq[0] + 1, "BYE")
     assert log.responses(200, "BYE")
 
 
-def test_short_call_over_tls(lab: Lab) -> None:
-    log = WireLog()
-
-    async def scenario() -> str | None:
-        async with SipSession(config("tls", lab), message_log=log) as sip:
+def test_short_call_over_tls(lab: Lab, wire: SipCapture) -> None:
+    async def scenario() -> tuple[int, str | None]:
+        async with SipSession(config("tls", lab)) as sip:
             await sip.register()
             call = await sip.invite("tone", offer(40000), ring_timeout=20)
             await call.hangup()
-            return call.end_reason
+            return sip.local_address[1], call.end_reason
 
-    assert asyncio.run(scenario()) in ("hangup", "remote hangup")
+    port, reason = asyncio.run(scenario())
+    assert reason in ("hangup", "remote hangup")
+    log = wire.read(port)
     assert len(log.responses(200, "INVITE")) == 1
+    assert len(log.sent("ACK")) == 2 and len(log.sent("BYE")) == 1, "for the 407 and the 200"
 
 
 def test_wrong_password_fails_fast(lab: Lab) -> None:
@@ -233,30 +218,41 @@ def test_wrong_password_fails_fast(lab: Lab) -> None:
 )
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_rejections_are_typed(
-    lab: Lab, transport: Transport, callee: str, error: type[Exception], status: int
+    lab: Lab,
+    wire: SipCapture,
+    transport: Transport,
+    callee: str,
+    error: type[Exception],
+    status: int,
 ) -> None:
-    log = WireLog()
+    ports: list[int] = []
 
     async def scenario() -> None:
-        async with SipSession(config(transport, lab), message_log=log) as sip:
+        async with SipSession(config(transport, lab)) as sip:
+            ports.append(sip.local_address[1])
             await sip.register()
             await sip.invite(callee, offer(40000), ring_timeout=10)
 
     with pytest.raises(error) as caught:
         asyncio.run(scenario())
     assert getattr(caught.value, "status", None) == status
+    log = wire.read(ports[0])
     final = log.responses(status, "INVITE")
     assert final
-    acks = [a for a in log.sent("ACK") if a.top_via.branch == final[0].top_via.branch]
-    assert acks and acks[0].to.tag == final[0].to.tag
+    # RFC 3261 §17.1.1.3: the ACK of a non-2xx final response is in its INVITE's transaction.
+    acks = [a for a in log.sent("ACK") if a.top_branch == final[0].top_branch]
+    assert acks and acks[0].to_tag == final[0].to_tag
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_no_answer_cancels_after_the_ring_timeout(lab: Lab, transport: Transport) -> None:
-    log = WireLog()
+def test_no_answer_cancels_after_the_ring_timeout(
+    lab: Lab, wire: SipCapture, transport: Transport
+) -> None:
+    ports: list[int] = []
 
     async def scenario() -> None:
-        async with SipSession(config(transport, lab), message_log=log) as sip:
+        async with SipSession(config(transport, lab)) as sip:
+            ports.append(sip.local_address[1])
             await sip.register()
             await sip.invite("noanswer", offer(40000), ring_timeout=3)
 
@@ -264,18 +260,23 @@ def test_no_answer_cancels_after_the_ring_timeout(lab: Lab, transport: Transport
     with pytest.raises(NoAnswer):
         asyncio.run(scenario())
     assert time.monotonic() - started < 10
+    log = wire.read(ports[0])
     [cancel] = log.sent("CANCEL")
     invite = log.sent("INVITE")[-1]
-    assert cancel.top_via.branch == invite.top_via.branch and cancel.uri == invite.uri
+    # RFC 3261 §9.1: a CANCEL has the Request-URI and top Via branch of the INVITE it cancels.
+    assert cancel.top_branch == invite.top_branch
+    assert cancel.request_uri == invite.request_uri
+    assert cancel.time - invite.time == pytest.approx(3, abs=0.5), "at the ring timeout"
     assert log.responses(200, "CANCEL") and log.responses(487, "INVITE")
-    assert any(a.top_via.branch == invite.top_via.branch for a in log.sent("ACK"))
+    assert any(a.top_branch == invite.top_branch for a in log.sent("ACK"))
 
 
-def test_cancelling_the_invite_task_sends_cancel(lab: Lab) -> None:
-    log = WireLog()
+def test_cancelling_the_invite_task_sends_cancel(lab: Lab, wire: SipCapture) -> None:
+    ports: list[int] = []
 
     async def scenario() -> None:
-        async with SipSession(config("udp", lab), message_log=log) as sip:
+        async with SipSession(config("udp", lab)) as sip:
+            ports.append(sip.local_address[1])
             await sip.register()
             task = asyncio.create_task(sip.invite("noanswer", offer(40000)))
             await asyncio.sleep(1.5)
@@ -284,5 +285,6 @@ def test_cancelling_the_invite_task_sends_cancel(lab: Lab) -> None:
                 await task
 
     asyncio.run(scenario())
+    log = wire.read(ports[0])
     assert log.sent("CANCEL")
     assert log.responses(487, "INVITE")

@@ -3,13 +3,16 @@ size, while its audio goes on.
 
 Measured in what nginx recorded and in the relay's own FLV file: the size of every decoded
 picture in order, each AVC sequence header where it sits in the stream, the video timeline and
-its keyframes.
+its keyframes. A synthetic callee changes size and starts late, which the lab's baresip cannot
+do; the lab's H.264 callee (baresip) stops and restarts its video by putting the call on hold.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,11 @@ pytestmark = pytest.mark.lab
 BEFORE_S, PAUSE_S, AFTER_S = 4.0, 3.0, 6.0
 """The callee's video: 4 s, then nothing for 3 s, then a new encoder; the call lasts 11 s."""
 CALL_S = 11
+HOLD_AT_S, HOLD_S = 3.0, 3.0
+"""The baresip callee holds 3 s after the answer and resumes 3 s later; the call lasts 11 s."""
+BACK_WITHIN_S = 1.0
+"""From the callee's resume to its picture in the stream: its re-INVITE, its first packets, a
+keyframe request answered (docs/usage.md: asked for as soon as video arrives again)."""
 LATE_S = 2.5
 """A callee whose video starts this long after the answer, well after the outputs started."""
 SMALL, LARGE, SLATE = (320, 240), (640, 480), (1280, 720)
@@ -160,3 +168,44 @@ def test_a_late_first_keyframe_takes_the_stream_from_the_slate(lab: Lab, tmp_pat
     ]
     stats = [event["video"] for event in call.events if event.get("event") == "stats"]
     assert (stats[-1]["mode"], stats[-1]["slate_switches"]) == ("passthrough", 0)
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """An event's `ts` (ISO 8601, UTC) as seconds since the epoch."""
+    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+
+
+def test_a_baresip_callee_on_hold_gives_way_to_the_slate_and_comes_back(
+    start_call: Any, lab: Lab
+) -> None:
+    """The lab's H.264 callee holds the call from its control port (a re-INVITE with
+    a=sendonly, after which it sends nothing) and resumes it (a=sendrecv): the slate takes
+    over a stall after its last frame and the callee's picture is back within a second."""
+    call = start_call("video", "--max-duration", str(CALL_S))
+    call.wait_for_status("ESTABLISHED", 20)
+    time.sleep(HOLD_AT_S)
+    lab.callee_command("video", "hold")
+    time.sleep(HOLD_S)
+    resumed = time.time()
+    lab.callee_command("video", "resume")
+    run = call.wait(CALL_S + 20)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    recorded = lab.recordings(run.stream_key)
+    assert len(recorded) == 1, recorded
+    runs = stretches(recorded[0])
+    assert [size for size, _ in runs] == [LARGE, SLATE, LARGE], "callee, slate, callee"
+    (_, before), (_, slate), (_, after) = runs
+    assert slate[0] - before[-1] == pytest.approx(STALL_S, abs=0.01), "after the stall"
+    assert slate[-1] - slate[0] >= HOLD_S - STALL_S - 0.5, "the slate fills the hold"
+    assert after[-1] - after[0] >= CALL_S - HOLD_AT_S - HOLD_S - BACK_WITHIN_S - 1.5
+
+    assert video_events(run.events) == [
+        ("passthrough", *LARGE, None),
+        ("slate", None, None, "callee video stopped"),
+        ("passthrough", *LARGE, None),
+    ]
+    back = event_time([e for e in run.events if e.get("event") == "video"][-1]) - resumed
+    assert 0 < back <= BACK_WITHIN_S, f"the callee's picture came back {back:.2f} s after resume"
+    stats = run.last("stats")["video"]
+    assert (stats["mode"], stats["slate_switches"]) == ("passthrough", 1)

@@ -1,21 +1,31 @@
-"""A SIP callee that sends audio and H.264 or VP8 video with marks at known capture instants.
+"""SIP callees that send audio and H.264 or VP8 video with marks at known capture instants.
 
-Audio is a 440 Hz tone (PCMU, 20 ms packets) with a 100 ms 1 kHz beep every 2 s; video is
-a dark 25 fps picture with one white frame at each beep's start, a keyframe every 1 s. The
-video may instead pause and come back at another size (``paused_video``).
-Video leaves ``video_delay`` after its capture instant (a slow encoder), while the sender
+Audio is a 440 Hz tone (PCMU, 20 ms packets) with a 100 ms 1 kHz beep every second from 1 s
+on; video is a dark 25 fps picture with one white frame at each beep's start, a keyframe every
+1 s. Video leaves ``video_delay`` after its capture instant (a slow encoder), while the sender
 reports of both streams tell the truth on one NTP clock (RFC 3550 §6.4.1), so a receiver
 that syncs by them puts flash and beep together and one that goes by arrival does not.
+
+``FfmpegAvPeer`` has FFmpeg make, packetize and report the media (its RTP muxer sends the
+sender reports), so nothing the relay is judged on comes from the relay's own code; the peer
+only answers the call and forwards FFmpeg's datagrams, the video ones ``video_delay`` late.
+``AvPeer`` builds its media itself, for what FFmpeg cannot do in one stream: video that
+pauses and comes back from a new encoder at another size (``paused_video``).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
+import selectors
 import socket
+import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -30,6 +40,7 @@ from tests.support.sip_peer import (
     HOST,
     PTIME,
     SAMPLES_PER_PACKET,
+    Address,
     SipPeer,
     _bound,
     mulaw_encode,
@@ -37,7 +48,7 @@ from tests.support.sip_peer import (
 
 FPS = 25
 VIDEO_CLOCK = 90_000
-BEEP_PERIOD_S = 2.0
+BEEP_PERIOD_S = 1.0
 BEEP_FIRST_S = 1.0
 BEEP_S = 0.1
 BEEP_HZ = 1000.0
@@ -83,7 +94,7 @@ def encode_video(
         }
     )
 
-    def units(packets: list[av.Packet]) -> list[list[bytes]]:
+    def units(packets: list[av.Packet[av.VideoStream]]) -> list[list[bytes]]:
         return [[bytes(packet)] if vp8 else split_annexb(bytes(packet)) for packet in packets]
 
     frames: list[list[bytes]] = []
@@ -112,33 +123,16 @@ def paused_video(
     ]
 
 
-class AvPeer(SipPeer):
-    """Answers audio PCMU + video H.264 (packetization-mode 1) or VP8, and streams the marks.
+class VideoPeer(SipPeer):
+    """Answers audio PCMU + video H.264 (packetization-mode 1) or VP8; counts the RTP the
+    relay sends toward it on the video stream."""
 
-    ``frames`` (one list of NAL units per 25 fps capture slot, empty for none) replaces the
-    default ``seconds`` of marked H.264 video.
-    """
-
-    def __init__(
-        self,
-        *,
-        seconds: float = 12.0,
-        video_delay: float = 0.3,
-        sender_reports: bool = True,
-        frames: list[list[bytes]] | None = None,
-        codec: str = "H264",
-    ) -> None:
+    def __init__(self, *, codec: str = "H264", video_delay: float = 0.3) -> None:
         super().__init__()
-        self.video_delay = video_delay
-        self.sender_reports = sender_reports
         self.codec = codec
+        self.video_delay = video_delay
         self.video_received = 0
         self._video = _bound()
-        self._frames = encode_video(seconds, codec=codec) if frames is None else frames
-        self._clock = threading.Event()
-        self._start = (0.0, 0.0)
-        """(monotonic, wall) instant of the first capture, shared by both streams."""
-        self._threads.append(threading.Thread(target=self._send_video, daemon=True))
 
     def stop(self) -> None:
         super().stop()
@@ -154,6 +148,41 @@ class AvPeer(SipPeer):
             audio_codecs=("PCMU",),
             video_codecs=(self.codec,),
         )
+
+    def _drain_video(self) -> None:
+        """Count what sip2rtmp sends on the video stream (RTP only)."""
+        while True:
+            try:
+                data = self._video.recv(65535)
+            except BlockingIOError:
+                return
+            if not is_rtcp(data):
+                self.video_received += 1
+
+
+class AvPeer(VideoPeer):
+    """Streams the marks it encodes and packetizes itself.
+
+    ``frames`` (one list of NAL units per 25 fps capture slot, empty for none) replaces the
+    default ``seconds`` of marked H.264 video.
+    """
+
+    def __init__(
+        self,
+        *,
+        seconds: float = 12.0,
+        video_delay: float = 0.3,
+        sender_reports: bool = True,
+        frames: list[list[bytes]] | None = None,
+        codec: str = "H264",
+    ) -> None:
+        super().__init__(codec=codec, video_delay=video_delay)
+        self.sender_reports = sender_reports
+        self._frames = encode_video(seconds, codec=codec) if frames is None else frames
+        self._clock = threading.Event()
+        self._start = (0.0, 0.0)
+        """(monotonic, wall) instant of the first capture, shared by both streams."""
+        self._threads.append(threading.Thread(target=self._send_video, daemon=True))
 
     def _send_tone(self) -> None:
         """Audio leaves at its capture instant; an SR every ``SR_INTERVAL_S``."""
@@ -213,16 +242,6 @@ class AvPeer(SipPeer):
                 self._video.sendto(packet.serialize(), stream.rtp_address)
             self._drain_video()
 
-    def _drain_video(self) -> None:
-        """Count what sip2rtmp sends on the video stream (RTP only)."""
-        while True:
-            try:
-                data = self._video.recv(65535)
-            except BlockingIOError:
-                return
-            if not is_rtcp(data):
-                self.video_received += 1
-
     def _report(
         self,
         sock: socket.socket,
@@ -239,3 +258,234 @@ class AvPeer(SipPeer):
         report = SenderReport(ssrc, ntp, rtp_ts & 0xFFFFFFFF, sent, 0)
         destination = stream.rtp_address if stream.rtcp_mux else stream.rtcp_address
         sock.sendto(compound(report), destination)
+
+
+def _mark_expression(length: float, clock: str) -> str:
+    """An FFmpeg expression true while a mark of ``length`` from each beep's start is on."""
+    return f"gte({clock},{BEEP_FIRST_S})*lt(mod({clock}-{BEEP_FIRST_S},{BEEP_PERIOD_S}),{length})"
+
+
+def encode_marked_video(path: Path, codec: str, seconds: float) -> Path:
+    """The marked picture (lavfi) encoded by FFmpeg ahead of the call, so streaming it costs
+    no encoder time: libx264 baseline in MPEG-TS (SPS/PPS in band) or libvpx in IVF, a
+    keyframe every second. Returns ``path`` with the container's suffix."""
+    picture = (
+        f"color=c=0x1e1e1e:s={SIZE[0]}x{SIZE[1]}:r={FPS},"
+        f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:"
+        f"enable='{_mark_expression(1 / FPS - 1e-6, 't')}',format=yuv420p"
+    )
+    encoder = (
+        ["-c:v", "libvpx", "-deadline", "good", "-lag-in-frames", "0", "-b:v", "400k"]
+        if codec == "VP8"
+        else [
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+            "-profile:v", "baseline", "-bf", "0", "-sc_threshold", "0",
+        ]
+    )  # fmt: skip
+    target = path.with_suffix(".ivf" if codec == "VP8" else ".ts")
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-f", "lavfi", "-i", picture, "-t", str(seconds),
+            *encoder, "-g", str(FPS), "-keyint_min", str(FPS), str(target),
+        ],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+    return target
+
+
+def ffmpeg_media_argv(
+    audio: tuple[int, int],
+    video: tuple[int, int],
+    video_file: Path,
+    sender_reports: bool,
+    start_wall_us: int,
+    seconds: float,
+) -> tuple[list[str], list[str]]:
+    """Two FFmpeg processes, one per stream, each sending RTP to ``(port, payload type)`` on
+    loopback, RTCP on the same port (RFC 5761), in real time (``-re``): the marked tone
+    (lavfi) as G.711 mu-law, and ``video_file`` as it was encoded.
+
+    One process per stream, because one FFmpeg paces its inputs from a single thread and the
+    video then holds the audio back. ``start_time_realtime`` puts media time 0 of both on one
+    wall-clock instant, so the sender reports of the two tell the same truth.
+    """
+    tone = f"if({_mark_expression(BEEP_S, 't')},{BEEP_HZ},440)"
+    rtcp = [] if sender_reports else ["-rtpflags", "skip_rtcp"]
+
+    def argv(
+        source: list[str], options: list[str], port: int, payload_type: int, size: int
+    ) -> list[str]:
+        return [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-re", *source, "-t", str(seconds), *options,
+            "-payload_type", str(payload_type), "-start_time_realtime", str(start_wall_us),
+            *rtcp, "-f", "rtp", f"rtp://{HOST}:{port}?rtcpport={port}&pkt_size={size}",
+        ]  # fmt: skip
+
+    tone_source = f"aevalsrc=exprs='0.3*sin(2*PI*t*{tone})':s=8000:c=mono:n={SAMPLES_PER_PACKET}"
+    return (
+        argv(
+            ["-f", "lavfi", "-i", tone_source],
+            ["-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1"],
+            *audio,
+            12 + SAMPLES_PER_PACKET,
+        ),
+        argv(["-i", str(video_file)], ["-c:v", "copy"], *video, 1200),
+    )
+
+
+@dataclass
+class _Route:
+    """Where one FFmpeg stream goes: out of ``out`` to ``stream``'s addresses, each RTP packet
+    ``delay`` after its capture instant, which its RTP timestamp gives."""
+
+    out: socket.socket
+    stream: NegotiatedStream
+    clock: int
+    delay: float
+    first_ts: int | None = None
+    last_slot: float = 0.0
+
+    def slot(self, data: bytes) -> float:
+        """Seconds after the media origin this datagram is due: an RTP packet at its capture
+        instant (RFC 3550 §5.1 timestamp) plus the delay, RTCP with the RTP packet before it
+        (FFmpeg sends a report just before the packet it goes with)."""
+        if 192 <= data[1] <= 223:  # RTCP, RFC 5761 §4
+            return max(self.last_slot, self.delay)
+        timestamp = int.from_bytes(data[4:8], "big")
+        if self.first_ts is None:
+            self.first_ts = timestamp
+        self.last_slot = ((timestamp - self.first_ts) & 0xFFFFFFFF) / self.clock + self.delay
+        return self.last_slot
+
+    def target(self, data: bytes) -> Address:
+        rtcp = 192 <= data[1] <= 223
+        return self.stream.rtcp_address if rtcp else self.stream.rtp_address
+
+
+class FfmpegAvPeer(VideoPeer):
+    """Answers once FFmpeg sends, then relays its datagrams from the ports its SDP answer
+    names, video ``video_delay`` after the audio captured with it.
+
+    FFmpeg starts and stalls at its own pace, so each RTP packet leaves at its capture
+    instant, known from its timestamp, plus a fixed delay from one media origin: arrival at
+    the relay is then what the test says it is. The origin is set once both FFmpeg processes
+    sent their first packet, ``MARGIN_S`` later, and the call is answered then.
+    """
+
+    MARGIN_S = 0.3
+    """Longer than FFmpeg stalls once it runs, so no packet is late for its slot."""
+    START_TIMEOUT_S = 10.0
+
+    def __init__(
+        self,
+        *,
+        codec: str = "H264",
+        sender_reports: bool = True,
+        video_delay: float = 0.3,
+        seconds: float = 15.0,
+        directory: Path,
+    ) -> None:
+        super().__init__(codec=codec, video_delay=video_delay)
+        self.sender_reports = sender_reports
+        self.seconds = seconds
+        self.log = directory / "ffmpeg.log"
+        self._video_file = encode_marked_video(directory / "marked", codec, seconds)
+        self.late: dict[str, float] = {}
+        """Per stream, the most any RTP packet reached the peer after its slot (it is then
+        sent at once, so pacing failed)."""
+        self.ffmpeg: list[subprocess.Popen[bytes]] = []
+        self._audio_in = _bound()
+        self._video_in = _bound()
+        self._origin: float | None = None
+        self._started = threading.Event()
+        self._forwarder = threading.Thread(target=self._forward, name="ffmpeg-forward")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._forwarder.is_alive():
+            self._forwarder.join(timeout=2.0)
+        for process in self.ffmpeg:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._audio_in.close()
+        self._video_in.close()
+
+    def _send_tone(self) -> None:
+        """The media is FFmpeg's (see ``_before_answer``)."""
+
+    def _before_answer(self) -> None:
+        """Start FFmpeg and wait for its first packets before the 200 OK goes out."""
+        session = self.session
+        if session is None or session.audio is None or session.video is None:
+            return
+        commands = ffmpeg_media_argv(
+            (self._audio_in.getsockname()[1], session.audio.payload_type),
+            (self._video_in.getsockname()[1], session.video.payload_type),
+            self._video_file,
+            self.sender_reports,
+            round(time.time() * 1e6),
+            self.seconds,
+        )
+        output = self.log.open("wb")
+        self.ffmpeg = [
+            subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+            )
+            for argv in commands
+        ]
+        self._forwarder.start()
+        self._started.wait(self.START_TIMEOUT_S)
+
+    def _forward(self) -> None:
+        """Receive FFmpeg's datagrams and send each in its slot until BYE or stop."""
+        session = self.session
+        assert session is not None and session.audio is not None and session.video is not None
+        routes = {
+            self._audio_in.fileno(): (
+                self._audio_in,
+                _Route(self._rtp, session.audio, session.audio.clock_rate, 0.0),
+            ),
+            self._video_in.fileno(): (
+                self._video_in,
+                _Route(self._video, session.video, VIDEO_CLOCK, self.video_delay),
+            ),
+        }
+        selector = selectors.DefaultSelector()
+        for sock, _ in routes.values():
+            selector.register(sock, selectors.EVENT_READ)
+        queue: list[tuple[float, int, bytes, _Route]] = []
+        count = 0
+        try:
+            while not self._media_stop.is_set():
+                now = time.monotonic()
+                origin = self._origin
+                wait = 0.02 if origin is None or not queue else queue[0][0] + origin - now
+                for key, _ in selector.select(min(max(wait, 0.0), 0.02)):
+                    sock, route = routes[key.fd]
+                    data = sock.recv(65535)
+                    slot = route.slot(data)
+                    if origin is not None and time.monotonic() > origin + slot:
+                        kind = route.stream.kind
+                        late = time.monotonic() - origin - slot
+                        self.late[kind] = max(self.late.get(kind, 0.0), late)
+                    count += 1
+                    heapq.heappush(queue, (slot, count, data, route))
+                if origin is None and all(r.first_ts is not None for _, r in routes.values()):
+                    self._origin = time.monotonic() + self.MARGIN_S
+                    self._started.set()
+                while origin is not None and queue and queue[0][0] + origin <= time.monotonic():
+                    _, _, data, route = heapq.heappop(queue)
+                    route.out.sendto(data, route.target(data))
+                    if route.out is self._rtp:
+                        self.seen.rtp_sent += 1
+                self._drain_video()
+        finally:
+            selector.close()

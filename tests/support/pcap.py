@@ -54,7 +54,12 @@ class UdpCapture:
         if shutil.which("tcpdump") is None:
             raise CaptureUnavailable("tcpdump not found (install tcpdump)")
         log = path.with_suffix(".log")
-        argv = [*prefix, "tcpdump", "-i", "lo", "-U", "-n", "-w", str(path), bpf_filter]
+        # Immediate mode: without it libpcap hands packets over in blocks, and the block
+        # pending when tcpdump is stopped (up to a second of traffic) never reaches the file.
+        argv = [
+            *prefix, "tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-w", str(path),
+            bpf_filter,
+        ]  # fmt: skip
         with log.open("wb") as output:
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT

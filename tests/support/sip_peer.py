@@ -193,12 +193,17 @@ class SipPeer:
             self._media_to = self.relay.inner_address
         else:
             self._media_to = audio.rtp_address
+        self._before_answer()
         ok = self._response(invite, 200, "OK", answer.sdp.encode())
         self._ok = (ok.to_bytes(), addr)
         self._sip.sendto(*self._ok)
         self.seen.ok_sent_at = time.monotonic()
         self._next_retransmit = self.seen.ok_sent_at + T1
         self._answered.set()
+
+    def _before_answer(self) -> None:
+        """Called with ``session`` set, just before the 200 OK goes out (a callee getting its
+        media ready)."""
 
     def _capabilities(self, media_port: int) -> str:
         """What the peer can receive, as the offer its answer is made from (RFC 3264 §6)."""

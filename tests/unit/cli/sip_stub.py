@@ -1,4 +1,4 @@
-"""A stub SIP server and a `sip2rtmp check` runner shared by the CLI tests."""
+"""A stub SIP server and in-process `sip2rtmp check` and `call` runners shared by the CLI tests."""
 
 from __future__ import annotations
 
@@ -6,22 +6,28 @@ import os
 import socket
 import threading
 
+import pytest
 from click.testing import CliRunner
 
+import sip2rtmp.cli.call as call_module
 from sip2rtmp.cli.check import check
+from sip2rtmp.config import CallSettings
+from sip2rtmp.relay import MediaOptions
 from sip2rtmp.sip.message import Headers, Request, Response, parse_message
 
 
-class OptionsResponder:
-    """A UDP SIP server that answers every request `200 <reason>` and records (method, Expires)."""
+class LoopbackServer:
+    """A bound loopback socket served on a daemon thread until `close()`.
 
-    def __init__(self, reason: str = "OK") -> None:
-        self.reason = reason
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+    Subclasses set their own state, then call `__init__`, which starts the thread; each
+    `_serve_one` handles one datagram or connection and may time out, so the loop sees
+    `close()` within 0.2 s.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.requests: list[tuple[str, str | None]] = []
+        self.port = int(self.sock.getsockname()[1])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -29,24 +35,41 @@ class OptionsResponder:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                data, addr = self.sock.recvfrom(65536)
+                self._serve_one()
             except TimeoutError:
                 continue
-            request = parse_message(data)
-            assert isinstance(request, Request)
-            expires = request.headers.get("Expires")
-            self.requests.append((request.method, expires))
-            headers = Headers()
-            for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-                headers.add(name, request.headers.get(name) or "")
-            if expires is not None:
-                headers.add("Expires", expires)
-            self.sock.sendto(Response(200, self.reason, headers).to_bytes(), addr)
+
+    def _serve_one(self) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+
+
+class OptionsResponder(LoopbackServer):
+    """A UDP SIP server that answers every request `200 <reason>` and records (method, Expires)."""
+
+    def __init__(self, reason: str = "OK") -> None:
+        self.reason = reason
+        self.requests: list[tuple[str, str | None]] = []
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        super().__init__(sock)
+
+    def _serve_one(self) -> None:
+        data, addr = self.sock.recvfrom(65536)
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        expires = request.headers.get("Expires")
+        self.requests.append((request.method, expires))
+        headers = Headers()
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            headers.add(name, request.headers.get(name) or "")
+        if expires is not None:
+            headers.add("Expires", expires)
+        self.sock.sendto(Response(200, self.reason, headers).to_bytes(), addr)
 
 
 def invoke_check(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
@@ -57,3 +80,24 @@ def invoke_check(*args: str, env: dict[str, str | None] | None = None) -> tuple[
     if result.exception is not None:
         raise result.exception
     return int(result.return_value), result.stdout
+
+
+def call_with_env(
+    args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch, stdin: str = ""
+) -> tuple[CallSettings, MediaOptions, str]:
+    """Run `call` in process up to the relay with exactly `env` as its SIP2RTMP_* settings;
+    returns what the relay got and what went to stderr."""
+    taken: list[tuple[CallSettings, MediaOptions]] = []
+    monkeypatch.setattr(
+        call_module,
+        "run_relay",
+        lambda settings, sink, media, control: taken.append((settings, media)),
+    )
+    clean: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SIP2RTMP_")}
+    clean.update(env)
+    result = CliRunner().invoke(
+        call_module.call, [*args, "--json"], input=stdin, standalone_mode=False, env=clean
+    )
+    if result.exception is not None:
+        raise result.exception
+    return taken[0][0], taken[0][1], result.stderr

@@ -43,14 +43,22 @@ VALID = [
 ]
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
+def clean_env() -> dict[str, str]:
+    """The caller's environment without its SIP2RTMP_* settings, so only the test's flags count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """The installed CLI with `args`: exit code, stdout and stderr; `env` adds to a clean one."""
+    full_env = clean_env()
     full_env.update(env or {})
     return subprocess.run(
         [SIP2RTMP, *args],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
         env=full_env,
     )

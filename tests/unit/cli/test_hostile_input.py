@@ -3,16 +3,15 @@ line naming the flag, before anything is sent (a UDP socket stands in for the SI
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SIP2RTMP = str(Path(sys.executable).with_name("sip2rtmp"))
+from tests.unit.cli.test_contract import SIP2RTMP, clean_env, run
+
 INJECTION = "1002>\r\nX-Injected: 1"
 
 
@@ -41,16 +40,7 @@ def call(
     }
     given = dict(zip(args[::2], args[1::2], strict=True))
     argv = [arg for name, value in (flags | given).items() if value for arg in (name, value)]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [SIP2RTMP, "call", *argv],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        env=full_env,
-    )
+    return run("call", *argv, env=env)
 
 
 def assert_refused(
@@ -123,7 +113,7 @@ def test_ordinary_values_pass_validation(proxy: socket.socket) -> None:
          "--sip-outbound-proxy", f"127.0.0.1:{proxy.getsockname()[1]}",
          "--rtmp-url", "rtmp://127.0.0.1:1/live", "--rtmp-stream", "key-123456789"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SIP2RTMP_")},
+        env=clean_env(),
     )  # fmt: skip
     try:
         data = proxy.recv(65536)

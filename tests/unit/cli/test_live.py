@@ -7,9 +7,10 @@ import os
 import termios
 import threading
 import time
+from typing import Any
 
 import pytest
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from sip2rtmp.cli.live import KeyReader, LiveView
 from sip2rtmp.cli.output import Redactor
@@ -295,12 +296,22 @@ def test_key_reader_reads_a_terminal_in_cbreak_mode_and_restores_it() -> None:
 
 
 def test_key_reader_is_a_no_op_off_a_terminal() -> None:
+    """Piped input (a script feeding stdin) is not the user's keyboard: nothing is read from
+    it and no key reaches the relay."""
     read, write = os.pipe()
-    with os.fdopen(read, "r") as pipe:
-        reader = KeyReader(lambda key: None, pipe)
+    keys: list[str] = []
+    os.write(write, b"12q")
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        reader = KeyReader(keys.append, pipe)  # type: ignore[arg-type]
         reader.start()
+        started = reader._thread is not None
+        time.sleep(0.3)
         reader.stop()
-    os.close(write)
+        os.close(write)
+        left = pipe.read()
+    assert not started, "a reader thread was started on a pipe"
+    assert keys == []
+    assert left == b"12q", "the reader consumed input that was not typed"
 
 
 def test_start_and_stop_leave_the_final_frame(clock: FakeClock) -> None:
@@ -359,16 +370,51 @@ def test_summary_line_of_a_video_call_says_what_the_video_carries() -> None:
     ).split(" ")
 
 
-def test_refresh_from_another_thread_is_safe(clock: FakeClock) -> None:
+class CountingView(LiveView):
+    """A live view that notes which threads drew frames and whether drawing ever failed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.drawn_by: list[str] = []
+        self.errors: list[BaseException] = []
+        super().__init__(*args, **kwargs)
+
+    def render(self) -> RenderableType:
+        self.drawn_by.append(threading.current_thread().name)
+        try:
+            frame = super().render()
+            # draw it now, as rich does, so a frame torn by a concurrent update shows here
+            Console(width=100, file=io.StringIO()).print(frame)
+        except BaseException as error:
+            self.errors.append(error)
+            raise
+        return frame
+
+
+def refreshed_elsewhere(view: CountingView) -> list[str]:
+    """The frames drawn by a thread other than the one sending events."""
+    return [name for name in view.drawn_by if name != threading.current_thread().name]
+
+
+def test_refresh_from_another_thread_is_safe() -> None:
+    """Events arrive on the relay's thread while rich redraws on its own: every frame drawn
+    concurrently is whole, and the last one shows the last event."""
     console = Console(record=True, width=100, file=io.StringIO(), force_terminal=True)
-    view = LiveView(Redactor(), console=console, refresh_per_second=50)
+    view = CountingView(Redactor(), console=console, refresh_per_second=50)
+    crashed: list[BaseException | None] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: crashed.append(args.exc_value)
     view.start()
     try:
-        deadline = time.monotonic() + 0.3
+        deadline = time.monotonic() + 10.0  # a loaded machine draws late, not never
         level = -60.0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and len(refreshed_elsewhere(view)) < 5:
             view(stats(level))
+            view(RelayEvent("output", data={"target": f"rtmp://h/app/{level}", "state": "live"}))
             level = -60.0 if level > -1 else level + 1
+        view(stats(-7.5))
     finally:
         view.stop()
-    assert "dBFS" in console.export_text()
+        threading.excepthook = previous_hook
+    assert len(refreshed_elsewhere(view)) >= 5, "rich's refresh thread drew no frames meanwhile"
+    assert view.errors == [] and crashed == []
+    assert "-7.5 dBFS" in rendered(view)

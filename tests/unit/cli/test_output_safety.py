@@ -3,13 +3,16 @@ of digest responses, and peer text that cannot drive the terminal."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import locale
 import logging
 import os
 import re
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,9 +29,10 @@ from sip2rtmp.cli.output import (
 )
 from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.config import build_call_settings
-from sip2rtmp.errors import BusyOrDeclined
+from sip2rtmp.errors import BusyOrDeclined, UsageError
 from sip2rtmp.status import CallStatus, RelayEvent
 from tests.unit.cli.sip_stub import OptionsResponder, invoke_check
+from tests.unit.cli.test_live import rendered, stats
 
 HOSTILE_REASON = "\x1b[2J\x1b]0;pwned\x07Busy\u202eereh"
 RAW_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -72,11 +76,116 @@ def test_a_one_letter_stream_key_does_not_mangle_the_output() -> None:
     assert plain(failed, redactor_for("x")) == 'FAILED reason="Busy Here" exitCode=10\n'
 
 
-def test_a_long_secret_is_masked_as_a_whole_token_only() -> None:
-    redact = redactor_for("k", password="Long-Passw0rd-77")
-    assert redact("auth Long-Passw0rd-77 failed") == "auth *** failed"
-    assert redact("rtmp://u:Long-Passw0rd-77@h/app") == "rtmp://u:***@h/app"
-    assert redact("xLong-Passw0rd-77") == "xLong-Passw0rd-77"  # inside a word: not that token
+@pytest.mark.parametrize(
+    ("secret", "text", "shown"),
+    [
+        ("Long-Passw0rd-77", "auth Long-Passw0rd-77 failed", "auth *** failed"),
+        ("Long-Passw0rd-77", "rtmp://u:Long-Passw0rd-77@h/app", "rtmp://u:***@h/app"),
+        # Glued to a word character: part of a longer word, not that token.
+        ("Long-Passw0rd-77", "xLong-Passw0rd-77", "xLong-Passw0rd-77"),
+        ("Long-Passw0rd-77", "Long-Passw0rd-778", "Long-Passw0rd-778"),
+        ("a-Passw0rd", "xa-Passw0rd", "xa-Passw0rd"),
+        # A secret that starts or ends with a non-word character has no word boundary there:
+        # whatever it is glued to, it is that secret.
+        ("@Passw0rd-77", "user@Passw0rd-77", "user***"),
+        ("Passw0rd-77!", "Passw0rd-77!x", "***x"),
+        ("-Passw0rd-", "a-Passw0rd-b", "a***b"),
+    ],
+)
+def test_a_long_secret_is_masked_as_a_whole_token_only(secret: str, text: str, shown: str) -> None:
+    assert redactor_for("k", password=secret)(text) == shown
+
+
+def test_secrets_added_later_join_the_earlier_ones() -> None:
+    """The password is known before the profile names the stream keys: both stay masked."""
+    redact = Redactor(["password-1"])
+    redact.add("stream-key-2")
+    redact.add("short", "password-1")
+    assert redact("password-1 stream-key-2 short") == "*** *** short"
+
+
+def test_a_secret_that_extends_another_is_masked_whole() -> None:
+    """`hunter2!` and `hunter2!extra` both match at the same place: the longer wins, or
+    `extra` would be left showing."""
+    for secrets in (["hunter2!", "hunter2!extra"], ["hunter2!extra", "hunter2!"]):
+        assert Redactor(secrets)("key hunter2!extra, pw hunter2!") == "key ***, pw ***"
+
+
+KEY_LIKE_A_FIELD = "received"
+"""A stream key that is also a field name (`rtp.received` in `stats`; `exitCode` likewise)."""
+
+
+def test_a_secret_in_a_value_is_masked_in_every_nested_value_and_no_key() -> None:
+    redact = Redactor([KEY_LIKE_A_FIELD, "Grüße-Paß-1"])
+    record = {
+        "received": 3,
+        "target": "rtmp://h/app/received",
+        "outputs": [{"received": "received", "path": Path("/srv/received")}],
+        "pair": ("received", 1.5, None, True),
+        "reason": "auth Grüße-Paß-1",
+    }
+    assert redact.values(record) == {
+        "received": 3,
+        "target": "rtmp://h/app/***",
+        "outputs": [{"received": "***", "path": "/srv/***"}],
+        "pair": ("***", 1.5, None, True),
+        "reason": "auth ***",
+    }
+
+
+def test_a_non_ascii_secret_is_masked_in_a_json_event() -> None:
+    """JSON escapes non-ASCII text (`\\u00fc`): masking the serialised line missed it."""
+    stream = io.StringIO()
+    EventPrinter("c1", Redactor(["Grüße-Paß-1"]), as_json=True, stream=stream)(
+        RelayEvent("status", CallStatus.FAILED, {"reason": "auth Grüße-Paß-1", "exitCode": 3})
+    )
+    assert json.loads(stream.getvalue())["reason"] == "auth ***"
+
+
+@pytest.mark.parametrize("key", ["exitCode", KEY_LIKE_A_FIELD, "callId-0"])
+def test_a_key_named_like_a_field_leaves_json_events_intact(key: str) -> None:
+    stream = io.StringIO()
+    printer = EventPrinter(f"call-{key}", redactor_for(key), as_json=True, stream=stream)
+    printer(RelayEvent("status", CallStatus.FAILED, {"reason": f"no {key}", "exitCode": 10}))
+    printer(stats(-20.0))
+    failed, stats_record = map(json.loads, stream.getvalue().splitlines())
+    assert failed["exitCode"] == 10 and failed["reason"] == "no ***"
+    assert failed["callId"] == "call-***" and failed["status"] == "FAILED"
+    assert stats_record["rtp"]["received"] == 3250
+
+
+def test_a_key_named_like_a_field_leaves_plain_lines_intact() -> None:
+    redact = redactor_for(KEY_LIKE_A_FIELD)
+    failed = RelayEvent("status", CallStatus.FAILED, {"reason": "received", "received": 10})
+    assert plain(failed, redact) == "FAILED reason=*** received=10\n"
+    stream = io.StringIO()
+    summary = PlainSummary(redact, stream=stream)
+    summary(stats(-20.0))
+    summary(failed)
+    summary_line, status_line = stream.getvalue().splitlines()
+    assert ",received:3250," in summary_line
+    assert status_line.endswith(" FAILED reason=*** received=10")
+
+
+def test_a_key_named_like_a_field_leaves_the_live_view_intact() -> None:
+    view = LiveView(redactor_for(KEY_LIKE_A_FIELD), call_id="c-received")
+    view(stats(-20.0))
+    view(RelayEvent("dtmf", data={"digit": "5", "direction": "received"}))
+    view(RelayEvent("output", data={"target": "rtmp://h/app/received", "state": "live"}))
+    text = rendered(view)
+    assert "received 3250" in text and "received 5" in text
+    assert "rtmp://h/app/***" in text and "c-***" in text
+    assert "rtmp://h/app/received" not in text and "c-received" not in text
+
+
+def test_a_key_named_like_a_field_leaves_check_records_intact(responder: OptionsResponder) -> None:
+    """The RTMP check fails (the port is closed): its record keeps its `exitCode` field."""
+    url = "rtmp://127.0.0.1:1/app"
+    _, stdout = run_check(responder, "--rtmp-url", url, "--rtmp-stream", "exitCode", "--json")
+    records = [json.loads(line) for line in stdout.splitlines()]
+    rtmp = [record for record in records if record.get("check") == "RTMP output"]
+    assert [(record["result"], record.get("exitCode")) for record in rtmp] == [("fail", 8)]
+    assert "exitCode" not in rtmp[0]["target"] + rtmp[0]["detail"]
 
 
 def test_credentials_in_an_rtmp_url_never_show(responder: OptionsResponder) -> None:
@@ -85,6 +194,49 @@ def test_credentials_in_an_rtmp_url_never_show(responder: OptionsResponder) -> N
     assert code == 8  # the RTMP port is closed
     assert "pw-Secret-991" not in stdout and "tok-Secret-992" not in stdout
     assert "rtmp://user:***@127.0.0.1:1/app/****?token=tok-****" in stdout
+
+
+# ---- the events' form (docs/events.md) ------------------------------------------------------
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+"""`ts`: UTC, ISO 8601 with milliseconds: `2025-03-02T18:00:04.512Z`."""
+
+
+def test_a_json_event_has_the_documented_fields() -> None:
+    stream = io.StringIO()
+    printer = EventPrinter("weekly-42", Redactor(), as_json=True, stream=stream)
+    before = datetime.now(UTC)
+    printer(RelayEvent("status", CallStatus.FAILED, {"reason": "Busy", "exitCode": 10}))
+    printer(RelayEvent("registered", data={"expires": 600}))
+    after = datetime.now(UTC)
+    failed, registered = map(json.loads, stream.getvalue().splitlines())
+    for record in (failed, registered):
+        assert TIMESTAMP.fullmatch(record["ts"]), record["ts"]
+        when = datetime.fromisoformat(record.pop("ts"))
+        assert before - timedelta(milliseconds=1) <= when <= after
+    assert failed == {
+        "event": "status",
+        "callId": "weekly-42",
+        "status": "FAILED",
+        "reason": "Busy",
+        "exitCode": 10,
+    }
+    assert registered == {"event": "registered", "callId": "weekly-42", "expires": 600}
+
+
+def test_a_json_line_is_compact_and_shows_any_value_as_text() -> None:
+    record = {"event": "media", "remote": ["10.0.0.2", 4000], "file": Path("/tmp/a b")}
+    assert json_line(record) == '{"event":"media","remote":["10.0.0.2",4000],"file":"/tmp/a b"}'
+
+
+def test_a_plain_line_shows_nested_values_compactly() -> None:
+    established = RelayEvent(
+        "status",
+        CallStatus.ESTABLISHED,
+        {"code": 200, "reason": "OK", "audio": {"codec": "PCMU", "rate": 8000}, "duration": 1.25},
+    )
+    shown = plain(established, Redactor())
+    assert shown == "ESTABLISHED code=200 reason=OK audio=codec:PCMU,rate:8000 duration=1.25\n"
 
 
 # ---- the log file ---------------------------------------------------------------------------
@@ -107,19 +259,41 @@ AUTHORIZATION = (
 )
 
 
+LOG_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ([\w.]+): (.*)"
+)
+"""A log record's first line: time, level, logger, message."""
+
+
 @pytest.mark.usefixtures("restore_logging")
 def test_the_log_file_is_private_and_holds_no_digest_response(tmp_path: Path) -> None:
+    """RFC 7616 §5.12: a logged response (with its nonces) lets a reader guess the password
+    offline. A SIP message keeps its lines, so the log stays readable."""
     log_file = tmp_path / "run.log"
     configure_logging(0, False, log_file, Redactor())
     message = f"REGISTER sip:pbx.test SIP/2.0\r\n{AUTHORIZATION}\r\nContent-Length: 0\r\n\r\n"
     logging.getLogger("sip2rtmp.sip.wire").debug("sent 127.0.0.1:5060\n%s", message)
     logging.getLogger("sip2rtmp.sip.wire").debug("x\nProxy-Authorization: Digest response=abc12")
-    text = log_file.read_text()
+    lines = log_file.read_text().split("\n")
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
-    assert "6629fae4" not in text and "n0nce-value-17" not in text and "cn0nce-value" not in text
-    assert 'username="relay"' in text and 'response="***"' in text and "nc=00000001" in text
-    assert "abc12" not in text
-    assert "\r" not in text
+    first = LOG_LINE.fullmatch(lines[0])
+    assert first is not None and first.groups() == (
+        "DEBUG",
+        "sip2rtmp.sip.wire",
+        "sent 127.0.0.1:5060",
+    )
+    assert lines[1:6] == [
+        "REGISTER sip:pbx.test SIP/2.0",
+        'Authorization: Digest username="relay", realm="pbx.test", nonce="***", '
+        'uri="sip:pbx.test", response="***", algorithm=MD5, cnonce="***", qop=auth, nc=00000001',
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    assert LOG_LINE.fullmatch(lines[6]) and lines[7:] == [
+        'Proxy-Authorization: Digest response="***"',
+        "",
+    ]
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -145,6 +319,145 @@ def test_a_log_record_and_its_traceback_are_terminal_safe(tmp_path: Path) -> Non
     text = log_file.read_text()
     assert "pwned" in text and "ValueError" in text
     assert not RAW_CONTROL.search(text.replace("\n", ""))
+
+
+@pytest.mark.parametrize(
+    ("verbose", "quiet", "shown"),
+    [
+        (0, False, ["WARNING", "ERROR"]),
+        (1, False, ["INFO", "WARNING", "ERROR"]),
+        (2, False, ["DEBUG", "INFO", "WARNING", "ERROR"]),
+        (5, False, ["DEBUG", "INFO", "WARNING", "ERROR"]),
+        (0, True, ["ERROR"]),
+        (2, True, ["ERROR"]),
+    ],
+)
+@pytest.mark.usefixtures("restore_logging")
+def test_verbose_and_quiet_set_what_reaches_stderr(
+    capsys: pytest.CaptureFixture[str], verbose: int, quiet: bool, shown: list[str]
+) -> None:
+    """-v shows INFO, -vv (or more) DEBUG; --quiet only errors, whatever -v says. Nothing on
+    stdout: it is for events."""
+    configure_logging(verbose, quiet, None, Redactor())
+    log = logging.getLogger("sip2rtmp.test")
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+        log.log(level, "at %s", logging.getLevelName(level))
+    out, err = capsys.readouterr()
+    assert out == ""
+    records = [LOG_LINE.fullmatch(line) for line in err.splitlines()]
+    levels = [(m.group(1), m.group(3)) for m in records if m]
+    assert levels == [(level, f"at {level}") for level in shown]
+    assert len(records) == len(shown)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_debug_records_are_made_only_when_something_keeps_them(tmp_path: Path) -> None:
+    """The SIP wire log decodes every message only if DEBUG is enabled: without -vv or a log
+    file it is not, with a log file (which keeps everything) it is."""
+    wire = logging.getLogger("sip2rtmp.sip.wire")
+    configure_logging(1, False, None, Redactor())
+    assert not wire.isEnabledFor(logging.DEBUG)
+    configure_logging(0, True, tmp_path / "run.log", Redactor())
+    assert wire.isEnabledFor(logging.DEBUG)
+
+
+class Collecting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_records_do_not_reach_handlers_outside_the_program(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A library's handler on the root logger (which may print to stdout, or unredacted)
+    never sees a record: the program's handlers are the only ones."""
+    outside = Collecting()
+    logging.getLogger().addHandler(outside)
+    try:
+        configure_logging(0, False, None, Redactor())
+        logging.getLogger("sip2rtmp.test").error("relay failed")
+    finally:
+        logging.getLogger().removeHandler(outside)
+    assert outside.records == []
+    assert "relay failed" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_log_file_that_cannot_be_opened_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "run.log"
+    with pytest.raises(UsageError, match=r"cannot open --log-file .*run\.log: No such file"):
+        configure_logging(0, False, missing, Redactor())
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_log_file_that_cannot_be_made_private_is_refused_and_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log file that cannot be tightened to 0600 (not ours to chmod) is not written to."""
+
+    def refuse(fd: int, mode: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(UsageError, match=r"cannot open --log-file .*: Operation not permitted"):
+        configure_logging(0, False, tmp_path / "run.log", Redactor())
+    assert len(os.listdir("/proc/self/fd")) == before, "the descriptor was left open"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_new_log_file_is_private_from_its_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created 0600, not made 0600 a moment later: no other user can open it in between."""
+    seen: list[int] = []
+    fchmod = os.fchmod
+
+    def spy(fd: int, mode: int) -> None:
+        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", spy)
+    umask = os.umask(0o022)
+    try:
+        configure_logging(0, False, tmp_path / "run.log", Redactor())
+    finally:
+        os.umask(umask)
+    assert seen == [0o600]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_two_runs_sharing_a_log_file_append_to_it(tmp_path: Path) -> None:
+    """Every record goes to the end of the file (O_APPEND), even after another run wrote."""
+    log_file = tmp_path / "run.log"
+    configure_logging(0, False, log_file, Redactor())
+    log = logging.getLogger("sip2rtmp.test")
+    log.warning("first")
+    with log_file.open("a") as other:
+        other.write("other run\n")
+    log.warning("second")
+    lines = log_file.read_text().splitlines()
+    assert [line.rsplit(": ", 1)[-1] for line in lines] == ["first", "other run", "second"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_log_file_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Peer text is often not ASCII: opened in an ASCII locale, the log still takes it, as
+    UTF-8, rather than dropping the record."""
+    log_file = tmp_path / "run.log"
+    saved = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        configure_logging(0, True, log_file, Redactor())
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)
+    logging.getLogger("sip2rtmp.test").info("peer said Grüße ✓")
+    assert log_file.read_bytes().endswith("peer said Grüße ✓\n".encode())
 
 
 # ---- text from the network on a terminal ----------------------------------------------------

@@ -4,18 +4,16 @@ keyframe."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-import sip2rtmp.cli.call as call_module
 from sip2rtmp.media.passthrough import VIDEO_CLOCK
 from sip2rtmp.relay import MediaOptions
 from sip2rtmp.relay.runner import Relay
 from sip2rtmp.relay.video import KeyframePolicy
+from tests.unit.cli.sip_stub import call_with_env
 from tests.unit.cli.test_contract import VALID, assert_one_line_usage_error, run
 
 
@@ -45,19 +43,8 @@ def test_a_bad_keyframe_interval_in_a_profile_names_the_file(tmp_path: Path) -> 
 
 def invoke_call(*args: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, MediaOptions]:
     """Run `call` in process up to the relay; returns the settings and media options it got."""
-    taken: list[tuple[Any, MediaOptions]] = []
-    monkeypatch.setattr(
-        call_module,
-        "run_relay",
-        lambda settings, sink, media, control: taken.append((settings, media)),
-    )
-    clean: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SIP2RTMP_")}
-    result = CliRunner().invoke(
-        call_module.call, [*args, "--json"], standalone_mode=False, env=clean
-    )
-    if result.exception is not None:
-        raise result.exception
-    return taken[0]
+    settings, media, _ = call_with_env(list(args), {}, monkeypatch)
+    return settings, media
 
 
 def test_defaults_pass_through_with_keyframes_every_two_seconds(

@@ -8,6 +8,11 @@ import math
 import pytest
 
 from sip2rtmp.net.grid import GRID_S, Grid, Ticker, grid_sleep, grid_tick
+from tests.support.virtual_clock import VirtualClockLoop, run_on_virtual_clock
+
+
+def on_grid(when: float) -> bool:
+    return abs(when / GRID_S - round(when / GRID_S)) < 1e-6
 
 
 def test_grid_tick_rounds_up_and_keeps_exact_instants() -> None:
@@ -30,7 +35,7 @@ def test_callbacks_booked_for_one_instant_share_one_loop_timer() -> None:
             timers += getattr(callback, "__self__", None) is grid
             return original(when, callback, *args, **kwargs)
 
-        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
         target = (grid_tick(loop.time()) + 3) * GRID_S  # a grid instant: all three share it
         done = asyncio.Event()
         fired_at = 0.0
@@ -47,10 +52,10 @@ def test_callbacks_booked_for_one_instant_share_one_loop_timer() -> None:
         await asyncio.wait_for(done.wait(), 1.0)
         return ran, timers, fired_at - grid_tick(target) * GRID_S
 
-    ran, timers, lateness = asyncio.run(scenario())
+    ran, timers, lateness = run_on_virtual_clock(scenario())
     assert sorted(ran) == ["a", "b", "c"]
     assert timers == 1
-    assert 0.0 <= lateness < 0.015
+    assert lateness == pytest.approx(0.0, abs=1e-9)
 
 
 def test_booking_again_moves_the_call_and_cancel_removes_it() -> None:
@@ -73,7 +78,7 @@ def test_booking_again_moves_the_call_and_cancel_removes_it() -> None:
         assert grid.scheduled(moved) is None
         return ran
 
-    assert asyncio.run(scenario()) == ["moved"]
+    assert run_on_virtual_clock(scenario()) == ["moved"]
 
 
 def test_a_failing_callback_is_reported_and_the_others_still_run() -> None:
@@ -94,7 +99,7 @@ def test_a_failing_callback_is_reported_and_the_others_still_run() -> None:
         await asyncio.sleep(0.15)
         return ran, errors
 
-    ran, errors = asyncio.run(scenario())
+    ran, errors = run_on_virtual_clock(scenario())
     assert ran == ["other", "later"]
     assert [str(error) for error in errors] == ["bug in one stream"]
 
@@ -104,30 +109,65 @@ def test_ticker_keeps_an_absolute_schedule_on_the_grid(period: float) -> None:
     """Never late, early by less than one grid step: a period shorter than the grid runs
     several ticks per wake-up instead of waking the loop more often."""
 
-    async def scenario() -> list[tuple[int, float]]:
+    async def scenario() -> tuple[float, list[tuple[int, float]]]:
         loop = asyncio.get_running_loop()
         ticks: list[tuple[int, float]] = []
+        created = loop.time()
         ticker = Ticker(period, lambda index: ticks.append((index, loop.time())))
         await asyncio.sleep(period * 10 + 0.01)
         ticker.stop()
         count = len(ticks)
         await asyncio.sleep(period * 3)
         assert len(ticks) == count, "no tick after stop()"
-        return ticks
+        return created, ticks
 
-    ticks = asyncio.run(scenario())
+    created, ticks = run_on_virtual_clock(scenario())
     assert [index for index, _ in ticks] == list(range(len(ticks)))
-    assert len(ticks) >= 9
-    start = ticks[0][1]
-    assert math.isclose(start / GRID_S, round(start / GRID_S), abs_tol=0.5)
+    assert len(ticks) >= 10
+    # The schedule's origin is the first grid instant at or after the ticker was made, and every
+    # tick runs at the last grid instant at or before it is due: never late, early by less than
+    # one grid step.
+    origin = grid_tick(created) * GRID_S
+    assert 0.0 < origin - created < GRID_S
     for index, at in ticks:
-        assert at - (start + index * period) < 0.015, "a tick ran late"
-        assert at - (start + index * period) > -GRID_S, "a tick ran a grid step early"
+        due = origin + index * period
+        woken = math.floor(due / GRID_S + 1e-9) * GRID_S
+        assert on_grid(at)
+        assert at == pytest.approx(woken, abs=1e-9), f"tick {index} ran {at - due:+.4f} s from due"
     if period < GRID_S:
         wake_ups = {round(at / GRID_S) for _, at in ticks}
         assert len(wake_ups) <= math.ceil(len(ticks) * period / GRID_S) + 1, (
             "ticks due before the next grid instant share its wake-up"
         )
+
+
+def test_a_stalled_loop_runs_the_late_ticks_at_once_and_keeps_the_schedule() -> None:
+    """A loop blocked for 0.2 s (a slow callback elsewhere) skips no tick: the ticks that fell due
+    meanwhile run together at the next wake-up, and the schedule after it is the original one."""
+
+    async def scenario() -> list[tuple[int, float]]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualClockLoop)
+        ticks: list[tuple[int, float]] = []
+
+        def tick(index: int) -> None:
+            ticks.append((index, loop.time()))
+            if index == 2:
+                loop.now += 0.2  # this callback blocked the loop for 0.2 s
+
+        ticker = Ticker(GRID_S, tick)
+        await asyncio.sleep(0.5)
+        ticker.stop()
+        return ticks
+
+    ticks = run_on_virtual_clock(scenario())
+    assert [index for index, _ in ticks] == list(range(len(ticks)))
+    origin = ticks[0][1]
+    late = [index for index, at in ticks if at > origin + index * GRID_S + 1e-9]
+    assert late == [3, 4, 5, 6]  # due during the stall: none skipped
+    assert len({at for index, at in ticks if 3 <= index <= 7}) == 1  # run at once, with tick 7
+    after = [(index, at) for index, at in ticks if index > 7]
+    assert after and all(at == pytest.approx(origin + index * GRID_S) for index, at in after)
 
 
 def test_grid_sleep_ends_on_a_grid_instant_and_a_cancelled_one_leaves_no_booking() -> None:
@@ -144,7 +184,7 @@ def test_grid_sleep_ends_on_a_grid_instant_and_a_cancelled_one_leaves_no_booking
             await sleeper
         return woke - started, woke, booked - len(Grid.of(loop)._due)
 
-    slept, woke, released = asyncio.run(scenario())
-    assert 0.05 <= slept < 0.05 + GRID_S + 0.015
-    assert woke - math.floor(woke / GRID_S + 1e-9) * GRID_S < 0.015, "woke between instants"
+    slept, woke, released = run_on_virtual_clock(scenario())
+    assert on_grid(woke), "woke between grid instants"
+    assert 0.05 <= slept < 0.05 + GRID_S  # the first instant at least 0.05 s away
     assert released == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 
 import pytest
 
@@ -222,6 +223,8 @@ def test_reports_pli_and_bye() -> None:
 
         b.send_pli(a.ssrc)
         await a_sink.wait(lambda: any(isinstance(p, PictureLossIndication) for p in a_sink.rtcp))
+        pli = next(p for p in a_sink.rtcp if isinstance(p, PictureLossIndication))
+        assert pli == PictureLossIndication(b.ssrc, a.ssrc)
         await b.close()
         await a_sink.wait(lambda: any(isinstance(p, Bye) for p in a_sink.rtcp))
         await a.close()
@@ -238,8 +241,99 @@ def test_rtcp_mux_shares_the_rtp_port() -> None:
         await b_sink.wait(lambda: b_sink.rtp)
         a.send_fir(b.ssrc)
         await b_sink.wait(lambda: any(isinstance(p, FullIntraRequest) for p in b_sink.rtcp))
+        fir = next(p for p in b_sink.rtcp if isinstance(p, FullIntraRequest))
+        assert fir == FullIntraRequest(a.ssrc, ((b.ssrc, 1),))
         await a.close()
         await b.close()
+
+    asyncio.run(main())
+
+
+def rtcp_walk(datagram: bytes) -> list[tuple[int, int, bytes]]:
+    """(packet type, count or FMT, body) of each packet in a compound datagram, read from the
+    common header (RFC 3550 §6.4.1, RFC 4585 §6.1): version 2, no padding, and lengths that
+    add up to the datagram exactly."""
+    packets = []
+    offset = 0
+    while offset < len(datagram):
+        first, packet_type, words = struct.unpack_from("!BBH", datagram, offset)
+        assert first >> 6 == 2 and not first & 0x20, f"bad header byte {first:#x}"
+        end = offset + 4 * (words + 1)
+        assert end <= len(datagram), "length runs past the datagram"
+        packets.append((packet_type, first & 0x1F, datagram[offset + 4 : end]))
+        offset = end
+    return packets
+
+
+def far_end() -> socket.socket:
+    """A plain UDP socket standing in for the far end: it sees the bytes as sent."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCALHOST, 0))
+    sock.settimeout(2.0)
+    return sock
+
+
+def assert_compound_from(endpoint: RtpEndpoint, packets: list[tuple[int, int, bytes]]) -> None:
+    """A compound starts with our SR or RR and carries our CNAME (RFC 3550 §6.1)."""
+    (first_type, _, first_body), (sdes_type, chunks, sdes_body) = packets[:2]
+    assert first_type in (200, 201)
+    assert struct.unpack_from("!I", first_body)[0] == endpoint.ssrc
+    assert (sdes_type, chunks) == (202, 1)
+    cname = endpoint.cname.encode()
+    assert sdes_body[:6] == struct.pack("!IBB", endpoint.ssrc, 1, len(cname))
+    assert sdes_body[6 : 6 + len(cname)] == cname
+
+
+def test_pli_on_the_wire_names_the_sender_and_the_media_source() -> None:
+    """RFC 4585 §6.3.1: PT=PSFB (206), FMT=1, no FCI; the sender's SSRC, then the SSRC of the
+    media source asked for a picture. Sent from the RTCP port to the far end's RTCP port."""
+
+    async def main() -> None:
+        rtp, rtcp = far_end(), far_end()
+        a = await RtpEndpoint.open(LOCALHOST, on_rtp=lambda p, t: None, clock_rate=90_000)
+        try:
+            a.set_remote(rtp.getsockname(), rtcp.getsockname())
+            a.send_pli(0x8BADF00D)
+            datagram, source = rtcp.recvfrom(2048)
+        finally:
+            await a.close()
+            rtp.close()
+            rtcp.close()
+        assert source == (LOCALHOST, a.rtcp_port)
+        packets = rtcp_walk(datagram)
+        assert_compound_from(a, packets)
+        assert packets[-1] == (206, 1, struct.pack("!II", a.ssrc, 0x8BADF00D))
+
+    asyncio.run(main())
+
+
+def test_fir_on_the_wire_with_rtcp_mux() -> None:
+    """RFC 5104 §4.3.1: PT=PSFB (206), FMT=4, media source SSRC 0, one FCI entry of the target
+    SSRC and a command sequence number that grows by one per new request (§4.3.1.1). With
+    rtcp-mux (RFC 5761) it leaves from the RTP port to the far end's RTP port."""
+
+    async def main() -> None:
+        rtp, rtcp = far_end(), far_end()
+        a = await RtpEndpoint.open(LOCALHOST, on_rtp=lambda p, t: None, clock_rate=90_000)
+        received = []
+        try:
+            a.set_remote(rtp.getsockname(), rtp.getsockname(), rtcp_mux=True)
+            for _ in range(3):
+                a.send_fir(0x0C0FFEE0)
+                received.append(rtp.recvfrom(2048))
+            rtcp.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                rtcp.recvfrom(2048)
+        finally:
+            await a.close()
+            rtp.close()
+            rtcp.close()
+        for sequence, (datagram, source) in enumerate(received, start=1):
+            assert source == (LOCALHOST, a.rtp_port)
+            packets = rtcp_walk(datagram)
+            assert_compound_from(a, packets)
+            fci = struct.pack("!IB3x", 0x0C0FFEE0, sequence)
+            assert packets[-1] == (206, 4, struct.pack("!II", a.ssrc, 0) + fci)
 
     asyncio.run(main())
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from sip2rtmp.relay.dtmf import DTMF_DIGITS, MAX_INFO_BODY, parse_info_dtmf
@@ -66,16 +66,61 @@ def test_valid_bodies_give_their_digit(case: tuple[bytes, str]) -> None:
     assert parse_info_dtmf(RELAY, body) == digit
 
 
-@pytest.mark.fuzz
-@given(
+def with_junk(body: bytes, inserts: list[tuple[int, bytes]], repeat: int) -> bytes:
+    """``body`` with runs of junk inserted, then repeated (to the size cap and past it)."""
+    for at, junk in inserts:
+        body = body[:at] + junk + body[at:]
+    return body * repeat
+
+
+MUTATED_BODIES = st.builds(
+    with_junk,
     bodies().map(lambda case: case[0]),
     st.lists(st.tuples(st.integers(0, 64), st.binary(max_size=6)), max_size=4),
     st.sampled_from((1, 1, 1, 40, 2000)),
 )
-def test_mutated_bodies_never_raise(
-    body: bytes, inserts: list[tuple[int, bytes]], repeat: int
-) -> None:
-    for at, junk in inserts:
-        body = body[:at] + junk + body[at:]
-    digit = parse_info_dtmf(RELAY, body * repeat)
+
+
+@pytest.mark.fuzz
+@given(MUTATED_BODIES)
+def test_mutated_bodies_never_raise(body: bytes) -> None:
+    digit = parse_info_dtmf(RELAY, body)
+    event("parsed: a digit" if digit is not None else "rejected: no digit")
     assert digit is None or digit in DTMF_DIGITS
+
+
+@pytest.mark.parametrize(
+    ("extra", "digit"),
+    [(0, "7"), (1, None)],
+    ids=["at the cap", "one byte over"],
+)
+def test_the_cap_is_inclusive(extra: int, digit: str | None) -> None:
+    body = b"Signal=7\r\n".ljust(MAX_INFO_BODY + extra, b" ")
+    assert len(body) == MAX_INFO_BODY + extra
+    assert parse_info_dtmf(RELAY, body) == digit
+
+
+@pytest.mark.parametrize(
+    ("value", "digit"),
+    [
+        (b"0", "0"),
+        (b"9", "9"),
+        (b"10", "*"),
+        (b"11", "#"),
+        (b"12", "A"),
+        (b"15", "D"),
+        (b"015", "D"),
+        (b"16", None),  # flash is not a key
+        (b"99", None),
+        (b"5 ", "5"),
+        (b"1=2", "1"),
+        (b"d", "D"),
+        (b"#1", "#"),
+        (b"X", None),
+        (b"\xff", None),
+    ],
+)
+def test_signal_is_a_key_or_its_event_code(value: bytes, digit: str | None) -> None:
+    """`Signal=11` is `#`, not `1`: senders write the key or its RFC 4733 §3.2 event code;
+    the name ends at the first `=`."""
+    assert parse_info_dtmf(RELAY, b"Signal=" + value + b"\r\nDuration=250\r\n") == digit

@@ -10,11 +10,11 @@ import pytest
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.media.slate import SlateVideo
-from sip2rtmp.relay.sync import AvSync
+from sip2rtmp.relay.sync import AvSync, SenderReportTap
 from sip2rtmp.relay.video import OFFERED_CODECS, VideoLeg
 from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, nal_type
 from sip2rtmp.rtp.packet import RtpPacket
-from sip2rtmp.rtp.rtcp import SenderReport, ntp_from_unix
+from sip2rtmp.rtp.rtcp import ReceiverReport, RtcpPacket, SenderReport, ntp_from_unix
 from sip2rtmp.sip.sdp import answer_offer, build_offer, negotiate
 
 FRAME = VIDEO_CLOCK // 25
@@ -42,6 +42,21 @@ def test_video_lands_on_the_audio_of_its_capture_instant() -> None:
     assert sync.video_seconds(1000) == pytest.approx(2.5)
     assert sync.video_seconds(1000 + 9000) == pytest.approx(2.6)
     assert sync.video_seconds((1000 - 90000) & 0xFFFFFFFF) == pytest.approx(1.5)
+
+
+def test_a_sender_report_before_the_listener_attaches_is_handed_over_at_once() -> None:
+    """A sender that reports with its first packets and then only every 5 s: lip sync must not
+    wait 5 s for the next report because the relay attached its sync after the first one."""
+    tap = SenderReportTap()
+    first: list[RtcpPacket] = [report(NTP, 1000)]
+    tap(first, 1.0)
+    tap([ReceiverReport(1)], 1.5)  # a compound without an SR does not replace it
+    heard: list[tuple[list[RtcpPacket], float]] = []
+    tap.attach(lambda packets, arrival: heard.append((packets, arrival)))
+    assert heard == [(first, 1.0)]
+    later: list[RtcpPacket] = [report(NTP + 5, 41000)]
+    tap(later, 6.0)
+    assert heard == [(first, 1.0), (later, 6.0)]
 
 
 def test_passthrough_slews_to_the_capture_clock_one_step_at_a_time(slate: SlateVideo) -> None:

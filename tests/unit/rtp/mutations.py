@@ -6,6 +6,7 @@ edits does, and reaches the deep branches where untyped exceptions hide.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -71,7 +72,7 @@ class Fields:
     def pick(self, options: Sequence[T]) -> T:
         return options[self.int(0, len(options) - 1)]
 
-    def bytes(self, min_size: int = 0, max_size: int = 64) -> bytes:
+    def bytes(self, min_size: builtins.int = 0, max_size: builtins.int = 64) -> builtins.bytes:
         """Bytes of a chosen length repeating a short pattern: what a payload holds matters
         less to a depacketizer than how long it is."""
         size = self.int(min_size, max_size)

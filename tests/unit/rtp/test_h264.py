@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import struct
 from fractions import Fraction
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from sip2rtmp.rtp.frames import MAX_FRAME_BYTES, MAX_FRAME_PACKETS
@@ -213,21 +212,83 @@ def test_fu_a_by_hand() -> None:
     assert out == [] and depacketizer.dropped == 1
 
 
+def assert_plausible(info: SpsInfo, nal: bytes) -> None:
+    """What any SPS parse must give: the three bytes after the header read as profile,
+    constraint flags and level (H.264 §7.3.2.1.1), and a picture the level limits allow."""
+    rbsp = nal[1:].replace(b"\x00\x00\x03", b"\x00\x00")
+    assert (info.profile_idc, info.constraint_flags, info.level_idc) == tuple(rbsp[:3])
+    assert 0 <= info.chroma_format_idc <= 3
+    assert min(info.bit_depth_luma, info.bit_depth_chroma) >= 8
+    assert max(info.bit_depth_luma, info.bit_depth_chroma) <= 14
+    assert 0 < info.width <= 16 * 1055 and 0 < info.height <= 32 * 1055
+
+
+def read_record(record: bytes) -> tuple[bytes, list[bytes], list[bytes], bytes]:
+    """An AVCDecoderConfigurationRecord read per ISO/IEC 14496-15 §5.2.4.1: (profile,
+    compatibility and level bytes, SPSs, PPSs, the bytes after the PPSs)."""
+    assert record[0] == 1, "configurationVersion"
+    assert record[4] == 0xFF, "reserved bits and lengthSizeMinusOne = 3"
+    assert record[5] & 0xE0 == 0xE0, "reserved bits before numOfSequenceParameterSets"
+    offset = 6
+    sets: list[list[bytes]] = [[], []]
+    for index, count in enumerate((record[5] & 0x1F, None)):
+        if count is None:
+            count = record[offset]
+            offset += 1
+        for _ in range(count):
+            (size,) = struct.unpack_from("!H", record, offset)
+            sets[index].append(record[offset + 2 : offset + 2 + size])
+            offset += 2 + size
+    return record[1:4], sets[0], sets[1], record[offset:]
+
+
+def assert_record(record: bytes, sps: bytes, pps: bytes) -> None:
+    """The record carries the one SPS and PPS, profile and level from the SPS, and for the
+    high profiles chroma format and bit depths (§5.2.4.1.1)."""
+    info = parse_sps(sps)
+    head, sps_list, pps_list, rest = read_record(record)
+    assert (head, sps_list, pps_list) == (sps[1:4], [sps], [pps])
+    high = info.profile_idc in (100, 110, 122, 144)
+    extension = (
+        0xFC | info.chroma_format_idc,
+        0xF8 | info.bit_depth_luma - 8,
+        0xF8 | info.bit_depth_chroma - 8,
+        0,
+    )
+    assert rest == (bytes(extension) if high else b"")
+
+
+def parse_sps_checked(nal: bytes) -> SpsInfo | None:
+    """`parse_sps` on untrusted bytes: H264ParseError or a plausible SpsInfo, nothing else."""
+    try:
+        info = parse_sps(nal)
+    except H264ParseError:
+        event("rejected: H264ParseError")
+        return None
+    event("parsed")
+    assert_plausible(info, nal)
+    return info
+
+
 @pytest.mark.fuzz
 @given(st.binary(max_size=64))
 def test_parse_sps_arbitrary(data: bytes) -> None:
-    with contextlib.suppress(H264ParseError):
-        parse_sps(b"\x67" + data)
+    parse_sps_checked(b"\x67" + data)
 
 
 @pytest.mark.fuzz
 @given(st.lists(st.binary(max_size=40), max_size=16), fields())
 def test_depacketizer_arbitrary_payloads(payloads: list[bytes], f: Fields) -> None:
     depacketizer = H264Depacketizer(wait_for_keyframe=False)
+    emitted = 0
     for payload in payloads:
         packet = RtpPacket(96, f.int(0, 0xFFFF), f.int(0, 5), 1, payload, marker=f.flag())
         for unit in depacketizer.push(packet):
+            emitted += 1
             assert unit.nals and all(unit.nals)
+            assert len(unit.nals) <= MAX_ACCESS_UNIT_NALS
+    event("emitted an access unit" if emitted else "emitted nothing")
+    assert depacketizer.emitted == emitted
 
 
 # ---- parameter sets from fields --------------------------------------------------------------
@@ -362,16 +423,15 @@ def test_valid_sps_round_trip(case: tuple[bytes, SpsInfo]) -> None:
     assert record[8 : 8 + len(nal)] == nal
 
 
+MUTATED_SPS = mutated(sps_nals().map(lambda case: case[0]))
+"""Valid SPS NAL units with one to three edits."""
+
+
 @pytest.mark.fuzz
-@given(mutated(sps_nals().map(lambda case: case[0])))
+@given(MUTATED_SPS)
 def test_mutated_sps_raise_only_h264_parse_error(nal: bytes) -> None:
-    try:
-        info = parse_sps(nal)
-    except H264ParseError:
-        return
-    assert 0 < info.width <= 16 * 1055 and 0 < info.height <= 32 * 1055
-    with contextlib.suppress(H264ParseError):
-        avc_decoder_configuration_record([nal], [PPS])
+    if parse_sps_checked(nal) is not None:
+        assert_record(avc_decoder_configuration_record([nal], [PPS]), nal, PPS)
 
 
 NAL_SETS = st.lists(
@@ -387,21 +447,36 @@ def test_valid_sprop_parameter_sets_round_trip(nals: list[bytes]) -> None:
     assert parse_sprop_parameter_sets(value) == nals
 
 
-@pytest.mark.fuzz
-@given(
-    mutated(NAL_SETS.map(lambda nals: b",".join(base64.b64encode(nal) for nal in nals))),
-    st.sampled_from(("ascii", "latin-1")),
+BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+HOSTILE = b",= \t\x00\xff!-_"
+"""Bytes an edit keeps as they are: separators, padding, space and what base64 refuses."""
+TO_BASE64 = bytes(
+    byte if byte in BASE64 or byte in HOSTILE else BASE64[byte % 64] for byte in range(256)
 )
+SPROP_VALUES = mutated(
+    NAL_SETS.map(lambda nals: b",".join(base64.b64encode(nal) for nal in nals))
+).map(lambda value: value.translate(TO_BASE64))
+"""fmtp values with one to three edits, most of them to other base64 characters: an edit to
+random bytes almost always stops at the base64 check, before a set is decoded."""
+
+
+@pytest.mark.fuzz
+@given(SPROP_VALUES, st.sampled_from(("ascii", "latin-1")))
 def test_mutated_sprop_parameter_sets_raise_only_h264_parse_error(
     value: bytes, encoding: str
 ) -> None:
     try:
         nals = parse_sprop_parameter_sets(value.decode(encoding, "replace"))
     except H264ParseError:
+        event("rejected: H264ParseError")
         return
+    event("parsed")
     assert len(nals) <= MAX_PARAMETER_SETS
     assert all(0 < len(nal) <= MAX_PARAMETER_SET_SIZE for nal in nals)
-    H264Depacketizer(nals)
+    depacketizer = H264Depacketizer(nals)
+    # the last SPS and PPS named are the ones in force (RFC 6184 §8.4)
+    assert depacketizer.sps == next((n for n in reversed(nals) if nal_type(n) == 7), None)
+    assert depacketizer.pps == next((n for n in reversed(nals) if nal_type(n) == 8), None)
 
 
 # ---- access units through the depacketizer ------------------------------------------------
@@ -457,8 +532,18 @@ def test_damaged_streams_emit_only_whole_access_units(items: list[RtpPacket | Lo
         assert len(unit.nals) <= MAX_ACCESS_UNIT_NALS
     for parameter_set in (depacketizer.sps, depacketizer.pps):
         assert parameter_set is None or len(parameter_set) <= MAX_PARAMETER_SET_SIZE
-    assert depacketizer.resolution is None or min(depacketizer.resolution) > 0
-    depacketizer.decoder_config()
+    sps, pps = depacketizer.sps, depacketizer.pps
+    try:
+        info = parse_sps(sps) if sps is not None else None
+    except H264ParseError:
+        info = None
+    assert depacketizer.resolution == (None if info is None else (info.width, info.height))
+    config = depacketizer.decoder_config()
+    if info is None or pps is None:
+        assert config is None
+    else:
+        assert config is not None and sps is not None
+        assert_record(config, sps, pps)
 
 
 # ---- hostile input ----------------------------------------------------------------------

@@ -41,28 +41,80 @@ def test_csrc_extension_and_padding() -> None:
     assert again == packet
 
 
+def header(first: int = 0x80, second: int = 0x60) -> bytes:
+    """A fixed header (RFC 3550 §5.1): sequence number 1, timestamp 0, SSRC 0."""
+    return struct.pack("!BBHII", first, second, 1, 0, 0)
+
+
 @pytest.mark.parametrize(
-    "data",
+    ("data", "message"),
     [
-        b"",
-        b"\x80\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00",  # 11 bytes
-        bytes.fromhex("40000001000000000000000000"),  # version 1
-        bytes.fromhex("8100000100000000000000000000"),  # CSRC count past the end
-        bytes.fromhex("9000000100000000000000000000"),  # extension header cut
-        bytes.fromhex("a0000001000000000000000000000000"),  # padding count 0
-        bytes.fromhex("a00000010000000000000000ff"),  # padding longer than packet
+        (b"", r"^RTP packet too short \(0 bytes\)"),
+        (header()[:11], r"^RTP packet too short \(11 bytes\)"),
+        (header(0x40), r"^RTP version 1, expected 2"),
+        (header(0x81) + bytes(2), r"^CSRC list runs past the end"),
+        (header(0x82) + bytes(7), r"^CSRC list runs past the end"),
+        (header(0x90) + bytes(3), r"^header extension runs past the end"),
+        (header(0x90) + bytes.fromhex("beef0001") + bytes(3), r"^header extension runs past"),
+        (header(0xA0), r"^padding bit set on a packet without padding"),
+        (header(0xA0) + bytes(4), r"^invalid padding length 0"),
+        (header(0xA0) + b"\xff", r"^invalid padding length 255"),
+        # a padding count that reaches back into the header
+        (header(0xA0) + bytes(1) + b"\x0d", r"^invalid padding length 13"),
     ],
 )
-def test_malformed(data: bytes) -> None:
-    with pytest.raises(RtpParseError):
+def test_malformed(data: bytes, message: str) -> None:
+    """Each malformed packet is refused by the check it is built to fail, which the message
+    names (RFC 3550 §5.1: fixed header, CSRC list, extension, padding)."""
+    with pytest.raises(RtpParseError, match=message):
         RtpPacket.parse(data)
 
 
-def test_rtcp_demux_by_packet_type() -> None:
-    assert is_rtcp(bytes((0x80, 200)))
-    assert is_rtcp(bytes((0x81, 206)))
-    assert not is_rtcp(bytes((0x80, 0)))
-    assert not is_rtcp(bytes((0x80, 0x80 | 96)))
+@pytest.mark.parametrize(
+    ("data", "payload"),
+    [
+        (header(), b""),  # exactly the 12-byte fixed header
+        (header(0x81) + struct.pack("!I", 7), b""),  # a CSRC list ending at the packet end
+        (header(0x90) + bytes.fromhex("beef0000"), b""),  # an empty extension at the end
+        (header(0x90) + bytes.fromhex("beef0001") + b"abcd", b""),  # extension words at the end
+        (header(0xA0) + b"xy\x02", b"x"),  # padding count includes itself (§5.1)
+        (header(0xA0) + b"\x01", b""),  # padding is the whole payload
+    ],
+)
+def test_fields_ending_exactly_at_the_packet_end_parse(data: bytes, payload: bytes) -> None:
+    assert RtpPacket.parse(data).payload == payload
+
+
+def test_extension_is_padded_to_whole_words_with_zeros() -> None:
+    """RFC 3550 §5.3.1 counts the extension in 32-bit words; a profile left unset is 0."""
+    data = RtpPacket(96, 1, 2, 3, b"p", extension=b"\x01").serialize()
+    assert data[12:] == bytes.fromhex("0000 0001 01000000") + b"p"
+    assert RtpPacket(96, 1, 2, 3, extension=b"abc", extension_profile=0xBEDE).serialize()[
+        12:
+    ] == bytes.fromhex("bede 0001 61626300")
+
+
+def test_a_packet_built_without_payload_is_the_bare_header() -> None:
+    assert RtpPacket(96, 1, 0, 0).serialize() == header(0x80, 96)
+
+
+@pytest.mark.parametrize(
+    ("second", "rtcp"),
+    [
+        (0, False),
+        (191, False),
+        (192, True),
+        (200, True),
+        (223, True),
+        (224, False),
+        (0x80 | 97, False),  # RTP with the marker bit, dynamic payload type 97
+        (255, False),
+    ],
+)
+def test_rtcp_demux_by_packet_type(second: int, rtcp: bool) -> None:
+    """RFC 5761 §4: RTCP packet types 192-223 are told from RTP by the second byte."""
+    assert is_rtcp(bytes((0x81, second))) is rtcp
+    assert not is_rtcp(bytes((second,)))
 
 
 @pytest.mark.fuzz

@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from sip2rtmp.rtp.frames import MAX_FRAME_BYTES
@@ -116,13 +116,71 @@ def test_loss_drops_frame_until_keyframe(frames: list[bytes]) -> None:
     assert depacketizer.dropped == 8
 
 
+def whole_frames(items: list[RtpPacket | Lost]) -> list[tuple[int, bytes]]:
+    """Every (timestamp, data) a correct depacketizer may emit from ``items`` (RFC 7741 §4.1,
+    §4.2): the payloads, descriptors removed, of a run of packets with one timestamp and
+    consecutive sequence numbers, the first starting partition 0 (S=1, PID=0) and no other,
+    every descriptor whole, the run closed by its marker or by the next timestamp."""
+    frames = []
+    for first, item in enumerate(items):
+        if not isinstance(item, RtpPacket):
+            continue
+        parts: list[bytes] = []
+        for index in range(first, len(items)):
+            packet = items[index]
+            if not isinstance(packet, RtpPacket) or packet.timestamp != item.timestamp:
+                break
+            if (
+                index > first
+                and packet.sequence_number
+                != (
+                    items[index - 1].sequence_number + 1  # type: ignore[union-attr]
+                )
+                & 0xFFFF
+            ):
+                break
+            try:
+                descriptor = parse_descriptor(packet.payload)
+            except Vp8ParseError:
+                break
+            if (descriptor.start and descriptor.partition_id == 0) != (index == first):
+                break
+            parts.append(packet.payload[descriptor.size :])
+            following = items[index + 1] if index + 1 < len(items) else None
+            closed = isinstance(following, RtpPacket) and following.timestamp != item.timestamp
+            if packet.marker or closed:
+                frames.append((item.timestamp, b"".join(parts)))
+                break
+    return frames
+
+
+def assert_whole(frames: list[Vp8Frame], items: list[RtpPacket | Lost]) -> None:
+    """Emitted frames are whole frames of the input, in order, with the keyframe flag and
+    size their first bytes give (RFC 6386 §9.1)."""
+    possible = iter(whole_frames(items))
+    for frame in frames:
+        assert (frame.timestamp, frame.data) in possible, "a frame that is not a whole frame"
+        assert len(frame.data) >= 3
+        assert frame.keyframe == (not frame.data[0] & 0x01)
+        size = keyframe_size(frame.data) if frame.keyframe else None
+        assert (frame.width, frame.height) == (size or (None, None))
+
+
 @pytest.mark.fuzz
 @given(st.lists(st.binary(max_size=40), max_size=16), fields())
 def test_depacketizer_arbitrary_payloads(payloads: list[bytes], f: Fields) -> None:
     depacketizer = Vp8Depacketizer(wait_for_keyframe=False)
+    items: list[RtpPacket | Lost] = []
+    frames: list[Vp8Frame] = []
+    seq = f.int(0, 0xFFFF)
     for payload in payloads:
-        packet = RtpPacket(98, f.int(0, 0xFFFF), f.int(0, 3), 1, payload, marker=f.flag())
-        depacketizer.push(packet)
+        seq = (seq + 1 + f.pick((0, 0, 0, 1, 7))) & 0xFFFF  # mostly in order, some gaps
+        packet = RtpPacket(98, seq, f.int(0, 3), 1, payload, marker=f.flag())
+        items.append(packet)
+        frames += depacketizer.push(packet)
+    event("emitted a frame" if frames else "emitted nothing")
+    assert_whole(frames, items)
+    assert depacketizer.emitted == len(frames)
 
 
 @pytest.mark.fuzz
@@ -131,7 +189,9 @@ def test_descriptor_arbitrary(payload: bytes) -> None:
     try:
         d = parse_descriptor(payload)
     except Vp8ParseError:
+        event("rejected: Vp8ParseError")
         return
+    event("parsed")
     assert 1 <= d.size <= len(payload)
 
 
@@ -173,15 +233,33 @@ def test_valid_descriptors_round_trip(case: tuple[Vp8Descriptor, bytes]) -> None
     assert parse_descriptor(payload) == descriptor
 
 
+MUTATED_DESCRIPTORS = mutated(descriptors().map(lambda case: case[1]))
+"""Valid payload descriptors, with a payload, after one to three edits."""
+
+
 @pytest.mark.fuzz
-@given(mutated(descriptors().map(lambda case: case[1])))
+@given(MUTATED_DESCRIPTORS)
 def test_mutated_descriptors_raise_only_vp8_parse_error(payload: bytes) -> None:
     try:
         descriptor = parse_descriptor(payload)
     except Vp8ParseError:
+        event("rejected: Vp8ParseError")
         return
+    event("parsed")
     assert 1 <= descriptor.size <= len(payload)
-    keyframe_size(payload[descriptor.size :])
+    frame = payload[descriptor.size :]
+    size = keyframe_size(frame)
+    # RFC 6386 §9.1: a key frame (P=0) has the start code 9d 01 2a, then 14-bit width and
+    # height, little-endian, each under 2 bits of scaling
+    is_keyframe = len(frame) >= 10 and not frame[0] & 0x01 and frame[3:6] == b"\x9d\x01\x2a"
+    assert size == (
+        (
+            struct.unpack_from("<H", frame, 6)[0] & 0x3FFF,
+            struct.unpack_from("<H", frame, 8)[0] & 0x3FFF,
+        )
+        if is_keyframe
+        else None
+    )
 
 
 def vp8_frame(f: Fields, keyframe: bool) -> bytes:
@@ -233,10 +311,11 @@ def damaged_vp8_streams(draw: st.DrawFn) -> list[RtpPacket | Lost]:
 @given(damaged_vp8_streams())
 def test_damaged_streams_emit_only_whole_frames(items: list[RtpPacket | Lost]) -> None:
     depacketizer = Vp8Depacketizer(wait_for_keyframe=False)
+    frames: list[Vp8Frame] = []
     for item in items:
-        for frame in depacketizer.push(item):
-            assert len(frame.data) >= 3
-            assert not frame.keyframe or frame.width is not None
+        frames += depacketizer.push(item)
+    event(f"emitted {min(len(frames), 3)}{'+' if len(frames) > 3 else ''} frames")
+    assert_whole(frames, items)
 
 
 def test_a_frame_without_a_marker_is_capped_released_and_dropped() -> None:

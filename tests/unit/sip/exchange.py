@@ -59,3 +59,15 @@ def reply(
     for name, value in extra or []:
         headers.add(name, value)
     return Response(status, reason, headers, body).to_bytes()
+
+
+def options_request(branch: str, user: str = "peer") -> bytes:
+    """An out-of-dialog OPTIONS from `user` at 198.51.100.9; `branch` names its server
+    transaction (RFC 3261 §17.2.3) and also serves as tag and Call-ID."""
+    headers = Headers()
+    headers.add("Via", f"SIP/2.0/UDP 198.51.100.9;branch=z9hG4bK{branch}")
+    headers.add("From", f"<sip:{user}@198.51.100.9>;tag={branch}")
+    headers.add("To", "<sip:relay@lab.test>")
+    headers.add("Call-ID", branch)
+    headers.add("CSeq", "1 OPTIONS")
+    return Request("OPTIONS", "sip:relay@192.0.2.1", headers).to_bytes()

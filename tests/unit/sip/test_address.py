@@ -240,3 +240,103 @@ def test_escaping_round_trips(text: str) -> None:
     assert escape_user(escaped) == escaped
     if "%" not in text:
         assert unquote(escaped, errors="strict") == text
+
+
+# ---- boundaries and messages ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("::1", "[::1]", None),  # two colons: an IPv6 address, not host "" and port ":1"
+        ("pbx.x.", "pbx.x.", None),  # a one-letter top label, then the root's dot
+        ("pbx.test:1", "pbx.test", 1),  # ports are 1-65535 (§25.1 `port`, RFC 768)
+        ("pbx.test:65535", "pbx.test", 65535),
+        ("[::1]:1", "[::1]", 1),
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61, None, None),  # 253
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61 + ".", None, None),
+    ],
+)
+def test_parse_hostport_boundaries(text: str, host: str | None, port: int | None) -> None:
+    """A host name may have 253 characters, not counting a final dot (RFC 1035 §2.3.4)."""
+    assert parse_hostport(text) == (host or text, port)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62, "not a host name"),  # 254
+        ("pbx.test-.", "not a host name"),  # a label may not end in '-', final dot or not
+        ("h_1.test.", "not a host name"),
+        ("pbx.test:0", "invalid port"),
+        ("pbx.test:005060", "invalid port"),  # at most five digits, whatever their value
+        ("[::1]:0", "invalid port"),
+        ("[::1]:x", "invalid port"),
+        ("[::1]]", "is not HOST[:PORT]"),
+        ("[::1]x", "is not HOST[:PORT]"),
+        ("1:2:3", "'1:2:3' is not a valid IPv6 address"),
+    ],
+)
+def test_parse_hostport_refusals(text: str, why: str) -> None:
+    with pytest.raises(AddressError, match=re.escape(why)):
+        parse_hostport(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "uri"),
+    [
+        ("first.last@example.com@pbx.test", "sip:first.last%40example.com@pbx.test"),
+        ("tel:7042;ext=12;phone-context=example.com", "tel:7042;ext=12;phone-context=example.com"),
+        ("tel:#31#;PHONE-CONTEXT=+4930", "tel:#31#;PHONE-CONTEXT=+4930"),
+    ],
+)
+def test_callee_edge_forms(text: str, uri: str) -> None:
+    """The host follows the last '@', an '@' before it is part of the user (escaped, §25.1);
+    `phone-context` may come after other parameters and in any case (RFC 3966 §3)."""
+    assert callee_uri(text, None) == uri
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("sip:bob@h.test;x=a@b", "malformed URI parameters"),  # '@' is no paramchar (§25.1)
+        ("tel:+49a30", "not a telephone number"),  # global numbers: digits and separators
+        ("tel:7g42;phone-context=example.com", "not a telephone number"),  # hex digits only
+        ("tel:().-;phone-context=example.com", "not a telephone number"),  # separators only
+        ("tel:-;phone-context=example.com", "not a telephone number"),
+        ("tel:7042;phone-context", "needs ;phone-context="),  # a context has a value
+        ("tel:7042;ext=1", "needs ;phone-context="),
+    ],
+)
+def test_callee_edge_refusals(text: str, why: str) -> None:
+    with pytest.raises(AddressError, match=re.escape(why)):
+        callee_uri(text, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "must not be empty"),
+        ("10 02", "whitespace is not allowed"),
+        ("1002\r\nX: 1", "control characters are not allowed"),
+        ("\udcff", "is not valid UTF-8"),
+        ("sip:bob@h.test?X=1", "URI headers ('?...') are not allowed in a Request-URI"),
+        ("1002", "'1002' has no host"),
+    ],
+)
+def test_refusals_read_as_one_plain_sentence(text: str, message: str) -> None:
+    """The message follows the flag's name (`--callee: whitespace is not allowed`): exactly the
+    problem, in one line."""
+    with pytest.raises(AddressError) as caught:
+        callee_uri(text, None)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("length", [7, 64, 65, 300])
+def test_a_refused_text_is_quoted_and_cut_after_64_characters(length: int) -> None:
+    """The refused text is shown quoted; past 64 characters, its first 61 and `...`."""
+    text = "http://" + "a" * (length - 7)
+    shown = text if length <= 64 else text[:61] + "..."
+    with pytest.raises(AddressError) as caught:
+        callee_uri(text, None)
+    assert str(caught.value) == f"{shown!r}: only sip:, sips: and tel: URIs can be called"

@@ -366,3 +366,242 @@ def test_mutated_challenges_raise_nothing_but_sip_parse_error(
     else:
         event("parsed")
     _answer_round_trips([value], 401)
+
+
+# --- responses against RFC 7616 §3.4, computed here with hashlib -------------------------------
+
+HASHLIB_NAMES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+
+
+def rfc7616_response(
+    algorithm: str,
+    credentials: Credentials,
+    realm: str,
+    nonce: str,
+    *,
+    method: str,
+    uri: str,
+    qop: str | None,
+    cnonce: str = "",
+    nc: int = 1,
+    body: bytes = b"",
+) -> str:
+    """`response` as RFC 7616 §3.4.1-§3.4.3 define it, written from the RFC with hashlib."""
+    name = HASHLIB_NAMES[algorithm.upper().removesuffix("-SESS")]
+
+    def h(data: bytes) -> str:
+        return hashlib.new(name, data).hexdigest()
+
+    a1 = h(f"{credentials.username}:{realm}:{credentials.password}".encode())
+    if algorithm.upper().endswith("-SESS"):  # §3.4.2: A1 = H(user:realm:pw):nonce:cnonce
+        a1 = h(f"{a1}:{nonce}:{cnonce}".encode())
+    a2 = f"{method}:{uri}"
+    if qop == "auth-int":  # §3.4.3: A2 = method:uri:H(entity-body)
+        a2 += ":" + h(body)
+    if qop is None:  # RFC 2069 compatibility (RFC 2617 §3.2.2.1)
+        return h(f"{a1}:{nonce}:{h(a2.encode())}".encode())
+    return h(f"{a1}:{nonce}:{nc:08x}:{cnonce}:{qop}:{h(a2.encode())}".encode())
+
+
+def test_rfc7616_section_3_9_2_sha512_256_with_userhash() -> None:
+    """RFC 7616 §3.9.2 with the username and response of its erratum 4897 (the RFC's own values
+    are not those of its inputs): SHA-512-256, `userhash=true` and a non-ASCII username."""
+    [challenge] = parse_challenges(
+        [
+            'Digest realm="api@example.org", qop="auth", algorithm=SHA-512-256, '
+            'nonce="5TsQWLVdgBdmrQ0XsxbDODV+57QdFR34I9HAbC/RVvkK", '
+            'opaque="HRPCssKJSGjCrkzDg8OhwpzCiGPChXYjwrI2QmXDnsOS", charset=UTF-8, userhash=true'
+        ],
+        proxy=False,
+    )
+    assert challenge.userhash and challenge.supported
+    value = authorization_value(
+        challenge,
+        Credentials("J\u00e4s\u00f8n Doe", "Secret, or not?"),
+        method="GET",
+        uri="/doe.json",
+        cnonce="NTg6RKcb9boFIAS3KrFK9BGeh+iDa/sm6jUMp2wds69v",
+        nc=1,
+    )
+    assert value.startswith(
+        'Digest username="793263caabb707a56211940d90411ea4a575adeccb7e360aeb624ed06ece9b0b", '
+    )
+    assert 'response="3798d4131c277846293534c3edc11bd8a5e4cdcbff78b05db9d95eeb1cec68a5"' in value
+    assert value.endswith(", userhash=true")
+
+
+@pytest.mark.parametrize("flag", ["userhash=TRUE", 'userhash="true"', "USERHASH=true"])
+def test_userhash_is_read_whatever_its_case_or_quoting(flag: str) -> None:
+    """Parameter names are case-insensitive (RFC 7235 §2.1); the flag's value is read like
+    `stale`'s, without regard to case (RFC 7616 §3.3)."""
+    [challenge] = parse_challenges([f'Digest realm="r", nonce="n", {flag}'], proxy=False)
+    assert challenge.userhash
+
+
+def test_sha512_256_is_offered_exactly_when_hashlib_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian 12's OpenSSL has SHA-512/256; a build without it must not offer it (RFC 7616 §3.7
+    picks the strongest hash the client supports)."""
+    available = "sha512_256" in hashlib.algorithms_available
+    assert auth_module._sha512_256_available() is available
+    assert ("SHA-512-256" in auth_module._HASHES) is available
+
+    def unsupported(name: str, *args: object, **kwargs: object) -> object:
+        raise ValueError(f"unsupported hash type {name}")
+
+    monkeypatch.setattr(hashlib, "new", unsupported)
+    assert auth_module._sha512_256_available() is False
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "MD5-SESS", "SHA-256", "SHA-256-SESS"])
+@pytest.mark.parametrize("qop", ["auth", "auth-int", None])
+def test_responses_follow_rfc7616_section_3_4(algorithm: str, qop: str | None) -> None:
+    """Every algorithm, `-sess` (§3.4.2) and qop (§3.4.3, and none) against the RFC's formulas."""
+    challenge = Challenge(
+        realm="lab", nonce="nonce-1", algorithm=algorithm, qop=(qop,) if qop else ()
+    )
+    body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"
+    response, used = digest_response(
+        challenge, MUFASA, method="INVITE", uri="sip:1002@lab", body=body, cnonce="cn", nc=3
+    )
+    expected = rfc7616_response(
+        algorithm, MUFASA, "lab", "nonce-1", method="INVITE", uri="sip:1002@lab", qop=qop,
+        cnonce="cn", nc=3, body=body,
+    )  # fmt: skip
+    assert (response, used) == (expected, qop)
+
+
+def test_auth_int_is_used_when_it_is_the_only_qop_offered() -> None:
+    """`auth` is preferred; a server offering only `auth-int` gets `auth-int` (RFC 7616 §3.3)."""
+    only_int = Challenge(realm="lab", nonce="n", qop=("auth-int",))
+    both = Challenge(realm="lab", nonce="n", qop=("auth-int", "auth"))
+    assert digest_response(only_int, MUFASA, method="REGISTER", uri="sip:lab")[1] == "auth-int"
+    assert digest_response(both, MUFASA, method="REGISTER", uri="sip:lab")[1] == "auth"
+
+
+def test_defaults_describe_a_first_request_without_a_body() -> None:
+    """Left out, `body` is empty (REGISTER, BYE), `nc` is 1 (the nonce's first use, RFC 7616
+    §3.4) and `cnonce` is empty."""
+    challenge = Challenge(realm="lab", nonce="n", algorithm="MD5-SESS", qop=("auth-int",))
+    first = digest_response(
+        challenge, MUFASA, method="REGISTER", uri="sip:lab", body=b"", cnonce="", nc=1
+    )
+    assert digest_response(challenge, MUFASA, method="REGISTER", uri="sip:lab") == first
+    value = authorization_value(
+        challenge, MUFASA, method="REGISTER", uri="sip:lab", body=b"", cnonce="", nc=1
+    )
+    assert authorization_value(challenge, MUFASA, method="REGISTER", uri="sip:lab") == value
+    assert 'cnonce=""' in value and "nc=00000001" in value
+
+
+def test_a_chain_answers_each_request_over_its_own_body_and_count() -> None:
+    """`auth-int` hashes the body of the request being sent, empty for a REGISTER, and each
+    request of the chain counts `nc` up, in the header and in the hash (RFC 7616 §3.4)."""
+    client = DigestClient(MUFASA, lambda: "cn")
+    assert client.accept(407, ['Digest realm="lab", nonce="n1", qop="auth-int"'])
+    sdp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"
+    requests = [("INVITE", sdp), ("ACK", b""), ("BYE", b"")]
+    for nc, (method, body) in enumerate(requests, start=1):
+        if body:
+            [(name, value)] = client.headers_for(method, "sip:1002@lab", body)
+        else:
+            [(name, value)] = client.headers_for(method, "sip:1002@lab")
+        expected = rfc7616_response(
+            "MD5", MUFASA, "lab", "n1", method=method, uri="sip:1002@lab", qop="auth-int",
+            cnonce="cn", nc=nc, body=body,
+        )  # fmt: skip
+        assert name == "Proxy-Authorization"
+        assert f'response="{expected}"' in value and f"nc={nc:08x}" in value
+
+
+def test_a_challenge_without_realm_qop_or_algorithm_is_answered_rfc_2069_style() -> None:
+    """Only `nonce` is needed: no realm hashes as empty, no qop means the RFC 2069 response
+    (RFC 2617 §3.2.2.1), no algorithm means MD5 and none is echoed (RFC 7616 §3.3)."""
+    [challenge] = parse_challenges(['Digest nonce="n"'], proxy=False)
+    assert (challenge.realm, challenge.qop, challenge.algorithm) == ("", (), "MD5")
+    assert not (challenge.algorithm_given or challenge.stale or challenge.userhash)
+    assert challenge.opaque is None and challenge.supported
+    client = DigestClient(MUFASA, lambda: "cn")
+    assert client.accept(401, ['Digest nonce="n"'])
+    [(_, value)] = client.headers_for("REGISTER", "sip:lab")
+    expected = rfc7616_response("MD5", MUFASA, "", "n", method="REGISTER", uri="sip:lab", qop=None)
+    assert value == (
+        f'Digest username="Mufasa", realm="", nonce="n", uri="sip:lab", response="{expected}"'
+    )
+
+
+def test_a_new_challenge_for_a_remembered_realm_replaces_it_and_becomes_the_newest() -> None:
+    """Answering realm r3 again must not evict another realm: it takes r3's place, counts `nc`
+    from 1 for its new nonce, and is the last to be forgotten."""
+    client = DigestClient(MUFASA, lambda: "cn")
+    realms = [f"r{n}" for n in range(MAX_REMEMBERED_CHALLENGES)]
+    for realm in realms:
+        assert client.accept(401, [f'Digest realm="{realm}", nonce="old", qop=auth, stale=true'])
+        client.headers_for("REGISTER", "sip:lab")
+    assert client.accept(401, ['Digest realm="r3", nonce="new", qop=auth, stale=true'])
+    fields = client.headers_for("REGISTER", "sip:lab")
+    order = [*realms[:3], *realms[4:], "r3"]
+    assert [value.split('realm="')[1].split('"')[0] for _, value in fields] == order
+    assert 'nonce="new"' in fields[-1][1] and "nc=00000001" in fields[-1][1]
+
+
+def test_after_a_refusal_the_next_challenge_is_judged_afresh() -> None:
+    """A challenge means "wrong password" only right after a request that carried fresh
+    credentials; one refused challenge does not make the next one a refusal too."""
+    client = DigestClient(MUFASA, lambda: "cn")
+    assert client.accept(401, CHALLENGE_401)
+    client.headers_for("REGISTER", "sip:lab")
+    assert not client.accept(401, ['Digest realm="lab", nonce="second", qop="auth"'])
+    assert client.accept(401, ['Digest realm="lab", nonce="third", qop="auth"'])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Digest realm="r", nonce="n",',
+        'Digest realm="r", nonce="n" , ,\t',
+        ', Digest realm="r",, nonce="n"',
+    ],
+)
+def test_empty_list_elements_are_ignored(value: str) -> None:
+    """A recipient must accept empty list elements (RFC 7230 §7), before, between and after."""
+    [challenge] = parse_challenges([value], proxy=False)
+    assert (challenge.realm, challenge.nonce) == ("r", "n")
+
+
+LONG_NAME = "n" * 30
+REFUSALS = {
+    "control": (
+        'Digest realm="a\x00b", nonce="n"',
+        "control character in an authentication header",
+    ),
+    "unencodable": ('Digest realm="\ud800"', "authentication header holds unencodable text"),
+    "near": (
+        'Digest realm=a, ="' + "x" * 30,
+        "bad authentication parameter near ', =\"xxxxxxxxxxxxxxxx'",
+    ),
+    "items": (
+        "Digest nonce=n" + ", p=v" * MAX_AUTH_ITEMS,
+        f"more than {MAX_AUTH_ITEMS} authentication parameters",
+    ),
+    "token": ("Digest realm=a, " + "(" * 30 + "=1", f"bad authentication parameter {'(' * 20!r}"),
+    "before-scheme": ("nonce=n, Digest", "authentication parameter before any scheme"),
+    "unterminated": (
+        'Digest realm="a", nonce="n',
+        "unterminated quoted string in authentication header",
+    ),
+    "long": (
+        f"Digest {LONG_NAME}={'v' * (MAX_AUTH_PARAM_LENGTH + 1)}",
+        f"authentication parameter {LONG_NAME[:20]!r} is too long",
+    ),
+}
+"""A refused challenge field and the exact error it must raise."""
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_each_refusal_names_its_fault_and_quotes_at_most_20_characters(name: str) -> None:
+    """The error says what is wrong with the challenge and quotes no more than 20 characters of
+    what the server sent, so a hostile field cannot fill a log line."""
+    value, message = REFUSALS[name]
+    with pytest.raises(SipParseError) as caught:
+        parse_challenges([value], proxy=False)
+    assert str(caught.value) == message

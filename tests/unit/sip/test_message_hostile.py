@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -488,29 +489,58 @@ def test_valid_shaped_messages_parse_and_round_trip(data: bytes) -> None:
     _check_parsed(parse_message(data))
 
 
-MUTATION_UNITS = [b" ", b"\t", b",", b'"', b"<", b">", b";", b"=", b"9", b"\\", b"\r", b"\n",
-                  b"\r\n", b"\r\n ", b"\x00", b"\xff", b"\xc3", b"SIP/2.0/", b"a", b":", b"@",
-                  b"\r\n\r\n", b"Route: <sip:p>,"]  # fmt: skip
+LWS_UNITS = [b" ", b"\t", b"\r\n ", b"\r\n\t"]
+"""Linear whitespace and folds, inserted only where §25.1 allows LWS: around the HCOLON, SEMI,
+EQUAL and COMMA of a header field, outside quoted strings, <...> and [...]. The message keeps
+its meaning, so its parse goes to the end and the round trip is checked on unusual spacing."""
+HOSTILE_UNITS = [b" \t", b"\t\r\n ", b",", b'"', b"<", b">", b";", b"=", b"9", b"\\", b"\r",
+                 b"\n", b"\r\n", b"\x00", b"\xff", b"\xc3", b"SIP/2.0/", b"a", b":", b"@",
+                 b"\r\n\r\n", b"Route: <sip:p>,"]  # fmt: skip
+"""Units put anywhere, start line included: most make the message invalid somewhere deep."""
+SHORT_RUN = 4
+"""Most hostile runs are up to this many units: the message around them stays recognisable."""
+LONG_RUN = 70_000
+"""Longest hostile run in bytes: most long runs stay under `MAX_MESSAGE_SIZE` and reach the
+field, list and digit caps; the rest exceed it."""
+_SEPARATOR_RE = re.compile(rb'"(?:[^"\\\r\n]|\\.)*+"|<[^>\r\n]*+>|\[[^\]\r\n]*+\]|([:;,=])')
+"""A separator of a header field (group 1), quoted strings and bracketed parts skipped whole."""
 
 MUTATIONS = st.lists(
-    st.tuples(
+    st.tuples(st.integers(0, 10_000), st.sampled_from(LWS_UNITS), st.integers(1, 3), st.just(0))
+    | st.tuples(st.integers(0, 10_000), st.sampled_from(LWS_UNITS), st.integers(1, 3), st.just(0))
+    | st.tuples(
         st.integers(0, 10_000),
-        st.sampled_from(MUTATION_UNITS),
-        st.integers(0, 4) | st.integers(0, 4) | st.integers(0, 70_000),
+        st.sampled_from(HOSTILE_UNITS),
+        st.integers(0, 9).flatmap(
+            lambda tenth: st.integers(0, LONG_RUN) if tenth == 0 else st.integers(1, SHORT_RUN)
+        ),
         st.integers(0, 4),
     ),
     min_size=1,
     max_size=3,
 )
-"""(where, unit, times, bytes replaced): a run of one hostile unit, mostly short (the message
-still has a chance to parse), else up to 70 KB long."""
+"""(where, unit, times, bytes replaced): two in three an LWS run where the grammar allows one,
+else a run of one hostile unit anywhere: mostly up to `SHORT_RUN` units, one in ten up to
+`LONG_RUN` bytes of the unit repeated."""
 
 
 def _mutate(data: bytes, mutations: list[tuple[int, bytes, int, int]]) -> bytes:
     out = bytearray(data)
     for where, unit, times, replaced in mutations:
-        index = where % (len(out) + 1)
-        out[index : index + replaced] = unit * times
+        if unit in LWS_UNITS:
+            head_end = out.find(b"\r\n\r\n")
+            start = out.find(b"\n")
+            separators = [
+                at
+                for match in _SEPARATOR_RE.finditer(out, start + 1, head_end)
+                if match.group(1)
+                for at in match.span(1)
+            ]
+            index = separators[where % len(separators)] if separators else where % (len(out) + 1)
+        else:
+            index = where % (len(out) + 1)
+        run = unit * times if times <= SHORT_RUN else (unit * (times // len(unit) + 1))[:times]
+        out[index : index + replaced] = run
     return bytes(out)
 
 

@@ -39,7 +39,15 @@ from sip2rtmp.sip.useragent import (
     MAX_SERVER_TRANSACTIONS,
     UserAgent,
 )
-from tests.unit.sip.exchange import ANSWER, CONFIG, OFFER, SERVER, make_ua, reply
+from tests.unit.sip.exchange import (
+    ANSWER,
+    CONFIG,
+    OFFER,
+    SERVER,
+    make_ua,
+    options_request,
+    reply,
+)
 
 CALLEE = ("192.0.2.10", 5060)
 NONCE = 'Digest realm="lab.test", nonce="n0nce", qop="auth", algorithm=MD5'
@@ -835,25 +843,17 @@ def test_stale_challenges_to_info_stop_after_max_challenges() -> None:
     assert ua.in_call
 
 
-def _options(branch: str) -> bytes:
-    headers = Headers()
-    headers.add("Via", f"SIP/2.0/UDP 198.51.100.9;branch=z9hG4bK{branch}")
-    headers.add("From", f"<sip:flood@198.51.100.9>;tag={branch}")
-    headers.add("To", "<sip:relay@lab.test>")
-    headers.add("Call-ID", branch)
-    headers.add("CSeq", "1 OPTIONS")
-    return Request("OPTIONS", "sip:relay@192.0.2.1", headers).to_bytes()
-
-
 def test_a_flood_of_new_branches_keeps_the_server_transactions_bounded() -> None:
     ua = make_ua()
     for index in range(1000):
-        ua.receive_data(_options(f"flood{index}"), ("198.51.100.9", 5060), index / 1000)
+        ua.receive_data(
+            options_request(f"flood{index}", "flood"), ("198.51.100.9", 5060), index / 1000
+        )
     assert len(ua._servers) == MAX_SERVER_TRANSACTIONS
     answers = [data for data, _ in ua.data_to_send(1.0)]
     assert len(answers) == 1000 and all(data.startswith(b"SIP/2.0 200") for data in answers)
     # The newest are the ones kept: a retransmission of the last request is absorbed.
-    ua.receive_data(_options("flood999"), ("198.51.100.9", 5060), 1.0)
+    ua.receive_data(options_request("flood999", "flood"), ("198.51.100.9", 5060), 1.0)
     assert len(ua._servers) == MAX_SERVER_TRANSACTIONS
 
 
@@ -877,7 +877,7 @@ def test_forked_answers_are_acked_and_a_flood_of_tags_stays_bounded() -> None:
 def test_a_header_with_nul_or_bare_cr_is_dropped() -> None:
     ua = make_ua()
     for bad in (b'"a\\\x00b" <sip:ping@lab.test>;tag=p', b'"a\rb" <sip:ping@lab.test>;tag=p'):
-        message = _options("nul").replace(b"<sip:flood@198.51.100.9>;tag=nul", bad)
+        message = options_request("nul", "flood").replace(b"<sip:flood@198.51.100.9>;tag=nul", bad)
         ua.receive_data(message, SERVER, 0.0)
     assert sent(ua) == []  # our answer would echo From, and the encoder refuses NUL and CR
     reasons = dropped(ua)

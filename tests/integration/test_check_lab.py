@@ -1,0 +1,83 @@
+"""`sip2rtmp check` against the lab: real credentials at kamailio, a real RTMP server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from sip2rtmp.errors import ExitCode
+from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, SIP_PORT, Lab
+from tests.unit.cli.test_check import STREAM_KEY, WRONG_PASSWORD, marks
+from tests.unit.cli.test_contract import run
+
+pytestmark = pytest.mark.lab
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed CLI's `check`: its exit code, stdout and stderr, no settings from the
+    environment."""
+    return run("check", *args, timeout=60)
+
+
+def lab_args(password: str, *extra: str) -> list[str]:
+    return [
+        "--sip-login",
+        RELAY_ACCOUNT.user,
+        "--sip-password",
+        password,
+        "--sip-domain",
+        SIP_DOMAIN,
+        "--sip-outbound-proxy",
+        f"{SIP_HOST}:{SIP_PORT}",
+        "--rtmp-url",
+        RTMP_URL,
+        "--rtmp-stream",
+        STREAM_KEY,
+        *extra,
+    ]
+
+
+def everything(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_lab_passes_with_the_right_password(lab: Lab, transport: str) -> None:
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--sip-transport", transport))
+    assert result.returncode == 0, everything(result)
+    assert set(marks(result.stdout)) == {"✓"}
+    assert "credentials accepted" in result.stdout
+    assert "accepted the stream" in result.stdout
+    assert RELAY_ACCOUNT.password not in everything(result)
+    assert STREAM_KEY not in everything(result)
+
+
+def test_lab_wrong_password_fails_with_exit_3_and_one_line(lab: Lab) -> None:
+    result = run_check(*lab_args(WRONG_PASSWORD))
+    assert result.returncode == ExitCode.AUTHENTICATION_FAILED, everything(result)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    assert len(failed) == 1
+    assert failed[0].startswith(f"✗ SIP registration {RELAY_ACCOUNT.user}@{SIP_DOMAIN}")
+    assert "authentication failed" in failed[0]
+    assert WRONG_PASSWORD not in everything(result)
+    assert result.stderr == ""
+
+
+def test_lab_closed_rtmp_port_fails_with_exit_8(lab: Lab) -> None:
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--rtmp-url", "rtmp://127.0.0.1:1/live"))
+    assert result.returncode == ExitCode.RTMP_FAILED, everything(result)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    assert len(failed) == 1
+    assert failed[0].startswith("✗ RTMP output rtmp://127.0.0.1:1/live/")
+    assert STREAM_KEY not in everything(result)
+
+
+def test_lab_json_summary(lab: Lab) -> None:
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--json"))
+    records: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0, everything(result)
+    assert records[-1] == {"event": "checked", "ok": True, "exitCode": 0}
+    assert RELAY_ACCOUNT.password not in result.stdout
