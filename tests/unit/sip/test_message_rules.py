@@ -10,6 +10,7 @@ import pytest
 
 from sip2rtmp.sip import message as message_module
 from sip2rtmp.sip.message import (
+    MAX_FIELD_LENGTH,
     MAX_HEADER_FIELDS,
     MAX_MESSAGE_SIZE,
     Headers,
@@ -21,6 +22,7 @@ from sip2rtmp.sip.message import (
     SipParseError,
     StreamFramer,
     Via,
+    bounded_int,
     format_params,
     parse_cseq,
     parse_message,
@@ -307,6 +309,7 @@ def _q(text: str, width: int = 80) -> str:
 
 DISPLAY_NO_BRACKET = '"Bob" sip:a@b' + L
 OPEN_PARAM = 'a="' + L
+VT_NAME = "Subject\x0b: v"
 PARSE_ERRORS: dict[str, tuple[Callable[[], object], str]] = {
     "uri-scheme": (
         lambda: parse_uri("http:" + L),
@@ -473,6 +476,14 @@ PARSE_ERRORS: dict[str, tuple[Callable[[], object], str]] = {
         _add("Record-Route: sip:p@h;lr"),
         "expected <URI> in 'sip:p@h;lr'",
     ),
+    "uri-param-name": (lambda: parse_uri("sip:h;=x"), "URI: bad parameter '=x'"),
+    "uri-empty-port": (lambda: parse_uri("sip:h:"), "bad port in 'sip:h:'"),
+    "uri-v6-port": (lambda: parse_uri("sip:[::1]:5]"), "bad port in 'sip:[::1]:5]'"),
+    "header-name-vt": (_add("Subject\x0b: v"), f"bad header line: {_q(VT_NAME)}"),
+    "continuation-tab": (
+        _msg("SIP/2.0\r\n", "SIP/2.0\r\n\tx\r\n"),
+        "header continuation line right after the start line",
+    ),
 }
 
 
@@ -531,3 +542,38 @@ def test_a_bare_addr_spec_followed_by_non_lws_space_is_refused(space: str) -> No
     """LWS is SP and HT only (§25.1): other white space stays in the URI, which refuses it."""
     with pytest.raises(SipParseError, match="sip:a@h"):
         parse_name_addr(f"sip:a@h{space};tag=1")
+
+
+@pytest.mark.parametrize("text", ["\x0b7", "7\x0c", "X7", "7X", "", " \t"])
+def test_a_number_is_digits_with_only_lws_around(text: str) -> None:
+    """Numbers in header fields are 1*DIGIT with LWS around (§25.1, §7.3.1): any other
+    character, white space other than SP and HT included, makes them no number."""
+    assert bounded_int(text, 255) is None
+    assert bounded_int(" \t7\t ", 255) == 7
+
+
+@pytest.mark.parametrize("prefix", [b" ", b"\x0b", b"X"])
+def test_only_cr_and_lf_may_precede_the_start_line(prefix: bytes) -> None:
+    """Empty lines before the start line are ignored (§7.5); nothing else is."""
+    assert parse_message(b"\r\n\r\n" + request()).call_id == "hostile@192.0.2.9"
+    with pytest.raises(SipParseError):
+        parse_message(prefix + request())
+
+
+def test_a_start_line_of_exactly_the_field_limit_parses_one_byte_more_does_not() -> None:
+    """The start line is bounded like any header field (MAX_FIELD_LENGTH)."""
+    line = "INVITE sip:relay@192.0.2.1 SIP/2.0"
+    user = "u" * (MAX_FIELD_LENGTH - len(line) + len("relay"))
+    exact = replaced("relay@192.0.2.1 SIP", f"{user}@192.0.2.1 SIP")
+    assert len(exact.split(b"\r\n")[0]) == MAX_FIELD_LENGTH
+    assert isinstance(parse_message(exact), Request)
+    with pytest.raises(SipParseError, match="start line"):
+        parse_message(replaced("relay@192.0.2.1 SIP", f"{user}u@192.0.2.1 SIP"))
+
+
+def test_header_values_lose_only_lws_at_their_ends_and_at_folds() -> None:
+    """LWS around a value and at a fold is not part of it (§7.3.1); other white space and
+    runs of spaces inside it are."""
+    parsed = parse_message(request("Subject: \x0ba  b\x0c", "X-Folded: a  b\r\n \t c"))
+    assert parsed.headers.get("Subject") == "\x0ba  b\x0c"
+    assert parsed.headers.get("X-Folded") == "a  b c"
