@@ -10,20 +10,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from sip2rtmp.errors import UsageError
+from sip2rtmp.netaddr import Transport
 from sip2rtmp.sip import address
 from sip2rtmp.sip.address import AddressError, MissingDomainError
 from sip2rtmp.sip.message import parse_uri
 from sip2rtmp.sip.sdp import DEFAULT_AUDIO_CODECS, audio_codecs_named
 
-Transport = Literal["udp", "tcp", "tls"]
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
 DEFAULT_SIP_PORT = 5060
 DEFAULT_SIPS_PORT = 5061
 T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A usage or configuration error: the one-line message names the flag or file at fault
+    and never holds a secret (exit code 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class Secret:
@@ -127,11 +135,11 @@ def mask(value: str) -> str:
 
 
 def checked(flag: str, parse: Callable[[str], T], text: str) -> T:
-    """`parse(text)`, its AddressError turned into the one-line UsageError naming `flag`."""
+    """`parse(text)`, its AddressError turned into the one-line ConfigError naming `flag`."""
     try:
         return parse(text)
     except AddressError as error:
-        raise UsageError(f"{flag}: {error}") from None
+        raise ConfigError(f"{flag}: {error}") from None
 
 
 def parse_host_port(text: str, what: str) -> HostPort:
@@ -151,17 +159,17 @@ def callee_uri(callee: str, domain: str | None) -> str:
     try:
         return address.callee_uri(callee, domain)
     except MissingDomainError as error:
-        raise UsageError(
+        raise ConfigError(
             f"--callee: {error}: give --sip-domain, user@host or a full SIP URI"
         ) from None
     except AddressError as error:
-        raise UsageError(f"--callee: {error}") from None
+        raise ConfigError(f"--callee: {error}") from None
 
 
 def rtmp_targets(urls: tuple[str, ...], streams: tuple[str, ...]) -> tuple[RtmpTarget, ...]:
     """Pair each --rtmp-url with its --rtmp-stream key (one key serves every URL)."""
     if len(streams) > 1 and len(streams) != len(urls):
-        raise UsageError(
+        raise ConfigError(
             f"{len(streams)} --rtmp-stream values for {len(urls)} --rtmp-url values: "
             "give one key for all, or one per URL"
         )
@@ -177,11 +185,11 @@ def rtmp_target(url: str, stream_key: str) -> RtmpTarget:
     checked("--rtmp-stream", address.check_printable, stream_key)
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("rtmp", "rtmps") or not parts.hostname:
-        raise UsageError(f"--rtmp-url {redact_url(url)!r} is not an rtmp:// or rtmps:// URL")
+        raise ConfigError(f"--rtmp-url {redact_url(url)!r} is not an rtmp:// or rtmps:// URL")
     try:
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError:
-        raise UsageError(f"--rtmp-url {redact_url(url)!r} has an invalid port") from None
+        raise ConfigError(f"--rtmp-url {redact_url(url)!r} has an invalid port") from None
     base = url.strip()
     key = stream_key.strip("/")
     if key:
@@ -220,11 +228,11 @@ def parse_audio_codecs(text: str) -> tuple[str, ...]:
     """``--audio-codecs``: a comma-separated list such as ``PCMU,PCMA``, the preferred first."""
     names = [name for name in text.split(",") if name.strip()]
     if not names:
-        raise UsageError(f"--audio-codecs needs at least one of {', '.join(DEFAULT_AUDIO_CODECS)}")
+        raise ConfigError(f"--audio-codecs needs at least one of {', '.join(DEFAULT_AUDIO_CODECS)}")
     try:
         return audio_codecs_named(names)
     except ValueError as error:
-        raise UsageError(
+        raise ConfigError(
             f"--audio-codecs: {error}; choose from {', '.join(DEFAULT_AUDIO_CODECS)}"
         ) from None
 
@@ -252,25 +260,25 @@ def build_call_settings(
     sip_tls_ca: str | None = None,
     audio_codecs: str | None = None,
 ) -> CallSettings:
-    """Check every value and derive the rest; raises UsageError with one line."""
+    """Check every value and derive the rest; raises ConfigError with one line."""
     if not callee:
-        raise UsageError("missing --callee (an extension, user@host or a SIP URI)")
+        raise ConfigError("missing --callee (an extension, user@host or a SIP URI)")
     transport = sip_transport.lower()
     if transport not in TRANSPORTS:
-        raise UsageError(f"--sip-transport must be one of {', '.join(TRANSPORTS)}")
+        raise ConfigError(f"--sip-transport must be one of {', '.join(TRANSPORTS)}")
     if register and not sip_login:
-        raise UsageError("missing --sip-login (or use --no-register to call without registering)")
+        raise ConfigError("missing --sip-login (or use --no-register to call without registering)")
     if register and not sip_domain:
-        raise UsageError("missing --sip-domain (needed to register)")
+        raise ConfigError("missing --sip-domain (needed to register)")
     if not audio and not video:
-        raise UsageError("--no-audio and --no-video together leave nothing to relay")
+        raise ConfigError("--no-audio and --no-video together leave nothing to relay")
     for name, value in (
         ("--max-duration", max_duration),
         ("--ring-timeout", ring_timeout),
         ("--media-timeout", media_timeout),
     ):
         if value is not None and value <= 0:
-            raise UsageError(f"{name} must be a positive number of seconds")
+            raise ConfigError(f"{name} must be a positive number of seconds")
     offered_audio = parse_audio_codecs(audio_codecs) if audio_codecs else DEFAULT_AUDIO_CODECS
     login = checked("--sip-login", address.escape_user, sip_login) if sip_login else ""
     auth_name = (
@@ -289,7 +297,7 @@ def build_call_settings(
     server = HostPort(where.host, where.port or sip_port or default_port)
     targets = rtmp_targets(rtmp_urls, rtmp_streams)
     if not targets and not has_recording:
-        raise UsageError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP) or --record")
+        raise ConfigError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP) or --record")
     secrets = tuple(filter(None, [sip_password, *(s for t in targets for s in t.secrets)]))
     return CallSettings(
         callee_uri=uri,
@@ -317,6 +325,6 @@ def build_call_settings(
 def _callee_server(uri: str) -> HostPort:
     """With neither proxy nor domain, requests go to the host of the callee's SIP URI."""
     if not uri.startswith(("sip:", "sips:")):
-        raise UsageError("--callee: a tel: URI names no server: give --sip-domain")
+        raise ConfigError("--callee: a tel: URI names no server: give --sip-domain")
     callee = parse_uri(uri)
     return HostPort(callee.host.strip("[]"), callee.port)

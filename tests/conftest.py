@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from sip2rtmp.errors import LabError
-from sip2rtmp.lab import Lab
+from sip2rtmp.lab import Lab, LabError
 
 FUZZ_EXAMPLES = 10_000
 """Examples per parser in the `fuzz` profile, which CI runs on the tests marked `fuzz`."""

@@ -10,11 +10,12 @@ from typing import Any
 import click
 
 from sip2rtmp.cli.options import relay_options, relay_request
+from sip2rtmp.cli.outcomes import ExitCode
 from sip2rtmp.cli.output import EventPrinter
 from sip2rtmp.cli.summary import PlainSummary
-from sip2rtmp.errors import ExitCode
-from sip2rtmp.relay import run_relay
-from sip2rtmp.status import EventSink, RelayControl
+from sip2rtmp.relay.control import RelayControl
+from sip2rtmp.relay.events import EventSink
+from sip2rtmp.relay.runner import run_relay
 
 LIVE_STATS_INTERVAL = 0.25
 """A level meter and counters that move: four updates a second for the live view."""
@@ -26,19 +27,19 @@ LIVE_STATS_INTERVAL = 0.25
 def call(ctx: click.Context, /, **flags: Any) -> int:
     """Call someone and relay the call to RTMP(S) until hangup, Ctrl-C or --max-duration."""
     request = relay_request(ctx, flags)
-    settings, redactor = request.settings, request.redactor
+    settings = request.settings
     control = RelayControl()
     sink: EventSink
     media = request.media
     with contextlib.ExitStack() as stack:
         if request.as_json:
-            sink = EventPrinter(settings.call_id, redactor, as_json=True, stream=sys.stdout)
+            sink = EventPrinter(settings.call_id, as_json=True, stream=sys.stdout)
         elif sys.stdout.isatty():
             from sip2rtmp.cli.live import LiveView  # rich loads only for a terminal
 
-            sink = stack.enter_context(LiveView(redactor, control, call_id=settings.call_id))
+            sink = stack.enter_context(LiveView(control, call_id=settings.call_id))
             media = dataclasses.replace(media, stats_interval=LIVE_STATS_INTERVAL)
         else:
-            sink = PlainSummary(redactor, stream=sys.stdout)
+            sink = PlainSummary(stream=sys.stdout)
         run_relay(settings, sink, media, control)
     return ExitCode.OK

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -23,22 +22,14 @@ import click
 import numpy as np
 
 from sip2rtmp.cli.options import relay_options, relay_request
+from sip2rtmp.cli.outcomes import ExitCode, explain
 from sip2rtmp.cli.output import json_line, terminal_safe
-from sip2rtmp.config import CallSettings, RtmpTarget, parse_host_port
-from sip2rtmp.errors import (
-    ExitCode,
-    RtmpOutputFailed,
-    Sip2RtmpError,
-    SipUnreachable,
-    UsageError,
-)
+from sip2rtmp.config import CallSettings, ConfigError, RtmpTarget, parse_host_port
 from sip2rtmp.media import AacEncoder, EncodedPacket, SlateVideo, StreamTemplates
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
 from sip2rtmp.net.sip_session import SipSession
-from sip2rtmp.net.sip_transport import Addr, open_transport, resolve
-from sip2rtmp.relay.runner import user_agent_config
-from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, parse_message
-from sip2rtmp.sip.transaction import ClientTransaction
+from sip2rtmp.outcomes import Outcome, OutputFailed, RunFailed, Unanswered, Unreachable
+from sip2rtmp.relay.account import user_agent_config
 
 OPTIONS_TIMEOUT = 5.0
 """Long enough for three UDP retransmissions; a server that has not answered by then is down."""
@@ -78,9 +69,17 @@ class CheckResult:
     exit_code: ExitCode = ExitCode.OK
 
     @classmethod
-    def failed(cls, check: str, target: str, error: Sip2RtmpError, detail: str) -> CheckResult:
-        hint = f" — {error.hint}" if error.hint else ""
-        return cls(check, target, Result.FAIL, detail + hint, error.exit_code)
+    def failed(cls, check: str, target: str, outcome: Outcome, detail: str) -> CheckResult:
+        """A failure `call` would meet as `outcome`: its exit code, and its hint after the
+        detail."""
+        explained = explain(outcome)
+        hint = f" — {explained.hint}" if explained.hint else ""
+        return cls(check, target, Result.FAIL, detail + hint, explained.exit_code)
+
+    @classmethod
+    def unusable(cls, check: str, target: str, detail: str) -> CheckResult:
+        """A configuration `call` would refuse: exit code 2, no hint."""
+        return cls(check, target, Result.FAIL, detail, ExitCode.USAGE)
 
     def line(self) -> str:
         return f"{MARKS[self.result]} {self.check} {self.target}: {self.detail}"
@@ -102,124 +101,48 @@ class CheckResult:
 
 
 async def check_sip(settings: CallSettings) -> list[CheckResult]:
-    """OPTIONS, then REGISTER (and un-REGISTER) unless --no-register or the server is silent."""
+    """OPTIONS, then REGISTER (and un-REGISTER) unless --no-register or the server is silent:
+    one SIP session, so the checks go through the same transactions a call would."""
     server = f"{settings.sip_transport}:{settings.sip_server}"
     account = (
         f"{settings.sip_login}@{settings.sip_domain}" if settings.sip_login else settings.sip_domain
     )
+    session = SipSession(user_agent_config(settings), connect_timeout=OPTIONS_TIMEOUT)
     try:
-        response = await ping_options(settings, OPTIONS_TIMEOUT)
-    except SipUnreachable as error:
+        async with session:
+            answer = await session.options(timeout=OPTIONS_TIMEOUT)
+            reachable = f"reachable, OPTIONS answered {answer.status} {answer.reason}"
+            results = [CheckResult("SIP server", server, Result.PASS, reachable)]
+            if not settings.register:
+                skipped = CheckResult("SIP registration", account, Result.SKIP, "--no-register")
+                return [*results, skipped]
+            return [*results, await check_registration(session, account)]
+    except RunFailed as failed:
         return [
-            CheckResult.failed("SIP server", server, error, error.detail or "unreachable"),
+            CheckResult.failed("SIP server", server, failed.outcome, _unreachable(failed.outcome)),
             CheckResult("SIP registration", account, Result.SKIP, "server unreachable"),
         ]
-    results = [
-        CheckResult(
-            "SIP server",
-            server,
-            Result.PASS,
-            f"reachable, OPTIONS answered {response.status} {response.reason}",
-        )
-    ]
-    if not settings.register:
-        results.append(CheckResult("SIP registration", account, Result.SKIP, "--no-register"))
-        return results
+
+
+async def check_registration(session: SipSession, account: str) -> CheckResult:
+    """REGISTER: the only way to learn whether the server takes the credentials. The session
+    removes the binding again on its way out."""
     try:
-        async with SipSession(user_agent_config(settings)) as session:
-            expires = await session.register()
-    except Sip2RtmpError as error:
-        results.append(CheckResult.failed("SIP registration", account, error, error.describe()))
-        return results
-    results.append(
-        CheckResult(
-            "SIP registration",
-            account,
-            Result.PASS,
-            f"credentials accepted (registered for {expires} s, then unregistered)",
-        )
-    )
-    return results
+        expires = await session.register()
+    except RunFailed as failed:
+        message = explain(failed.outcome).message
+        return CheckResult.failed("SIP registration", account, failed.outcome, message)
+    detail = f"credentials accepted (registered for {expires} s, then unregistered)"
+    return CheckResult("SIP registration", account, Result.PASS, detail)
 
 
-async def ping_options(settings: CallSettings, timeout: float) -> Response:
-    """Send OPTIONS to the SIP server and return its final answer, whatever the status.
-
-    Raises SipUnreachable when the name does not resolve, the connection is refused, or no
-    answer arrives within `timeout` (retransmitting over UDP as RFC 3261 §17.1.2 says).
-    """
-    server = settings.sip_server
-    port = server.port or 5060
-    target = str(server)
-    loop = asyncio.get_running_loop()
-    answered: asyncio.Future[Response] = loop.create_future()
-    branch = "z9hG4bK" + secrets.token_hex(8)
-
-    def on_message(data: bytes, addr: Addr) -> None:
-        with contextlib.suppress(SipParseError):
-            message = parse_message(data)
-            if (
-                isinstance(message, Response)
-                and message.status >= 200
-                and message.top_via.branch == branch
-                and not answered.done()
-            ):
-                answered.set_result(message)
-
-    def on_error(error: Exception) -> None:
-        if not answered.done():
-            answered.set_exception(SipUnreachable(target, _os_detail(error)))
-
-    try:
-        addr = await resolve(server.host, port, settings.sip_transport)
-        transport = await open_transport(
-            settings.sip_transport,
-            addr,
-            on_message,
-            on_error,
-            server_hostname=server.host,
-            connect_timeout=timeout,
-            tls_ca_file=settings.sip_tls_ca,
-        )
-    except TimeoutError:
-        raise SipUnreachable(target, f"no connection within {timeout:g} s") from None
-    except OSError as error:
-        raise SipUnreachable(target, _os_detail(error)) from None
-    try:
-        request = _options_request(settings, transport.local_addr, branch)
-        reliable = settings.sip_transport != "udp"
-        transaction = ClientTransaction(request, addr, reliable, loop.time())
-        deadline = loop.time() + timeout
-        while not answered.done():
-            for data in transaction.outbox:
-                transport.send(data, addr)
-            transaction.outbox.clear()
-            wake = min(transaction.get_timer() or deadline, deadline)
-            await asyncio.wait([answered], timeout=max(wake - loop.time(), 0.0))
-            if not answered.done() and loop.time() >= deadline:
-                raise SipUnreachable(target, f"no answer to OPTIONS within {timeout:g} s")
-            transaction.handle_timer(loop.time())
-        return answered.result()
-    finally:
-        transport.close()
-
-
-def _options_request(settings: CallSettings, local: Addr, branch: str) -> Request:
-    host = f"[{local[0]}]" if ":" in local[0] else local[0]
-    user = settings.sip_login or "sip2rtmp"
-    domain = settings.sip_domain
-    headers = Headers()
-    headers.add(
-        "Via", f"SIP/2.0/{settings.sip_transport.upper()} {host}:{local[1]};rport;branch={branch}"
-    )
-    headers.add("Max-Forwards", "70")
-    headers.add("From", f"<sip:{user}@{domain}>;tag={secrets.token_hex(4)}")
-    headers.add("To", f"<sip:{domain}>")
-    headers.add("Call-ID", secrets.token_hex(8))
-    headers.add("CSeq", "1 OPTIONS")
-    headers.add("Accept", "application/sdp")
-    headers.add("User-Agent", "sip2rtmp check")
-    return Request("OPTIONS", f"sip:{domain}", headers)
+def _unreachable(outcome: Outcome) -> str:
+    """Why the server did not answer, in the words of the check's report."""
+    if isinstance(outcome, Unanswered):
+        return f"no answer to {outcome.method} within {outcome.seconds:g} s"
+    if isinstance(outcome, Unreachable):
+        return outcome.detail or "unreachable"
+    return explain(outcome).message
 
 
 def _os_detail(error: BaseException) -> str:
@@ -270,7 +193,7 @@ def check_output(target: RtmpTarget, probe: Probe, timeout: float) -> CheckResul
             with contextlib.suppress(av.error.FFmpegError, OSError):
                 container.close()
         detail = _os_detail(error).replace(target.url, target.display)
-        failure = RtmpOutputFailed(target.display, detail)
+        failure = OutputFailed(target.display, detail)
         return CheckResult.failed("RTMP output", target.display, failure, detail)
     return CheckResult(
         "RTMP output",
@@ -299,7 +222,7 @@ def check_codecs() -> list[CheckResult]:
         if missing:
             kinds = " and ".join("decoder" if mode == "r" else "encoder" for mode in missing)
             detail = f"no {kinds} in this PyAV build ({purpose})"
-            results.append(CheckResult("codec", name, Result.FAIL, detail, ExitCode.USAGE))
+            results.append(CheckResult.unusable("codec", name, detail))
         else:
             results.append(CheckResult("codec", name, Result.PASS, purpose))
     return results
@@ -325,8 +248,8 @@ def check_media_files(
         try:
             payloads = OutboundAudio("PCMU", announce_path=announce).announcement
         except (av.error.FFmpegError, OSError, ValueError) as error:
-            failure = UsageError(f"--announce {announce}: {_os_detail(error)}")
-            results.append(CheckResult.failed("announcement", str(announce), failure, str(failure)))
+            detail = f"--announce {announce}: {_os_detail(error)}"
+            results.append(CheckResult.unusable("announcement", str(announce), detail))
         else:
             seconds = len(payloads) * PTIME_MS / 1000
             how = "looped" if announce_loop else "once"
@@ -336,8 +259,8 @@ def check_media_files(
         try:
             picture = SlateVideo.image(slate)
         except (av.error.FFmpegError, OSError, ValueError, StopIteration) as error:
-            failure = UsageError(f"--slate {slate}: {_os_detail(error)}")
-            results.append(CheckResult.failed("slate", str(slate), failure, str(failure)))
+            detail = f"--slate {slate}: {_os_detail(error)}"
+            results.append(CheckResult.unusable("slate", str(slate), detail))
         else:
             detail = f"decodes: streamed as {picture.width}x{picture.height}"
             results.append(CheckResult("slate", str(slate), Result.PASS, detail))
@@ -370,7 +293,8 @@ def check(ctx: click.Context, /, **flags: Any) -> int:
     outcomes: list[CheckResult] = []
     for results in run_checks(settings, announce, announce_loop, slate):
         for result in results:
-            shown = replace(result, target=redactor(result.target), detail=redactor(result.detail))
+            # Targets are display forms already; a detail may quote a third party's free text.
+            shown = replace(result, detail=redactor(result.detail))
             if as_json:
                 click.echo(json_line(shown.record()))
             else:
@@ -403,4 +327,4 @@ def _server_callee(login: str | None, domain: str | None, proxy: str | None) -> 
         return user
     if proxy:
         return f"{user}@{parse_host_port(proxy, '--sip-outbound-proxy')}"
-    raise UsageError("missing --sip-domain or --sip-outbound-proxy: the SIP server to check")
+    raise ConfigError("missing --sip-domain or --sip-outbound-proxy: the SIP server to check")

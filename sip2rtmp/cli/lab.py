@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from sip2rtmp.cli.demo import run_demo
 from sip2rtmp.lab import (
     CALLEES,
     RTMP_URL,
@@ -21,7 +22,6 @@ from sip2rtmp.lab import (
     LabStatus,
     callee_program,
 )
-from sip2rtmp.lab.demo import run_demo
 
 
 @click.group(name="lab")

@@ -2,7 +2,8 @@
 
 An event sink (`RelayEvent` in, nothing out) that keeps no state the relay relies on; the
 sinks for logs and pipes are in `sip2rtmp.cli.summary` and `sip2rtmp.cli.output`, which do not
-import rich. Every string that comes from an event passes the Redactor before it is shown.
+import rich. Events arrive with their secrets already masked (an output's target is its display
+form); every string from one is shown terminal-safe, never parsed as markup.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
 
@@ -25,7 +27,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sip2rtmp.cli.output import Redactor, terminal_safe
+from sip2rtmp.cli.outcomes import explain
+from sip2rtmp.cli.output import terminal_safe
 from sip2rtmp.cli.summary import (
     FINAL_STATUSES,
     bitrate_text,
@@ -35,7 +38,27 @@ from sip2rtmp.cli.summary import (
     size_text,
     video_parts,
 )
-from sip2rtmp.status import CallStatus, RelayControl, RelayEvent
+from sip2rtmp.relay.control import RelayControl
+from sip2rtmp.relay.events import (
+    AudioStats,
+    CallStatus,
+    Dtmf,
+    Established,
+    Failed,
+    Finished,
+    MediaArrived,
+    OutputChanged,
+    OutputStats,
+    Progress,
+    Registered,
+    Registering,
+    RelayEvent,
+    Stats,
+    Trying,
+    Unregistered,
+    VideoMode,
+    VideoStats,
+)
 
 DTMF_KEYS = frozenset("0123456789*#")
 HANGUP_KEYS = frozenset("qQ")
@@ -115,6 +138,17 @@ class KeyReader:
                 self._on_key(key)
 
 
+@dataclass
+class _OutputRow:
+    """One output as the table shows it: its latest state, error and counters."""
+
+    state: str
+    error: str | None = None
+    bitrate: int | None = None
+    bytes: int | None = None
+    reconnects: int = 0
+
+
 class LiveView:
     """A rich live view of one relay: call, registration, media, RTP quality and outputs.
 
@@ -124,7 +158,6 @@ class LiveView:
 
     def __init__(
         self,
-        redactor: Redactor,
         control: RelayControl | None = None,
         *,
         call_id: str = "",
@@ -133,7 +166,6 @@ class LiveView:
         clock: Callable[[], float] = time.monotonic,
         refresh_per_second: float = 4.0,
     ) -> None:
-        self._redact = redactor
         self._control = control
         self._call_id = call_id
         self._console = console or Console()
@@ -150,11 +182,11 @@ class LiveView:
         self._codecs: dict[str, str] = {}
         self._media: list[str] = []
         self._level_dbfs: float | None = None
-        self._rtp: dict[str, Any] = {}
+        self._rtp: AudioStats | None = None
         self._video_carries = ""
         """What the stream's video carries, from the latest `video` event."""
-        self._video: dict[str, Any] = {}
-        self._outputs: dict[str, dict[str, Any]] = {}
+        self._video: VideoStats | None = None
+        self._outputs: dict[str, _OutputRow] = {}
         self._dtmf = {"sent": "", "received": ""}
         self._request = ""
         self._live = Live(
@@ -216,69 +248,75 @@ class LiveView:
             control.hangup()
 
     def _apply(self, event: RelayEvent) -> None:
-        data = self._redact.values(event.data)
         now = self._clock()
-        name = event.event
-        if event.status is not None:
-            self._apply_status(event.status, data, now)
-        elif name == "registering":
-            where = f"{data.get('server', '')} ({data.get('transport', '')})"
-            self._registration = f"registering at {where}"
-        elif name == "registered":
-            self._registration = f"registered, expires in {data.get('expires', '?')} s"
-        elif name == "unregistered":
+        if isinstance(event, (Trying, Progress, Established, Finished, Failed)):
+            self._apply_status(event, now)
+        elif isinstance(event, Registering):
+            self._registration = f"registering at {event.server} ({event.transport})"
+        elif isinstance(event, Registered):
+            self._registration = f"registered, expires in {event.expires} s"
+        elif isinstance(event, Unregistered):
             self._registration = "unregistered"
-        elif name == "output":
-            self._apply_output(data, now)
-        elif name == "media":
-            self._media.append(f"{data.get('kind', '?')} from {data.get('remote', '?')}")
-        elif name == "dtmf":
-            direction = "received" if event.data.get("direction") == "received" else "sent"
-            self._dtmf[direction] = (self._dtmf[direction] + str(data.get("digit", "")))[-16:]
-            if direction == "sent":
-                self._request = ""
-        elif name == "video":
-            self._video_carries = _video_carries(data)
-        elif name == "stats":
-            self._apply_stats(data, now)
+        elif isinstance(event, OutputChanged):
+            self._apply_output(event.target, event.state, event.error, now)
+        elif isinstance(event, MediaArrived):
+            self._media.append(f"{event.kind} from {event.remote}")
+        elif isinstance(event, Dtmf):
+            self._apply_dtmf(event)
+        elif isinstance(event, VideoMode):
+            self._video_carries = _video_carries(event)
+        elif isinstance(event, Stats):
+            self._apply_stats(event, now)
 
-    def _apply_status(self, status: CallStatus, data: Mapping[str, Any], now: float) -> None:
-        self._status = status
-        code, reason = data.get("code"), data.get("reason")
-        if code is not None:
-            self._sip = f"{code} {reason or ''}".strip()
-        if status is CallStatus.ESTABLISHED:
+    def _apply_status(
+        self, event: Trying | Progress | Established | Finished | Failed, now: float
+    ) -> None:
+        if isinstance(event, Trying):
+            self._status = CallStatus.TRYING
+        elif isinstance(event, Progress):
+            self._status = event.status
+            self._sip = f"{event.code} {event.reason}".strip()
+        elif isinstance(event, Established):
+            self._status = CallStatus.ESTABLISHED
+            self._sip = f"{event.code} {event.reason}".strip()
             self._established_at = now
-            for kind in ("audio", "video"):
-                self._codecs[kind] = codec_text(data.get(kind))
-        elif status in FINAL_STATUSES:
+            self._codecs = {"audio": codec_text(event.audio), "video": codec_text(event.video)}
+        else:
+            self._status = CallStatus.FINISH if isinstance(event, Finished) else event.status
+            reason = event.reason if isinstance(event, Finished) else explain(event.outcome).message
             self._ended_at = now
-            self._end_reason = str(reason or "")
+            self._end_reason = reason
             self._request = ""
 
-    def _apply_output(self, data: Mapping[str, Any], now: float) -> None:
-        target = str(data.get("target", "?"))
-        row = self._outputs.setdefault(target, {})
-        row["state"] = data.get("state", "?")
-        if "error" in data:
-            row["error"] = data["error"]
-        elif row["state"] in ("connecting", "live"):
-            row.pop("error", None)
-        if row["state"] == "live" and self._streaming_at is None:
-            self._streaming_at = now
+    def _apply_dtmf(self, event: Dtmf) -> None:
+        direction = event.direction
+        self._dtmf[direction] = (self._dtmf[direction] + event.digit)[-16:]
+        if direction == "sent":
+            self._request = ""
 
-    def _apply_stats(self, data: Mapping[str, Any], now: float) -> None:
-        level = data.get("level_dbfs")
-        self._level_dbfs = float(level) if isinstance(level, (int, float)) else None
-        rtp = data.get("rtp")
-        if isinstance(rtp, dict):
-            self._rtp = rtp
-        video = data.get("video")
-        if isinstance(video, dict):
-            self._video = video
-        for output in data.get("outputs") or []:
-            self._apply_output(output, now)
-            self._outputs[str(output.get("target", "?"))].update(output)
+    def _apply_output(self, target: str, state: str, error: str | None, now: float) -> _OutputRow:
+        row = self._outputs.setdefault(target, _OutputRow(state))
+        row.state = state
+        if error is not None:
+            row.error = error
+        elif state in ("connecting", "live"):
+            row.error = None
+        if state == "live" and self._streaming_at is None:
+            self._streaming_at = now
+        return row
+
+    def _apply_stats(self, stats: Stats, now: float) -> None:
+        self._level_dbfs = stats.level_dbfs
+        if stats.rtp is not None:
+            self._rtp = stats.rtp
+        if stats.video is not None:
+            self._video = stats.video
+        for output in stats.outputs:
+            self._apply_counters(output, now)
+
+    def _apply_counters(self, output: OutputStats, now: float) -> None:
+        row = self._apply_output(output.target, output.state, None, now)
+        row.bitrate, row.bytes, row.reconnects = output.bitrate, output.bytes, output.reconnects
 
     # ---- output -----------------------------------------------------------------------------
 
@@ -288,7 +326,7 @@ class LiveView:
             return Group(self._summary(), self._output_table(), self._hint())
 
     def _text(self, value: object, style: str = "") -> Text:
-        """Event-derived text (redacted as it arrived), terminal-safe, never parsed as markup."""
+        """Event-derived text (masked where the relay made it), terminal-safe, never markup."""
         return Text(terminal_safe(str(value)), style=style)
 
     def _summary(self) -> Panel:
@@ -326,9 +364,9 @@ class LiveView:
         grid.add_row("Level", _meter(self._level_dbfs))
         rtp = ", ".join(f"{label} {value}" for label, value in rtp_parts(self._rtp))
         grid.add_row("RTP", self._text(rtp or "—"))
-        if self._video_carries or self._video:
+        if self._video_carries or self._video is not None:
             parts = ", ".join(f"{label} {value}" for label, value in video_parts(self._video))
-            carries = self._video_carries or str(self._video.get("mode", ""))
+            carries = self._video_carries or (self._video.mode if self._video else "")
             grid.add_row("Video", self._text(f"{carries}   {parts}".strip()))
         if self._dtmf["sent"] or self._dtmf["received"]:
             grid.add_row(
@@ -337,7 +375,7 @@ class LiveView:
                     f"sent {self._dtmf['sent'] or '—'}   received {self._dtmf['received'] or '—'}"
                 ),
             )
-        title = f"sip2rtmp · {self._redact(self._call_id)}" if self._call_id else "sip2rtmp"
+        title = f"sip2rtmp · {self._call_id}" if self._call_id else "sip2rtmp"
         return Panel(grid, title=self._text(title), title_align="left")
 
     def _output_table(self) -> Table:
@@ -348,14 +386,13 @@ class LiveView:
         table.add_column("sent", justify="right")
         table.add_column("reconnects", justify="right")
         for target, row in self._outputs.items():
-            state = str(row.get("state", "?"))
-            shown = f"{state}: {row['error']}" if row.get("error") else state
+            shown = f"{row.state}: {row.error}" if row.error else row.state
             table.add_row(
                 self._text(target),
-                self._text(shown, _OUTPUT_STYLES.get(state, "")),
-                self._text(bitrate_text(row.get("bitrate"))),
-                self._text(size_text(row.get("bytes"))),
-                self._text(row.get("reconnects", 0)),
+                self._text(shown, _OUTPUT_STYLES.get(row.state, "")),
+                self._text(bitrate_text(row.bitrate)),
+                self._text(size_text(row.bytes)),
+                self._text(row.reconnects),
             )
         return table
 
@@ -371,12 +408,11 @@ class LiveView:
         return clock_text(max(until - since, 0.0))
 
 
-def _video_carries(data: Mapping[str, Any]) -> str:
+def _video_carries(event: VideoMode) -> str:
     """A `video` event in words: ``passthrough 640x480``, ``slate (callee video stopped)``."""
-    mode = str(data.get("mode", "?"))
-    if "width" in data and "height" in data:
-        return f"{mode} {data['width']}x{data['height']}"
-    return f"{mode} ({data['reason']})" if data.get("reason") else mode
+    if event.width is not None and event.height is not None:
+        return f"{event.mode} {event.width}x{event.height}"
+    return f"{event.mode} ({event.reason})" if event.reason else event.mode
 
 
 def _meter(level_dbfs: float | None) -> Text:

@@ -14,8 +14,11 @@ from sip2rtmp import __version__
 from sip2rtmp.cli.call import call
 from sip2rtmp.cli.check import check
 from sip2rtmp.cli.lab import lab
+from sip2rtmp.cli.outcomes import EXIT_CODE_MEANINGS, ExitCode, explain
 from sip2rtmp.cli.output import Redactor, print_error
-from sip2rtmp.errors import EXIT_CODE_MEANINGS, ExitCode, Sip2RtmpError
+from sip2rtmp.config import ConfigError
+from sip2rtmp.lab import LabError
+from sip2rtmp.outcomes import RunFailed
 
 log = logging.getLogger("sip2rtmp")
 
@@ -57,21 +60,28 @@ def run(argv: list[str] | None = None) -> int:
         sys.stderr.write("sip2rtmp: interrupted\n")
         return ExitCode.INTERRUPTED
     except click.exceptions.ClickException as error:
-        print_error(error.format_message(), "see --help", redactor)
+        print_error(error.format_message(), "see --help")
         return ExitCode.USAGE
     except click.exceptions.Exit as done:
         return done.exit_code
-    except Sip2RtmpError as outcome:
-        print_error(outcome.describe(), outcome.hint, redactor)
-        return outcome.exit_code
+    except RunFailed as failed:
+        explained = explain(failed.outcome)
+        print_error(explained.message, explained.hint)
+        return explained.exit_code
+    except ConfigError as error:
+        print_error(error.message)
+        return ExitCode.USAGE
+    except LabError as error:
+        print_error(error.message)
+        return ExitCode.LAB_FAILED
     except KeyboardInterrupt:
         sys.stderr.write("sip2rtmp: interrupted\n")
         return ExitCode.INTERRUPTED
     except Exception as error:  # a bug: one line here, the traceback only in the debug log
         log.debug("internal error", exc_info=True)
-        print_error(
-            f"internal error: {type(error).__name__}: {error}", "run with -v for details", redactor
-        )
+        # An unexpected exception's text is free text: the known full secrets are masked.
+        message = redactor(f"internal error: {type(error).__name__}: {error}")
+        print_error(message, "run with -v for details")
         return ExitCode.INTERNAL
     return result if isinstance(result, int) else ExitCode.OK
 

@@ -13,16 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
 from sip2rtmp.cli.output import Redactor, configure_logging
 from sip2rtmp.cli.profile import apply_profile
-from sip2rtmp.config import CallSettings, build_call_settings
-from sip2rtmp.errors import UsageError
+from sip2rtmp.config import CallSettings, ConfigError, build_call_settings
+from sip2rtmp.media.output import redact as display
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
-from sip2rtmp.relay import MediaOptions
 from sip2rtmp.relay.dtmf import DtmfScript
+from sip2rtmp.relay.options import MediaOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -274,13 +275,14 @@ def relay_request(
 ) -> RelayRequest:
     """Validate the flags once, for every command that takes them; logging is set up here too.
 
-    Every secret is known to the redactor before anything can print it.
+    The password and every target's full URL are known to the log redactor before anything
+    can log them.
     """
     redactor: Redactor = ctx.obj if isinstance(ctx.obj, Redactor) else Redactor()
     password = password_from(
         flags["sip_password"], flags["sip_password_file"], flags["sip_password_command"]
     )
-    redactor.add(password or "", *flags["rtmp_streams"])
+    redactor.add(password or "")
     if flags["register"] and password is None and flags["sip_login"] and sys.stdin.isatty():
         password = click.prompt("SIP password", hide_input=True, err=True)
         redactor.add(password or "")
@@ -291,16 +293,18 @@ def relay_request(
         sip_password=password,
         has_recording=record is not None,
     )
-    redactor.add(*settings.secrets)
+    for target in settings.rtmp_targets:
+        redactor.add_url(target.url, display(target.url))
+        redactor.add(urlsplit(target.url).password or "")
     configure_logging(flags["verbose"], flags["quiet"], flags["log_file"], redactor)
     if flags["dtmf_script"]:
         DtmfScript.parse(flags["dtmf_script"])
     if record is not None and record.suffix.lower() not in (".flv", ".mp4"):
-        raise UsageError(f"--record {record} must end in .flv or .mp4")
+        raise ConfigError(f"--record {record} must end in .flv or .mp4")
     interval: float = flags["keyframe_interval"]
     low, high = KEYFRAME_INTERVALS
     if not low <= interval <= high:
-        raise UsageError(
+        raise ConfigError(
             f"--keyframe-interval must be {low:g} to {high:g} seconds, not {interval:g}"
         )
     media = MediaOptions(
@@ -327,12 +331,12 @@ def password_from(given: str | None, file: Path | None, command: str | None) -> 
     sources = [name for name, value in (("--sip-password", given), ("--sip-password-file", file),
                ("--sip-password-command", command)) if value]  # fmt: skip
     if len(sources) > 1:
-        raise UsageError(f"give only one of {', '.join(sources)}")
+        raise ConfigError(f"give only one of {', '.join(sources)}")
     if file is not None:
         try:
             return (file.read_text(encoding="utf-8").splitlines() or [""])[0]
         except OSError as error:
-            raise UsageError(f"cannot read --sip-password-file {file}: {error.strerror}") from None
+            raise ConfigError(f"cannot read --sip-password-file {file}: {error.strerror}") from None
     if command:
         try:
             done = subprocess.run(
@@ -345,9 +349,9 @@ def password_from(given: str | None, file: Path | None, command: str | None) -> 
             )
         except (OSError, ValueError, subprocess.TimeoutExpired) as error:
             reason = "timed out" if isinstance(error, subprocess.TimeoutExpired) else "cannot run"
-            raise UsageError(f"--sip-password-command {reason}") from None
+            raise ConfigError(f"--sip-password-command {reason}") from None
         if done.returncode != 0 or not done.stdout.strip():
-            raise UsageError(
+            raise ConfigError(
                 f"--sip-password-command exited with {done.returncode} and gave no password"
             )
         return done.stdout.splitlines()[0]

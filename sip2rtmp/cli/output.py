@@ -1,9 +1,10 @@
-"""Where a run's events and errors go: NDJSON, plain lines, or stderr — always redacted.
+"""Where a run's events and errors go: NDJSON, plain lines, or stderr.
 
-Redaction is the last line of defence: secrets are kept out of messages where they are made,
-and everything written here is scrubbed of them again before it leaves the process: an event's
-values before it is serialised (a secret may equal a field name, `exitCode`, and the record must
-keep its fields), a free-text line (a log message, an error) as a whole. Text from
+Secrets are masked where they are known, by field: an output's target is its display form
+before it becomes an event, reasons come from outcomes, the password is a `Secret`. So events
+are printed as they are, never searched for secrets. Free text from third parties is the one
+exception: a log record (a library's message, an FFmpeg error) passes the `Redactor`, which
+replaces the known full values (the password, a target's full URL) as a last defence. Text from
 the network (a reason phrase, a peer's error) may carry terminal escape sequences: every line
 for a terminal or a log passes `terminal_safe`, and JSON escapes them.
 """
@@ -17,19 +18,19 @@ import re
 import stat
 import sys
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from io import TextIOWrapper
 from pathlib import Path
 from typing import IO, Any
 
-from sip2rtmp.errors import UsageError
-from sip2rtmp.status import RelayEvent
+from sip2rtmp.cli.events import Record, record
+from sip2rtmp.config import ConfigError
+from sip2rtmp.relay.events import RelayEvent
 
 REDACT_MIN_LENGTH = 8
-"""Shortest secret the line redactor replaces. A shorter one (a stream key `live`, a key `x`)
-occurs in ordinary words too often to be cut out of text without mangling it; such a secret is
-masked only where it is shown (`RtmpTarget.display`, `Secret`), never printed anywhere else."""
+"""Shortest password the redactor replaces in free text. A shorter one (like a stream key `live`
+or `x`) occurs in ordinary words too often to be cut out of text without mangling it: such a
+value is masked where it is shown (`Secret`, an output's display form), never searched for."""
 
 _UNSAFE = (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
 """C0, DEL, C1 and the bidirectional embeddings, overrides and isolates (which reorder what a
@@ -62,43 +63,40 @@ def json_line(record: dict[str, Any]) -> str:
 
 
 class Redactor:
-    """Replaces every known secret of `REDACT_MIN_LENGTH` or more characters with `***` where
-    it stands as a whole token: not where it is only part of a longer word."""
+    """Replaces the known full secret values in free text: each target URL by its display form,
+    each password of `REDACT_MIN_LENGTH` or more characters by `***` where it stands as a whole
+    token (not where it is only part of a longer word)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._urls: dict[str, str] = {}
         self._pattern: re.Pattern[str] | None = None
         self.add(*secrets)
 
     def add(self, *secrets: str) -> None:
+        """Passwords (and other whole values) to mask in free text."""
         new = {secret for secret in secrets if len(secret) >= REDACT_MIN_LENGTH} - self._secrets
         if new:
             self._secrets |= new
-            longest_first = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(_whole_token, longest_first)))
+            self._compile()
+
+    def add_url(self, url: str, display: str) -> None:
+        """A full URL (an RTMP target with its stream key) to show as `display` in free text."""
+        if url and url != display and url not in self._urls:
+            self._urls[url] = display
+            self._compile()
+
+    def _compile(self) -> None:
+        """One pattern, the longest value first, so a secret that starts another (`abcdefgh`,
+        `abcdefgh!`) never masks only its start."""
+        values = sorted([*self._urls, *self._secrets], key=len, reverse=True)
+        patterns = [re.escape(v) if v in self._urls else _whole_token(v) for v in values]
+        self._pattern = re.compile("|".join(patterns))
 
     def __call__(self, text: str) -> str:
-        return self._pattern.sub("***", text) if self._pattern is not None else text
-
-    def values(self, value: Any) -> Any:
-        """`value` with every string in it redacted, through dicts, lists and tuples; dict keys
-        are field names and stay as they are. A value that is neither a string, a number nor a
-        container is redacted as the text it is serialised as (`str`)."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, dict):
-            return {key: self.values(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self.values(item) for item in value]
-        if isinstance(value, tuple):
-            return tuple(self.values(item) for item in value)
-        if value is None or isinstance(value, (int, float)):
-            return value
-        return self(str(value))
-
-    def event(self, event: RelayEvent) -> RelayEvent:
-        """`event` with its data's values redacted, ready to be shown in any form."""
-        return replace(event, data=self.values(event.data))
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda found: self._urls.get(found.group(), "***"), text)
 
 
 def _whole_token(secret: str) -> str:
@@ -134,32 +132,32 @@ def timestamp() -> str:
 class EventPrinter:
     """Prints relay events: one JSON object per line (`--json`) or one plain line each."""
 
-    def __init__(self, call_id: str, redactor: Redactor, *, as_json: bool, stream: IO[str]) -> None:
+    def __init__(self, call_id: str, *, as_json: bool, stream: IO[str]) -> None:
         self._call_id = call_id
-        self._redact = redactor
         self._json = as_json
         self._stream = stream
 
     def __call__(self, event: RelayEvent) -> None:
+        fields = record(event)
         if self._json:
-            record: dict[str, Any] = {
-                "event": event.event,
-                "ts": timestamp(),
-                "callId": self._call_id,
-            }
-            if event.status is not None:
-                record["status"] = event.status.value
-            record.update(event.data)
-            line = json_line(self._redact.values(record))
+            line = json_line(json_record(fields, timestamp(), self._call_id))
         else:
-            line = terminal_safe(plain_line(self._redact.event(event)))
+            line = terminal_safe(plain_line(fields))
         self._stream.write(line + "\n")
         self._stream.flush()
 
 
-def plain_line(event: RelayEvent) -> str:
-    words = [timestamp(), event.status.value if event.status else event.event]
-    words += [f"{key}={_plain_value(value)}" for key, value in event.data.items()]
+def json_record(fields: Record, ts: str, call_id: str) -> Record:
+    """The NDJSON object: `event`, then `ts` and `callId`, then the rest of `fields`."""
+    name, *rest = fields.items()
+    return dict([name, ("ts", ts), ("callId", call_id), *rest])
+
+
+def plain_line(fields: Record) -> str:
+    """A record as one plain line: the time, the status (or the event's name), `key=value`s."""
+    rest = {key: value for key, value in fields.items() if key not in ("event", "status")}
+    words = [timestamp(), str(fields.get("status") or fields["event"])]
+    words += [f"{key}={_plain_value(value)}" for key, value in rest.items()]
     return " ".join(words)
 
 
@@ -172,12 +170,12 @@ def _plain_value(value: object) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
-def print_error(message: str, hint: str, redactor: Redactor) -> None:
+def print_error(message: str, hint: str = "") -> None:
     """The one line a failure prints (and its hint on the same line, after a dash)."""
     line = f"sip2rtmp: error: {message}"
     if hint:
         line += f" — {hint}"
-    sys.stderr.write(terminal_safe(redactor(line)) + "\n")
+    sys.stderr.write(terminal_safe(line) + "\n")
     sys.stderr.flush()
 
 
@@ -197,7 +195,7 @@ def configure_logging(verbose: int, quiet: bool, log_file: Path | None, redactor
         try:
             file_handler = PrivateFileHandler(log_file, encoding="utf-8")
         except OSError as error:
-            raise UsageError(f"cannot open --log-file {log_file}: {error.strerror}") from None
+            raise ConfigError(f"cannot open --log-file {log_file}: {error.strerror}") from None
         file_handler.setLevel(logging.DEBUG)
         handlers.append(file_handler)
     for handler in handlers:

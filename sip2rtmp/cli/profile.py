@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from sip2rtmp.errors import UsageError
+from sip2rtmp.config import ConfigError
 
 log = logging.getLogger("sip2rtmp.profile")
 PROFILE_ONLY_KEYS = {"profile", "config"}
@@ -37,10 +37,10 @@ def load_profile(profile: str, config: Path | None) -> tuple[Path, dict[str, Any
     document = _read_toml(path)
     profiles = document.get("profiles", {})
     if not isinstance(profiles, dict) or profile not in profiles:
-        raise UsageError(f"{path}: no [profiles.{profile}] table")
+        raise ConfigError(f"{path}: no [profiles.{profile}] table")
     table = profiles[profile]
     if not isinstance(table, dict):
-        raise UsageError(f"{path}: [profiles.{profile}] is not a table")
+        raise ConfigError(f"{path}: [profiles.{profile}] is not a table")
     return path, table
 
 
@@ -49,11 +49,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise UsageError(f"profile file {path} does not exist") from None
+        raise ConfigError(f"profile file {path} does not exist") from None
     except OSError as error:
-        raise UsageError(f"cannot read profile file {path}: {error.strerror}") from None
+        raise ConfigError(f"cannot read profile file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{path}: not valid TOML ({error})") from None
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
 
 
 def profile_defaults(command: click.Command, path: Path, table: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def profile_defaults(command: click.Command, path: Path, table: dict[str, Any]) 
     for key, value in table.items():
         param = options.get(key)
         if param is None or param.name in PROFILE_ONLY_KEYS or param.name is None:
-            raise UsageError(f"{path}: unknown key {key!r}")
+            raise ConfigError(f"{path}: unknown key {key!r}")
         defaults[param.name] = _convert(path, key, param, value)
     if "sip_password" in defaults and _readable_by_others(path):
         log.warning("%s holds a password and is readable by other users: chmod 600 it", path)
@@ -92,14 +92,14 @@ def _convert_one(path: Path, key: str, param: click.Option, value: Any) -> Any:
     expected = "true or false" if param.is_flag else param.type.name
     if param.is_flag:
         if not isinstance(value, bool):
-            raise UsageError(f"{path}: {key} must be {expected}, not {value!r}")
+            raise ConfigError(f"{path}: {key} must be {expected}, not {value!r}")
         return value
     if isinstance(value, (dict, list)) or (isinstance(value, bool) and param.type != click.BOOL):
-        raise UsageError(f"{path}: {key} must be a {expected}, not {value!r}")
+        raise ConfigError(f"{path}: {key} must be a {expected}, not {value!r}")
     try:
         return param.type.convert(value, param, None)
     except click.BadParameter:
-        raise UsageError(f"{path}: {key} must be a {expected}, not {value!r}") from None
+        raise ConfigError(f"{path}: {key} must be a {expected}, not {value!r}") from None
 
 
 def _readable_by_others(path: Path) -> bool:

@@ -9,13 +9,14 @@ not pay for loading it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO
 
-from sip2rtmp.cli.output import Redactor, plain_line, terminal_safe, timestamp
-from sip2rtmp.status import CallStatus, RelayEvent
+from sip2rtmp.cli.events import record, status_of
+from sip2rtmp.cli.output import plain_line, terminal_safe, timestamp
+from sip2rtmp.relay.events import AudioStats, Codec, RelayEvent, Stats, VideoStats
 
-FINAL_STATUSES = frozenset({CallStatus.FINISH, CallStatus.FAILED, CallStatus.BUSY})
+FINAL_STATUSES = frozenset({"FINISH", "FAILED", "BUSY"})
 
 
 class PlainSummary:
@@ -28,22 +29,19 @@ class PlainSummary:
 
     def __init__(
         self,
-        redactor: Redactor,
         *,
         stream: IO[str],
         every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redact = redactor
         self._stream = stream
         self._every = every
         self._clock = clock
         self._last_summary: float | None = None
-        self._pending: RelayEvent | None = None
+        self._pending: Stats | None = None
 
     def __call__(self, event: RelayEvent) -> None:
-        event = self._redact.event(event)
-        if event.event == "stats":
+        if isinstance(event, Stats):
             now = self._clock()
             if self._last_summary is None or now - self._last_summary >= self._every:
                 self._last_summary = now
@@ -52,39 +50,31 @@ class PlainSummary:
             else:
                 self._pending = event
             return
-        if event.status in FINAL_STATUSES and self._pending is not None:
+        if status_of(event) in FINAL_STATUSES and self._pending is not None:
             self._write(summary_line(self._pending))
             self._pending = None
-        self._write(plain_line(event))
+        self._write(plain_line(record(event)))
 
     def _write(self, line: str) -> None:
         self._stream.write(terminal_safe(line) + "\n")
         self._stream.flush()
 
 
-def summary_line(event: RelayEvent) -> str:
+def summary_line(stats: Stats) -> str:
     """One `stats` event as a line a person can read in a log."""
-    data = event.data
-    words = [timestamp(), "stats"]
-    duration = data.get("duration")
-    if isinstance(duration, (int, float)):
-        words.append(f"duration={clock_text(float(duration))}")
-    rtp = data.get("rtp")
-    if isinstance(rtp, dict):
-        words.append(f"rtp={_compact(rtp_parts(rtp))}")
-    video = data.get("video")
-    if isinstance(video, dict):
-        words.append(f"video={video.get('mode', '?')},{_compact(video_parts(video))}")
-    level = data.get("level_dbfs")
-    if isinstance(level, (int, float)):
-        words.append(f"level={level:.1f}dBFS")
-    for output in data.get("outputs") or []:
+    words = [timestamp(), "stats", f"duration={clock_text(stats.duration)}"]
+    if stats.rtp is not None:
+        words.append(f"rtp={_compact(rtp_parts(stats.rtp))}")
+    if stats.video is not None:
+        words.append(f"video={stats.video.mode},{_compact(video_parts(stats.video))}")
+    words.append(f"level={stats.level_dbfs:.1f}dBFS")
+    for output in stats.outputs:
         fields = [
-            str(output.get("target", "?")),
-            str(output.get("state", "?")),
-            bitrate_text(output.get("bitrate")),
-            size_text(output.get("bytes")),
-            f"reconnects:{output.get('reconnects', 0)}",
+            output.target,
+            output.state,
+            bitrate_text(output.bitrate),
+            size_text(output.bytes),
+            f"reconnects:{output.reconnects}",
         ]
         words.append("output=" + ",".join(field.replace(" ", "") for field in fields))
     return " ".join(words)
@@ -95,46 +85,40 @@ def _compact(parts: list[tuple[str, str]]) -> str:
     return ",".join(f"{label}:{value.replace(' ', '')}" for label, value in parts)
 
 
-def codec_text(value: object) -> str:
-    """`{"codec": "PCMU", "rate": 8000}` → `PCMU/8000`; absent → `none`."""
-    if isinstance(value, dict):
-        codec = str(value.get("codec", "?"))
-        rate = value.get("rate")
-        return f"{codec}/{rate}" if rate else codec
-    return str(value) if value else "none"
+def codec_text(codec: Codec | None) -> str:
+    """`Codec("PCMU", 8000)` → `PCMU/8000`; not negotiated → `none`."""
+    if codec is None:
+        return "none"
+    return f"{codec.codec}/{codec.rate}" if codec.rate else codec.codec
 
 
-def rtp_parts(rtp: Mapping[str, Any]) -> list[tuple[str, str]]:
+def rtp_parts(rtp: AudioStats | None) -> list[tuple[str, str]]:
     """Receive quality as (label, value) pairs: loss, jitter, jitter-buffer depth, counters."""
-    parts = []
-    for key, label, unit in (
-        ("loss_pct", "loss", "%"),
-        ("jitter_ms", "jitter", " ms"),
-        ("depth_ms", "buffer", " ms"),
-    ):
-        value = rtp.get(key)
-        if isinstance(value, (int, float)):
-            parts.append((label, f"{value:.1f}{unit}"))
-    parts += [(key, str(rtp[key])) for key in ("received", "lost", "late") if key in rtp]
-    return parts
+    if rtp is None:
+        return []
+    return [
+        ("loss", f"{rtp.loss_pct:.1f}%"),
+        ("jitter", f"{rtp.jitter_ms:.1f} ms"),
+        ("buffer", f"{rtp.depth_ms:.1f} ms"),
+        ("received", str(rtp.received)),
+        ("lost", str(rtp.lost)),
+        ("late", str(rtp.late)),
+    ]
 
 
-def video_parts(video: Mapping[str, Any]) -> list[tuple[str, str]]:
+def video_parts(video: VideoStats | None) -> list[tuple[str, str]]:
     """The callee's video as (label, value) pairs: what the stream carried, what was lost,
     how often a keyframe was asked for, and the A/V skew once sender reports told it."""
+    if video is None:
+        return []
     parts = [
-        (label, str(video[key]))
-        for key, label in (
-            ("frames", "frames"),
-            ("keyframes", "keyframes"),
-            ("lost", "lost"),
-            ("keyframe_requests", "requests"),
-        )
-        if key in video
+        ("frames", str(video.frames)),
+        ("keyframes", str(video.keyframes)),
+        ("lost", str(video.lost)),
+        ("requests", str(video.keyframe_requests)),
     ]
-    skew = video.get("av_skew_ms")
-    if isinstance(skew, (int, float)):
-        parts.append(("skew", f"{skew:.0f} ms"))
+    if video.av_skew_ms is not None:
+        parts.append(("skew", f"{video.av_skew_ms:.0f} ms"))
     return parts
 
 
@@ -145,16 +129,16 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def bitrate_text(value: object) -> str:
-    if not isinstance(value, (int, float)):
+def bitrate_text(value: float | None) -> str:
+    if value is None:
         return "—"
     if value >= 1_000_000:
         return f"{value / 1_000_000:.2f} Mbit/s"
     return f"{value / 1000:.0f} kbit/s"
 
 
-def size_text(value: object) -> str:
-    if not isinstance(value, (int, float)):
+def size_text(value: float | None) -> str:
+    if value is None:
         return "—"
     for unit in ("B", "kB", "MB"):
         if value < 1000:

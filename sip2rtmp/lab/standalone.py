@@ -14,8 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sip2rtmp.errors import LabError
-from sip2rtmp.lab.lab import SIP_HOST, write_baresip_config
+from sip2rtmp.lab.lab import SIP_HOST, LabError, write_baresip_config
 
 READY_LINE = "baresip is ready."
 VIDEO_MODULES = ("avcodec.so", "vp8.so", "fakevideo.so")

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import av
 from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
-from sip2rtmp.errors import RtmpOutputFailed
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
+from sip2rtmp.outcomes import OutputFailed
 
 _NETWORK_SCHEMES = ("rtmp", "rtmps")
 _BITRATE_WINDOW_S = 5.0
@@ -141,10 +141,11 @@ class RtmpOutput:
         return self._state
 
     @property
-    def failure(self) -> RtmpOutputFailed | None:
+    def failure(self) -> OutputFailed | None:
+        """Why the output gave up for good, with the target in its display form."""
         if self._state is not OutputState.FAILED:
             return None
-        return RtmpOutputFailed(self.display, self._last_error or "")
+        return OutputFailed(self.display, self._last_error or "")
 
     def start(self) -> None:
         self._down_since = self._clock()

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from sip2rtmp.errors import RtmpOutputFailed
 from sip2rtmp.media.audio import AacEncoder, AudioDecoder, AudioTimeline
 from sip2rtmp.media.output import OutputPolicy, OutputState, OutputStats, RtmpOutput
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
+from sip2rtmp.outcomes import OutputFailed
 
 LEVEL_DECAY = 0.9
 """Per 20 ms packet: a meter falls about 45 dB a second, fast enough to follow speech."""
@@ -185,7 +185,7 @@ class MediaPipeline:
             outputs=tuple(output.stats() for output in self.outputs),
         )
 
-    def failures(self) -> list[RtmpOutputFailed]:
+    def failures(self) -> list[OutputFailed]:
         return [failure for output in self.outputs if (failure := output.failure)]
 
     @property

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 
 from sip2rtmp.net.grid import GRID_S, Ticker, grid_sleep
+from sip2rtmp.netaddr import Address
 from sip2rtmp.rtp.packet import RtpPacket, RtpParseError, is_rtcp
 from sip2rtmp.rtp.rtcp import (
     Bye,
@@ -44,11 +45,10 @@ from sip2rtmp.rtp.rtcp import (
 from sip2rtmp.rtp.source import SourceChange, SourceFilter
 from sip2rtmp.rtp.stats import ReceiveStats
 
-__all__ = ["PortAllocationError", "RtcpHandler", "RtpEndpoint", "RtpHandler"]
+__all__ = ["PortAllocationError", "RtcpHandler", "RtpEndpoint", "RtpHandler", "resolve_address"]
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 RtpHandler = Callable[[RtpPacket, float], None]
 RtcpHandler = Callable[[list[RtcpPacket], float], None]
 
@@ -66,6 +66,17 @@ def _log_source_change(change: SourceChange) -> None:
             "RTP source changed from %s:%d, SSRC %08x to %s:%d, SSRC %08x: %s",
             old_host, old_port, old_ssrc, host, port, change.ssrc, change.reason,
         )  # fmt: skip
+
+
+async def resolve_address(address: Address) -> Address:
+    """An SDP c= line may name a host (RFC 8866 §5.7); the sockets need an IP literal."""
+    host, port = address
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+        return str(infos[0][4][0]), port
+    return address
 
 
 class PortAllocationError(OSError):

@@ -7,7 +7,9 @@
         await call.hangup()
 
 Every decision is the core's; this module only moves bytes, arms one timer and turns events
-into awaited results and exceptions from `sip2rtmp.errors`.
+into awaited results, or `RunFailed` carrying the core's `SipFailure`. A caller that drives the
+core itself (the relay's) passes `on_event`, gets every event but the message log, and sends
+commands with `command()`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sip2rtmp.errors import Interrupted, Sip2RtmpError, SipUnreachable
-from sip2rtmp.net.sip_transport import Addr, SipTransport, open_transport, resolve
+from sip2rtmp.net.sip_transport import SipTransport, open_transport, resolve
+from sip2rtmp.netaddr import Address
+from sip2rtmp.outcomes import RunFailed, SipFailure, Unanswered, Unreachable
 from sip2rtmp.sip.events import (
     CallAnswered,
     CallAttemptFailed,
@@ -33,6 +36,8 @@ from sip2rtmp.sip.events import (
     InfoReceived,
     MessageDropped,
     MessageLogged,
+    OptionsAnswered,
+    OptionsFailed,
     Registered,
     RegistrationFailed,
     SessionModified,
@@ -43,9 +48,13 @@ from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
 
 log = logging.getLogger(__name__)
 
-MessageLog = Callable[[str, Addr, bytes], None]
+MessageLog = Callable[[str, Address, bytes], None]
 """Called with ("sent" | "received", peer address, the message bytes) for every message."""
+EventListener = Callable[[Event], None]
+"""Called with every core event but `MessageLogged` and `MessageDropped`."""
 ProgressCallback = Callable[[CallProgress], None]
+Command = Callable[[UserAgent, float], None]
+"""A command for the core, given the core and the loop's time."""
 
 T = TypeVar("T")
 
@@ -71,21 +80,15 @@ class SipCall:
         self.remote_sdp = answer_sdp
         """The peer's latest SDP: the answer, or a later re-INVITE/UPDATE offer."""
         self.on_info: Callable[[str, bytes], None] | None = None
-        self._info_waiters: deque[asyncio.Future[int]] = deque()
 
     async def send_info(self, content_type: str, body: bytes) -> int:
         """Send INFO and return the peer's final status code."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._info_waiters.append(future)
-        self._session._command(lambda ua, now: ua.send_info(now, content_type, body))
-        return await future
+        return await self._session.send_info(content_type, body)
 
     async def hangup(self) -> None:
         """BYE and wait for the answer (or the BYE transaction timeout)."""
         if not self.ended.is_set():
-            self._session._command(lambda ua, now: ua.bye(now))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ended.wait(), GOODBYE_TIMEOUT)
+            await self._session.hang_up()
 
     async def wait_ended(self) -> str:
         await self.ended.wait()
@@ -96,18 +99,23 @@ class SipCall:
             self.end_reason = reason
             self.ended_by_remote = by_remote
             self.ended.set()
-        while self._info_waiters:
-            waiter = self._info_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(481)
 
 
 class SipSession:
     """One SIP account on one transport to one server, with at most one call at a time."""
 
-    def __init__(self, config: UserAgentConfig, *, message_log: MessageLog | None = None) -> None:
+    def __init__(
+        self,
+        config: UserAgentConfig,
+        *,
+        message_log: MessageLog | None = None,
+        on_event: EventListener | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self._config = config
         self._message_log = message_log
+        self._on_event = on_event
+        self._connect_timeout = connect_timeout
         self._server_name = config.outbound_proxy or config.domain
         self._port = config.port or default_port(config.transport)
         self._target = f"{self._server_name}:{self._port}"
@@ -117,19 +125,27 @@ class SipSession:
         self._register_waiter: asyncio.Future[int] | None = None
         self._unregister_waiter: asyncio.Future[bool] | None = None
         self._invite_waiter: asyncio.Future[bytes] | None = None
+        self._options_waiter: asyncio.Future[OptionsAnswered] | None = None
         self._on_progress: ProgressCallback | None = None
         self._call: SipCall | None = None
-        self.registration_error: Sip2RtmpError | None = None
+        self._info_waiters: deque[asyncio.Future[int]] = deque()
+        self._call_over = asyncio.Event()
+        """Set whenever the core has no call (none yet, or it ended)."""
+        self._call_over.set()
+        self.registration_error: SipFailure | None = None
         """The last failed registration refresh, for a caller that wants to report it."""
 
     # ---- lifetime -------------------------------------------------------------------------
 
     async def __aenter__(self) -> SipSession:
+        """Resolve the server and open the transport; `RunFailed(Unreachable)` when either
+        fails."""
         config = self._config
         try:
             server = await resolve(self._server_name, self._port, config.transport)
         except OSError as exc:
-            raise SipUnreachable(self._target, f"cannot resolve: {exc.strerror or exc}") from None
+            detail = f"cannot resolve: {exc.strerror or exc}"
+            raise RunFailed(Unreachable(self._target, detail)) from None
         try:
             self._transport = await open_transport(
                 config.transport,
@@ -139,10 +155,13 @@ class SipSession:
                 local_port=config.local_port,
                 server_hostname=self._server_name,
                 tls_ca_file=config.tls_ca_file,
+                connect_timeout=self._connect_timeout,
             )
-        except (OSError, TimeoutError) as exc:
-            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise SipUnreachable(self._target, detail) from None
+        except TimeoutError:
+            detail = f"no connection within {self._connect_timeout:g} s"
+            raise RunFailed(Unreachable(self._target, detail)) from None
+        except OSError as exc:
+            raise RunFailed(Unreachable(self._target, _os_detail(exc))) from None
         local_host, local_port = self._transport.local_addr
         ua_config = replace(config, local_host=local_host, local_port=local_port)
         self._ua = UserAgent(ua_config, self._transport.remote_addr)
@@ -155,16 +174,15 @@ class SipSession:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            if self._call is not None and not self._call.ended.is_set():
-                await self._call.hangup()
+            if self._ua is not None and self._ua.in_call:
+                await self.hang_up()
             if self._ua is not None and self._ua.registered:
-                with contextlib.suppress(Sip2RtmpError):
-                    await self.unregister()
+                await self.unregister()
         finally:
             self.close()
 
     @property
-    def local_address(self) -> Addr:
+    def local_address(self) -> Address:
         """Where our SIP socket is bound: the address the route to the server leaves from,
         which is also the address to offer for RTP."""
         if self._transport is None:
@@ -183,18 +201,37 @@ class SipSession:
 
     async def register(self) -> int:
         """REGISTER (answering digest challenges); returns the granted expiry in seconds.
-        Raises AuthenticationFailed, SipUnreachable or CallFailed."""
+        Raises `RunFailed` with `Rejected`, `Unanswered` or `Unreachable`."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._register_waiter = future
-        self._command(lambda ua, now: ua.register(now))
+        self.command(lambda ua, now: ua.register(now))
         return await future
 
     async def unregister(self) -> None:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._unregister_waiter = future
-        self._command(lambda ua, now: ua.unregister(now))
+        self.command(lambda ua, now: ua.unregister(now))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(future, GOODBYE_TIMEOUT)
+
+    async def options(
+        self, target_uri: str | None = None, *, timeout: float | None = None
+    ) -> OptionsAnswered:
+        """OPTIONS outside any dialog (RFC 3261 §11), by default to the domain; returns the
+        final answer whatever its status. Raises `RunFailed` with `Unanswered` when none comes
+        within the transaction timeout or `timeout`, `Unreachable` when the transport fails.
+        One query at a time."""
+        if self._options_waiter is not None and not self._options_waiter.done():
+            raise RuntimeError("an OPTIONS query is already waiting")
+        future: asyncio.Future[OptionsAnswered] = asyncio.get_running_loop().create_future()
+        self._options_waiter = future
+        self.command(lambda ua, now: ua.options(now, target_uri))
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RunFailed(Unanswered("OPTIONS", self._server_name, timeout)) from None
 
     async def invite(
         self,
@@ -204,7 +241,7 @@ class SipSession:
         on_progress: ProgressCallback | None = None,
         ring_timeout: float | None = None,
     ) -> SipCall:
-        """Call and wait until answered; raises the typed outcome otherwise.
+        """Call and wait until answered; raises `RunFailed` with the core's outcome otherwise.
 
         Cancelling the awaiting task while it rings sends CANCEL and waits briefly for the
         487 before the cancellation goes on.
@@ -213,13 +250,13 @@ class SipSession:
         future: asyncio.Future[bytes] = loop.create_future()
         self._invite_waiter = future
         self._on_progress = on_progress
-        self._command(lambda ua, now: ua.invite(now, target_uri, sdp_offer, ring_timeout))
+        self.command(lambda ua, now: ua.invite(now, target_uri, sdp_offer, ring_timeout))
         try:
             answer = await future
         except asyncio.CancelledError:
             final: asyncio.Future[bytes] = loop.create_future()
             self._invite_waiter = final
-            self._command(lambda ua, now: ua.cancel(now, Interrupted()))
+            self.command(lambda ua, now: ua.cancel(now))
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(final), CANCEL_GRACE)
             if self._invite_waiter is final:
@@ -230,15 +267,39 @@ class SipSession:
         self._call = SipCall(self, answer)
         return self._call
 
+    async def send_info(self, content_type: str, body: bytes) -> int:
+        """INFO in the call's dialog; the peer's final status (481 once there is no call)."""
+        if self._ua is None or not self._ua.in_call:
+            return 481
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._info_waiters.append(future)
+        try:
+            self.command(lambda ua, now: ua.send_info(now, content_type, body))
+        except RuntimeError:  # the call is not established (yet, or any more)
+            self._info_waiters.remove(future)
+            return 481
+        return await future
+
+    async def hang_up(self) -> None:
+        """BYE (or CANCEL while it rings) and wait until the call is over, at most until its
+        transaction times out."""
+        self._call_over.clear()
+        self.command(lambda ua, now: ua.bye(now))
+        if self._ua is not None and not self._ua.in_call:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._call_over.wait(), GOODBYE_TIMEOUT)
+
     # ---- driving the core ---------------------------------------------------------------
 
-    def _command(self, action: Callable[[UserAgent, float], None]) -> None:
+    def command(self, action: Command) -> None:
+        """Run `action` on the core at the loop's time, then send and dispatch what it made."""
         if self._ua is None:
             raise RuntimeError("SipSession used outside 'async with'")
         action(self._ua, asyncio.get_running_loop().time())
         self._pump()
 
-    def _on_message(self, data: bytes, addr: Addr) -> None:
+    def _on_message(self, data: bytes, addr: Address) -> None:
         if self._ua is not None:
             self._ua.receive_data(data, addr, asyncio.get_running_loop().time())
             self._pump()
@@ -260,6 +321,10 @@ class SipSession:
                 self._transport.send(data, addr)
         while (event := ua.next_event()) is not None:
             self._dispatch(event)
+            if self._on_event is not None and not isinstance(
+                event, (MessageLogged, MessageDropped)
+            ):
+                self._on_event(event)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -282,17 +347,27 @@ class SipSession:
             _fail(self._register_waiter, event.outcome)
         elif isinstance(event, Unregistered):
             _resolve(self._unregister_waiter, event.ok)
-        elif isinstance(event, CallProgress):
+        elif isinstance(event, OptionsAnswered):
+            _resolve(self._options_waiter, event)
+        elif isinstance(event, OptionsFailed):
+            _fail(self._options_waiter, event.outcome)
+        else:
+            self._dispatch_call_event(event)
+
+    def _dispatch_call_event(self, event: Event) -> None:
+        if isinstance(event, CallEnded | CallAttemptFailed):
+            self._call_over.set()
+            while self._info_waiters:
+                _resolve(self._info_waiters.popleft(), 481)
+        elif isinstance(event, InfoAnswered) and self._info_waiters:
+            _resolve(self._info_waiters.popleft(), event.status)
+        if isinstance(event, CallProgress):
             if self._on_progress is not None:
                 self._on_progress(event)
         elif isinstance(event, CallAnswered):
             _resolve(self._invite_waiter, event.sdp)
         elif isinstance(event, CallAttemptFailed):
             _fail(self._invite_waiter, event.outcome)
-        else:
-            self._dispatch_call_event(event)
-
-    def _dispatch_call_event(self, event: Event) -> None:
         call = self._call
         if call is None:
             return
@@ -301,21 +376,16 @@ class SipSession:
         elif isinstance(event, InfoReceived):
             if call.on_info is not None:
                 call.on_info(event.content_type, event.body)
-        elif isinstance(event, InfoAnswered):
-            if call._info_waiters:
-                _resolve(call._info_waiters.popleft(), event.status)
         elif isinstance(event, SessionModified):
             call.remote_sdp = event.sdp
 
     def _on_transport_error(self, exc: Exception) -> None:
-        """ICMP unreachable, a refused or dropped connection: fail whatever is waiting."""
-        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        outcome = SipUnreachable(self._target, detail)
-        _fail(self._register_waiter, outcome)
-        _fail(self._invite_waiter, outcome)
-        _resolve(self._unregister_waiter, False)
-        if self._config.transport != "udp" and self._call is not None:
-            self._call._finish(f"connection to the SIP server lost: {detail}", by_remote=True)
+        """ICMP unreachable, a refused or dropped connection: the core decides what fails."""
+        self.command(lambda ua, now: ua.connection_lost(now, _os_detail(exc)))
+
+
+def _os_detail(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _resolve(future: asyncio.Future[T] | None, value: T) -> None:
@@ -323,6 +393,6 @@ def _resolve(future: asyncio.Future[T] | None, value: T) -> None:
         future.set_result(value)
 
 
-def _fail(future: asyncio.Future[Any] | None, error: Sip2RtmpError) -> None:
+def _fail(future: asyncio.Future[Any] | None, outcome: SipFailure) -> None:
     if future is not None and not future.done():
-        future.set_exception(error)
+        future.set_exception(RunFailed(outcome))

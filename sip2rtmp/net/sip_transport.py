@@ -16,12 +16,11 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Literal
 
+from sip2rtmp.netaddr import Address, Transport
 from sip2rtmp.sip.message import SipParseError, StreamFramer
 
-Addr = tuple[str, int]
-OnMessage = Callable[[bytes, Addr], None]
+OnMessage = Callable[[bytes, Address], None]
 OnError = Callable[[Exception], None]
 
 READ_SIZE = 65536
@@ -29,7 +28,7 @@ READ_SIZE = 65536
 log = logging.getLogger(__name__)
 
 
-def _deliver(on_message: OnMessage, data: bytes, addr: Addr) -> None:
+def _deliver(on_message: OnMessage, data: bytes, addr: Address) -> None:
     """Hand one message to the handler; whatever it raises is logged (the kind and the reason,
     never the message, which may hold credentials) and the message dropped."""
     try:
@@ -49,11 +48,11 @@ def _deliver(on_message: OnMessage, data: bytes, addr: Addr) -> None:
 class SipTransport:
     """What the session needs from any transport: send, where we are, close."""
 
-    def __init__(self, local_addr: Addr, remote_addr: Addr) -> None:
+    def __init__(self, local_addr: Address, remote_addr: Address) -> None:
         self.local_addr = local_addr
         self.remote_addr = remote_addr
 
-    def send(self, data: bytes, addr: Addr) -> None:
+    def send(self, data: bytes, addr: Address) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -73,11 +72,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class UdpTransport(SipTransport):
-    def __init__(self, transport: asyncio.DatagramTransport, local: Addr, remote: Addr) -> None:
+    def __init__(
+        self, transport: asyncio.DatagramTransport, local: Address, remote: Address
+    ) -> None:
         super().__init__(local, remote)
         self._transport = transport
 
-    def send(self, data: bytes, addr: Addr) -> None:
+    def send(self, data: bytes, addr: Address) -> None:
         # The socket is connected to the server; `addr` is always that server.
         self._transport.sendto(data)
 
@@ -118,7 +119,7 @@ class StreamTransport(SipTransport):
         if not self._closing:
             on_error(error)
 
-    def send(self, data: bytes, addr: Addr) -> None:
+    def send(self, data: bytes, addr: Address) -> None:
         if not self._writer.is_closing():
             self._writer.write(data)
 
@@ -134,8 +135,8 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 
 async def open_transport(
-    kind: Literal["udp", "tcp", "tls"],
-    remote: Addr,
+    kind: Transport,
+    remote: Address,
     on_message: OnMessage,
     on_error: OnError,
     *,
@@ -169,7 +170,7 @@ async def open_transport(
     return StreamTransport(reader, writer, on_message, on_error)
 
 
-async def resolve(host: str, port: int, kind: Literal["udp", "tcp", "tls"]) -> Addr:
+async def resolve(host: str, port: int, kind: Transport) -> Address:
     """A/AAAA lookup through the loop (no SRV): the first address the resolver prefers."""
     loop = asyncio.get_running_loop()
     sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM

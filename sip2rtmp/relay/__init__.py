@@ -1,5 +1,3 @@
-"""One relay run: the SIP call, its media legs, the outputs, and the events they report."""
-
-from sip2rtmp.relay.runner import MediaOptions, Relay, run_relay
-
-__all__ = ["MediaOptions", "Relay", "run_relay"]
+"""One relay run: the sans-I/O core that decides (`core`), the asyncio shell that carries it
+out (`runner`), the call's media legs and outputs (`media`, `audio`, `video`), and the events
+they report (`events`)."""

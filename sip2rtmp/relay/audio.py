@@ -9,22 +9,21 @@ RFC 4733 DTMF, which many ignore on a stream that carries no audio.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sip2rtmp.media.outbound import OutboundAudio
-from sip2rtmp.media.pipeline import LOST, MediaPipeline
+from sip2rtmp.media.pipeline import LOST, Lost
 from sip2rtmp.net.grid import Ticker
-from sip2rtmp.net.rtp_endpoint import RtpEndpoint
-from sip2rtmp.relay.playout import PlayoutScheduler
-from sip2rtmp.relay.sync import SenderReportTap
+from sip2rtmp.relay.events import DtmfMethod
+from sip2rtmp.relay.leg import FirstPacketListener, MediaLeg, on_timeline
 from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule
-from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Lost, Playout, Resync
+from sip2rtmp.rtp.jitterbuffer import JitterStats, Playout, Resync
+from sip2rtmp.rtp.jitterbuffer import Lost as LostPacket
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.sip.sdp import NegotiatedStream
 
@@ -33,8 +32,14 @@ log = logging.getLogger(__name__)
 PTIME = 0.02
 """20 ms packets: what every codec we offer uses by default (RFC 3551 §4.2)."""
 
-DtmfListener = Callable[[str, str], None]
+DtmfListener = Callable[[str, DtmfMethod], None]
 """Called with (digit, method) for each key the callee sends."""
+
+
+class AudioSink(Protocol):
+    """Where played-out audio goes: the media pipeline."""
+
+    def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -45,21 +50,8 @@ class _DtmfPacket:
     timestamp: int
 
 
-async def resolve_address(address: tuple[str, int]) -> tuple[str, int]:
-    """SDP c= lines may name a host; the RTP socket needs an IP literal."""
-    host, port = address
-    try:
-        ipaddress.ip_address(host)
-        return address
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-        return str(infos[0][4][0]), port
-
-
-class AudioLeg:
+class AudioLeg(MediaLeg):
     """One audio stream of the call, in both directions. Create with `await AudioLeg.open()`."""
-
-    endpoint: RtpEndpoint
 
     def __init__(
         self,
@@ -67,22 +59,17 @@ class AudioLeg:
         announce: Path | None = None,
         announce_loop: bool = False,
         on_dtmf: DtmfListener | None = None,
+        on_first_packet: FirstPacketListener | None = None,
     ) -> None:
+        super().__init__(on_first_packet=on_first_packet)
         self._announce = announce
         self._announce_loop = announce_loop
         self._on_dtmf = on_dtmf
-        self.stream: NegotiatedStream | None = None
-        self.jitter: JitterBuffer | None = None
-        self.pipeline: MediaPipeline | None = None
-        self.first_packet_at: float | None = None
-        self.first_packet = asyncio.Event()
+        self.pipeline: AudioSink | None = None
         self._dtmf_receiver = DtmfReceiver()
         self._dtmf_queue: list[_DtmfPacket] = []
         self._dtmf_done: asyncio.Event = asyncio.Event()
-        self._playout: PlayoutScheduler | None = None
-        self.rtcp = SenderReportTap()
-        """Who else reads the callee's audio RTCP (sender reports for A/V sync)."""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
         self._seq = random.randrange(1 << 16)
         self._timestamp = random.randrange(1 << 32)
 
@@ -94,40 +81,30 @@ class AudioLeg:
         announce: Path | None = None,
         announce_loop: bool = False,
         on_dtmf: DtmfListener | None = None,
+        on_first_packet: FirstPacketListener | None = None,
     ) -> AudioLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer)."""
-        leg = cls(announce=announce, announce_loop=announce_loop, on_dtmf=on_dtmf)
-        leg.endpoint = await RtpEndpoint.open(
-            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg.rtcp, clock_rate=8000
+        leg = cls(
+            announce=announce,
+            announce_loop=announce_loop,
+            on_dtmf=on_dtmf,
+            on_first_packet=on_first_packet,
         )
+        await leg._bind(local_ip, clock_rate=8000)
         return leg
 
-    @property
-    def port(self) -> int:
-        return self.endpoint.rtp_port
+    def _needs_new_buffer(self, previous: NegotiatedStream, stream: NegotiatedStream) -> bool:
+        """Another codec starts another timeline, even at the same clock rate."""
+        return previous.codec != stream.codec or super()._needs_new_buffer(previous, stream)
 
-    async def connect(self, stream: NegotiatedStream) -> None:
-        """Point the leg at the negotiated remote and start sending toward it at once."""
-        rtp = await resolve_address(stream.rtp_address)
-        rtcp = await resolve_address(stream.rtcp_address)
-        accepted = set(stream.receive_payload_types)
-        for pt in (stream.telephone_event_pt, stream.local_telephone_event_pt):
-            if pt is not None:
-                accepted.add(pt)
-        codec_changed = self.stream is None or self.stream.codec != stream.codec
-        self.stream = stream
-        self.endpoint.clock_rate = stream.clock_rate
-        self.endpoint.set_remote(rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=accepted)
-        if codec_changed:
-            self.jitter = JitterBuffer(stream.clock_rate)
-            if self._playout is not None:
-                self._playout.close()
-            self._playout = PlayoutScheduler(self.jitter, self._play)
-            for task in self._tasks:
-                task.cancel()
-            self._tasks = [asyncio.create_task(self._send_loop(stream), name="audio-send")]
+    def _retargeted(self, previous: NegotiatedStream | None, stream: NegotiatedStream) -> None:
+        """Start sending toward the remote at once; another codec restarts the encoder."""
+        if previous is None or previous.codec != stream.codec:
+            if self._sending is not None:
+                self._sending.cancel()
+            self._sending = self._spawn(self._send_loop(stream), name="audio-send")
 
-    def attach(self, pipeline: MediaPipeline) -> None:
+    def attach(self, pipeline: AudioSink) -> None:
         """From now on, played-out audio goes into the pipeline (the stream's outputs)."""
         self.pipeline = pipeline
 
@@ -137,19 +114,11 @@ class AudioLeg:
 
     # ---- receiving ------------------------------------------------------------------------
 
-    def _on_rtp(self, packet: RtpPacket, arrival: float) -> None:
-        stream = self.stream
-        if stream is None:
-            return
-        if self.first_packet_at is None:
-            self.first_packet_at = arrival
-            self.first_packet.set()
+    def _receive(self, packet: RtpPacket, arrival: float, stream: NegotiatedStream) -> None:
         if packet.payload_type in (stream.telephone_event_pt, stream.local_telephone_event_pt):
             self._receive_dtmf(packet)
-            return
-        if self.jitter is not None and self._playout is not None:
-            self.jitter.push(packet, arrival)
-            self._playout.packet_arrived()
+        else:
+            self._buffer(packet, arrival)
 
     def _receive_dtmf(self, packet: RtpPacket) -> None:
         try:
@@ -164,16 +133,12 @@ class AudioLeg:
         pipeline, jitter = self.pipeline, self.jitter
         if pipeline is None or jitter is None:
             return
-        # Items before a Resync belong to the old timeline: for them, hand-over time counts.
-        restart = max((i for i, item in enumerate(items) if isinstance(item, Resync)), default=-1)
-        for index, item in enumerate(items):
+        for item, current in on_timeline(items):
             if isinstance(item, Resync):
                 continue
-            due = jitter.deadline_of(item.timestamp) if index > restart else None
-            if isinstance(item, Lost):
-                pipeline.push_audio(LOST, item.timestamp, due)
-            else:
-                pipeline.push_audio(item.payload, item.timestamp, due)
+            due = jitter.deadline_of(item.timestamp) if current else None
+            payload = LOST if isinstance(item, LostPacket) else item.payload
+            pipeline.push_audio(payload, item.timestamp, due)
 
     # ---- sending --------------------------------------------------------------------------
 
@@ -188,11 +153,14 @@ class AudioLeg:
         loop = asyncio.get_running_loop()
 
         def send(index: int) -> None:
+            latest = self.stream or stream  # a retarget may renumber the payload types
+            if latest.codec != stream.codec:
+                return  # the new codec's loop takes over
             if self._dtmf_queue:
-                self._send_due_dtmf(stream, loop.time())
+                self._send_due_dtmf(latest, loop.time())
                 next(source)
             else:
-                self._send(stream.payload_type, next(source), self._timestamp, marker=index == 0)
+                self._send(latest.payload_type, next(source), self._timestamp, marker=index == 0)
             self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
 
         ticker = Ticker(PTIME, send)
@@ -210,12 +178,11 @@ class AudioLeg:
         )
 
     def _send_due_dtmf(self, stream: NegotiatedStream, now: float) -> None:
-        assert stream.telephone_event_pt is not None
+        event_pt = stream.telephone_event_pt
         while self._dtmf_queue and self._dtmf_queue[0].at <= now:
             packet = self._dtmf_queue.pop(0)
-            self._send(
-                stream.telephone_event_pt, packet.payload, packet.timestamp, marker=packet.marker
-            )
+            if event_pt is not None:  # else a retarget dropped telephone-event
+                self._send(event_pt, packet.payload, packet.timestamp, marker=packet.marker)
         if not self._dtmf_queue:
             self._dtmf_done.set()
 
@@ -243,14 +210,3 @@ class AudioLeg:
         ]
         self._dtmf_done.clear()
         await self._dtmf_done.wait()
-
-    async def close(self) -> None:
-        if self._playout is not None:
-            self._playout.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        await self.endpoint.close()

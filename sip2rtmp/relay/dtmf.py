@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sip2rtmp.errors import UsageError
+from sip2rtmp.config import ConfigError
 from sip2rtmp.rtp.dtmf import DTMF_EVENTS
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -36,15 +36,15 @@ class DtmfScript:
                 try:
                     seconds = float(word[5:])
                 except ValueError:
-                    raise UsageError(f"--dtmf: {word!r} is not wait:SECONDS") from None
+                    raise ConfigError(f"--dtmf: {word!r} is not wait:SECONDS") from None
                 if not 0 <= seconds <= 3600:
-                    raise UsageError(f"--dtmf: {word!r} waits too long or negatively")
+                    raise ConfigError(f"--dtmf: {word!r} waits too long or negatively")
                 steps.append(DtmfStep(wait=seconds))
                 continue
             digits = word.upper()
             bad = sorted(set(digits) - DTMF_DIGITS)
             if bad:
-                raise UsageError(f"--dtmf: {''.join(bad)!r} are not DTMF digits (0-9 * # A-D)")
+                raise ConfigError(f"--dtmf: {''.join(bad)!r} are not DTMF digits (0-9 * # A-D)")
             steps.append(DtmfStep(digits=digits))
         return cls(tuple(steps))
 

@@ -31,30 +31,25 @@ from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.grid import Ticker
-from sip2rtmp.net.rtp_endpoint import RtpEndpoint
-from sip2rtmp.relay.audio import resolve_address
-from sip2rtmp.relay.playout import PlayoutScheduler
-from sip2rtmp.relay.sync import SenderReportTap
+from sip2rtmp.relay.leg import FirstPacketListener, MediaLeg, on_timeline
 from sip2rtmp.rtp.h264 import (
     AccessUnit,
     H264Depacketizer,
     packetize_h264,
     parse_sprop_parameter_sets,
 )
-from sip2rtmp.rtp.jitterbuffer import JitterBuffer, JitterStats, Playout, Resync
+from sip2rtmp.rtp.jitterbuffer import JitterStats, Playout, Resync
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.vp8 import Vp8Depacketizer, Vp8Frame
 from sip2rtmp.sip.sdp import NegotiatedStream
 
 log = logging.getLogger(__name__)
 
+KeyframeListener = Callable[[], None]
+"""Called once, when the callee's first usable keyframe came (for H.264, with its SPS/PPS)."""
+
 InfoSender = Callable[[str, bytes], Awaitable[int]]
 """``SipCall.send_info``: sends an INFO in the call's dialog and returns the final status."""
-
-OFFERED_CODECS = ("H264", "H264/0", "VP8")
-"""The video the offer lists, preferred first: H.264 in packetization-mode 1 and 0 (RFC 6184
-§6.2), which reaches the H.264 outputs unchanged, then VP8 (RFC 7741), which costs a
-transcode to H.264 and so is only for callees without H.264."""
 
 PICTURE_FAST_UPDATE = (
     b'<?xml version="1.0" encoding="utf-8" ?>\r\n'
@@ -102,23 +97,25 @@ class VideoStats:
     jitter: JitterStats | None
 
 
-class VideoLeg:
+class VideoLeg(MediaLeg):
     """One video stream of the call. Create with ``await VideoLeg.open()``."""
 
-    endpoint: RtpEndpoint
-
-    def __init__(self, policy: KeyframePolicy | None = None) -> None:
+    def __init__(
+        self,
+        policy: KeyframePolicy | None = None,
+        *,
+        on_first_packet: FirstPacketListener | None = None,
+        on_keyframe: KeyframeListener | None = None,
+    ) -> None:
+        super().__init__(on_first_packet=on_first_packet)
         self.policy = policy or KeyframePolicy()
-        self.stream: NegotiatedStream | None = None
-        self.jitter: JitterBuffer | None = None
+        self.on_keyframe = on_keyframe
         self.depacketizer: H264Depacketizer | Vp8Depacketizer = H264Depacketizer()
         self.source: PassthroughVideo | TranscodedVideo | None = None
-        self.first_packet = asyncio.Event()
-        self.keyframe_ready = asyncio.Event()
+        self.has_keyframe = False
+        """Whether a usable keyframe came (reported once to `on_keyframe`)."""
         self.keyframe_requests = 0
         self.frames_sent = 0
-        self.rtcp = SenderReportTap()
-        """Gets the callee's RTCP on this stream (its sender reports carry the A/V sync)."""
         self._send_info: InfoSender | None = None
         self._pending: list[tuple[AccessUnit | Vp8Frame, float]] = []
         self._remote_ssrc: int | None = None
@@ -126,58 +123,42 @@ class VideoLeg:
         self._last_request_at: float | None = None
         self._last_packet_at: float | None = None
         self._quiet_requests = 0
-        self._playout: PlayoutScheduler | None = None
         self._request_wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._keyframes: asyncio.Task[None] | None = None
         self._info_task: asyncio.Task[None] | None = None
         self._sender: Ticker | None = None
         """Sends the slate toward the callee, one frame per tick, once started."""
 
     @classmethod
-    async def open(cls, local_ip: str, policy: KeyframePolicy | None = None) -> VideoLeg:
+    async def open(
+        cls,
+        local_ip: str,
+        policy: KeyframePolicy | None = None,
+        *,
+        on_first_packet: FirstPacketListener | None = None,
+        on_keyframe: KeyframeListener | None = None,
+    ) -> VideoLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line)."""
-        leg = cls(policy)
-        leg.endpoint = await RtpEndpoint.open(
-            local_ip, on_rtp=leg._on_rtp, on_rtcp=leg.rtcp, clock_rate=VIDEO_CLOCK
-        )
+        leg = cls(policy, on_first_packet=on_first_packet, on_keyframe=on_keyframe)
+        await leg._bind(local_ip, clock_rate=VIDEO_CLOCK)
         return leg
 
-    @property
-    def port(self) -> int:
-        return self.endpoint.rtp_port
-
-    @staticmethod
-    def relays(stream: NegotiatedStream) -> bool:
-        """Whether this leg can carry the negotiated stream and the callee will send on it."""
-        return stream.codec in ("H264", "VP8") and stream.direction in ("sendrecv", "sendonly")
-
     async def connect(self, stream: NegotiatedStream, send_info: InfoSender | None = None) -> None:
-        """Start receiving from the negotiated remote and ask for a keyframe at once."""
-        rtp = await resolve_address(stream.rtp_address)
-        rtcp = await resolve_address(stream.rtcp_address)
-        self.stream = stream
+        """Start receiving from the negotiated remote and ask for a keyframe at once;
+        ``send_info`` carries the requests when the answer has no RTCP feedback."""
         self._send_info = send_info
-        sprop = stream.fmtp.get("sprop-parameter-sets", "")
-        try:
-            parameter_sets = parse_sprop_parameter_sets(sprop)
-        except ValueError:
-            log.info("ignoring unreadable sprop-parameter-sets %r", sprop)
-            parameter_sets = []
-        self.depacketizer = (
-            Vp8Depacketizer() if stream.codec == "VP8" else H264Depacketizer(parameter_sets)
-        )
-        self.jitter = JitterBuffer(VIDEO_CLOCK)
-        self._playout = PlayoutScheduler(self.jitter, self._play)
-        self.endpoint.set_remote(
-            rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=stream.receive_payload_types
-        )
-        self._tasks = [asyncio.create_task(self._keyframe_loop(), name="video-keyframes")]
+        await self.retarget(stream)
+        if self._keyframes is None:
+            self._keyframes = self._spawn(self._keyframe_loop(), name="video-keyframes")
 
-    async def wait_keyframe(self, timeout: float) -> bool:
-        """True once a keyframe (for H.264, with its SPS/PPS) came, False after ``timeout``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.keyframe_ready.wait(), timeout)
-        return self.keyframe_ready.is_set()
+    def _retargeted(self, previous: NegotiatedStream | None, stream: NegotiatedStream) -> None:
+        """Another codec or other parameter sets need another depacketizer, and its first
+        keyframe: ask for one at once."""
+        if previous is not None and (previous.codec, previous.fmtp) == (stream.codec, stream.fmtp):
+            return
+        self.depacketizer = _depacketizer(stream)
+        self._last_keyframe_at = None
+        self._request_wake.set()
 
     @property
     def passes_through(self) -> bool:
@@ -229,24 +210,17 @@ class VideoLeg:
 
     # ---- receiving ------------------------------------------------------------------------
 
-    def _on_rtp(self, packet: RtpPacket, arrival: float) -> None:
-        jitter = self.jitter
-        if jitter is None:
-            return
+    def _receive(self, packet: RtpPacket, arrival: float, stream: NegotiatedStream) -> None:
         last, self._last_packet_at = self._last_packet_at, arrival
         if last is None or arrival - last > self.policy.quiet_s:
-            if last is None:
-                self.first_packet.set()
-            else:
+            if last is not None:
                 # Sending again after a pause: as at the start, only a keyframe brings the
                 # callee's video back to the outputs.
                 self._last_keyframe_at = None
             self._quiet_requests = 0
             self._request_wake.set()
         self._remote_ssrc = packet.ssrc
-        jitter.push(packet, arrival)
-        if self._playout is not None:
-            self._playout.packet_arrived()
+        self._buffer(packet, arrival)
 
     def _play(self, items: list[Playout], now: float) -> None:
         """Depacketize what came due; each frame is delivered with the time it was due, as
@@ -255,12 +229,11 @@ class VideoLeg:
         depacketizer, jitter = self.depacketizer, self.jitter
         assert jitter is not None, "playout runs only once the stream is open"
         needed = depacketizer.keyframe_needed
-        restart = max((i for i, item in enumerate(items) if isinstance(item, Resync)), default=-1)
-        for index, item in enumerate(items):
+        for item, current in on_timeline(items):
             if isinstance(item, Resync) and self.source is not None:
                 self.source.resync()
             for unit in depacketizer.push(item):
-                self._deliver(unit, jitter.deadline_of(unit.timestamp) if index > restart else now)
+                self._deliver(unit, jitter.deadline_of(unit.timestamp) if current else now)
         if depacketizer.keyframe_needed and not needed:
             self._request_wake.set()
 
@@ -268,11 +241,14 @@ class VideoLeg:
         if unit.keyframe:
             self._last_keyframe_at = due
             depacketizer = self.depacketizer
-            if (
+            usable = (
                 not isinstance(depacketizer, H264Depacketizer)
                 or depacketizer.decoder_config() is not None
-            ):
-                self.keyframe_ready.set()
+            )
+            if usable and not self.has_keyframe:
+                self.has_keyframe = True
+                if self.on_keyframe is not None:
+                    self.on_keyframe()
         source = self.source
         if source is not None:
             _push(source, unit, due)
@@ -378,7 +354,9 @@ class VideoLeg:
         if self._rtcp_feedback or self._send_info is None:
             return
         if self._info_task is None or self._info_task.done():
-            self._info_task = asyncio.create_task(self._send_picture_fast_update(self._send_info))
+            self._info_task = self._spawn(
+                self._send_picture_fast_update(self._send_info), name="video-info"
+            )
 
     async def _send_picture_fast_update(self, send_info: InfoSender) -> None:
         status = await send_info("application/media_control+xml", PICTURE_FAST_UPDATE)
@@ -386,18 +364,22 @@ class VideoLeg:
             log.info("picture_fast_update INFO answered %d", status)
 
     async def close(self) -> None:
-        if self._playout is not None:
-            self._playout.close()
         if self._sender is not None:
             self._sender.stop()
-        tasks = [*self._tasks, *([self._info_task] if self._info_task else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        await self.endpoint.close()
+        await super().close()
+
+
+def _depacketizer(stream: NegotiatedStream) -> H264Depacketizer | Vp8Depacketizer:
+    """VP8's (RFC 7741), or H.264's (RFC 6184) primed with the SDP's parameter sets."""
+    if stream.codec == "VP8":
+        return Vp8Depacketizer()
+    sprop = stream.fmtp.get("sprop-parameter-sets", "")
+    try:
+        parameter_sets = parse_sprop_parameter_sets(sprop)
+    except ValueError:
+        log.info("ignoring unreadable sprop-parameter-sets %r", sprop)
+        parameter_sets = []
+    return H264Depacketizer(parameter_sets)
 
 
 def _push(

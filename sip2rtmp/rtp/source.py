@@ -43,6 +43,7 @@ import ipaddress
 from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass
 
+from sip2rtmp.netaddr import Address
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import (
     Bye,
@@ -59,13 +60,10 @@ __all__ = [
     "PROBATION_PACKETS",
     "PROBATION_S",
     "SOURCE_SILENCE_S",
-    "Address",
     "SourceChange",
     "SourceFilter",
     "SourceStats",
 ]
-
-Address = tuple[str, int]
 
 PROBATION_PACKETS = 4
 """Consecutive packets a candidate sends before it is accepted: RFC 3550 A.1 asks for two

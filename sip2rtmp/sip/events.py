@@ -1,7 +1,7 @@
 """What the user agent reports, one typed value per happening, read with `next_event()`.
 
-Outcomes that end an attempt carry a `Sip2RtmpError` from `sip2rtmp.errors`, so the caller can
-raise them as they are and the CLI maps them to exit codes.
+Outcomes that end an attempt carry a `SipFailure` from `sip2rtmp.outcomes`: the protocol facts
+(which response, which timer), which the command line alone turns into exit codes and words.
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sip2rtmp.errors import Sip2RtmpError
-
-Addr = tuple[str, int]
+from sip2rtmp.netaddr import Address
+from sip2rtmp.outcomes import SipFailure
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class MessageLogged:
     """Every message sent or received, byte for byte, before any parsing (for logs and tests)."""
 
     direction: Literal["sent", "received"]
-    addr: Addr
+    addr: Address
     data: bytes
 
 
@@ -30,7 +29,7 @@ class MessageDropped:
     escaped excerpt; the message itself is only in `MessageLogged`, which the shell logs under
     its own rules."""
 
-    addr: Addr
+    addr: Address
     reason: str
 
 
@@ -43,7 +42,9 @@ class Registered:
 
 @dataclass(frozen=True)
 class RegistrationFailed:
-    outcome: Sip2RtmpError
+    """A REGISTER (first or refresh) failed for good; a refresh failing leaves a call up."""
+
+    outcome: SipFailure
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class CallAnswered:
 class CallAttemptFailed:
     """The INVITE ended without a call: rejected, timed out, cancelled or not answered."""
 
-    outcome: Sip2RtmpError
+    outcome: SipFailure
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,25 @@ class SessionModified:
     sdp: bytes
 
 
+@dataclass(frozen=True)
+class OptionsAnswered:
+    """The final response to our out-of-dialog OPTIONS (RFC 3261 §11), whatever its status:
+    any answer proves the server reachable. `server` is its Server (or User-Agent) header."""
+
+    status: int
+    reason: str
+    allow: tuple[str, ...] = ()
+    supported: tuple[str, ...] = ()
+    server: str = ""
+
+
+@dataclass(frozen=True)
+class OptionsFailed:
+    """Our OPTIONS got no final response before its transaction timed out."""
+
+    outcome: SipFailure
+
+
 Event = (
     MessageLogged
     | MessageDropped
@@ -120,4 +140,6 @@ Event = (
     | InfoReceived
     | InfoAnswered
     | SessionModified
+    | OptionsAnswered
+    | OptionsFailed
 )

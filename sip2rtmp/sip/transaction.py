@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from sip2rtmp.netaddr import Address
 from sip2rtmp.sip.message import Headers, Request, Response
 
 T1 = 0.5
@@ -19,8 +20,6 @@ T4 = 5.0
 """Longest time a message may stay in the network."""
 TIMEOUT = 64 * T1
 """Timers B, F, H, J, L and M: the point where a peer is considered gone."""
-
-Addr = tuple[str, int]
 
 
 class State(Enum):
@@ -36,7 +35,7 @@ class State(Enum):
 class _Transaction:
     """Named timers and an outbox shared by every kind of transaction."""
 
-    def __init__(self, addr: Addr, reliable: bool) -> None:
+    def __init__(self, addr: Address, reliable: bool) -> None:
         self.addr = addr
         self.reliable = reliable
         self.outbox: list[bytes] = []
@@ -69,7 +68,7 @@ class _Transaction:
 class ClientTransaction(_Transaction):
     """Sends one request and reports its responses; `receive_response` says what the TU sees."""
 
-    def __init__(self, request: Request, addr: Addr, reliable: bool, now: float) -> None:
+    def __init__(self, request: Request, addr: Address, reliable: bool, now: float) -> None:
         super().__init__(addr, reliable)
         self.request = request
         self.branch = request.top_via.branch or ""
@@ -168,7 +167,7 @@ class ServerTransaction(_Transaction):
     transaction (§17.2.1).
     """
 
-    def __init__(self, request: Request, addr: Addr, reliable: bool) -> None:
+    def __init__(self, request: Request, addr: Address, reliable: bool) -> None:
         super().__init__(addr, reliable)
         self.request = request
         self.method = request.method

@@ -224,14 +224,14 @@ def test_exit_10_for_another_sip_failure(start_call: Any, lab: Lab) -> None:
 
 
 INJECTED_FAULT = """\
-import sip2rtmp.relay.runner as runner
+import sip2rtmp.relay.media as media
 
 
-async def _fault(self, call, negotiated):
+async def _fault(self, *, live):
     raise RuntimeError("injected fault")
 
 
-runner.Relay._relay = _fault
+media.CallMedia.start_outputs = _fault
 """
 """A stand-in for a bug: the relay step after the answer raises what no code expects."""
 

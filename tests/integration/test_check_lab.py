@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sip2rtmp.errors import ExitCode
+from sip2rtmp.cli.outcomes import ExitCode
 from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, SIP_PORT, Lab
 from tests.unit.cli.test_check import STREAM_KEY, WRONG_PASSWORD, marks
 from tests.unit.cli.test_contract import run
@@ -49,6 +49,7 @@ def test_lab_passes_with_the_right_password(lab: Lab, transport: str) -> None:
     result = run_check(*lab_args(RELAY_ACCOUNT.password, "--sip-transport", transport))
     assert result.returncode == 0, everything(result)
     assert set(marks(result.stdout)) == {"✓"}
+    assert "reachable, OPTIONS answered 200 OK" in result.stdout, "no challenge for OPTIONS"
     assert "credentials accepted" in result.stdout
     assert "accepted the stream" in result.stdout
     assert RELAY_ACCOUNT.password not in everything(result)

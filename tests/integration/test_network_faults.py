@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from sip2rtmp.errors import LabError
-from sip2rtmp.lab import write_tone
+from sip2rtmp.lab import LabError, write_tone
 from sip2rtmp.lab.accounts import LabAccount, account
 from sip2rtmp.lab.recording import (
     decode_audio,

@@ -20,7 +20,7 @@ import pytest
 from sip2rtmp.lab import Lab, account
 from sip2rtmp.lab.recording import decode_audio, dominant_frequency, read_recording, tone_seconds
 from sip2rtmp.media.slate import DEFAULT_FPS
-from sip2rtmp.relay.runner import CALLEE_SLATE_SIZE
+from sip2rtmp.relay.media import CALLEE_SLATE_SIZE
 from tests.support.pcap import CaptureUnavailable, UdpCapture, UdpDatagram, read_udp
 from tests.support.reference_rtp import (
     NAL_PPS,

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from sip2rtmp.errors import AuthenticationFailed, BusyOrDeclined, CalleeNotFound, NoAnswer
 from sip2rtmp.lab import (
     BUSY_USER,
     DECLINE_USER,
@@ -30,8 +29,10 @@ from sip2rtmp.lab import (
     Lab,
 )
 from sip2rtmp.net.sip_session import SipSession
+from sip2rtmp.netaddr import Transport
+from sip2rtmp.outcomes import Rejected, RingTimeout, RunFailed
 from sip2rtmp.sip.auth import Credentials
-from sip2rtmp.sip.useragent import Transport, UserAgentConfig
+from sip2rtmp.sip.useragent import UserAgentConfig
 from tests.support.sip_wire import SipCapture
 
 pytestmark = pytest.mark.lab
@@ -203,17 +204,20 @@ def test_wrong_password_fails_fast(lab: Lab) -> None:
             await sip.register()
 
     started = time.monotonic()
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(RunFailed) as failed:
         asyncio.run(scenario())
     assert time.monotonic() - started < 5
+    outcome = failed.value.outcome
+    assert isinstance(outcome, Rejected) and outcome.method == "REGISTER"
+    assert outcome.status == 401, "kamailio challenges a wrong password again"
 
 
 @pytest.mark.parametrize(
-    ("callee", "error", "status"),
+    ("callee", "busy", "status"),
     [
-        (UNKNOWN_USER, CalleeNotFound, 404),
-        (BUSY_USER, BusyOrDeclined, 486),
-        (DECLINE_USER, BusyOrDeclined, 603),
+        (UNKNOWN_USER, False, 404),
+        (BUSY_USER, True, 486),
+        (DECLINE_USER, True, 603),
     ],
 )
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -222,7 +226,7 @@ def test_rejections_are_typed(
     wire: SipCapture,
     transport: Transport,
     callee: str,
-    error: type[Exception],
+    busy: bool,
     status: int,
 ) -> None:
     ports: list[int] = []
@@ -233,9 +237,11 @@ def test_rejections_are_typed(
             await sip.register()
             await sip.invite(callee, offer(40000), ring_timeout=10)
 
-    with pytest.raises(error) as caught:
+    with pytest.raises(RunFailed) as caught:
         asyncio.run(scenario())
-    assert getattr(caught.value, "status", None) == status
+    outcome = caught.value.outcome
+    assert isinstance(outcome, Rejected) and outcome.method == "INVITE"
+    assert (outcome.status, outcome.busy) == (status, busy)
     log = wire.read(ports[0])
     final = log.responses(status, "INVITE")
     assert final
@@ -257,9 +263,12 @@ def test_no_answer_cancels_after_the_ring_timeout(
             await sip.invite("noanswer", offer(40000), ring_timeout=3)
 
     started = time.monotonic()
-    with pytest.raises(NoAnswer):
+    with pytest.raises(RunFailed) as failed:
         asyncio.run(scenario())
     assert time.monotonic() - started < 10
+    outcome = failed.value.outcome
+    assert isinstance(outcome, RingTimeout)
+    assert outcome.seconds == pytest.approx(3, abs=0.5)
     log = wire.read(ports[0])
     [cancel] = log.sent("CANCEL")
     invite = log.sent("INVITE")[-1]

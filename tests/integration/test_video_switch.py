@@ -25,7 +25,7 @@ from sip2rtmp.lab.recording import read_recording
 from sip2rtmp.media.pipeline import MediaConfig
 from sip2rtmp.media.slate import DEFAULT_FPS
 from sip2rtmp.media.switch import STALL_S
-from sip2rtmp.relay.runner import KEYFRAME_WAIT
+from sip2rtmp.relay.core import KEYFRAME_WAIT
 from sip2rtmp.rtp.h264 import parse_sps
 from tests.integration.test_network_faults import DTS_TOLERANCE, CallResult, run_call
 from tests.support.av_peer import FPS, AvPeer, paused_video

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from sip2rtmp.cli.lab import lab as lab_command
-from sip2rtmp.errors import ExitCode, LabError
-from sip2rtmp.lab import CALLEES, PROGRAMS, Lab
+from sip2rtmp.cli.outcomes import ExitCode
+from sip2rtmp.lab import CALLEES, PROGRAMS, Lab, LabError
 from sip2rtmp.lab.accounts import CALLEE_RTP_BASE
 
 

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from sip2rtmp.netaddr import Address
 from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
 from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, parse_message
 from sip2rtmp.sip.sdp import NegotiatedSession, answer_offer, build_offer
 from tests.support.udp_relay import UdpRelay
-
-Address = tuple[str, int]
 
 HOST = "127.0.0.1"
 PTIME = 0.02

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-Address = tuple[str, int]
+from sip2rtmp.netaddr import Address
 
 MAX_QUEUED = 1000
 """Datagrams waiting at once; more are dropped and counted, so a stuck target cannot grow

@@ -1,5 +1,5 @@
-"""The exit-code mapping as docs/exit-codes.md documents it: each failure's code, its one line
-(what happened) and its hint (what to try)."""
+"""The exit-code mapping as docs/exit-codes.md documents it: each outcome's code, its one line
+(what happened) and its hint (what to try), from the protocol facts the cores report."""
 
 from __future__ import annotations
 
@@ -8,21 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from sip2rtmp.errors import (
-    EXIT_CODE_MEANINGS,
-    AuthenticationFailed,
-    BusyOrDeclined,
-    CalleeNotFound,
-    CallFailed,
-    ExitCode,
+from sip2rtmp.cli.outcomes import EXIT_CODE_MEANINGS, ExitCode, Explanation, explain
+from sip2rtmp.outcomes import (
+    InternalError,
     Interrupted,
-    LabError,
-    MediaTimeout,
-    NoAnswer,
-    RtmpOutputFailed,
-    Sip2RtmpError,
-    SipUnreachable,
-    UsageError,
+    MediaTimedOut,
+    Outcome,
+    OutputFailed,
+    Rejected,
+    RingTimeout,
+    Unanswered,
+    Unreachable,
+    UnusableAnswer,
 )
 
 EXIT_CODES_DOC = next(
@@ -33,6 +30,11 @@ EXIT_CODES_DOC = next(
 """The repository's page; the nearest one up, as mutation testing runs a copy of the tests
 from a folder inside the repository (`mutants/`)."""
 
+PBX = "pbx.test:5060"
+AUTH_HINT = "check --sip-login, --sip-auth-name and the password"
+SERVER_HINT = "check --sip-domain, --sip-outbound-proxy, --sip-port and --sip-transport"
+RING_HINT = "raise --ring-timeout or check that the callee answers"
+
 
 def documented_codes() -> dict[int, str]:
     """The `| code | meaning |` rows of docs/exit-codes.md."""
@@ -40,73 +42,169 @@ def documented_codes() -> dict[int, str]:
     return {int(code): meaning for code, meaning in rows}
 
 
+def register(status: int, reason: str = "") -> Rejected:
+    return Rejected("REGISTER", status, reason, PBX)
+
+
+def invite(status: int, reason: str = "", *, rang: bool = False, elapsed: float = 0.0) -> Rejected:
+    return Rejected("INVITE", status, reason, PBX, rang=rang, elapsed=elapsed)
+
+
 def test_every_exit_code_is_documented_as_the_program_words_it() -> None:
     assert documented_codes() == {int(code): text for code, text in EXIT_CODE_MEANINGS.items()}
     assert set(EXIT_CODE_MEANINGS) == set(ExitCode)
 
 
+@pytest.mark.parametrize("status", [401, 403, 404, 407])
+def test_3_a_refused_register_is_an_authentication_failure(status: int) -> None:
+    """RFC 3261 §10.3: a registrar refuses unknown accounts with 403 or 404; a repeated
+    challenge (401/407) means the credentials were wrong."""
+    assert explain(register(status, "Forbidden")) == Explanation(
+        ExitCode.AUTHENTICATION_FAILED, f"authentication failed (SIP {status})", AUTH_HINT
+    )
+
+
+@pytest.mark.parametrize("status", [401, 403, 407])
+def test_3_a_refused_invite_is_an_authentication_failure(status: int) -> None:
+    assert explain(invite(status, "Forbidden")) == Explanation(
+        ExitCode.AUTHENTICATION_FAILED, f"authentication failed (SIP {status})", AUTH_HINT
+    )
+
+
 @pytest.mark.parametrize(
-    ("error", "code", "line"),
+    ("outcome", "message"),
     [
-        (Sip2RtmpError(), 1, "Sip2RtmpError"),
-        (UsageError("--callee is required"), 2, "--callee is required"),
-        (AuthenticationFailed(403), 3, "authentication failed (SIP 403)"),
-        (CalleeNotFound(404, "Not Found"), 4, "callee not found (SIP 404 Not Found)"),
-        (CalleeNotFound(480), 4, "callee not found (SIP 480)"),
-        (BusyOrDeclined(486, "Busy Here"), 5, "callee busy or declined (SIP 486 Busy Here)"),
-        (BusyOrDeclined(603), 5, "callee busy or declined (SIP 603)"),
-        (NoAnswer(60.0), 6, "no answer within 60 s"),
-        (NoAnswer(2.5), 6, "no answer within 2.5 s"),
-        (SipUnreachable("pbx.test:5060"), 7, "SIP server pbx.test:5060 unreachable"),
-        (
-            SipUnreachable("pbx.test:5060", "no answer to OPTIONS"),
-            7,
-            "SIP server pbx.test:5060 unreachable: no answer to OPTIONS",
-        ),
-        (RtmpOutputFailed("rtmp://h/app/abcd****"), 8, "RTMP output rtmp://h/app/abcd**** failed"),
-        (
-            RtmpOutputFailed("rtmp://h/app/abcd****", "connection refused"),
-            8,
-            "RTMP output rtmp://h/app/abcd**** failed: connection refused",
-        ),
-        (MediaTimeout(15.0), 9, "no media from the callee within 15 s"),
-        (CallFailed(488, "Not Acceptable Here"), 10, "call failed (SIP 488 Not Acceptable Here)"),
-        (CallFailed(500), 10, "call failed (SIP 500)"),
-        (LabError("kamailio did not start"), 11, "kamailio did not start"),
-        (Interrupted(), 130, "interrupted by SIGINT before the call was established"),
-        (Interrupted("SIGTERM"), 130, "interrupted by SIGTERM before the call was established"),
+        (invite(404, "Not Found"), "callee not found (SIP 404 Not Found)"),
+        (invite(480), "callee not found (SIP 480)"),
+        (invite(484, "Address Incomplete"), "callee not found (SIP 484 Address Incomplete)"),
+        (invite(604, "Does Not Exist"), "callee not found (SIP 604 Does Not Exist)"),
     ],
 )
-def test_each_failure_has_its_exit_code_and_one_line(
-    error: Sip2RtmpError, code: int, line: str
-) -> None:
-    """A missing reason phrase leaves no blank before the parenthesis; an empty detail no
-    dangling colon."""
-    assert error.exit_code == code and code in documented_codes()
-    assert error.describe() == line and str(error) == line
+def test_4_callee_not_found(outcome: Outcome, message: str) -> None:
+    hint = "check --callee; the callee may not be registered"
+    assert explain(outcome) == Explanation(ExitCode.CALLEE_NOT_FOUND, message, hint)
 
 
 @pytest.mark.parametrize(
-    ("error", "words"),
+    ("outcome", "message"),
     [
-        (AuthenticationFailed(401), ("--sip-login", "--sip-auth-name", "password")),
-        (CalleeNotFound(404), ("--callee",)),
-        (BusyOrDeclined(486), ("later",)),
-        (NoAnswer(60.0), ("--ring-timeout",)),
-        (SipUnreachable("pbx.test"), ("--sip-domain", "--sip-outbound-proxy", "--sip-port")),
-        (RtmpOutputFailed("rtmp://h/app"), ("--rtmp-url", "--rtmp-stream")),
-        (MediaTimeout(15.0), ("RTP", "NAT", "firewall")),
+        (invite(486, "Busy Here"), "callee busy or declined (SIP 486 Busy Here)"),
+        (invite(600, "Busy Everywhere"), "callee busy or declined (SIP 600 Busy Everywhere)"),
+        (invite(603), "callee busy or declined (SIP 603)"),
     ],
 )
-def test_a_failure_the_user_can_fix_names_what_to_check(
-    error: Sip2RtmpError, words: tuple[str, ...]
-) -> None:
-    assert all(word in error.hint for word in words), error.hint
+def test_5_busy_or_declined(outcome: Outcome, message: str) -> None:
+    expected = Explanation(ExitCode.BUSY_OR_DECLINED, message, "try again later")
+    assert explain(outcome) == expected
 
 
 @pytest.mark.parametrize(
-    "error", [Sip2RtmpError(), UsageError("x"), CallFailed(500), LabError("x"), Interrupted()]
+    ("outcome", "message"),
+    [
+        (RingTimeout(60.0), "no answer within 60 s"),
+        (RingTimeout(2.5), "no answer within 2.5 s"),
+        (invite(408, "Request Timeout", rang=True, elapsed=31.96), "no answer within 32 s"),
+        (invite(408, "Request Timeout", rang=True, elapsed=12.34), "no answer within 12.3 s"),
+    ],
 )
-def test_a_failure_without_advice_has_no_hint(error: Sip2RtmpError) -> None:
-    """No hint: `print_error` then prints the line alone, without a dangling dash."""
-    assert error.hint == ""
+def test_6_no_answer(outcome: Outcome, message: str) -> None:
+    """A 408 after the callee rang is the callee's phone giving up: no answer, not the server."""
+    assert explain(outcome) == Explanation(ExitCode.NO_ANSWER, message, RING_HINT)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (Unreachable(PBX), f"SIP server {PBX} unreachable"),
+        (
+            Unreachable(PBX, "cannot resolve: Name or service not known"),
+            f"SIP server {PBX} unreachable: cannot resolve: Name or service not known",
+        ),
+        (
+            Unanswered("REGISTER", PBX, 32.0),
+            f"SIP server {PBX} unreachable: no response to REGISTER within 32 s",
+        ),
+        (
+            Unanswered("INVITE", PBX, 32.0),
+            f"SIP server {PBX} unreachable: no response to INVITE within 32 s",
+        ),
+        (
+            register(503, "Service Unavailable"),
+            f"SIP server {PBX} unreachable: REGISTER answered 503 Service Unavailable",
+        ),
+        (
+            register(408, "Request Timeout"),
+            f"SIP server {PBX} unreachable: REGISTER answered 408 Request Timeout",
+        ),
+        (invite(408, "Request Timeout"), f"SIP server {PBX} unreachable: 408 Request Timeout"),
+    ],
+)
+def test_7_sip_server_unreachable(outcome: Outcome, message: str) -> None:
+    assert explain(outcome) == Explanation(ExitCode.SIP_UNREACHABLE, message, SERVER_HINT)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (OutputFailed("rtmp://h/app/***"), "RTMP output rtmp://h/app/*** failed"),
+        (
+            OutputFailed("rtmp://h/app/***", "Connection refused"),
+            "RTMP output rtmp://h/app/*** failed: Connection refused",
+        ),
+    ],
+)
+def test_8_rtmp_output_failed(outcome: Outcome, message: str) -> None:
+    hint = "check --rtmp-url and --rtmp-stream, and that the server accepts the stream"
+    assert explain(outcome) == Explanation(ExitCode.RTMP_FAILED, message, hint)
+
+
+def test_9_no_media() -> None:
+    hint = "the callee sent no RTP; check NAT and firewalls between you and the callee"
+    message = "no media from the callee within 15 s"
+    assert explain(MediaTimedOut(15.0)) == Explanation(ExitCode.MEDIA_TIMEOUT, message, hint)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (invite(488, "Not Acceptable Here"), "call failed (SIP 488 Not Acceptable Here)"),
+        (invite(500), "call failed (SIP 500)"),
+        (invite(487, "Request Terminated"), "call failed (SIP 487 Request Terminated)"),
+        (register(423, "Interval Too Brief"), "call failed (SIP 423 Interval Too Brief)"),
+        (
+            UnusableAnswer(200, "with an unusable SDP answer: no m= line"),
+            "call failed (SIP 200 with an unusable SDP answer: no m= line)",
+        ),
+        (
+            UnusableAnswer(200, "answered with an unusable dialog: no Contact"),
+            "call failed (SIP 200 answered with an unusable dialog: no Contact)",
+        ),
+    ],
+)
+def test_10_call_failed_for_another_reason(outcome: Outcome, message: str) -> None:
+    """No advice: `print_error` prints the line alone, without a dangling dash."""
+    assert explain(outcome) == Explanation(ExitCode.CALL_FAILED, message, "")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_130_interrupted_before_the_call_was_established(signal_name: str) -> None:
+    message = f"interrupted by {signal_name} before the call was established"
+    assert explain(Interrupted(signal_name)) == Explanation(ExitCode.INTERRUPTED, message, "")
+
+
+def test_1_internal_error_names_the_exception_and_asks_for_details() -> None:
+    explained = explain(InternalError("KeyError"))
+    assert explained == Explanation(
+        ExitCode.INTERNAL, "internal error: KeyError", "run with -v for details"
+    )
+
+
+def test_every_outcome_maps_to_a_documented_code() -> None:
+    outcomes: list[Outcome] = [
+        register(401), invite(404), invite(486), RingTimeout(1.0), Unreachable(PBX),
+        OutputFailed("rtmp://h/a/***"), MediaTimedOut(1.0), invite(500), Interrupted(),
+        InternalError("X"),
+    ]  # fmt: skip
+    codes = {explain(outcome).exit_code for outcome in outcomes}
+    assert codes == set(ExitCode) - {ExitCode.OK, ExitCode.USAGE, ExitCode.LAB_FAILED}
+    assert codes <= set(documented_codes())

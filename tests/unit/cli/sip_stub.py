@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import sip2rtmp.cli.call as call_module
 from sip2rtmp.cli.check import check
 from sip2rtmp.config import CallSettings
-from sip2rtmp.relay import MediaOptions
+from sip2rtmp.relay.options import MediaOptions
 from sip2rtmp.sip.message import Headers, Request, Response, parse_message
 
 

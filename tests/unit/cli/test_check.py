@@ -6,7 +6,9 @@ The checks against the lab's kamailio and RTMP server are in tests/integration/t
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ from click.testing import CliRunner
 
 from sip2rtmp.cli import check as check_module
 from sip2rtmp.cli.check import check
-from sip2rtmp.errors import ExitCode
+from sip2rtmp.cli.main import run
+from sip2rtmp.cli.outcomes import ExitCode
+from sip2rtmp.config import ConfigError
 from tests.unit.cli.sip_stub import OptionsResponder, invoke_check
 
 WRONG_PASSWORD = "Wrong-Pw-Check-Walrus-5521"
@@ -91,6 +95,22 @@ def test_unreachable_sip_server_fails_with_exit_7_and_skips_registration() -> No
     assert marks(stdout).count("✗") == 2  # the SIP server, and the closed RTMP port
 
 
+def test_a_silent_sip_server_fails_with_exit_7_after_the_options_timeout() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = int(silent.getsockname()[1])
+        started = time.monotonic()
+        code, stdout = invoke_check(*offline_args(port))
+        waited = time.monotonic() - started
+    assert code == ExitCode.SIP_UNREACHABLE
+    assert waited == pytest.approx(check_module.OPTIONS_TIMEOUT, abs=1.5)
+    assert stdout.splitlines()[:2] == [
+        f"✗ SIP server udp:127.0.0.1:{port}: no answer to OPTIONS within 5 s — check "
+        "--sip-domain, --sip-outbound-proxy, --sip-port and --sip-transport",
+        "- SIP registration pbx.test: server unreachable",
+    ]
+
+
 def test_json_reports_one_object_per_check_and_a_summary(responder: OptionsResponder) -> None:
     code, stdout = invoke_check(*offline_args(responder.port, "--json"))
     records = [json.loads(line) for line in stdout.splitlines()]
@@ -146,10 +166,16 @@ def test_a_call_profile_works_for_check(tmp_path: Path, responder: OptionsRespon
     assert stdout.startswith(f"✓ SIP server udp:127.0.0.1:{responder.port}")
 
 
-def test_no_sip_server_is_a_usage_error() -> None:
-    with pytest.raises(Exception, match="--sip-outbound-proxy") as raised:
-        invoke_check("--no-register", "--rtmp-url", "rtmp://127.0.0.1/live")
-    assert getattr(raised.value, "exit_code", None) == ExitCode.USAGE
+def test_no_sip_server_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--no-register", "--rtmp-url", "rtmp://127.0.0.1/live"]
+    with pytest.raises(ConfigError, match="missing --sip-domain or --sip-outbound-proxy"):
+        invoke_check(*args)
+    for name in [key for key in os.environ if key.startswith("SIP2RTMP_")]:
+        monkeypatch.delenv(name)
+    assert run(["check", *args]) == ExitCode.USAGE
+    assert "--sip-outbound-proxy" in capsys.readouterr().err
 
 
 def test_help_shows_the_sip_and_rtmp_flags_but_not_the_call_only_ones() -> None:

@@ -18,62 +18,119 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from sip2rtmp.cli.events import record as event_record
 from sip2rtmp.cli.live import LiveView
+from sip2rtmp.cli.outcomes import explain
 from sip2rtmp.cli.output import (
     EventPrinter,
     Redactor,
     configure_logging,
     json_line,
+    plain_line,
     print_error,
     terminal_safe,
 )
 from sip2rtmp.cli.summary import PlainSummary
-from sip2rtmp.config import build_call_settings
-from sip2rtmp.errors import BusyOrDeclined, UsageError
-from sip2rtmp.status import CallStatus, RelayEvent
+from sip2rtmp.config import CallSettings, ConfigError, build_call_settings
+from sip2rtmp.media.output import redact
+from sip2rtmp.outcomes import OutputFailed, Rejected
+from sip2rtmp.relay.events import (
+    Codec,
+    Established,
+    Failed,
+    OutputChanged,
+    Registered,
+    RelayEvent,
+    Trying,
+)
 from tests.unit.cli.sip_stub import OptionsResponder, invoke_check
 from tests.unit.cli.test_live import rendered, stats
 
 HOSTILE_REASON = "\x1b[2J\x1b]0;pwned\x07Busy\u202eereh"
 RAW_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 """Anything a terminal would act on; no line written for one may hold any."""
+SERVER = "rtmp://127.0.0.1:19350/live"
 
 
-def redactor_for(stream_key: str, password: str = "pw") -> Redactor:
-    """The redactor a run builds: every secret the settings name."""
-    settings = build_call_settings(
+def settings_with(stream_key: str, password: str = "pw") -> CallSettings:
+    return build_call_settings(
         callee="1001", sip_login="relay", sip_auth_name=None, sip_password=password,
         sip_domain="pbx.test", sip_outbound_proxy=None, sip_port=None, sip_transport="udp",
-        register=True, rtmp_urls=("rtmp://127.0.0.1:19350/live",), rtmp_streams=(stream_key,),
+        register=True, rtmp_urls=(SERVER,), rtmp_streams=(stream_key,),
         audio=True, video=True, call_id="c1", max_duration=None, ring_timeout=60.0,
         media_timeout=15.0,
     )  # fmt: skip
-    return Redactor(settings.secrets)
 
 
-def plain(event: RelayEvent, redactor: Redactor) -> str:
+def plain(event: RelayEvent) -> str:
     stream = io.StringIO()
-    EventPrinter("c1", redactor, as_json=False, stream=stream)(event)
+    EventPrinter("c1", as_json=False, stream=stream)(event)
     return stream.getvalue().split(" ", 1)[1]
 
 
-# ---- the line redactor ----------------------------------------------------------------------
+# ---- secrets masked by field ----------------------------------------------------------------
 
 
-def test_a_short_stream_key_does_not_mangle_the_output() -> None:
-    """Key `live`, as on nginx: before, `output target=rtmp://127.0.0.1:19350/***/*** state=***`."""
-    output = RelayEvent(
-        "output", data={"target": "rtmp://127.0.0.1:19350/live/***", "state": "live"}
+def a_run_streaming_to(stream_key: str) -> list[RelayEvent]:
+    """What a relay reports for one output: its target in the display form the output module
+    gives it, in state changes and stats, and a failure whose words hold the key's letters."""
+    (target,) = settings_with(stream_key).rtmp_targets
+    shown = redact(target.url)
+    return [
+        Trying(f"sip:{stream_key}-desk@pbx.test"),
+        Established(200, "OK", Codec("PCMU", 8000), None),
+        OutputChanged(shown, "live"),
+        stats(-20.0, target=shown),
+        OutputChanged(shown, "failed", f"Connection to {shown} refused"),
+        Failed(OutputFailed(shown, "exited with an exit code")),
+    ]
+
+
+@pytest.mark.parametrize("key", ["live", "x"])
+def test_a_short_stream_key_is_masked_in_the_target_and_nowhere_else(key: str) -> None:
+    """Keys `live` (common on nginx) and `x`: the target reads `rtmp://…/live/***`, and every
+    other word is as the relay made it. Masking by substring over the line once printed
+    `output target=rtmp://127.0.0.1:19350/***/*** state=***` and `e***itCode=10`."""
+    events = a_run_streaming_to(key)
+    json_out, plain_out = io.StringIO(), io.StringIO()
+    printer = EventPrinter("c1", as_json=True, stream=json_out)
+    summary = PlainSummary(stream=plain_out)
+    view = LiveView(call_id="c1")
+    for event in events:
+        printer(event)
+        summary(event)
+        view(event)
+    masked = f"{SERVER}/***"
+    records = [json.loads(line) for line in json_out.getvalue().splitlines()]
+    assert [r["target"] for r in records if r["event"] == "output"] == [masked, masked]
+    assert records[3]["outputs"][0]["target"] == masked
+    assert records[0]["callee"] == f"sip:{key}-desk@pbx.test"
+    assert records[-1] == {
+        "event": "status", "ts": records[-1]["ts"], "callId": "c1", "status": "FAILED",
+        "reason": f"RTMP output {masked} failed: exited with an exit code", "exitCode": 8,
+    }  # fmt: skip
+    lines = [line.split(" ", 1)[1] for line in plain_out.getvalue().splitlines()]
+    assert lines[2] == f"output target={masked} state=live"
+    assert lines[-1] == (
+        f'FAILED reason="RTMP output {masked} failed: exited with an exit code" exitCode=8'
     )
-    assert plain(output, redactor_for("live")) == (
-        "output target=rtmp://127.0.0.1:19350/live/*** state=live\n"
+    shown = rendered(view, width=200)
+    assert masked in shown and f"failed: Connection to {masked} refused" in shown
+    for text in (json_out.getvalue(), plain_out.getvalue(), shown):
+        assert f"{SERVER}/{key}" not in text
+
+
+def test_printers_print_event_values_as_the_relay_made_them() -> None:
+    """Nothing is searched for secrets in an event: a call id or a reason phrase that happens
+    to equal a stream key or a field name reaches every printer untouched."""
+    event = Failed(Rejected("INVITE", 503, "exitCode received live x", "pbx.test"))
+    assert plain(event) == (
+        'FAILED reason="call failed (SIP 503 exitCode received live x)" exitCode=10\n'
     )
+    assert event_record(event)["reason"] == explain(event.outcome).message
 
 
-def test_a_one_letter_stream_key_does_not_mangle_the_output() -> None:
-    """Key `x`: before, `exitCode=10` read `e***itCode=10`."""
-    failed = RelayEvent("status", CallStatus.FAILED, {"reason": "Busy Here", "exitCode": 10})
-    assert plain(failed, redactor_for("x")) == 'FAILED reason="Busy Here" exitCode=10\n'
+# ---- the free-text redactor: log records and unexpected errors ------------------------------
 
 
 @pytest.mark.parametrize(
@@ -92,16 +149,18 @@ def test_a_one_letter_stream_key_does_not_mangle_the_output() -> None:
         ("-Passw0rd-", "a-Passw0rd-b", "a***b"),
     ],
 )
-def test_a_long_secret_is_masked_as_a_whole_token_only(secret: str, text: str, shown: str) -> None:
-    assert redactor_for("k", password=secret)(text) == shown
+def test_a_long_password_is_masked_as_a_whole_token_only(
+    secret: str, text: str, shown: str
+) -> None:
+    assert Redactor([secret])(text) == shown
 
 
 def test_secrets_added_later_join_the_earlier_ones() -> None:
-    """The password is known before the profile names the stream keys: both stay masked."""
-    redact = Redactor(["password-1"])
-    redact.add("stream-key-2")
-    redact.add("short", "password-1")
-    assert redact("password-1 stream-key-2 short") == "*** *** short"
+    """The password is known before the settings name the targets: all stay masked."""
+    redact_text = Redactor(["password-1"])
+    redact_text.add_url(f"{SERVER}/stream-key-2", f"{SERVER}/***")
+    redact_text.add("short", "password-1")
+    assert redact_text(f"password-1 {SERVER}/stream-key-2 short") == (f"*** {SERVER}/*** short")
 
 
 def test_a_secret_that_extends_another_is_masked_whole() -> None:
@@ -111,71 +170,15 @@ def test_a_secret_that_extends_another_is_masked_whole() -> None:
         assert Redactor(secrets)("key hunter2!extra, pw hunter2!") == "key ***, pw ***"
 
 
-KEY_LIKE_A_FIELD = "received"
-"""A stream key that is also a field name (`rtp.received` in `stats`; `exitCode` likewise)."""
-
-
-def test_a_secret_in_a_value_is_masked_in_every_nested_value_and_no_key() -> None:
-    redact = Redactor([KEY_LIKE_A_FIELD, "Grüße-Paß-1"])
-    record = {
-        "received": 3,
-        "target": "rtmp://h/app/received",
-        "outputs": [{"received": "received", "path": Path("/srv/received")}],
-        "pair": ("received", 1.5, None, True),
-        "reason": "auth Grüße-Paß-1",
-    }
-    assert redact.values(record) == {
-        "received": 3,
-        "target": "rtmp://h/app/***",
-        "outputs": [{"received": "***", "path": "/srv/***"}],
-        "pair": ("***", 1.5, None, True),
-        "reason": "auth ***",
-    }
-
-
-def test_a_non_ascii_secret_is_masked_in_a_json_event() -> None:
-    """JSON escapes non-ASCII text (`\\u00fc`): masking the serialised line missed it."""
-    stream = io.StringIO()
-    EventPrinter("c1", Redactor(["Grüße-Paß-1"]), as_json=True, stream=stream)(
-        RelayEvent("status", CallStatus.FAILED, {"reason": "auth Grüße-Paß-1", "exitCode": 3})
-    )
-    assert json.loads(stream.getvalue())["reason"] == "auth ***"
-
-
-@pytest.mark.parametrize("key", ["exitCode", KEY_LIKE_A_FIELD, "callId-0"])
-def test_a_key_named_like_a_field_leaves_json_events_intact(key: str) -> None:
-    stream = io.StringIO()
-    printer = EventPrinter(f"call-{key}", redactor_for(key), as_json=True, stream=stream)
-    printer(RelayEvent("status", CallStatus.FAILED, {"reason": f"no {key}", "exitCode": 10}))
-    printer(stats(-20.0))
-    failed, stats_record = map(json.loads, stream.getvalue().splitlines())
-    assert failed["exitCode"] == 10 and failed["reason"] == "no ***"
-    assert failed["callId"] == "call-***" and failed["status"] == "FAILED"
-    assert stats_record["rtp"]["received"] == 3250
-
-
-def test_a_key_named_like_a_field_leaves_plain_lines_intact() -> None:
-    redact = redactor_for(KEY_LIKE_A_FIELD)
-    failed = RelayEvent("status", CallStatus.FAILED, {"reason": "received", "received": 10})
-    assert plain(failed, redact) == "FAILED reason=*** received=10\n"
-    stream = io.StringIO()
-    summary = PlainSummary(redact, stream=stream)
-    summary(stats(-20.0))
-    summary(failed)
-    summary_line, status_line = stream.getvalue().splitlines()
-    assert ",received:3250," in summary_line
-    assert status_line.endswith(" FAILED reason=*** received=10")
-
-
-def test_a_key_named_like_a_field_leaves_the_live_view_intact() -> None:
-    view = LiveView(redactor_for(KEY_LIKE_A_FIELD), call_id="c-received")
-    view(stats(-20.0))
-    view(RelayEvent("dtmf", data={"digit": "5", "direction": "received"}))
-    view(RelayEvent("output", data={"target": "rtmp://h/app/received", "state": "live"}))
-    text = rendered(view)
-    assert "received 3250" in text and "received 5" in text
-    assert "rtmp://h/app/***" in text and "c-***" in text
-    assert "rtmp://h/app/received" not in text and "c-received" not in text
+@pytest.mark.parametrize("key", ["live", "x", "exitCode"])
+def test_free_text_loses_the_full_target_url_and_keeps_every_word(key: str) -> None:
+    """A library's log line naming the full URL shows its display form; the key alone, a
+    common word, is not searched for."""
+    (target,) = settings_with(key).rtmp_targets
+    redact_text = Redactor()
+    redact_text.add_url(target.url, redact(target.url))
+    line = f"[flv @ 0x1] {target.url}: live exitCode x failed"
+    assert redact_text(line) == f"[flv @ 0x1] {SERVER}/***: live exitCode x failed"
 
 
 def test_a_key_named_like_a_field_leaves_check_records_intact(responder: OptionsResponder) -> None:
@@ -204,10 +207,10 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 def test_a_json_event_has_the_documented_fields() -> None:
     stream = io.StringIO()
-    printer = EventPrinter("weekly-42", Redactor(), as_json=True, stream=stream)
+    printer = EventPrinter("weekly-42", as_json=True, stream=stream)
     before = datetime.now(UTC)
-    printer(RelayEvent("status", CallStatus.FAILED, {"reason": "Busy", "exitCode": 10}))
-    printer(RelayEvent("registered", data={"expires": 600}))
+    printer(Failed(Rejected("INVITE", 500, "Busy", "pbx.test")))
+    printer(Registered(600))
     after = datetime.now(UTC)
     failed, registered = map(json.loads, stream.getvalue().splitlines())
     for record in (failed, registered):
@@ -218,7 +221,7 @@ def test_a_json_event_has_the_documented_fields() -> None:
         "event": "status",
         "callId": "weekly-42",
         "status": "FAILED",
-        "reason": "Busy",
+        "reason": "call failed (SIP 500 Busy)",
         "exitCode": 10,
     }
     assert registered == {"event": "registered", "callId": "weekly-42", "expires": 600}
@@ -230,13 +233,10 @@ def test_a_json_line_is_compact_and_shows_any_value_as_text() -> None:
 
 
 def test_a_plain_line_shows_nested_values_compactly() -> None:
-    established = RelayEvent(
-        "status",
-        CallStatus.ESTABLISHED,
-        {"code": 200, "reason": "OK", "audio": {"codec": "PCMU", "rate": 8000}, "duration": 1.25},
-    )
-    shown = plain(established, Redactor())
-    assert shown == "ESTABLISHED code=200 reason=OK audio=codec:PCMU,rate:8000 duration=1.25\n"
+    established = Established(200, "OK", Codec("PCMU", 8000), None)
+    assert plain(established) == "ESTABLISHED code=200 reason=OK audio=codec:PCMU,rate:8000\n"
+    fields = {"event": "status", "status": "FINISH", "reason": "bye", "duration": 1.25}
+    assert plain_line(fields).split(" ", 1)[1] == "FINISH reason=bye duration=1.25"
 
 
 # ---- the log file ---------------------------------------------------------------------------
@@ -390,7 +390,7 @@ def test_records_do_not_reach_handlers_outside_the_program(
 @pytest.mark.usefixtures("restore_logging")
 def test_a_log_file_that_cannot_be_opened_is_a_usage_error(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir" / "run.log"
-    with pytest.raises(UsageError, match=r"cannot open --log-file .*run\.log: No such file"):
+    with pytest.raises(ConfigError, match=r"cannot open --log-file .*run\.log: No such file"):
         configure_logging(0, False, missing, Redactor())
 
 
@@ -405,7 +405,7 @@ def test_a_log_file_that_cannot_be_made_private_is_refused_and_closed(
 
     monkeypatch.setattr(os, "fchmod", refuse)
     before = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(UsageError, match=r"cannot open --log-file .*: Operation not permitted"):
+    with pytest.raises(ConfigError, match=r"cannot open --log-file .*: Operation not permitted"):
         configure_logging(0, False, tmp_path / "run.log", Redactor())
     assert len(os.listdir("/proc/self/fd")) == before, "the descriptor was left open"
 
@@ -471,19 +471,19 @@ def test_terminal_safe() -> None:
 
 
 def test_an_error_line_is_one_safe_line(capsys: pytest.CaptureFixture[str]) -> None:
-    error = BusyOrDeclined(486, HOSTILE_REASON + "\r\nsecond line")
-    print_error(error.describe(), error.hint, Redactor())
+    error = explain(Rejected("INVITE", 486, HOSTILE_REASON + "\r\nsecond line", "pbx.test"))
+    print_error(error.message, error.hint)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pwned" in err
     assert not RAW_CONTROL.search(err[:-1])
 
 
 def test_plain_lines_are_safe() -> None:
-    busy = RelayEvent("status", CallStatus.BUSY, {"code": 486, "reason": HOSTILE_REASON})
-    line = plain(busy, Redactor())
+    busy = Failed(Rejected("INVITE", 486, HOSTILE_REASON, "pbx.test"))
+    line = plain(busy)
     assert "pwned" in line and not RAW_CONTROL.search(line[:-1])
     stream = io.StringIO()
-    PlainSummary(Redactor(), stream=stream)(busy)
+    PlainSummary(stream=stream)(busy)
     assert "pwned" in stream.getvalue() and not RAW_CONTROL.search(stream.getvalue()[:-1])
 
 
@@ -493,18 +493,18 @@ def test_json_lines_escape_every_control_character() -> None:
     assert not RAW_CONTROL.search(line)
     assert json.loads(line) == record
     stream = io.StringIO()
-    EventPrinter("c1", Redactor(), as_json=True, stream=stream)(
-        RelayEvent("status", CallStatus.BUSY, {"reason": "\x7f\x9b" + HOSTILE_REASON})
+    EventPrinter("c1", as_json=True, stream=stream)(
+        Failed(Rejected("INVITE", 486, "\x7f\x9b" + HOSTILE_REASON, "pbx.test"))
     )
     assert not RAW_CONTROL.search(stream.getvalue()[:-1])
-    assert json.loads(stream.getvalue())["reason"] == "\x7f\x9b" + HOSTILE_REASON
+    reason = json.loads(stream.getvalue())["reason"]
+    assert reason == f"callee busy or declined (SIP 486 \x7f\x9b{HOSTILE_REASON})"
 
 
 def test_the_live_view_shows_peer_text_without_its_escapes() -> None:
-    view = LiveView(Redactor(), call_id="c1")
-    view(RelayEvent("status", CallStatus.BUSY, {"code": 486, "reason": HOSTILE_REASON}))
-    view(RelayEvent("output", data={"target": "rtmp://h/app/***", "state": "failed",
-                                    "error": "peer said \x1b[31mno"}))  # fmt: skip
+    view = LiveView(call_id="c1")
+    view(Failed(Rejected("INVITE", 486, HOSTILE_REASON, "pbx.test")))
+    view(OutputChanged("rtmp://h/app/***", "failed", "peer said \x1b[31mno"))
     console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
     console.print(view.render())
     shown = console.file.getvalue()  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sip2rtmp.cli.options import password_from
-from sip2rtmp.errors import UsageError
+from sip2rtmp.config import ConfigError
 
 SECRET = "Pw-from-source-41c7"
 SIP2RTMP = str(Path(sys.executable).with_name("sip2rtmp"))
@@ -31,7 +31,7 @@ def test_first_line_of_a_command() -> None:
 
 
 def test_only_one_source(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="only one of --sip-password, --sip-password-file"):
+    with pytest.raises(ConfigError, match="only one of --sip-password, --sip-password-file"):
         password_from(SECRET, tmp_path / "pw", None)
 
 
@@ -44,13 +44,13 @@ def test_only_one_source(tmp_path: Path) -> None:
     ],
 )
 def test_a_failing_command_is_a_usage_error_that_shows_no_output(command: str, words: str) -> None:
-    with pytest.raises(UsageError, match=words) as raised:
+    with pytest.raises(ConfigError, match=words) as raised:
         password_from(None, None, command)
     assert "oops-output" not in str(raised.value)
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read --sip-password-file"):
+    with pytest.raises(ConfigError, match="cannot read --sip-password-file"):
         password_from(None, tmp_path / "absent", None)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from sip2rtmp.cli.output import Redactor
 from sip2rtmp.config import (
+    ConfigError,
     HostPort,
     Secret,
     build_call_settings,
@@ -14,7 +15,6 @@ from sip2rtmp.config import (
     redact_url,
     rtmp_targets,
 )
-from sip2rtmp.errors import UsageError
 
 
 def settings(**overrides: object):  # type: ignore[no-untyped-def]
@@ -57,7 +57,7 @@ def test_parse_host_port(text: str, expected: HostPort) -> None:
 
 @pytest.mark.parametrize("text", ["", "host:0", "host:70000", "host:abc", "a b", "[::1"])
 def test_parse_host_port_rejects(text: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         parse_host_port(text, "x")
 
 
@@ -65,7 +65,7 @@ def test_callee_forms() -> None:
     assert callee_uri("1001", "pbx.test") == "sip:1001@pbx.test"
     assert callee_uri("conf@bridge.test", None) == "sip:conf@bridge.test"
     assert callee_uri("sips:9@x.test;transport=tls", None) == "sips:9@x.test;transport=tls"
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         callee_uri("1001", None)
 
 
@@ -96,7 +96,7 @@ def test_rtmp_targets_pairing_and_masking() -> None:
     assert [t.url for t in paired] == ["rtmp://a.test/x/k1", "rtmp://b.test/y/k2"]
     embedded = rtmp_targets(("rtmp://a.test/live/embedded-key-99",), ())
     assert embedded[0].stream_key == "embedded-key-99"
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         rtmp_targets(("rtmp://a/x", "rtmp://b/y", "rtmp://c/z"), ("k1", "k2"))
     assert "secret-stream-key" not in redact_url("rtmp://a.test/live/secret-stream-key")
 
@@ -140,12 +140,12 @@ def test_without_a_domain_an_ipv6_proxy_is_the_domain_in_brackets() -> None:
 
 def test_a_tel_callee_needs_a_server() -> None:
     assert settings(callee="tel:+49-30-123").callee_uri == "tel:+49-30-123"
-    with pytest.raises(UsageError, match="tel:"):
+    with pytest.raises(ConfigError, match="tel:"):
         settings(callee="tel:+49-30-123", sip_domain=None, register=False)
 
 
 def test_an_rtmp_url_with_a_bad_port_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="invalid port"):
+    with pytest.raises(ConfigError, match="invalid port"):
         settings(rtmp_urls=("rtmp://live.example.test:99999/app",))
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK
-from sip2rtmp.relay import MediaOptions
-from sip2rtmp.relay.runner import Relay
+from sip2rtmp.relay.media import render_slate
+from sip2rtmp.relay.options import MediaOptions
 from sip2rtmp.relay.video import KeyframePolicy
 from tests.unit.cli.sip_stub import call_with_env
 from tests.unit.cli.test_contract import VALID, assert_one_line_usage_error, run
@@ -66,7 +66,7 @@ def test_profile_keys_and_flags_reach_the_relay(
     _, media = invoke_call(*args, "--keyframe-interval", "0.5", monkeypatch=monkeypatch)
     assert media.keyframe_interval == 0.5, "the flag wins over the profile"
 
-    slate = Relay(settings, lambda event: None, media)._slate(64, 64)
+    slate = render_slate(settings, media, 64, 64)
     keyframes = [p.dts for p in slate.packets_until(3.0) if p.keyframe]
     assert keyframes == list(range(0, 3 * VIDEO_CLOCK + 1, VIDEO_CLOCK // 2)), "a 0.5 s GOP"
 

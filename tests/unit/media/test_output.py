@@ -48,8 +48,8 @@ def test_refused_first_connect_fails_for_good(templates: StreamTemplates) -> Non
         time.sleep(0.01)
     assert output.state is OutputState.FAILED
     failure = output.failure
-    assert failure is not None and "SECRET" not in failure.describe()
-    assert "refused" in failure.describe().lower()
+    assert failure is not None and failure.url == redact(target)
+    assert "SECRET" not in failure.url + failure.detail and "refused" in failure.detail.lower()
     output.close()
 
 

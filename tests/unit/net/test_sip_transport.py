@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from sip2rtmp.net.sip_transport import Addr, open_transport
+from sip2rtmp.net.sip_transport import open_transport
+from sip2rtmp.netaddr import Address
 from sip2rtmp.sip.message import SipParseError
 
 LOCALHOST = "127.0.0.1"
@@ -35,7 +36,7 @@ class Handler:
         self.errors: list[Exception] = []
         self.changed = asyncio.Event()
 
-    def on_message(self, data: bytes, addr: Addr) -> None:
+    def on_message(self, data: bytes, addr: Address) -> None:
         self.received.append(data)
         self.changed.set()
         if len(self.received) in self.fail_on:
@@ -54,7 +55,7 @@ class Handler:
         await asyncio.wait_for(loop(), 5.0)
 
 
-async def _stream_peer(payload: bytes) -> tuple[asyncio.Server, Addr]:
+async def _stream_peer(payload: bytes) -> tuple[asyncio.Server, Address]:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(payload)
         await writer.drain()

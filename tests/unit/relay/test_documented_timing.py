@@ -10,7 +10,7 @@ from itertools import groupby
 
 from sip2rtmp.media.pipeline import MediaConfig
 from sip2rtmp.net.grid import GRID_S, Ticker
-from sip2rtmp.relay import audio, runner
+from sip2rtmp.relay import audio, core
 from tests.support.virtual_clock import run_on_virtual_clock
 
 TICKS = 40
@@ -60,4 +60,4 @@ def test_the_media_thread_wakes_50_times_in_the_first_second_then_5() -> None:
 
 def test_video_events_follow_their_switch_within_half_a_second() -> None:
     """events.md: the relay polls what the stream carries every half second."""
-    assert runner.WATCH_INTERVAL == 0.5
+    assert core.WATCH_INTERVAL == 0.5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sip2rtmp.errors import UsageError
+from sip2rtmp.config import ConfigError
 from sip2rtmp.relay.dtmf import DtmfScript, DtmfStep
 
 
@@ -37,5 +37,5 @@ def test_script_steps(text: str, steps: tuple[DtmfStep, ...]) -> None:
     ],
 )
 def test_bad_scripts_name_the_word_at_fault(text: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ConfigError, match=message):
         DtmfScript.parse(text)

@@ -10,8 +10,9 @@ import pytest
 
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
 from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.relay.core import OFFERED_VIDEO_CODECS
 from sip2rtmp.relay.sync import AvSync, SenderReportTap
-from sip2rtmp.relay.video import OFFERED_CODECS, VideoLeg
+from sip2rtmp.relay.video import VideoLeg
 from sip2rtmp.rtp.h264 import AccessUnit, H264Depacketizer, nal_type
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import ReceiverReport, RtcpPacket, SenderReport, ntp_from_unix
@@ -84,7 +85,9 @@ async def _send_slate(slate: SlateVideo, codec: str) -> tuple[VideoLeg, list[Rtp
     callee.bind(("127.0.0.1", 0))
     callee.setblocking(False)
     leg = await VideoLeg.open("127.0.0.1")
-    offer = build_offer("127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_CODECS)
+    offer = build_offer(
+        "127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_VIDEO_CODECS
+    )
     port = callee.getsockname()[1]
     capabilities = build_offer("127.0.0.1", 4002, port, session_id=2, video_codecs=(codec,))
     stream = negotiate(offer, answer_offer(capabilities, offer).sdp).video

@@ -11,30 +11,53 @@ import itertools
 import socket
 from collections.abc import Callable
 
-from sip2rtmp.relay.video import OFFERED_CODECS, KeyframePolicy, VideoLeg
+from sip2rtmp.relay.core import OFFERED_VIDEO_CODECS
+from sip2rtmp.relay.video import KeyframePolicy, VideoLeg
 from sip2rtmp.rtp.packet import RtpPacket, is_rtcp
 from sip2rtmp.rtp.rtcp import PictureLossIndication, parse_compound
+from sip2rtmp.rtp.vp8 import Vp8Depacketizer
 from sip2rtmp.sip.sdp import NegotiatedStream, answer_offer, build_offer, negotiate
 
 POLICY = KeyframePolicy(retry_s=0.05, quiet_s=0.2, quiet_retry_max_s=0.4)
 P_SLICE = bytes((0x41, 0x9A, 0x00))
 """A non-IDR slice: the leg keeps waiting for a keyframe, so it keeps asking."""
+VP8_INTERFRAME = b"\x10" + b"\x11\x02\x00" + bytes(20)
+"""RFC 7741 §4.2 descriptor (S=1, partition 0), then a frame tag with P=1 (RFC 6386 §9.1)."""
+VP8_KEYFRAME = b"\x10" + b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xb4\x00" + bytes(20)
+"""The same with P=0, the start code and a 320x180 size (RFC 6386 §9.1)."""
+
+
+def _callee() -> socket.socket:
+    callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    callee.bind(("127.0.0.1", 0))
+    callee.setblocking(False)
+    return callee
+
+
+def _answer(
+    leg: VideoLeg,
+    callee: socket.socket,
+    codec: str = "H264",
+    edit_answer: Callable[[str], str] = lambda answer: answer,
+) -> NegotiatedStream:
+    """The video stream of an offer that ``callee`` answered (edited) with ``codec`` only."""
+    offer = build_offer(
+        "127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_VIDEO_CODECS
+    )
+    port = callee.getsockname()[1]
+    capabilities = build_offer("127.0.0.1", 4002, port, session_id=2, video_codecs=(codec,))
+    stream = negotiate(offer, edit_answer(answer_offer(capabilities, offer).sdp)).video
+    assert stream is not None
+    return stream
 
 
 async def _call(
     edit_answer: Callable[[str], str],
 ) -> tuple[socket.socket, VideoLeg, NegotiatedStream]:
     """A leg and a callee socket in a call negotiated from the callee's (edited) answer."""
-    callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    callee.bind(("127.0.0.1", 0))
-    callee.setblocking(False)
+    callee = _callee()
     leg = await VideoLeg.open("127.0.0.1", POLICY)
-    offer = build_offer("127.0.0.1", 4000, leg.port, session_id=1, video_codecs=OFFERED_CODECS)
-    port = callee.getsockname()[1]
-    capabilities = build_offer("127.0.0.1", 4002, port, session_id=2, video_codecs=("H264",))
-    stream = negotiate(offer, edit_answer(answer_offer(capabilities, offer).sdp)).video
-    assert stream is not None
-    return callee, leg, stream
+    return callee, leg, _answer(leg, callee, edit_answer=edit_answer)
 
 
 async def _picture_loss_indications(schedule: list[float], duration: float) -> list[float]:
@@ -131,3 +154,61 @@ def test_without_rtcp_feedback_keyframes_are_asked_for_by_sip_info() -> None:
         if is_rtcp(data)
         for p in parse_compound(data)
     ), "PLI sent although the answer did not negotiate it"
+
+
+def _pli_sources(callee: socket.socket) -> list[int]:
+    """The media SSRCs named by the PLIs that reached ``callee`` since the last call."""
+    named: list[int] = []
+    while True:
+        try:
+            data = callee.recv(65535)
+        except BlockingIOError:
+            return named
+        if is_rtcp(data):
+            named += [
+                p.media_ssrc for p in parse_compound(data) if isinstance(p, PictureLossIndication)
+            ]
+
+
+def test_a_retarget_to_another_sender_and_codec_asks_it_for_its_keyframe() -> None:
+    """Re-pointed from an H.264 callee to a VP8 one elsewhere, the leg depacketizes VP8, asks
+    the new sender (by its SSRC) for a keyframe, and tells its first keyframe once."""
+
+    async def scenario() -> None:
+        callee, leg, stream = await _call(lambda answer: answer)
+        moved = _callee()
+        firsts: list[tuple[str, int]] = []
+        keyframes: list[float] = []
+        loop = asyncio.get_running_loop()
+        leg.on_first_packet = firsts.append
+        leg.on_keyframe = lambda: keyframes.append(loop.time())
+        port = leg.port
+        first_sender = ("127.0.0.1", callee.getsockname()[1])
+        try:
+            await leg.connect(stream)
+            packet = RtpPacket(stream.payload_type, 1, 0, 1234, P_SLICE, marker=True)
+            callee.sendto(packet.serialize(), ("127.0.0.1", leg.port))
+            await asyncio.sleep(0.1)
+            vp8 = _answer(leg, moved, "VP8")
+            await leg.retarget(vp8)
+            assert isinstance(leg.depacketizer, Vp8Depacketizer)
+            for sequence in range(40):
+                frame = VP8_KEYFRAME if sequence in (20, 30) else VP8_INTERFRAME
+                packet = RtpPacket(
+                    vp8.payload_type, sequence, sequence * 3600, 5678, frame, marker=True
+                )
+                moved.sendto(packet.serialize(), ("127.0.0.1", leg.port))
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            asked = _pli_sources(moved)
+        finally:
+            await leg.close()
+            callee.close()
+            moved.close()
+        assert leg.port == port
+        assert 5678 in asked, f"the new sender was asked for a keyframe: {asked}"
+        assert firsts == [first_sender], "the first packet is told once, from the first sender"
+        assert len(keyframes) == 1, "the first keyframe is told once"
+        assert leg.depacketizer.resolution == (320, 180)
+
+    asyncio.run(scenario())

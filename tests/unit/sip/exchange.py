@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 
 from sip2rtmp.sip.auth import Credentials
-from sip2rtmp.sip.message import Headers, Request, Response
+from sip2rtmp.sip.context import AgentContext
+from sip2rtmp.sip.events import Event, MessageLogged
+from sip2rtmp.sip.message import Headers, Request, Response, parse_message
 from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
 
 SERVER = ("192.0.2.10", 5060)
@@ -71,3 +73,48 @@ def options_request(branch: str, user: str = "peer") -> bytes:
     headers.add("Call-ID", branch)
     headers.add("CSeq", "1 OPTIONS")
     return Request("OPTIONS", "sip:relay@192.0.2.1", headers).to_bytes()
+
+
+def make_context(config: UserAgentConfig = CONFIG) -> AgentContext:
+    """The shared state one part of the agent runs on, tokens `tok0`, `tok1`, ... in order."""
+    counter = itertools.count()
+    return AgentContext(config, SERVER, lambda: f"tok{next(counter)}")
+
+
+def drain(context: AgentContext) -> list[Request]:
+    """The requests the parts queued since the last call, parsed."""
+    context.collect()
+    requests = []
+    for data, addr in context.take_outgoing():
+        assert addr == SERVER
+        message = parse_message(data)
+        assert isinstance(message, Request)
+        requests.append(message)
+    return requests
+
+
+def deliver(context: AgentContext, data: bytes, now: float) -> None:
+    """A response routed to the client transaction that sent its request, as the facade does."""
+    response = parse_message(data)
+    assert isinstance(response, Response)
+    pending = context.pending_for(response)
+    assert pending is not None, "no transaction for this response"
+    if pending.transaction.receive_response(response, now):
+        pending.on_response(response, now)
+
+
+def happenings(context: AgentContext) -> list[Event]:
+    """The events queued since the last call, the message log left out."""
+    events: list[Event] = [e for e in context.events if not isinstance(e, MessageLogged)]
+    context.events.clear()
+    return events
+
+
+def retransmission_times(ua: UserAgent) -> list[float]:
+    """Run the agent's timers until none is left; the instants at which it sent something."""
+    times: list[float] = []
+    while (deadline := ua.get_timer()) is not None:
+        ua.handle_timer(deadline)
+        if ua.data_to_send(deadline):
+            times.append(deadline)
+    return times

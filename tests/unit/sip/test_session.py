@@ -1,4 +1,4 @@
-"""The asyncio shell on loopback, without the lab: unreachable servers become SipUnreachable."""
+"""The asyncio shell on loopback, without the lab: unreachable servers fail as `Unreachable`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import cast
 
 import pytest
 
-from sip2rtmp.errors import AuthenticationFailed, SipUnreachable
 from sip2rtmp.net.sip_session import MessageLog, SipSession
+from sip2rtmp.netaddr import Transport
+from sip2rtmp.outcomes import Rejected, RunFailed, SipFailure, Unanswered, Unreachable
 from sip2rtmp.sip.auth import Credentials
-from sip2rtmp.sip.useragent import Transport, UserAgentConfig
+from sip2rtmp.sip.events import Event, OptionsAnswered, Registered, RegistrationFailed
+from sip2rtmp.sip.useragent import UserAgentConfig
 
 
 def free_port(kind: int) -> int:
@@ -42,19 +44,28 @@ async def register(cfg: UserAgentConfig) -> None:
 
 def test_udp_port_unreachable_fails_at_once() -> None:
     started = time.monotonic()
-    with pytest.raises(SipUnreachable, match=r"127\.0\.0\.1"):
-        asyncio.run(register(config("udp", free_port(socket.SOCK_DGRAM))))
+    port = free_port(socket.SOCK_DGRAM)
+    with pytest.raises(RunFailed) as failed:
+        asyncio.run(register(config("udp", port)))
     assert time.monotonic() - started < 3
+    assert failed.value.outcome == Unreachable(f"127.0.0.1:{port}", "Connection refused")
 
 
 def test_tcp_connection_refused() -> None:
-    with pytest.raises(SipUnreachable, match="unreachable"):
-        asyncio.run(register(config("tcp", free_port(socket.SOCK_STREAM))))
+    port = free_port(socket.SOCK_STREAM)
+    with pytest.raises(RunFailed) as failed:
+        asyncio.run(register(config("tcp", port)))
+    assert isinstance(failed.value.outcome, Unreachable)
+    assert failed.value.outcome.target == f"127.0.0.1:{port}"
+    assert failed.value.outcome.detail == f"Connect call failed ('127.0.0.1', {port})"
 
 
 def test_unresolvable_domain() -> None:
-    with pytest.raises(SipUnreachable, match="cannot resolve"):
+    with pytest.raises(RunFailed) as failed:
         asyncio.run(register(config("udp", 5060, domain="no-such-host.invalid")))
+    assert isinstance(failed.value.outcome, Unreachable)
+    assert failed.value.outcome.target == "no-such-host.invalid:5060"
+    assert failed.value.outcome.detail.startswith("cannot resolve: ")
 
 
 class ScriptedRegistrar(asyncio.DatagramProtocol):
@@ -137,5 +148,101 @@ class NonUtf8Challenger(ScriptedRegistrar):
 
 
 def test_a_challenge_that_is_not_utf8_ends_register_promptly() -> None:
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(RunFailed) as failed:
         register_through(NonUtf8Challenger)
+    assert failed.value.outcome == Rejected("REGISTER", 401, "Unauthorized", "127.0.0.1")
+
+
+async def _serve(registrar: type[ScriptedRegistrar]) -> tuple[asyncio.DatagramTransport, int]:
+    loop = asyncio.get_running_loop()
+    server, _ = await loop.create_datagram_endpoint(registrar, local_addr=("127.0.0.1", 0))
+    return server, int(server.get_extra_info("sockname")[1])
+
+
+class CapableServer(ScriptedRegistrar):
+    """Answers every request 200 with its capabilities and a 2 s registration."""
+
+    def answers(self, keep: list[bytes]) -> list[bytes]:
+        extra = [b"Allow: INVITE, OPTIONS", b"Supported: timer", b"Server: stub", b"Expires: 2"]
+        return [b"\r\n".join([b"SIP/2.0 200 OK", *keep, *extra, b"", b""])]
+
+
+class SilentServer(ScriptedRegistrar):
+    def answers(self, keep: list[bytes]) -> list[bytes]:
+        return []
+
+
+def test_options_through_the_session() -> None:
+    async def scenario() -> OptionsAnswered:
+        server, port = await _serve(CapableServer)
+        try:
+            async with SipSession(config("udp", port)) as sip:
+                return await asyncio.wait_for(sip.options(), 5)
+        finally:
+            server.close()
+
+    answer = asyncio.run(scenario())
+    assert answer == OptionsAnswered(200, "OK", ("INVITE", "OPTIONS"), ("timer",), "stub")
+
+
+def test_options_unanswered_within_the_callers_timeout() -> None:
+    async def scenario() -> None:
+        server, port = await _serve(SilentServer)
+        try:
+            async with SipSession(config("udp", port)) as sip:
+                await sip.options(timeout=0.3)
+        finally:
+            server.close()
+
+    started = time.monotonic()
+    with pytest.raises(RunFailed) as failed:
+        asyncio.run(scenario())
+    assert time.monotonic() - started < 2
+    assert failed.value.outcome == Unanswered("OPTIONS", "127.0.0.1", 0.3)
+
+
+class RefusedRefresh(ScriptedRegistrar):
+    """Grants the first REGISTER for 2 s (a refresh due after 1 s) and refuses the rest."""
+
+    registers = 0
+
+    def answers(self, keep: list[bytes]) -> list[bytes]:
+        if not any(line.startswith(b"CSeq:") and line.endswith(b"REGISTER") for line in keep):
+            return []
+        self.registers += 1
+        if self.registers == 1:
+            return [b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Expires: 2", b"", b""])]
+        return [b"\r\n".join([b"SIP/2.0 403 Forbidden", *keep, b"", b""])]
+
+
+def test_every_core_event_but_the_message_log_reaches_on_event() -> None:
+    """Pushed in order after the session's own bookkeeping: a refresh refused while
+    registered reaches the listener, as `registration_error` records it."""
+    heard: list[tuple[Event, SipFailure | None]] = []
+    logged: list[str] = []
+
+    async def scenario() -> None:
+        server, port = await _serve(RefusedRefresh)
+
+        def listen(event: Event) -> None:
+            heard.append((event, session.registration_error))
+
+        try:
+            session = SipSession(
+                config("udp", port),
+                message_log=lambda direction, addr, data: logged.append(direction),
+                on_event=listen,
+            )
+            async with session:
+                session.command(lambda ua, now: ua.register(now))
+                for _ in range(50):
+                    if len(heard) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
+    refused = Rejected("REGISTER", 403, "Forbidden", "127.0.0.1")
+    assert heard == [(Registered(2), None), (RegistrationFailed(refused), refused)]
+    assert logged == ["sent", "received", "sent", "received"]

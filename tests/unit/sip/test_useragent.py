@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from sip2rtmp.errors import (
-    AuthenticationFailed,
-    BusyOrDeclined,
-    CalleeNotFound,
-    CallFailed,
-    NoAnswer,
-    SipUnreachable,
-)
+from sip2rtmp.outcomes import Rejected, RingTimeout, Unanswered, UnusableAnswer
 from sip2rtmp.sip.auth import choose_challenge, digest_response, parse_challenges
 from sip2rtmp.sip.events import (
     CallAnswered,
@@ -47,6 +39,7 @@ from tests.unit.sip.exchange import (
     make_ua,
     options_request,
     reply,
+    retransmission_times,
 )
 
 CALLEE = ("192.0.2.10", 5060)
@@ -65,20 +58,13 @@ def raw_sent(ua: UserAgent) -> list[bytes]:
     return [data for data, _ in ua.data_to_send(0.0)]
 
 
-def events(ua: UserAgent) -> list[Any]:
-    """Events other than the message log, outcomes made comparable (errors compare by identity)."""
-    out = []
+def events(ua: UserAgent) -> list[Event]:
+    """Events other than the message log."""
+    out: list[Event] = []
     while (event := ua.next_event()) is not None:
         if not isinstance(event, MessageLogged):
-            out.append(comparable(event))
+            out.append(event)
     return out
-
-
-def comparable(event: Event) -> Any:
-    outcome = getattr(event, "outcome", None)
-    if outcome is None:
-        return event
-    return type(event).__name__, type(outcome).__name__, vars(outcome)
 
 
 def only(messages: list[Request | Response]) -> Request:
@@ -132,7 +118,7 @@ def test_wrong_password_fails_on_the_second_challenge() -> None:
     second = only(sent(ua))
     again = 'Digest realm="lab.test", nonce="other", qop="auth"'
     ua.receive_data(reply(second, 401, "Unauthorized", [("WWW-Authenticate", again)]), SERVER, 0)
-    assert events(ua) == [comparable(RegistrationFailed(AuthenticationFailed(401)))]
+    assert events(ua) == [RegistrationFailed(Rejected("REGISTER", 401, "Unauthorized", "lab.test"))]
     assert sent(ua) == []
     assert not ua.registered
 
@@ -156,7 +142,7 @@ def test_register_timeout_is_unreachable() -> None:
     ua.register(0.0)
     sent(ua)
     ua.handle_timer(32.0)
-    assert [e[:2] for e in events(ua)] == [("RegistrationFailed", "SipUnreachable")]
+    assert events(ua) == [RegistrationFailed(Unanswered("REGISTER", "lab.test", 32.0))]
 
 
 # --- the call ---------------------------------------------------------------------------------
@@ -387,25 +373,40 @@ def test_session_timer_refresh_by_reinvite_when_update_not_allowed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "reason", "outcome"),
+    ("status", "reason", "busy"),
     [
-        (486, "Busy Here", BusyOrDeclined(486, "Busy Here")),
-        (603, "Decline", BusyOrDeclined(603, "Decline")),
-        (404, "Not Found", CalleeNotFound(404, "Not Found")),
-        (480, "Temporarily Unavailable", CalleeNotFound(480, "Temporarily Unavailable")),
-        (403, "Forbidden", AuthenticationFailed(403)),
-        (500, "Server Error", CallFailed(500, "Server Error")),
-        (408, "Request Timeout", SipUnreachable("lab.test", "408 Request Timeout")),
+        (486, "Busy Here", True),
+        (603, "Decline", True),
+        (404, "Not Found", False),
+        (480, "Temporarily Unavailable", False),
+        (403, "Forbidden", False),
+        (500, "Server Error", False),
+        (408, "Request Timeout", False),
     ],
 )
-def test_final_failures_map_to_outcomes(status: int, reason: str, outcome: object) -> None:
+def test_final_failures_map_to_outcomes(status: int, reason: str, busy: bool) -> None:
+    """Each final failure is reported as the response it was: status, reason, the server, and
+    whether a 180 came first and when (here: no ringing, 2.5 s after the INVITE)."""
     ua = make_ua()
     ua.invite(0.0, "someone", OFFER)
     invite = only(sent(ua))
-    ua.receive_data(reply(invite, status, reason, to_tag="x"), SERVER, 0.1)
+    ua.receive_data(reply(invite, status, reason, to_tag="x"), SERVER, 2.5)
     ack = only(sent(ua))
     assert ack.method == "ACK" and ack.top_via.branch == invite.top_via.branch
-    assert events(ua) == [("CallAttemptFailed", type(outcome).__name__, vars(outcome))]
+    outcome = Rejected("INVITE", status, reason, "lab.test", rang=False, elapsed=2.5)
+    assert events(ua) == [CallAttemptFailed(outcome)]
+    assert outcome.busy is busy
+
+
+def test_a_failure_after_ringing_says_it_rang() -> None:
+    ua = make_ua()
+    ua.invite(10.0, "someone", OFFER)
+    invite = only(sent(ua))
+    ua.receive_data(reply(invite, 180, "Ringing", to_tag="x"), SERVER, 10.5)
+    ua.receive_data(reply(invite, 408, "Request Timeout", to_tag="x"), SERVER, 14.0)
+    failed = events(ua)[-1]
+    outcome = Rejected("INVITE", 408, "Request Timeout", "lab.test", rang=True, elapsed=4.0)
+    assert failed == CallAttemptFailed(outcome)
 
 
 def test_second_407_means_authentication_failed() -> None:
@@ -417,7 +418,9 @@ def test_second_407_means_authentication_failed() -> None:
     _, second = sent(ua)
     assert isinstance(second, Request)
     ua.receive_data(reply(second, 407, "Proxy Auth", challenge, to_tag="b"), SERVER, 0.2)
-    assert events(ua) == [comparable(CallAttemptFailed(AuthenticationFailed(407)))]
+    assert events(ua) == [
+        CallAttemptFailed(Rejected("INVITE", 407, "Proxy Auth", "lab.test", elapsed=0.2))
+    ]
 
 
 def test_ring_timeout_sends_cancel_then_acks_487() -> None:
@@ -436,7 +439,7 @@ def test_ring_timeout_sends_cancel_then_acks_487() -> None:
     ua.receive_data(reply(invite, 487, "Request Terminated", to_tag="n"), SERVER, 5.2)
     ack = only(sent(ua))
     assert ack.method == "ACK" and ack.top_via.branch == invite.top_via.branch
-    assert events(ua) == [comparable(CallAttemptFailed(NoAnswer(5.0)))]
+    assert events(ua) == [CallAttemptFailed(RingTimeout(5.0))]
     assert not ua.in_call
 
 
@@ -459,7 +462,9 @@ def test_answer_racing_the_cancel_is_acked_and_hung_up() -> None:
     sent(ua)
     ua.receive_data(reply(invite, 200, "OK", CONTACT, to_tag="c", body=ANSWER), SERVER, 1.1)
     assert [m.method for m in sent(ua) if isinstance(m, Request)] == ["ACK", "BYE"]
-    assert events(ua)[-1] == comparable(CallAttemptFailed(CallFailed(487, "Request Terminated")))
+    assert events(ua)[-1] == CallAttemptFailed(
+        Rejected("INVITE", 487, "Request Terminated", "lab.test")
+    )
 
 
 def test_invite_retransmission_schedule_and_timer_b_over_udp() -> None:
@@ -482,13 +487,9 @@ def test_register_retransmission_schedule_caps_at_t2() -> None:
     ua = make_ua()
     ua.register(0.0)
     sent(ua)
-    times: list[float] = []
-    while (deadline := ua.get_timer()) is not None:
-        ua.handle_timer(deadline)
-        if sent(ua):
-            times.append(deadline)
+    times = retransmission_times(ua)
     assert times == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
-    assert [e[:2] for e in events(ua)] == [("RegistrationFailed", "SipUnreachable")]
+    assert events(ua) == [RegistrationFailed(Unanswered("REGISTER", "lab.test", 32.0))]
 
 
 def test_register_after_provisional_retransmits_every_t2() -> None:
@@ -510,7 +511,7 @@ def test_no_retransmissions_over_tcp_but_timeouts_remain() -> None:
     assert ua.get_timer() == 32.0
     ua.handle_timer(32.0)
     assert sent(ua) == []
-    assert [e[:2] for e in events(ua)] == [("CallAttemptFailed", "SipUnreachable")]
+    assert events(ua) == [CallAttemptFailed(Unanswered("INVITE", "lab.test", 32.0))]
 
 
 def test_every_message_is_logged_both_ways() -> None:
@@ -583,7 +584,7 @@ def dropped(ua: UserAgent) -> list[str]:
     return reasons
 
 
-def registered_with(ua: UserAgent, extra: list[tuple[str, str]]) -> list[Any]:
+def registered_with(ua: UserAgent, extra: list[tuple[str, str]]) -> list[Event]:
     ua.register(0.0)
     register = only(sent(ua))
     ua.receive_data(reply(register, 200, "OK", extra, to_tag="r"), SERVER, 0.1)
@@ -618,7 +619,7 @@ def test_huge_min_expires_fails_the_registration(number: str) -> None:
     ua.register(0.0)
     register = only(sent(ua))
     ua.receive_data(reply(register, 423, "Too Brief", [("Min-Expires", number)]), SERVER, 0.1)
-    assert events(ua) == [comparable(RegistrationFailed(CallFailed(423, "Too Brief")))]
+    assert events(ua) == [RegistrationFailed(Rejected("REGISTER", 423, "Too Brief", "lab.test"))]
     assert sent(ua) == []
 
 
@@ -676,7 +677,9 @@ def test_a_challenge_with_a_non_utf8_realm_ends_the_registration() -> None:
     ua.receive_data(response.replace(b"CHALLENGE", challenge), SERVER, 0.1)
     outcome = events(ua)
     if outcome:  # the challenge was refused
-        assert outcome == [comparable(RegistrationFailed(AuthenticationFailed(401)))]
+        assert outcome == [
+            RegistrationFailed(Rejected("REGISTER", 401, "Unauthorized", "lab.test"))
+        ]
         return
     retry = only(sent(ua))  # or answered, and the registration goes on to its end
     ua.receive_data(reply(retry, 200, "OK", to_tag="r"), SERVER, 0.2)
@@ -720,8 +723,10 @@ def test_an_answer_without_a_usable_dialog_is_acked_hung_up_and_reported(
     assert ack.cseq == (1, "ACK") and bye.cseq == (2, "BYE")
     [progress, failed] = events(ua)
     assert progress == CallProgress(180, "Ringing", None)
-    assert failed[:2] == ("CallAttemptFailed", "CallFailed")
-    assert failed[2]["status"] == 200 and cause in failed[2]["reason"]
+    assert isinstance(failed, CallAttemptFailed)
+    assert isinstance(failed.outcome, UnusableAnswer)
+    assert failed.outcome.status == 200 and cause in failed.outcome.detail
+    assert failed.outcome.detail.startswith("answered with an unusable dialog: ")
     ua.receive_data(ok, SERVER, 1.5)  # the 2xx retransmitted: the same ACK, nothing else
     assert [m.method for m in sent(ua) if isinstance(m, Request)] == ["ACK"]
     ua.receive_data(reply(bye, 200, "OK"), SERVER, 1.6)
@@ -737,7 +742,8 @@ def test_a_huge_record_route_never_makes_a_huge_ack() -> None:
     assert all(len(data) < 2048 for data in out)
     outcome = [e for e in events(ua) if not isinstance(e, CallProgress)]
     if out:  # the answer was parsed: ACKed, hung up and reported
-        assert outcome[0][:2] == ("CallAttemptFailed", "CallFailed")
+        assert isinstance(outcome[0], CallAttemptFailed)
+        assert isinstance(outcome[0].outcome, UnusableAnswer)
     else:  # or refused by the parser, as if lost
         assert [type(e) for e in outcome] == [MessageDropped]
 
@@ -803,7 +809,7 @@ def test_huge_min_se_fails_the_attempt(number: str) -> None:
     invite = only(sent(ua))
     ua.receive_data(reply(invite, 422, "Too Small", [("Min-SE", number)], to_tag="x"), SERVER, 0)
     assert only(sent(ua)).method == "ACK"
-    assert events(ua) == [comparable(CallAttemptFailed(CallFailed(422, "Too Small")))]
+    assert events(ua) == [CallAttemptFailed(Rejected("INVITE", 422, "Too Small", "lab.test"))]
 
 
 STALE = 'Digest realm="lab.test", nonce="again", qop="auth", stale=true'
@@ -928,6 +934,6 @@ def test_acks_kept_for_refresh_reinvites_stay_bounded() -> None:
         ok = reply(refresh, 200, "OK", extra, body=ANSWER)
         ua.receive_data(ok, SERVER, now)
         [ack] = raw_sent(ua)
-    assert ua._call is not None and len(ua._call.acks) == MAX_KEPT_ACKS
+    assert ua._invite.call is not None and len(ua._invite.call.acks) == MAX_KEPT_ACKS
     ua.receive_data(ok, SERVER, now + 0.5)  # the latest 2xx again: the same ACK
     assert raw_sent(ua) == [ack]

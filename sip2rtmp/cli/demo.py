@@ -1,4 +1,5 @@
-"""The README's first command: a real call from the lab, relayed into the lab's RTMP server.
+"""`sip2rtmp lab demo`, the README's first command: a real call from the lab, relayed into the
+lab's RTMP server.
 
 It runs the same relay as `sip2rtmp call` and then reads back what nginx recorded, so what it
 prints is measured, not assumed.
@@ -9,13 +10,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from sip2rtmp.cli.output import Redactor
 from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.config import build_call_settings
-from sip2rtmp.lab.accounts import RELAY_ACCOUNT, account
-from sip2rtmp.lab.lab import RTMP_URL, SIP_DOMAIN, SIP_HOST, Lab
+from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, Lab, account
 from sip2rtmp.lab.recording import decode_audio, dominant_frequency, read_recording
-from sip2rtmp.relay import run_relay
+from sip2rtmp.relay.runner import run_relay
 
 DEMO_STREAM = "demo"
 
@@ -47,7 +46,7 @@ def run_demo(lab: Lab, *, callee: str, seconds: float, echo: Callable[[str], Non
     echo(f"Calling {the_callee.user}@{SIP_DOMAIN} and relaying it for {seconds:g} s.")
     echo(f"Watch it live meanwhile:  ffplay -fflags nobuffer {RTMP_URL}/{DEMO_STREAM}")
     echo("")
-    sink = PlainSummary(Redactor(settings.secrets), stream=sys.stdout, every=5.0)
+    sink = PlainSummary(stream=sys.stdout, every=5.0)
     run_relay(settings, sink)
     recorded = [path for path in lab.recordings(DEMO_STREAM) if path not in before]
     echo("")

@@ -1,0 +1,164 @@
+"""CPU (per thread and over a steady window), peak RSS and open sockets of a child process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(path: Path) -> list[str]:
+    """Fields of a /proc stat line after the command name (which may contain spaces)."""
+    text = path.read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_s(pid: int) -> float:
+    """user+sys of every thread of `pid`, plus children it has reaped."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return sum(int(value) for value in fields[11:15]) / _clock_ticks()
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """user+sys per thread id; threads come and go, so a vanished one is skipped."""
+    result: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = _stat_fields(task / "stat")
+            result[int(task.name)] = (int(fields[11]) + int(fields[12])) / _clock_ticks()
+    return result
+
+
+def socket_ports(pid: int) -> tuple[set[int], set[int]]:
+    """Local UDP and TCP ports of the sockets `pid` holds open right now."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+
+    def ports(table: str) -> set[int]:
+        found = set()
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            columns = line.split()
+            if columns[9] in inodes:
+                found.add(int(columns[1].rsplit(":", 1)[1], 16))
+        return found
+
+    return ports("udp"), ports("tcp")
+
+
+@dataclass
+class Usage:
+    """What one measured process cost."""
+
+    cpu_s: float
+    """user+sys over its whole life, start-up and shutdown included."""
+    max_rss_kb: int
+    steady_cpu_s: float
+    steady_s: float
+    threads: list[tuple[str, float]]
+    """CPU seconds per thread over the steady window, busiest first."""
+
+    @property
+    def steady_cpu_per_min(self) -> float:
+        return self.steady_cpu_s * 60.0 / self.steady_s if self.steady_s else 0.0
+
+
+Sample = tuple[float, float, dict[int, float]]
+"""(monotonic time, process CPU, CPU per thread id) at one edge of the steady window."""
+
+
+def _steady(pid: int, window: list[Sample]) -> tuple[float, float, list[tuple[str, float]]]:
+    """CPU and length of the steady window, and each thread's CPU in it, busiest first.
+
+    Python does not name its threads for the OS, so they are numbered by thread id; the
+    process's own id is its main thread (the asyncio loop).
+    """
+    if len(window) != 2:
+        return 0.0, 0.0, []
+    (t0, cpu0, threads0), (t1, cpu1, threads1) = window
+    threads: list[tuple[str, float]] = []
+    for rank, tid in enumerate(sorted(threads1)):
+        name = "main" if tid == pid else f"thread {rank}"
+        threads.append((name, threads1[tid] - threads0.get(tid, 0.0)))
+    threads.sort(key=lambda item: -item[1])
+    return cpu1 - cpu0, t1 - t0, threads
+
+
+class Watched:
+    """A child process whose sockets, thread CPU and steady-window CPU are sampled."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.udp_ports: set[int] = set()
+        self.tcp_ports: set[int] = set()
+        self._window: list[Sample] = []
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_sockets, daemon=True)
+        self._sampler.start()
+
+    def _sample_sockets(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(OSError):
+                udp, tcp = socket_ports(self.process.pid)
+                self.udp_ports |= udp
+                self.tcp_ports |= tcp
+
+    def mark(self) -> None:
+        """One edge of the steady window (call twice)."""
+        pid = self.process.pid
+        self._window.append((time.monotonic(), process_cpu_s(pid), thread_cpu_s(pid)))
+
+    def abandon(self, signum: int) -> None:
+        """End the process without measuring it: its run failed before the call was up.
+
+        Not through `wait4`: ``Popen.send_signal`` may already have reaped a child that
+        exited on its own.
+        """
+        self.process.send_signal(signum)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._stop.set()
+        self._sampler.join()
+
+    def reap(self, timeout: float) -> Usage:
+        """Wait for the exit (SIGKILL after `timeout`) and read the kernel's accounting."""
+        pid = self.process.pid
+        deadline = time.monotonic() + timeout
+        while True:
+            waited, status, rusage = os.wait4(pid, os.WNOHANG)
+            if waited:
+                break
+            if time.monotonic() > deadline:
+                self.process.kill()
+                deadline = float("inf")
+            time.sleep(0.05)
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self._stop.set()
+        self._sampler.join()
+        steady_cpu, steady_s, threads = _steady(pid, self._window)
+        return Usage(
+            cpu_s=rusage.ru_utime + rusage.ru_stime,
+            max_rss_kb=rusage.ru_maxrss,
+            steady_cpu_s=steady_cpu,
+            steady_s=steady_s,
+            threads=threads,
+        )
+
+
+def sleep_until(deadline: float) -> None:
+    time.sleep(max(deadline - time.monotonic(), 0.0))

@@ -1,0 +1,571 @@
+"""The relay's decisions, sans I/O: one run's phases as a state machine.
+
+    registering → calling → ringing → connecting → relaying → ending → unregistering → done
+
+`RelayCore` takes what happened (SIP events from `sip2rtmp.sip.events`, media facts reported
+by the shell, signals, time) and answers with actions for the shell to carry out and the
+`sip2rtmp.relay.events` a user sees, in the shape of aioquic's `QuicConnection` that the SIP
+core follows too: inputs as method calls, `next_action()`, `next_event()`, `get_timer()` and
+`handle_timer(now)`. It never touches a socket, a thread, a clock or asyncio; the asyncio shell
+(`sip2rtmp.relay.runner`) only moves bytes, starts legs and outputs, and forwards signals.
+
+A run ends exactly once, with `Finished` (the call was up and ended: hangup by either side,
+`--max-duration`, a signal or a hangup request) or `Failed` (an `Outcome` says why), and then
+`Done`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from sip2rtmp.config import CallSettings
+from sip2rtmp.outcomes import (
+    Interrupted,
+    MediaTimedOut,
+    Outcome,
+    OutputFailed,
+    UnusableAnswer,
+)
+from sip2rtmp.relay import actions
+from sip2rtmp.relay.actions import Action
+from sip2rtmp.relay.dtmf import DtmfScript, DtmfStep, parse_info_dtmf
+from sip2rtmp.relay.events import (
+    Codec,
+    Dtmf,
+    Established,
+    Failed,
+    Finished,
+    MediaArrived,
+    OutputChanged,
+    Progress,
+    Registered,
+    Registering,
+    RelayEvent,
+    Stats,
+    Trying,
+    Unregistered,
+    VideoMode,
+    status_for_provisional,
+)
+from sip2rtmp.sip import events as sip
+from sip2rtmp.sip.sdp import (
+    NegotiatedSession,
+    NegotiatedStream,
+    SdpParseError,
+    build_offer,
+    negotiate,
+)
+
+log = logging.getLogger(__name__)
+
+OFFERED_VIDEO_CODECS = ("H264", "H264/0", "VP8")
+"""The video the offer lists, preferred first: H.264 in packetization-mode 1 and 0 (RFC 6184
+§6.2), which reaches the H.264 outputs unchanged, then VP8 (RFC 7741), which costs a
+transcode to H.264 and so is only for callees without H.264."""
+RELAYED_VIDEO_CODECS = frozenset({"H264", "VP8"})
+WATCH_INTERVAL = 0.5
+"""How often the outputs' states and the stream's video are looked at while relaying."""
+KEYFRAME_WAIT = 1.0
+"""How long after the legs are connected the outputs wait for the callee's first keyframe,
+so a stream that has the callee's video from the start opens with it (its first AVC sequence
+header is the callee's). Without one by then the stream opens on the slate and moves to the
+callee's video at its first keyframe."""
+CANCEL_GRACE = 4.0
+"""How long an interrupted INVITE waits for the final response to its CANCEL (§9.1)."""
+GOODBYE_TIMEOUT = 34.0
+"""Upper bound for BYE or un-REGISTER on the way out: their transaction times out by then
+(64*T1 = 32 s, RFC 3261 §17.1.2.2)."""
+
+
+class Phase(Enum):
+    IDLE = "idle"
+    REGISTERING = "registering"
+    CALLING = "calling"
+    RINGING = "ringing"
+    CONNECTING = "connecting"
+    """Answered: the shell connects the legs, then the outputs wait for a keyframe."""
+    RELAYING = "relaying"
+    ENDING = "ending"
+    UNREGISTERING = "unregistering"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class RelayPlan:
+    """What the run is asked to do, beyond the SIP account: the offer's addresses and the
+    media options the core decides on."""
+
+    session_id: int
+    dtmf_script: str | None = None
+    stats_interval: float = 5.0
+
+
+def relays_video(stream: NegotiatedStream | None) -> bool:
+    """Whether the video leg can carry the negotiated stream and the callee will send on it."""
+    return (
+        stream is not None
+        and stream.codec in RELAYED_VIDEO_CODECS
+        and stream.direction in ("sendrecv", "sendonly")
+    )
+
+
+def _codec(stream: NegotiatedStream | None) -> Codec | None:
+    return Codec(stream.codec, stream.clock_rate) if stream is not None else None
+
+
+@dataclass
+class _Deadlines:
+    """Every timer the core runs; None when not armed."""
+
+    cancel_grace: float | None = None
+    keyframe: float | None = None
+    media: float | None = None
+    max_duration: float | None = None
+    stats: float | None = None
+    watch: float | None = None
+    dtmf: float | None = None
+    goodbye: float | None = None
+
+    def earliest(self) -> float | None:
+        armed = [value for value in vars(self).values() if value is not None]
+        return min(armed, default=None)
+
+    def disarm_media(self) -> None:
+        """Stop the timers that only make sense while media flows."""
+        self.keyframe = self.media = self.max_duration = None
+        self.stats = self.watch = self.dtmf = None
+
+
+@dataclass
+class _Ending:
+    """Why the run ends: a normal end's reason, or the outcome of a failure."""
+
+    reason: str
+    outcome: Outcome | None = None
+
+
+class RelayCore:
+    """One relay run's decisions (see the module docstring)."""
+
+    def __init__(self, settings: CallSettings, plan: RelayPlan) -> None:
+        self._settings = settings
+        self._plan = plan
+        self.phase = Phase.IDLE
+        self._offer = ""
+        """Our SDP offer, once the legs' ports are known."""
+        self._actions: deque[Action] = deque()
+        self._events: deque[RelayEvent] = deque()
+        self._timers = _Deadlines()
+        self._ending: _Ending | None = None
+        self._registered = False
+        """Whether a binding may exist (from the first REGISTER until it failed)."""
+        self._call_up = False
+        self._negotiated: NegotiatedSession | None = None
+        self._answered_at: float | None = None
+        self._outputs: Literal["none", "starting", "started"] = "none"
+        self._opened_live = False
+        self._keyframe = False
+        self._arrived: dict[str, str] = {}
+        self._reported_media: set[str] = set()
+        self._output_states: dict[str, str] = {}
+        self._video_mode: VideoMode | None = None
+        self._dtmf_steps: deque[DtmfStep] = deque(
+            DtmfScript.parse(plan.dtmf_script).steps if plan.dtmf_script else ()
+        )
+        self._dtmf_busy = False
+        self._dtmf_requests: deque[str] = deque()
+
+    # ---- the aioquic-shaped interface ---------------------------------------------------
+
+    def next_action(self) -> Action | None:
+        return self._actions.popleft() if self._actions else None
+
+    def next_event(self) -> RelayEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must next be called, or None."""
+        return self._timers.earliest()
+
+    def handle_timer(self, now: float) -> None:
+        timers = self._timers
+        for name in ("cancel_grace", "goodbye", "keyframe", "media", "max_duration"):
+            deadline = getattr(timers, name)
+            if deadline is not None and deadline <= now:
+                setattr(timers, name, None)
+                self._expired(name, now)
+        if timers.watch is not None and timers.watch <= now:
+            timers.watch = now + WATCH_INTERVAL
+            self._actions.append(actions.Observe())
+        if timers.stats is not None and timers.stats <= now:
+            timers.stats = now + self._plan.stats_interval
+            self._actions.append(actions.CollectStats())
+        if timers.dtmf is not None and timers.dtmf <= now:
+            timers.dtmf = None
+            self._next_dtmf_step(now)
+
+    def _expired(self, name: str, now: float) -> None:
+        if name == "cancel_grace":
+            self._after_call(now)
+        elif name == "goodbye":
+            self._goodbye_timed_out(now)
+        elif name == "keyframe":
+            self._start_outputs(live=False)
+        elif name == "media":
+            self._end(now, "no media", MediaTimedOut(self._settings.media_timeout))
+        elif name == "max_duration":
+            self._end(now, "max duration reached")
+
+    # ---- inputs: the run's start and its ends -------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Register first when asked to, else call at once."""
+        settings = self._settings
+        if settings.register:
+            self.phase = Phase.REGISTERING
+            self._events.append(Registering(str(settings.sip_server), settings.sip_transport))
+            self._registered = True  # a binding may exist from here until un-REGISTER
+            self._actions.append(actions.Register())
+        else:
+            self._call(now)
+
+    def stop(self, now: float, reason: str) -> None:
+        """A signal (`SIGINT`, `SIGTERM`) or a hangup request (`hangup requested`): before
+        the answer the run is interrupted, after it the call ends normally."""
+        if self.phase in (Phase.IDLE, Phase.REGISTERING, Phase.CALLING, Phase.RINGING):
+            self._end(now, reason, Interrupted(reason))
+        else:
+            self._end(now, reason)
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is Phase.DONE
+
+    def duration(self, now: float) -> float:
+        """Seconds since the answer (0 before it)."""
+        return now - self._answered_at if self._answered_at is not None else 0.0
+
+    # ---- inputs: SIP ------------------------------------------------------------------------
+
+    def sip_event(self, event: sip.Event, now: float) -> None:
+        """An event of the SIP user agent (the shell forwards every one but message logs)."""
+        if isinstance(event, sip.Registered):
+            self._on_registered(event, now)
+        elif isinstance(event, sip.RegistrationFailed):
+            self._on_registration_failed(event, now)
+        elif isinstance(event, sip.Unregistered):
+            self._on_unregistered(event.ok)
+        elif isinstance(event, sip.CallProgress):
+            self._on_progress(event)
+        elif isinstance(event, sip.CallAnswered):
+            self._on_answered(event.sdp, now)
+        elif isinstance(event, sip.CallAttemptFailed):
+            self._on_attempt_failed(event, now)
+        elif isinstance(event, sip.CallEnded):
+            self._on_call_ended(event, now)
+        elif isinstance(event, sip.InfoReceived):
+            digit = parse_info_dtmf(event.content_type, event.body)
+            if digit:
+                self._events.append(Dtmf(digit, "received", "info"))
+        elif isinstance(event, sip.SessionModified):
+            log.info("the callee sent a new session description; the media stay as answered")
+
+    def _on_registered(self, event: sip.Registered, now: float) -> None:
+        if self.phase is not Phase.REGISTERING:
+            return  # a refresh
+        self._events.append(Registered(event.expires))
+        self._call(now)
+
+    def _on_registration_failed(self, event: sip.RegistrationFailed, now: float) -> None:
+        if self.phase is Phase.REGISTERING:
+            self._registered = False
+            self._end(now, "registration failed", event.outcome)
+        else:
+            log.warning("re-REGISTER failed (%s); the call goes on", type(event.outcome).__name__)
+
+    def _on_unregistered(self, ok: bool) -> None:
+        if self.phase is not Phase.UNREGISTERING:
+            return
+        self._timers.goodbye = None
+        if ok and self._ending is not None and self._ending.outcome is None:
+            self._events.append(Unregistered())
+        self._finish()
+
+    def _call(self, now: float) -> None:
+        """Bind the legs' ports first: the offer carries them."""
+        del now
+        self.phase = Phase.CALLING
+        self._actions.append(actions.OpenMedia())
+
+    def media_opened(self, local_ip: str, audio_port: int, video_port: int | None) -> None:
+        """The legs are bound: offer them and call."""
+        if self.phase is not Phase.CALLING:
+            return
+        settings = self._settings
+        self._offer = build_offer(
+            local_ip,
+            audio_port,
+            video_port,
+            session_id=self._plan.session_id,
+            audio_codecs=settings.audio_codecs,
+            video_codecs=OFFERED_VIDEO_CODECS,
+        )
+        self._events.append(Trying(settings.callee_uri))
+        self._actions.append(
+            actions.Invite(settings.callee_uri, self._offer.encode(), settings.ring_timeout)
+        )
+
+    def _on_progress(self, event: sip.CallProgress) -> None:
+        if self.phase not in (Phase.CALLING, Phase.RINGING) or event.status == 100:
+            return
+        self.phase = Phase.RINGING
+        status = status_for_provisional(event.status, event.sdp is not None)
+        self._events.append(Progress(status, event.status, event.reason))
+        if event.sdp is None:
+            return
+        try:
+            early = negotiate(self._offer, event.sdp.decode("utf-8", "replace"))
+        except SdpParseError as exc:
+            log.warning("ignoring the early media of a %d: unusable SDP: %s", event.status, exc)
+            return
+        if early.audio is not None:
+            self._actions.append(actions.ConnectEarlyAudio(early.audio))
+
+    def _on_answered(self, sdp: bytes, now: float) -> None:
+        if self.phase not in (Phase.CALLING, Phase.RINGING):
+            return
+        self._call_up = True
+        try:
+            negotiated = negotiate(self._offer, sdp.decode("utf-8", "replace"))
+        except SdpParseError as exc:
+            outcome = UnusableAnswer(200, f"with an unusable SDP answer: {exc}")
+            self._end(now, "unusable answer", outcome)
+            return
+        self._negotiated = negotiated
+        self._answered_at = now
+        self.phase = Phase.CONNECTING
+        self._events.append(
+            Established(200, "OK", _codec(negotiated.audio), _codec(negotiated.video))
+        )
+        video = negotiated.video if relays_video(negotiated.video) else None
+        self._actions.append(actions.ConnectLegs(negotiated.audio, video))
+
+    def _on_attempt_failed(self, event: sip.CallAttemptFailed, now: float) -> None:
+        if self.phase in (Phase.CALLING, Phase.RINGING):
+            self._end(now, "call failed", event.outcome)
+        elif self.phase is Phase.ENDING and not self._call_up:
+            self._after_call(now)  # the CANCEL's answer came
+
+    def _on_call_ended(self, event: sip.CallEnded, now: float) -> None:
+        self._call_up = False
+        if self.phase is Phase.ENDING:
+            self._timers.goodbye = None
+            self._after_call(now)
+        else:
+            self._end(now, "hangup by callee" if event.by_remote else event.reason)
+
+    # ---- inputs: media facts ----------------------------------------------------------------
+
+    def legs_connected(self, now: float) -> None:
+        """The legs point at the callee; wait briefly for its first keyframe if it sends video."""
+        if self.phase is not Phase.CONNECTING:
+            return
+        negotiated = self._negotiated
+        if negotiated is not None and relays_video(negotiated.video):
+            if self._keyframe:
+                self._start_outputs(live=True)
+            else:
+                self._timers.keyframe = now + KEYFRAME_WAIT
+        else:
+            self._start_outputs(live=False)
+
+    def keyframe_ready(self, now: float) -> None:
+        """The callee's first keyframe (for H.264 with its SPS/PPS) arrived."""
+        del now
+        self._keyframe = True
+        if self.phase is Phase.CONNECTING and self._timers.keyframe is not None:
+            self._timers.keyframe = None
+            self._start_outputs(live=True)
+        elif self.phase is Phase.RELAYING and not self._opened_live:
+            self._actions.append(actions.AttachLiveVideo())
+
+    def media_arrived(self, kind: str, remote: str, now: float) -> None:
+        """The first RTP of `kind` ("audio" or "video") came from `remote` (host:port)."""
+        del now
+        self._arrived.setdefault(kind, remote)
+        if kind == "audio":
+            self._timers.media = None
+        if self.phase is Phase.RELAYING:
+            self._report_media(kind)
+
+    def outputs_started(
+        self, now: float, video_mode: VideoMode | None, outputs: Sequence[OutputChanged] = ()
+    ) -> None:
+        """The pipeline runs, its video opening as `video_mode` says: from here the call is
+        relayed and its timers run. Outputs that started after the run began to end are
+        stopped at once."""
+        self._outputs = "started"
+        if self.phase is Phase.ENDING:
+            self._actions.append(actions.StopOutputs())
+            return
+        if self.phase is not Phase.CONNECTING:
+            return
+        self.phase = Phase.RELAYING
+        if video_mode is not None:
+            self._video_mode = video_mode
+            self._events.append(video_mode)
+        self.observed(now, outputs, None)
+        timers, settings = self._timers, self._settings
+        timers.watch = now
+        timers.stats = now + self._plan.stats_interval
+        if settings.max_duration is not None:
+            timers.max_duration = now + settings.max_duration
+        audio = self._negotiated.audio if self._negotiated is not None else None
+        sends_audio = audio is not None and audio.direction in ("sendrecv", "sendonly")
+        if sends_audio and "audio" not in self._arrived:
+            timers.media = now + settings.media_timeout
+        for kind in ("audio", "video"):
+            if kind in self._arrived:
+                self._report_media(kind)
+        if self._dtmf_steps:
+            self._next_dtmf_step(now)
+
+    def _report_media(self, kind: str) -> None:
+        if kind not in self._reported_media:
+            self._reported_media.add(kind)
+            remote = self._arrived[kind]
+            self._events.append(MediaArrived("audio" if kind == "audio" else "video", remote))
+
+    def observed(
+        self,
+        now: float,
+        outputs: Sequence[OutputChanged],
+        video_mode: VideoMode | None,
+        failure: OutputFailed | None = None,
+    ) -> None:
+        """What the outputs and the stream's video are now; `failure` once every output has
+        failed for good."""
+        for output in outputs:
+            if self._output_states.get(output.target) != output.state:
+                self._output_states[output.target] = output.state
+                self._events.append(output)
+        if video_mode is not None and video_mode != self._video_mode:
+            self._video_mode = video_mode
+            self._events.append(video_mode)
+        if failure is not None and self.phase is Phase.RELAYING:
+            self._end(now, "every output failed", failure)
+
+    def report(self, event: RelayEvent) -> None:
+        """An event the shell measured itself (stats, DTMF sent or received on RTP)."""
+        self._events.append(event)
+
+    # ---- DTMF ---------------------------------------------------------------------------------
+
+    def request_dtmf(self, digits: str, now: float) -> None:
+        """Digits to send toward the callee (a front end's request), after any in progress."""
+        if self.phase is not Phase.RELAYING or not digits:
+            return
+        self._dtmf_requests.append(digits)
+        self._send_next_dtmf(now)
+
+    def dtmf_sent(self, now: float) -> None:
+        """The shell finished sending the digits of the last `SendDtmf`."""
+        self._dtmf_busy = False
+        self._send_next_dtmf(now)
+        if not self._dtmf_busy and self._timers.dtmf is None and self._dtmf_steps:
+            self._next_dtmf_step(now)
+
+    def _next_dtmf_step(self, now: float) -> None:
+        """The script's next step: a wait arms the timer, digits are sent."""
+        if self.phase is not Phase.RELAYING or self._dtmf_busy:
+            return
+        while self._dtmf_steps:
+            step = self._dtmf_steps.popleft()
+            if step.wait:  # a script step is a wait or digits, never both
+                self._timers.dtmf = now + step.wait
+                return
+            if step.digits:
+                self._dtmf_requests.append(step.digits)
+                self._send_next_dtmf(now)
+                return
+
+    def _send_next_dtmf(self, now: float) -> None:
+        del now
+        if self._dtmf_busy or not self._dtmf_requests or self.phase is not Phase.RELAYING:
+            return
+        self._dtmf_busy = True
+        self._actions.append(actions.SendDtmf(self._dtmf_requests.popleft()))
+
+    # ---- the end ------------------------------------------------------------------------------
+
+    def _start_outputs(self, *, live: bool) -> None:
+        self._outputs = "starting"
+        self._opened_live = live
+        self._actions.append(actions.StartOutputs(live=live))
+
+    def _end(self, now: float, reason: str, outcome: Outcome | None = None) -> None:
+        """Begin the end, once: hang up or cancel the call, then stop the outputs."""
+        if self._ending is not None or self.phase is Phase.DONE:
+            return
+        self._ending = _Ending(reason, outcome)
+        previous, self.phase = self.phase, Phase.ENDING
+        self._timers.disarm_media()
+        if (
+            previous in (Phase.CALLING, Phase.RINGING)
+            and self._offer
+            and isinstance(outcome, Interrupted)
+        ):
+            self._actions.append(actions.Cancel())
+            self._timers.cancel_grace = now + CANCEL_GRACE
+        elif self._call_up:
+            self._actions.append(actions.Hangup())
+            self._timers.goodbye = now + GOODBYE_TIMEOUT
+        else:
+            self._after_call(now)
+
+    def _goodbye_timed_out(self, now: float) -> None:
+        if self.phase is Phase.ENDING:
+            self._after_call(now)
+        elif self.phase is Phase.UNREGISTERING:
+            self._finish()
+
+    def _after_call(self, now: float) -> None:
+        """The call is over: stop the outputs if they run (or, once they have started, if they
+        are starting), else go on to unregister."""
+        self._timers.cancel_grace = self._timers.goodbye = None
+        if self._outputs == "started":
+            self._actions.append(actions.StopOutputs())
+        elif self._outputs == "none":
+            self.outputs_stopped(now, [], None)
+
+    def outputs_stopped(
+        self, now: float, outputs: list[OutputChanged], stats: Stats | None
+    ) -> None:
+        """The outputs closed: their final states and the call's final numbers."""
+        if self.phase is not Phase.ENDING or self._ending is None:
+            return
+        self.observed(now, outputs, None)
+        if stats is not None:
+            self._events.append(stats)
+        ending = self._ending
+        if ending.outcome is None:
+            self._events.append(Finished(ending.reason, round(self.duration(now), 3)))
+        if self._registered:
+            self.phase = Phase.UNREGISTERING
+            self._timers.goodbye = now + GOODBYE_TIMEOUT
+            self._actions.append(actions.Unregister())
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.phase = Phase.DONE
+        self._timers = _Deadlines()
+        ending = self._ending
+        if ending is not None and ending.outcome is not None:
+            self._events.append(Failed(ending.outcome))
+        self._actions.append(actions.Done(ending.outcome if ending is not None else None))

@@ -1,0 +1,316 @@
+"""The call's media on the event loop: the legs toward the callee, the slates, the outputs.
+
+The relay core decides when each step happens (`sip2rtmp.relay.core`); this is how it is
+done: ports bound before the offer, the slates rendered in worker threads while the call
+rings, the legs pointed at the answer, the outputs opened on the callee's video or on the
+slate, and everything closed in order at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sip2rtmp.config import CallSettings
+from sip2rtmp.media.passthrough import PassthroughVideo
+from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
+from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.switch import VideoSwitch
+from sip2rtmp.media.transcode import TranscodedVideo
+from sip2rtmp.netaddr import Address, format_address
+from sip2rtmp.outcomes import OutputFailed
+from sip2rtmp.relay.audio import AudioLeg
+from sip2rtmp.relay.events import DtmfMethod, OutputChanged, Stats, VideoMode, VideoModeName
+from sip2rtmp.relay.options import MediaOptions
+from sip2rtmp.relay.stats import call_stats
+from sip2rtmp.relay.sync import AvSync, SyncedPipeline
+from sip2rtmp.relay.video import InfoSender, KeyframePolicy, VideoLeg
+from sip2rtmp.sip.sdp import NegotiatedStream
+
+log = logging.getLogger(__name__)
+
+INFO_DTMF_GAP = 0.2
+"""Pause between DTMF digits sent as SIP INFO: one request per key, as a keypad would."""
+CALLEE_SLATE_SIZE = (640, 360)
+"""The slate sent toward the callee: small, since it only has to keep the far end sending."""
+CALLEE_SLATE_PROFILE = "baseline"
+"""What the offer promises (profile-level-id 42e01f): constrained baseline."""
+
+
+@dataclass(frozen=True)
+class MediaListeners:
+    """Where the legs' facts go (the relay core's inputs, through the shell)."""
+
+    first_packet: Callable[[str, str], None]
+    """(kind, remote host:port) of the first RTP packet of a kind."""
+    keyframe: Callable[[], None]
+    dtmf: Callable[[str, DtmfMethod], None]
+    """(digit, method) of a key the callee sent on RTP."""
+
+
+class CallMedia:
+    """The legs, the slates and, once started, the outputs of one call."""
+
+    def __init__(
+        self, settings: CallSettings, options: MediaOptions, audio: AudioLeg, video: VideoLeg | None
+    ) -> None:
+        self._settings = settings
+        self._options = options
+        self.audio = audio
+        self.video = video
+        self._slate = _render(render_slate, settings, options)
+        self._callee_slate = (
+            _render(render_slate, settings, options, *CALLEE_SLATE_SIZE, CALLEE_SLATE_PROFILE)
+            if video is not None
+            else None
+        )
+        self._pipeline: MediaPipeline | None = None
+        self._sync: AvSync | None = None
+        self._switch: VideoSwitch | None = None
+        self._live: PassthroughVideo | TranscodedVideo | None = None
+        self._stopped = False
+        self.send_info: InfoSender = _no_dialog
+        """Sends an INFO in the call's dialog (keyframe requests, DTMF without RFC 4733)."""
+
+    @classmethod
+    async def open(
+        cls, local_ip: str, settings: CallSettings, options: MediaOptions, on: MediaListeners
+    ) -> CallMedia:
+        """Bind the legs' ports (they go into the offer) and start rendering the slates, so an
+        answered call's stream starts without waiting for them."""
+        audio = await AudioLeg.open(
+            local_ip,
+            announce=options.announce,
+            announce_loop=options.announce_loop,
+            on_dtmf=on.dtmf,
+        )
+        audio.on_first_packet = lambda remote: on.first_packet("audio", _text(remote))
+        video = None
+        if settings.video:
+            policy = KeyframePolicy.for_interval(options.keyframe_interval)
+            video = await VideoLeg.open(local_ip, policy)
+            video.on_first_packet = lambda remote: on.first_packet("video", _text(remote))
+            video.on_keyframe = on.keyframe
+        return cls(settings, options, audio, video)
+
+    @property
+    def ports(self) -> tuple[int, int | None]:
+        return self.audio.port, self.video.port if self.video is not None else None
+
+    async def connect(self, audio: NegotiatedStream | None, video: NegotiatedStream | None) -> None:
+        """Point the legs at the answer; send the slate toward an H.264 callee."""
+        if audio is not None:
+            await self.audio.connect(audio)
+        if self.video is None or video is None:
+            return
+        await self.video.connect(video, self.send_info)
+        if video.codec == "H264" and self._callee_slate is not None:
+            self.video.send_slate(await self._callee_slate)
+        else:
+            log.info("sending no video to the callee: the slate is H.264, it chose %s", video.codec)
+
+    async def start_outputs(self, *, live: bool) -> VideoMode | None:
+        """Open the outputs on the callee's video (`live`) or on the slate; the video mode
+        they open with, for a call that negotiated video."""
+        audio = self.audio.stream
+        sync = self._sync = AvSync(audio.clock_rate if audio is not None else 8000)
+        pipeline = self._pipeline = SyncedPipeline(
+            [target.url for target in self._settings.rtmp_targets]
+            + ([str(self._options.record)] if self._options.record else []),
+            sync=sync,
+            codec=audio.codec if audio is not None else "PCMU",
+            video=await self._video_source(live=live),
+            config=MediaConfig(
+                audio_channels=self._options.audio_channels,
+                audio_bit_rate=self._options.audio_bit_rate,
+            ),
+        )
+        if self._settings.audio:
+            self.audio.attach(pipeline)
+        pipeline.start()
+        if self._switch is None or self.video is None:
+            return None
+        self.audio.rtcp.attach(sync.audio_rtcp)
+        self.video.rtcp.attach(sync.video_rtcp)
+        if self._live is not None:
+            self._start_live(self._live)
+        return self.video_mode()
+
+    async def _video_source(self, *, live: bool) -> VideoSource:
+        """The slate for a call without the callee's video, else a switch between the slate
+        and the callee's video; one opening on the callee's gets the slate once rendered."""
+        if self.video is None or self.video.stream is None:
+            return await self._slate
+        if live:
+            self._live = await self._live_source(self.video)
+            switch = VideoSwitch(live=self._live)
+            self._slate.add_done_callback(functools.partial(_hand_over_slate, switch))
+        else:
+            switch = VideoSwitch(slate=await self._slate)
+        self._switch = switch
+        return switch
+
+    async def attach_live(self) -> None:
+        """The callee's first keyframe came after the stream opened on the slate."""
+        if self.video is None or self._switch is None or self._live is not None:
+            return
+        source = self._live = await self._live_source(self.video)
+        self._start_live(source)
+        self._switch.attach(source)
+
+    async def _live_source(self, leg: VideoLeg) -> PassthroughVideo | TranscodedVideo:
+        """H.264 passes through unless ``--transcode``; VP8 is always transcoded."""
+        if leg.passes_through and not self._options.transcode:
+            return leg.passthrough()
+        return await asyncio.to_thread(leg.transcoder, self._options.keyframe_interval)
+
+    def _start_live(self, source: PassthroughVideo | TranscodedVideo) -> None:
+        """Stamp the callee's frames onto the pipeline's timeline from now on, by capture time
+        once the sender reports give it."""
+        assert self._pipeline is not None and self._sync is not None and self.video is not None
+        source.start(self._pipeline.origin)
+        source.sync_to(self._sync.video_seconds)
+        self.video.attach(source)
+
+    async def send_dtmf(self, digits: str) -> DtmfMethod:
+        """RFC 4733 events when negotiated, else one SIP INFO per digit."""
+        if self.audio.rfc4733:
+            await self.audio.send_dtmf(digits)
+            return "rfc4733"
+        for digit in digits:
+            body = f"Signal={digit}\r\nDuration=160\r\n".encode()
+            await self.send_info("application/dtmf-relay", body)
+            await asyncio.sleep(INFO_DTMF_GAP)
+        return "info"
+
+    def video_mode(self) -> VideoMode | None:
+        """What the stream's video carries now; None for a call without the callee's video."""
+        switch, live = self._switch, self._live
+        if switch is None:
+            return None
+        if switch.live and live is not None:
+            kind: VideoModeName = (
+                "passthrough" if isinstance(live, PassthroughVideo) else "transcode"
+            )
+            return VideoMode(kind, width=live.width, height=live.height)
+        reason = "callee video stopped" if switch.slate_switches else "no keyframe from the callee"
+        return VideoMode("slate", reason=reason)
+
+    def outputs_opened(self) -> list[OutputChanged]:
+        """Every output as it starts: connecting (an output connects in its own thread, and
+        may be live before the loop gets to look)."""
+        pipeline = self._pipeline
+        outputs = pipeline.stats().outputs if pipeline is not None else ()
+        return [OutputChanged(output.target, "connecting") for output in outputs]
+
+    def observe(self) -> tuple[list[OutputChanged], VideoMode | None, OutputFailed | None]:
+        """The outputs' states, the video mode, and the first failure once all failed."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return [], None, None
+        failures = pipeline.failures() if pipeline.all_failed else []
+        return _output_states(pipeline), self.video_mode(), failures[0] if failures else None
+
+    def stats(self, duration: float) -> Stats | None:
+        if self._pipeline is None:
+            return None
+        mode = self.video_mode()
+        return call_stats(
+            duration,
+            self._pipeline.stats(),
+            self.audio,
+            self.video if self._switch is not None else None,
+            self._switch,
+            mode.mode if mode is not None else "slate",
+        )
+
+    async def stop(self, duration: float) -> tuple[list[OutputChanged], Stats | None]:
+        """Close the transcoder and flush and close the outputs; their final states and the
+        call's final numbers."""
+        if isinstance(self._live, TranscodedVideo):
+            await asyncio.to_thread(self._live.close)
+        pipeline, self._stopped = self._pipeline, True
+        if pipeline is None:
+            return [], None
+        await asyncio.to_thread(pipeline.stop)
+        return _output_states(pipeline), self.stats(duration)
+
+    async def close(self) -> None:
+        """Close everything; outputs a failed run left running are stopped first."""
+        if self._pipeline is not None and not self._stopped:
+            await self.stop(0.0)
+        await self.audio.close()
+        if self.video is not None:
+            await self.video.close()
+
+
+def render_slate(
+    settings: CallSettings,
+    options: MediaOptions,
+    width: int = 1280,
+    height: int = 720,
+    profile: str | None = None,
+) -> SlateVideo:
+    """The slate: `--slate`'s picture, else a card naming the callee and when the call
+    started; keyframes at `--keyframe-interval`."""
+    interval = options.keyframe_interval
+    if options.slate is not None:
+        return SlateVideo.image(
+            options.slate, width=width, height=height, profile=profile, keyframe_interval_s=interval
+        )
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    callee = settings.callee_uri.split(":", 1)[-1].split(";", 1)[0]
+    return SlateVideo.text(
+        callee,
+        f"call started {started}",
+        width=width,
+        height=height,
+        profile=profile,
+        keyframe_interval_s=interval,
+    )
+
+
+async def _no_dialog(content_type: str, body: bytes) -> int:
+    """What INFO gets before the shell has a dialog to send it in: 481, no dialog."""
+    del content_type, body
+    return 481
+
+
+def _output_states(pipeline: MediaPipeline) -> list[OutputChanged]:
+    return [
+        OutputChanged(
+            output.target,
+            output.state.value,
+            output.last_error if output.state.value in ("reconnecting", "failed") else None,
+        )
+        for output in pipeline.stats().outputs
+    ]
+
+
+def _text(remote: Address | None) -> str:
+    return format_address(remote)
+
+
+def _render(
+    render: Callable[..., SlateVideo], *args: object, **kwargs: object
+) -> asyncio.Future[SlateVideo]:
+    """Render in a worker thread; a call that fails never awaits it, so its result is marked
+    seen here and an unused failure is not reported at exit."""
+    future = asyncio.ensure_future(asyncio.to_thread(render, *args, **kwargs))
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future
+
+
+def _hand_over_slate(switch: VideoSwitch, rendered: asyncio.Future[SlateVideo]) -> None:
+    """Give the switch the slate once rendered; without one a stall leaves a hole."""
+    if rendered.cancelled():
+        return
+    error = rendered.exception()
+    if error is not None:
+        log.warning("no slate to show while the callee's video stops: %s", error)
+        return
+    switch.take_slate(rendered.result())

@@ -1,0 +1,26 @@
+"""What goes toward the callee and into the outputs besides the call itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    announce: Path | None = None
+    announce_loop: bool = False
+    slate: Path | None = None
+    record: Path | None = None
+    dtmf_script: str | None = None
+    audio_channels: int = 1
+    audio_bit_rate: int = 128_000
+    transcode: bool = False
+    """Re-encode the callee's H.264 too, rather than pass it through (VP8 always is)."""
+    keyframe_interval: float = KEYFRAME_INTERVAL_S
+    """Longest time between keyframes in the outputs (s): the transcoder's forced keyframes,
+    the slate's GOP, and when the callee is asked for one."""
+    stats_interval: float = 5.0
+    """Seconds between `stats` events: a live view wants them more often than a log."""
