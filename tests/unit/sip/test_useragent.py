@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from sip2rtmp.outcomes import Rejected, RingTimeout, Unanswered, UnusableAnswer
+from sip2rtmp.outcomes import Rejected, RingTimeout, Unanswered, Unreachable, UnusableAnswer
 from sip2rtmp.sip.auth import choose_challenge, digest_response, parse_challenges
 from sip2rtmp.sip.events import (
     CallAnswered,
@@ -937,3 +937,18 @@ def test_acks_kept_for_refresh_reinvites_stay_bounded() -> None:
     assert ua._invite.call is not None and len(ua._invite.call.acks) == MAX_KEPT_ACKS
     ua.receive_data(ok, SERVER, now + 0.5)  # the latest 2xx again: the same ACK
     assert raw_sent(ua) == [ack]
+
+
+def test_a_transport_error_fails_what_waits_at_once_and_only_once() -> None:
+    """RFC 3261 §8.1.3.1: a transport error is final for the request, not a wait of 64*T1."""
+    ua = make_ua()
+    ua.register(0.0)
+    ua.invite(0.0, "tone", OFFER)
+    sent(ua)
+    ua.connection_lost(0.1, "Connection refused")
+    unreachable = Unreachable("lab.test:5060", "Connection refused")
+    assert events(ua) == [RegistrationFailed(unreachable), CallAttemptFailed(unreachable)]
+    assert not ua.in_call
+    while (deadline := ua.get_timer()) is not None:  # the UDP retransmissions run out
+        ua.handle_timer(deadline)
+    assert events(ua) == [], "the late timeouts report nothing more"
