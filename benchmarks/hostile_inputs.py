@@ -161,7 +161,7 @@ def _user_agent() -> UserAgent:
         "relay", "example.test", Credentials("relay", "secret"), local_host="192.0.2.1"
     )
     tokens = itertools.count()
-    return UserAgent(config, ("192.0.2.2", 5060), token_factory=lambda: f"t{next(tokens)}")
+    return UserAgent(config, [("192.0.2.2", 5060)], token_factory=lambda: f"t{next(tokens)}")
 
 
 def _registering_ua_and_401(challenge: str) -> Callable[[], Operation]:

@@ -7,12 +7,16 @@ rtmpUrl, rtmpStream, hasAudio, hasVideo, callId. docs/cli.md has the mapping tab
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from sip2rtmp.nat.policy import NatMode
+from sip2rtmp.nat.stun import STUN_PORT
 from sip2rtmp.netaddr import Transport
 from sip2rtmp.sip import address
 from sip2rtmp.sip.address import AddressError, MissingDomainError
@@ -22,7 +26,13 @@ from sip2rtmp.sip.sdp import DEFAULT_AUDIO_CODECS, audio_codecs_named
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
 DEFAULT_SIP_PORT = 5060
 DEFAULT_SIPS_PORT = 5061
+DEFAULT_KEEPALIVE = 25.0
+"""Seconds between keep-alives: below the 30 s UDP timeout of many routers and cloud NATs."""
+NAT_MODES: tuple[NatMode, ...] = ("auto", "off")
 T = TypeVar("T")
+MIN_MEDIA_TIMEOUT = 1.0
+"""Shortest --media-timeout: the relay learns of arriving media every half second, so a
+shorter one could end a healthy call."""
 
 
 class ConfigError(Exception):
@@ -108,7 +118,9 @@ class CallSettings:
     sip_password: Secret
     sip_transport: Transport
     sip_server: HostPort
-    """Where requests go: the outbound proxy when given, else the domain; port always set."""
+    """Where requests go: the outbound proxy when given, else the domain. Its port is None
+    for a host name given without one: that server is located by RFC 3263 (NAPTR, SRV,
+    A/AAAA); an IP literal without a port has the transport's default port."""
     sip_outbound_proxy: HostPort | None
     register: bool
     rtmp_targets: tuple[RtmpTarget, ...]
@@ -122,6 +134,14 @@ class CallSettings:
     media_timeout: float = 15.0
     audio_codecs: tuple[str, ...] = DEFAULT_AUDIO_CODECS
     """What the offer lists for audio, the preferred first."""
+    nat: NatMode = "auto"
+    """`auto` advertises the public side of a NAT where one is known; `off` the local address."""
+    public_address: str | None = None
+    """`--public-address`: the IP a static 1:1 NAT maps this machine to."""
+    stun_server: HostPort | None = None
+    """`--stun`: where the media sockets ask for their public mapping (RFC 5389); port set."""
+    keepalive: float | None = DEFAULT_KEEPALIVE
+    """Seconds between keep-alives that hold the NAT binding of the SIP flow; None: off."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
     """Every value that must never appear in any output (password, stream keys, the passwords
     and query values of RTMP URLs)."""
@@ -259,6 +279,10 @@ def build_call_settings(
     has_recording: bool = False,
     sip_tls_ca: str | None = None,
     audio_codecs: str | None = None,
+    nat: str = "auto",
+    public_address: str | None = None,
+    stun: str | None = None,
+    keepalive: float | None = DEFAULT_KEEPALIVE,
 ) -> CallSettings:
     """Check every value and derive the rest; raises ConfigError with one line."""
     if not callee:
@@ -279,6 +303,9 @@ def build_call_settings(
     ):
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
+    if media_timeout < MIN_MEDIA_TIMEOUT:
+        raise ConfigError(f"--media-timeout must be at least {MIN_MEDIA_TIMEOUT:g} s")
+    nat_mode, public, stun_server = nat_settings(nat, public_address, stun)
     offered_audio = parse_audio_codecs(audio_codecs) if audio_codecs else DEFAULT_AUDIO_CODECS
     login = checked("--sip-login", address.escape_user, sip_login) if sip_login else ""
     auth_name = (
@@ -294,7 +321,8 @@ def build_call_settings(
     uri = callee_uri(callee, domain_text)
     default_port = DEFAULT_SIPS_PORT if transport == "tls" else DEFAULT_SIP_PORT
     where = proxy or domain or _callee_server(uri)
-    server = HostPort(where.host, where.port or sip_port or default_port)
+    port = where.port or sip_port or (default_port if _is_ip(where.host) else None)
+    server = HostPort(where.host, port)
     targets = rtmp_targets(rtmp_urls, rtmp_streams)
     if not targets and not has_recording:
         raise ConfigError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP) or --record")
@@ -318,8 +346,57 @@ def build_call_settings(
         sip_tls_ca=sip_tls_ca,
         ring_timeout=ring_timeout,
         media_timeout=media_timeout,
+        nat=nat_mode,
+        public_address=public,
+        stun_server=stun_server,
+        keepalive=keepalive_interval(keepalive),
         secrets=secrets,
     )
+
+
+def nat_settings(
+    nat: str, public_address: str | None, stun: str | None
+) -> tuple[NatMode, str | None, HostPort | None]:
+    """`--nat`, `--public-address` and `--stun`, checked together: with `--nat off` nothing
+    is discovered or advertised, so either of the others contradicts it."""
+    mode = next((mode for mode in NAT_MODES if mode == nat.lower()), None)
+    if mode is None:
+        raise ConfigError(f"--nat must be one of {', '.join(NAT_MODES)}")
+    if mode == "off" and (public_address or stun):
+        given = "--public-address" if public_address else "--stun"
+        raise ConfigError(f"--nat off advertises the local address: {given} contradicts it")
+    public = None
+    if public_address:
+        public = public_address.strip().removeprefix("[").removesuffix("]")
+        if not _is_ip(public):
+            raise ConfigError(f"--public-address {public_address!r} is not an IP address")
+        parsed = ipaddress.ip_address(public)
+        if parsed.is_unspecified or parsed.is_multicast:
+            raise ConfigError(f"--public-address {public} is not a unicast address")
+    server = None
+    if stun:
+        given_server = parse_host_port(stun, "--stun")
+        server = HostPort(given_server.host, given_server.port or STUN_PORT)
+    return mode, public, server
+
+
+def keepalive_interval(seconds: float | None) -> float | None:
+    """`--keepalive`: 0 (or None) turns keep-alives off; a negative or non-finite number is
+    a usage error."""
+    if seconds is None or seconds == 0:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError("--keepalive must be a number of seconds, or 0 for none")
+    return float(seconds)
+
+
+def _is_ip(host: str) -> bool:
+    """Whether `host` (unbracketed) is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _callee_server(uri: str) -> HostPort:

@@ -78,9 +78,11 @@ class OutputFailed:
 
 @dataclass(frozen=True)
 class MediaTimedOut:
-    """No RTP arrived from a callee that should send, this long after the answer."""
+    """No RTP arrived from a callee that should send, this long after the answer or, with
+    `stopped`, this long after its last packet: its media stopped mid-call."""
 
     seconds: float
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sip2rtmp"
 
-LAYER_RANK = {"sip": 0, "rtp": 0, "net": 1, "media": 1, "relay": 2, "lab": 2, "cli": 3}
+LAYER_RANK = {"sip": 0, "rtp": 0, "nat": 0, "net": 1, "media": 1, "relay": 2, "lab": 2, "cli": 3}
 """A package may import from its own rank and below, never from above; `lab` stands beside
 the relay (the command line drives both)."""
 MAX_FUNCTION_LINES = 60

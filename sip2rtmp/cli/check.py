@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,9 @@ from sip2rtmp.cli.output import json_line, terminal_safe
 from sip2rtmp.config import CallSettings, ConfigError, RtmpTarget, parse_host_port
 from sip2rtmp.media import AacEncoder, EncodedPacket, SlateVideo, StreamTemplates
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
+from sip2rtmp.net.locate import Located
 from sip2rtmp.net.sip_session import SipSession
+from sip2rtmp.netaddr import Address, format_address
 from sip2rtmp.outcomes import Outcome, OutputFailed, RunFailed, Unanswered, Unreachable
 from sip2rtmp.relay.account import user_agent_config
 
@@ -67,6 +69,8 @@ class CheckResult:
     result: Result
     detail: str
     exit_code: ExitCode = ExitCode.OK
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """More fields for the `--json` record (the DNS lookups, the targets, the addresses)."""
 
     @classmethod
     def failed(cls, check: str, target: str, outcome: Outcome, detail: str) -> CheckResult:
@@ -94,7 +98,21 @@ class CheckResult:
         }
         if self.result is Result.FAIL:
             record["exitCode"] = int(self.exit_code)
-        return record
+        return {**record, **self.data}
+
+    def redacted(self, redactor: Callable[[str], str]) -> CheckResult:
+        """The same result with `redactor` applied to every text it shows."""
+        return replace(self, detail=redactor(self.detail), data=_redacted(self.data, redactor))
+
+
+def _redacted(value: Any, redactor: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted(item, redactor) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, redactor) for item in value]
+    return value
 
 
 # ---- SIP ------------------------------------------------------------------------------------
@@ -112,7 +130,11 @@ async def check_sip(settings: CallSettings) -> list[CheckResult]:
         async with session:
             answer = await session.options(timeout=OPTIONS_TIMEOUT)
             reachable = f"reachable, OPTIONS answered {answer.status} {answer.reason}"
-            results = [CheckResult("SIP server", server, Result.PASS, reachable)]
+            results = [
+                CheckResult("SIP server", server, Result.PASS, reachable),
+                *check_location(settings, session.located, session.server),
+                check_public_address(settings, session.local_address, session.public_address),
+            ]
             if not settings.register:
                 skipped = CheckResult("SIP registration", account, Result.SKIP, "--no-register")
                 return [*results, skipped]
@@ -120,8 +142,60 @@ async def check_sip(settings: CallSettings) -> list[CheckResult]:
     except RunFailed as failed:
         return [
             CheckResult.failed("SIP server", server, failed.outcome, _unreachable(failed.outcome)),
+            *check_location(settings, session.located, None),
+            CheckResult("public address", server, Result.SKIP, "server unreachable"),
             CheckResult("SIP registration", account, Result.SKIP, "server unreachable"),
         ]
+
+
+def check_location(
+    settings: CallSettings, located: Located | None, answered: Address | None
+) -> list[CheckResult]:
+    """Where RFC 3263 server location found the server: the lookups made, then each target
+    in the order a call tries them, the one that answered marked. Nothing when the session
+    found no target: its failure names the lookups already."""
+    if located is None:
+        return []
+    transport = settings.sip_transport
+    name = str(settings.sip_server)
+    lookups = ", ".join(located.tried) or "an IP address, nothing to look up"
+    targets = [
+        {"address": format_address(t.address), "transport": t.transport, "record": t.record}
+        for t in located.targets
+    ]
+    data = {"tried": list(located.tried), "targets": targets}
+    results = [CheckResult("SIP server location", name, Result.PASS, lookups, data=data)]
+    for order, target in enumerate(located.targets, 1):
+        mark = " (answered the OPTIONS)" if target.address == answered else ""
+        detail = f"{order} of {len(located.targets)}: {target.record}{mark}"
+        shown = f"{transport}:{format_address(target.address)}"
+        facts = {"order": order, "record": target.record, "answered": bool(mark)}
+        results.append(CheckResult("SIP server target", shown, Result.PASS, detail, data=facts))
+    return results
+
+
+def check_public_address(
+    settings: CallSettings, local: Address, public: Address | None
+) -> CheckResult:
+    """The address the server saw our OPTIONS come from (the top Via's `received`/`rport` of
+    its answer, RFC 3581 §4), which Contact and the SDP offer then advertise; or the one
+    --public-address configures."""
+    transport = settings.sip_transport
+    target = f"{transport}:{format_address(local)}"
+    if settings.nat == "off":
+        detail = "--nat off: Contact and the SDP offer carry the local address"
+        return CheckResult("public address", target, Result.SKIP, detail)
+    seen = public or local
+    if settings.public_address is not None:
+        source, detail = "configured", f"{format_address(seen)}, as --public-address says"
+    elif public is None:
+        source = "local"
+        detail = "same as local (no other address in the answer's Via received/rport)"
+    else:
+        source = "received"
+        detail = f"the server saw {format_address(seen)} (Via received/rport): behind a NAT"
+    data = {"address": format_address(seen), "source": source, "local": format_address(local)}
+    return CheckResult("public address", target, Result.PASS, detail, data=data)
 
 
 async def check_registration(session: SipSession, account: str) -> CheckResult:
@@ -294,7 +368,7 @@ def check(ctx: click.Context, /, **flags: Any) -> int:
     for results in run_checks(settings, announce, announce_loop, slate):
         for result in results:
             # Targets are display forms already; a detail may quote a third party's free text.
-            shown = replace(result, detail=redactor(result.detail))
+            shown = result.redacted(redactor)
             if as_json:
                 click.echo(json_line(shown.record()))
             else:

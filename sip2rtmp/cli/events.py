@@ -21,12 +21,16 @@ from sip2rtmp.relay.events import (
     Failed,
     Finished,
     MediaArrived,
+    NatAddress,
     OutputChanged,
     OutputStats,
     Progress,
     Registered,
     Registering,
+    RegistrationRetry,
     RelayEvent,
+    SipReconnected,
+    SipServerChanged,
     Stats,
     Trying,
     Unregistered,
@@ -36,6 +40,8 @@ from sip2rtmp.relay.events import (
 from sip2rtmp.rtp.source import SourceStats
 
 Record = dict[str, Any]
+_NAMES = {NatAddress: "nat", SipServerChanged: "failover", SipReconnected: "reconnected"}
+"""The events whose record is their fields in declaration order, by name."""
 
 
 def record(event: RelayEvent) -> Record:
@@ -46,6 +52,11 @@ def record(event: RelayEvent) -> Record:
         return {"event": "registered", "expires": event.expires}
     if isinstance(event, Unregistered):
         return {"event": "unregistered"}
+    if isinstance(event, RegistrationRetry):
+        reason = explain(event.outcome).message
+        return {"event": "registration_retry", "reason": reason, "retry_in": event.retry_in}
+    if isinstance(event, (NatAddress, SipServerChanged, SipReconnected)):
+        return {"event": _NAMES[type(event)]} | _fields_of(event)
     if isinstance(event, (Trying, Progress, Established, Finished, Failed)):
         return _status_record(event)
     if isinstance(event, OutputChanged):

@@ -47,12 +47,16 @@ from sip2rtmp.relay.events import (
     Failed,
     Finished,
     MediaArrived,
+    NatAddress,
     OutputChanged,
     OutputStats,
     Progress,
     Registered,
     Registering,
+    RegistrationRetry,
     RelayEvent,
+    SipReconnected,
+    SipServerChanged,
     Stats,
     Trying,
     Unregistered,
@@ -176,6 +180,10 @@ class LiveView:
         self._sip = ""
         self._end_reason = ""
         self._registration = ""
+        self._nat: dict[str, str] = {}
+        """What we advertise, by kind (`sip`, `media`): the address and where it came from."""
+        self._server = ""
+        """The SIP server's latest change: a failover or a reopened connection."""
         self._established_at: float | None = None
         self._streaming_at: float | None = None
         self._ended_at: float | None = None
@@ -257,6 +265,15 @@ class LiveView:
             self._registration = f"registered, expires in {event.expires} s"
         elif isinstance(event, Unregistered):
             self._registration = "unregistered"
+        elif isinstance(event, RegistrationRetry):
+            reason = explain(event.outcome).message
+            self._registration = f"refresh failed ({reason}), retrying in {event.retry_in:g} s"
+        elif isinstance(event, NatAddress):
+            self._nat[event.kind] = f"{event.address} ({event.source})"
+        elif isinstance(event, SipServerChanged):
+            self._server = f"{event.next}, after {event.failed}: {event.reason}"
+        elif isinstance(event, SipReconnected):
+            self._server = f"{event.server}, connection reopened"
         elif isinstance(event, OutputChanged):
             self._apply_output(event.target, event.state, event.error, now)
         elif isinstance(event, MediaArrived):
@@ -345,6 +362,12 @@ class LiveView:
             status.append_text(self._text(f"  ({self._request})", "italic"))
         grid.add_row("Call", status)
         grid.add_row("Registration", self._text(self._registration or "—"))
+        if self._server:
+            grid.add_row("Server", self._text(self._server))
+        if self._nat:
+            labels = (("sip", "SIP"), ("media", "media"))
+            shown = [f"{label} {self._nat[kind]}" for kind, label in labels if kind in self._nat]
+            grid.add_row("Address", self._text("   ".join(shown)))
         grid.add_row(
             "Timers",
             self._text(

@@ -19,7 +19,7 @@ import click
 
 from sip2rtmp.cli.output import Redactor, configure_logging
 from sip2rtmp.cli.profile import apply_profile
-from sip2rtmp.config import CallSettings, ConfigError, build_call_settings
+from sip2rtmp.config import DEFAULT_KEEPALIVE, CallSettings, ConfigError, build_call_settings
 from sip2rtmp.media.output import redact as display
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
 from sip2rtmp.relay.dtmf import DtmfScript
@@ -90,6 +90,34 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             type=click.Path(exists=True, dir_okay=False),
             metavar="FILE",
             help="Trust this CA file for the SIP server's TLS certificate (default: system CAs).",
+        ),
+        click.option(
+            "--nat",
+            type=click.Choice(["auto", "off"], case_sensitive=False),
+            default="auto",
+            show_default=True,
+            help="auto: advertise the public address a NAT maps us to (received/rport, --stun,"
+            " --public-address); off: advertise the local address.",
+        ),
+        click.option(
+            "--public-address",
+            metavar="IP",
+            help="The public IP of a static 1:1 NAT (a cloud VM's): put in Contact and the SDP.",
+        ),
+        click.option(
+            "--stun",
+            metavar="HOST[:PORT]",
+            help="Ask this STUN server (port 3478 unless given) for the media sockets' public"
+            " addresses and ports.",
+        ),
+        click.option(
+            "--keepalive",
+            type=float,
+            default=DEFAULT_KEEPALIVE,
+            show_default=True,
+            metavar="SECONDS",
+            hidden=hidden,
+            help="Seconds between keep-alives that hold the SIP flow's NAT binding; 0: none.",
         ),
         click.option(
             "--register/--no-register",
@@ -170,7 +198,7 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             show_default=True,
             metavar="SECONDS",
             hidden=hidden,
-            help="Fail when no RTP arrives this long after the answer.",
+            help="Fail when no RTP arrives this long after the answer, or stops this long.",
         ),
         click.option(
             "--announce",
@@ -376,5 +404,9 @@ SETTINGS_FLAGS = (
     "ring_timeout",
     "media_timeout",
     "audio_codecs",
+    "nat",
+    "public_address",
+    "stun",
+    "keepalive",
 )
 """Flags passed to `build_call_settings` as they are."""

@@ -53,7 +53,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NO_ANSWER: "the callee did not answer within --ring-timeout",
     ExitCode.SIP_UNREACHABLE: "the SIP server could not be reached or did not answer",
     ExitCode.RTMP_FAILED: "an RTMP output failed for good",
-    ExitCode.MEDIA_TIMEOUT: "no media arrived from the callee within --media-timeout",
+    ExitCode.MEDIA_TIMEOUT: "no media from the callee for --media-timeout, at the start or later",
     ExitCode.CALL_FAILED: "the call failed for another SIP reason",
     ExitCode.LAB_FAILED: "the local lab could not be started",
     ExitCode.INTERRUPTED: "interrupted before the call was established",
@@ -66,6 +66,10 @@ RING_HINT = "raise --ring-timeout or check that the callee answers"
 SIP_SERVER_HINT = "check --sip-domain, --sip-outbound-proxy, --sip-port and --sip-transport"
 RTMP_HINT = "check --rtmp-url and --rtmp-stream, and that the server accepts the stream"
 MEDIA_HINT = "the callee sent no RTP; check NAT and firewalls between you and the callee"
+MEDIA_STOPPED_HINT = (
+    "the callee, or the network between you, stopped its RTP; a callee gone without a BYE"
+    " looks the same"
+)
 INTERNAL_HINT = "run with -v for details"
 
 REGISTER_AUTH_STATUSES = frozenset({401, 403, 404, 407})
@@ -105,8 +109,7 @@ def explain(outcome: Outcome) -> Explanation:
         message = f"RTMP output {outcome.url} failed{_colon(outcome.detail)}"
         return Explanation(ExitCode.RTMP_FAILED, message, RTMP_HINT)
     if isinstance(outcome, MediaTimedOut):
-        message = f"no media from the callee within {outcome.seconds:g} s"
-        return Explanation(ExitCode.MEDIA_TIMEOUT, message, MEDIA_HINT)
+        return _media_timed_out(outcome)
     if isinstance(outcome, Interrupted):
         message = f"interrupted by {outcome.signal_name} before the call was established"
         return Explanation(ExitCode.INTERRUPTED, message)
@@ -142,6 +145,15 @@ def _rejected_invite(outcome: Rejected) -> Explanation:
             return _no_answer(round(outcome.elapsed, 1))
         return _unreachable(outcome.target, f"{status} {reason}")
     return _call_failed(status, reason)
+
+
+def _media_timed_out(outcome: MediaTimedOut) -> Explanation:
+    """No RTP from the start, or none any more mid-call: one exit code, two stories."""
+    if outcome.stopped:
+        message = f"the callee's media stopped: no RTP for {outcome.seconds:g} s"
+        return Explanation(ExitCode.MEDIA_TIMEOUT, message, MEDIA_STOPPED_HINT)
+    message = f"no media from the callee within {outcome.seconds:g} s"
+    return Explanation(ExitCode.MEDIA_TIMEOUT, message, MEDIA_HINT)
 
 
 def _authentication_failed(status: int) -> Explanation:

@@ -304,29 +304,13 @@ class Lab:
         return frozenset(users)
 
     def _start_kamailio(self, deadline: float) -> None:
-        kamailio_dir = self.run_dir / "kamailio"
-        db_dir = kamailio_dir / "db"
-        db_dir.mkdir(parents=True, exist_ok=True)
-        self._write_subscriber_table(db_dir)
         self.kamcmd_socket.unlink(missing_ok=True)
-        values = {
-            "SIP_DOMAIN": SIP_DOMAIN,
-            "SIP_HOST": SIP_HOST,
-            "SIP_PORT": str(SIP_PORT),
-            "SIP_TLS_PORT": str(SIP_TLS_PORT),
-            "CTL_SOCKET": str(self.kamcmd_socket),
-            "AUTH_SECRET": "sip2rtmp-lab-nonce-secret",
-            "DB_DIR": str(db_dir),
-            "TLS_CONFIG": str(kamailio_dir / "tls.cfg"),
-            "TLS_CERT": str(self.tls_certificate),
-            "TLS_KEY": str(self.tls_key),
-        }
-        _render("tls.cfg", kamailio_dir / "tls.cfg", values)
-        config = _render("kamailio.cfg", kamailio_dir / "kamailio.cfg", values)
-        argv = [
-            "kamailio", "-f", str(config), "-DD", "-E", "-m", "64", "-M", "8",
-            "-Y", str(kamailio_dir), "-w", str(kamailio_dir),
-        ]  # fmt: skip
+        argv = write_kamailio_config(
+            self.run_dir / "kamailio",
+            ctl_socket=self.kamcmd_socket,
+            tls_certificate=self.tls_certificate,
+            tls_key=self.tls_key,
+        )
         self._spawn(KAMAILIO, argv, (SIP_PORT, SIP_TLS_PORT))
         self._wait_until(KAMAILIO, deadline, self._kamailio_answers)
 
@@ -336,17 +320,6 @@ class Lab:
         except LabError:
             return False
         return True
-
-    @staticmethod
-    def _write_subscriber_table(db_dir: Path) -> None:
-        rows = [
-            "id(int,auto) username(string) domain(string) password(string) "
-            "ha1(string,null) ha1b(string,null)"
-        ]
-        rows += [f"{i}:{a.user}:{SIP_DOMAIN}:{a.password}::" for i, a in enumerate(LAB_ACCOUNTS, 1)]
-        (db_dir / "subscriber").write_text("\n".join(rows) + "\n")
-        version = ["id(int,auto) table_name(string) table_version(int)", "1:subscriber:7"]
-        (db_dir / "version").write_text("\n".join(version) + "\n")
 
     def _wait_registered(self, deadline: float) -> None:
         missing: list[str] = []
@@ -400,11 +373,6 @@ class Lab:
         assert callee.sip_port is not None and callee.ctrl_port is not None
         assert callee.rtp_ports is not None and callee.tone_hz is not None
         config_dir = self.run_dir / "baresip" / callee.user
-        modules = ["g711.so", "g722.so", "opus.so", "aufile.so", "aubridge.so", "sndfile.so"]
-        if callee.video_codec == "H264":
-            modules += ["avcodec.so", "fakevideo.so"]
-        elif callee.video_codec == "VP8":
-            modules += ["vp8.so", "fakevideo.so"]
         write_baresip_config(
             config_dir,
             sip_port=callee.sip_port,
@@ -412,8 +380,8 @@ class Lab:
             rtp_ports=callee.rtp_ports,
             tone=self.tone_path(callee.tone_hz),
             received_dir=self.received_dir(callee.user),
-            modules=modules,
-            account_line=_baresip_account(callee),
+            modules=callee_modules(callee),
+            account_line=baresip_account(callee),
         )
         program = callee_program(callee.user)
         argv = ["stdbuf", "-oL", "-eL", "baresip", "-f", str(config_dir)]
@@ -617,6 +585,59 @@ def write_tone(path: Path, hz: float, seconds: float = TONE_SECONDS) -> None:
     partial.replace(path)
 
 
+def write_kamailio_config(
+    kamailio_dir: Path,
+    *,
+    ctl_socket: Path,
+    tls_certificate: Path,
+    tls_key: Path,
+    domain: str = SIP_DOMAIN,
+    host: str = SIP_HOST,
+) -> list[str]:
+    """Write the lab's kamailio configuration and subscriber table for `domain`, listening on
+    `host` (SIP_PORT for UDP and TCP, SIP_TLS_PORT for TLS); returns the command line that runs
+    it in the foreground."""
+    db_dir = kamailio_dir / "db"
+    db_dir.mkdir(parents=True, exist_ok=True)
+    rows = [
+        "id(int,auto) username(string) domain(string) password(string) "
+        "ha1(string,null) ha1b(string,null)"
+    ]
+    rows += [f"{i}:{a.user}:{domain}:{a.password}::" for i, a in enumerate(LAB_ACCOUNTS, 1)]
+    (db_dir / "subscriber").write_text("\n".join(rows) + "\n")
+    version = ["id(int,auto) table_name(string) table_version(int)", "1:subscriber:7"]
+    (db_dir / "version").write_text("\n".join(version) + "\n")
+    values = {
+        "SIP_DOMAIN": domain,
+        "SIP_HOST": host,
+        "SIP_PORT": str(SIP_PORT),
+        "SIP_TLS_PORT": str(SIP_TLS_PORT),
+        "CTL_SOCKET": str(ctl_socket),
+        "AUTH_SECRET": "sip2rtmp-lab-nonce-secret",
+        "DB_DIR": str(db_dir),
+        "TLS_CONFIG": str(kamailio_dir / "tls.cfg"),
+        "TLS_CERT": str(tls_certificate),
+        "TLS_KEY": str(tls_key),
+    }
+    _render("tls.cfg", kamailio_dir / "tls.cfg", values)
+    config = _render("kamailio.cfg", kamailio_dir / "kamailio.cfg", values)
+    return [
+        "kamailio", "-f", str(config), "-DD", "-E", "-m", "64", "-M", "8",
+        "-Y", str(kamailio_dir), "-w", str(kamailio_dir),
+    ]  # fmt: skip
+
+
+def callee_modules(callee: LabAccount) -> list[str]:
+    """The baresip modules a lab callee loads: its codecs, the tone source, the dump of what it
+    hears, and the encoder of its video codec."""
+    modules = ["g711.so", "g722.so", "opus.so", "aufile.so", "aubridge.so", "sndfile.so"]
+    if callee.video_codec == "H264":
+        modules += ["avcodec.so", "fakevideo.so"]
+    elif callee.video_codec == "VP8":
+        modules += ["vp8.so", "fakevideo.so"]
+    return modules
+
+
 def write_baresip_config(
     config_dir: Path,
     *,
@@ -627,18 +648,19 @@ def write_baresip_config(
     received_dir: Path,
     modules: Sequence[str],
     account_line: str,
+    sip_host: str = SIP_HOST,
 ) -> None:
     """Write a self-contained baresip config directory (`baresip -f config_dir`).
 
-    baresip binds SIP on 127.0.0.1:`sip_port` (and TLS on the port after it), plays `tone` (an
+    baresip binds SIP on `sip_host`:`sip_port` (and TLS on the port after it), plays `tone` (an
     8 kHz mono WAV), dumps what it hears into `received_dir` when sndfile.so is among `modules`,
-    and takes netstring JSON commands on `ctrl_port`.
+    and takes netstring JSON commands on 127.0.0.1:`ctrl_port`.
     """
     config_dir.mkdir(parents=True, exist_ok=True)
     received_dir.mkdir(parents=True, exist_ok=True)
     values = {
-        "SIP_LISTEN": f"{SIP_HOST}:{sip_port}",
-        "LOCAL_ADDRESS": SIP_HOST,
+        "SIP_LISTEN": f"{sip_host}:{sip_port}",
+        "LOCAL_ADDRESS": sip_host,
         "AUDIO_DIR": str(tone.parent),
         "TONE_FILE": str(tone),
         "RTP_PORTS": f"{rtp_ports[0]}-{rtp_ports[1]}",
@@ -676,11 +698,13 @@ def read_dump(path: Path) -> tuple[npt.NDArray[np.int16], int]:
     raise LabError(f"{path} has no audio data")
 
 
-def _baresip_account(callee: LabAccount) -> str:
-    """One baresip account line: register through kamailio by IP so no name is ever resolved."""
+def baresip_account(
+    callee: LabAccount, domain: str = SIP_DOMAIN, proxy: str = f"{SIP_HOST}:{SIP_PORT}"
+) -> str:
+    """One baresip account line: register through the proxy by IP so no name is ever resolved."""
     params = [
         f"auth_pass={callee.password}",
-        f'outbound="sip:{SIP_HOST}:{SIP_PORT};transport=udp"',
+        f'outbound="sip:{proxy};transport=udp"',
         "answermode=manual" if callee.role is Role.NO_ANSWER else "answermode=auto",
         "regint=600",
     ]
@@ -688,7 +712,7 @@ def _baresip_account(callee: LabAccount) -> str:
         params.append("audio_codecs=" + ",".join(callee.audio_codecs))
     if callee.video_codec:
         params.append(f"video_codecs={callee.video_codec}")
-    return f"<sip:{callee.user}@{SIP_DOMAIN};transport=udp>;" + ";".join(params)
+    return f"<sip:{callee.user}@{domain};transport=udp>;" + ";".join(params)
 
 
 def _render(template: str, target: Path, values: dict[str, str]) -> Path:

@@ -12,6 +12,12 @@ still use the true arrival time, not the drain time.
 The ports are open to anyone: every datagram passes the stream's ``SourceFilter``
 (``sip2rtmp.rtp.source``, where the rules are), which accepts the far end the SDP names or a
 consistent latched source, locks its address and SSRC, and decides where our RTP and RTCP go.
+
+Before the offer is sent, ``discover_mapping`` asks a STUN server (RFC 5389) what a NAT maps
+both sockets to: the same sockets later carry the media, so that is the mapping the far end
+must send to. The answers arrive through the same drain. A STUN datagram that answers no
+pending query is counted as ``malformed``, like any other datagram that is neither RTP nor
+RTCP: it changes nothing else, and an ICE-speaking far end's checks count as before.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ import struct
 import time
 from collections.abc import Callable, Collection, Mapping
 
+from sip2rtmp.nat.policy import MappedPorts
+from sip2rtmp.nat.stun import is_stun
 from sip2rtmp.net.grid import GRID_S, Ticker, grid_sleep
+from sip2rtmp.net.stun_client import BindingTransaction, resolve_server
 from sip2rtmp.netaddr import Address
 from sip2rtmp.rtp.packet import RtpPacket, RtpParseError, is_rtcp
 from sip2rtmp.rtp.rtcp import (
@@ -172,6 +181,7 @@ class RtpEndpoint:
         self._fir_seq = 0
         self._closed = False
         self.send_errors = 0
+        self._stun: list[BindingTransaction] = []
         self._ticker = Ticker(GRID_S, self._drain_sockets)
 
     @classmethod
@@ -255,6 +265,32 @@ class RtpEndpoint:
         if self._rtcp_task is None and not self._closed:
             self._rtcp_task = self._loop.create_task(self._rtcp_loop())
 
+    async def discover_mapping(self, server: Address, *, timeout: float = 3.0) -> MappedPorts:
+        """The public side of the RTP and the RTCP socket as the STUN ``server`` sees them,
+        both asked at once; `StunError` when either gets no usable answer in ``timeout`` s."""
+        target = await resolve_server(server, self._rtp.family)
+        rtp, rtcp = BindingTransaction(target), BindingTransaction(target)
+        self._stun += (rtp, rtcp)
+        runs = [
+            asyncio.ensure_future(rtp.run(self._rtp.sendto, timeout)),
+            asyncio.ensure_future(rtcp.run(self._rtcp.sendto, timeout)),
+        ]
+        try:
+            mapped_rtp, mapped_rtcp = await asyncio.gather(*runs)
+        finally:  # one failed (or we were cancelled): the other's answer is of no use
+            for run in runs:
+                run.cancel()
+            self._stun = [t for t in self._stun if t is not rtp and t is not rtcp]
+        return MappedPorts(mapped_rtp, mapped_rtcp)
+
+    def _not_media(self, data: bytes, addr: Address) -> None:
+        """A datagram that is neither RTP nor RTCP: a pending STUN answer, or malformed."""
+        if self._stun and is_stun(data):
+            for transaction in self._stun:
+                if transaction.feed(data, addr):
+                    return
+        self.source.malformed += 1
+
     def _drain_sockets(self, _tick: int) -> None:
         now = self._loop.time()
         _drain(self._rtp, self._rtp_datagram, now)
@@ -267,7 +303,7 @@ class RtpEndpoint:
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError:
-            self.source.malformed += 1
+            self._not_media(data, addr)
             return
         if not self.source.admit(packet, addr, now):
             return
@@ -287,7 +323,7 @@ class RtpEndpoint:
         try:
             packets = parse_compound(data)
         except RtcpParseError:
-            self.source.malformed += 1
+            self._not_media(data, addr)
             return
         packets = self.source.admit_rtcp(packets, addr, now)
         if packets:

@@ -23,7 +23,8 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sip2rtmp.net.sip_transport import SipTransport, open_transport, resolve
+from sip2rtmp.net.locate import Located, LocateError, locate
+from sip2rtmp.net.sip_transport import SipTransport, open_transport
 from sip2rtmp.netaddr import Address
 from sip2rtmp.outcomes import RunFailed, SipFailure, Unanswered, Unreachable
 from sip2rtmp.sip.events import (
@@ -40,6 +41,7 @@ from sip2rtmp.sip.events import (
     OptionsFailed,
     Registered,
     RegistrationFailed,
+    RegistrationRetrying,
     SessionModified,
     Unregistered,
 )
@@ -117,9 +119,15 @@ class SipSession:
         self._on_event = on_event
         self._connect_timeout = connect_timeout
         self._server_name = config.outbound_proxy or config.domain
-        self._port = config.port or default_port(config.transport)
-        self._target = f"{self._server_name}:{self._port}"
+        port = config.port
+        self._target = self._server_name if port is None else f"{self._server_name}:{port}"
         self._transport: SipTransport | None = None
+        self._local: Address | None = None
+        self._backlog: list[tuple[Address, bytes]] = []
+        """What the core sent to a target whose transport is being opened."""
+        self._opening: asyncio.Task[None] | None = None
+        self.located: Located | None = None
+        """Where RFC 3263 server location found the server, once entered."""
         self._ua: UserAgent | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._register_waiter: asyncio.Future[int] | None = None
@@ -138,34 +146,49 @@ class SipSession:
     # ---- lifetime -------------------------------------------------------------------------
 
     async def __aenter__(self) -> SipSession:
-        """Resolve the server and open the transport; `RunFailed(Unreachable)` when either
-        fails."""
+        """Locate the server (RFC 3263) and open the transport to the first target that
+        takes a connection; `RunFailed(Unreachable)` when none does."""
         config = self._config
         try:
-            server = await resolve(self._server_name, self._port, config.transport)
-        except OSError as exc:
-            detail = f"cannot resolve: {exc.strerror or exc}"
-            raise RunFailed(Unreachable(self._target, detail)) from None
+            self.located = await locate(self._server_name, config.port, config.transport)
+        except LocateError as exc:
+            lookups = str(exc).removeprefix(f"{self._server_name}: ")
+            raise RunFailed(Unreachable(self._target, f"cannot resolve: {lookups}")) from None
+        targets = [target.address for target in self.located.targets]
+        failures: list[str] = []
+        for index, server in enumerate(targets):
+            try:
+                self._transport = await self._open(server, config.local_port)
+            except OSError as exc:
+                failures.append(f"{server[0]}:{server[1]}: {_os_detail(exc)}")
+                continue
+            self._local = self._transport.local_addr
+            local_host, local_port = self._local
+            ua_config = replace(config, local_host=local_host, local_port=local_port)
+            self._ua = UserAgent(ua_config, targets[index:])
+            self.command(lambda ua, now: ua.connection_made(now, self._local or ("", 0)))
+            return self
+        detail = failures[0] if len(failures) == 1 else "; ".join(failures)
+        if len(failures) == 1:
+            detail = detail.split(": ", 1)[1]
+        raise RunFailed(Unreachable(self._target, detail))
+
+    async def _open(self, server: Address, local_port: int) -> SipTransport:
+        """A transport to `server`; OSError (TimeoutError included) when it cannot be had."""
+        config = self._config
         try:
-            self._transport = await open_transport(
+            return await open_transport(
                 config.transport,
                 server,
                 self._on_message,
                 self._on_transport_error,
-                local_port=config.local_port,
+                local_port=local_port,
                 server_hostname=self._server_name,
                 tls_ca_file=config.tls_ca_file,
                 connect_timeout=self._connect_timeout,
             )
         except TimeoutError:
-            detail = f"no connection within {self._connect_timeout:g} s"
-            raise RunFailed(Unreachable(self._target, detail)) from None
-        except OSError as exc:
-            raise RunFailed(Unreachable(self._target, _os_detail(exc))) from None
-        local_host, local_port = self._transport.local_addr
-        ua_config = replace(config, local_host=local_host, local_port=local_port)
-        self._ua = UserAgent(ua_config, self._transport.remote_addr)
-        return self
+            raise TimeoutError(f"no connection within {self._connect_timeout:g} s") from None
 
     async def __aexit__(
         self,
@@ -185,14 +208,28 @@ class SipSession:
     def local_address(self) -> Address:
         """Where our SIP socket is bound: the address the route to the server leaves from,
         which is also the address to offer for RTP."""
-        if self._transport is None:
+        if self._local is None:
             raise RuntimeError("SipSession used outside 'async with'")
-        return self._transport.local_addr
+        return self._local
+
+    @property
+    def public_address(self) -> Address | None:
+        """Our address as the server saw it (Via received/rport), or the configured public
+        one, when it differs from the socket's own; None before any answer."""
+        return None if self._ua is None else self._ua.public_address
+
+    @property
+    def server(self) -> Address | None:
+        """The server target requests go to now."""
+        return None if self._ua is None else self._ua.server
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -316,9 +353,8 @@ class SipSession:
         if ua is None:
             return
         loop = asyncio.get_running_loop()
-        if self._transport is not None:
-            for data, addr in ua.data_to_send(loop.time()):
-                self._transport.send(data, addr)
+        for data, addr in ua.data_to_send(loop.time()):
+            self._send(data, addr)
         while (event := ua.next_event()) is not None:
             self._dispatch(event)
             if self._on_event is not None and not isinstance(
@@ -345,6 +381,8 @@ class SipSession:
         elif isinstance(event, RegistrationFailed):
             self.registration_error = event.outcome
             _fail(self._register_waiter, event.outcome)
+        elif isinstance(event, RegistrationRetrying):
+            self.registration_error = event.outcome
         elif isinstance(event, Unregistered):
             _resolve(self._unregister_waiter, event.ok)
         elif isinstance(event, OptionsAnswered):
@@ -380,8 +418,59 @@ class SipSession:
             call.remote_sdp = event.sdp
 
     def _on_transport_error(self, exc: Exception) -> None:
-        """ICMP unreachable, a refused or dropped connection: the core decides what fails."""
-        self.command(lambda ua, now: ua.connection_lost(now, _os_detail(exc)))
+        """ICMP unreachable, a refused or dropped connection: the core decides what fails,
+        and what to send again (which opens a new connection)."""
+        if self._transport is not None and self._config.transport != "udp":
+            self._transport.close()
+            self._transport = None
+        detail = _os_detail(exc)
+        self.command(lambda ua, now: ua.connection_lost(now, detail))
+
+    # ---- transports on demand -------------------------------------------------------------
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        """Send over the open transport when it leads to `addr`; otherwise keep the data and
+        open one that does (the core moved to another target, or the connection dropped)."""
+        transport = self._transport
+        if transport is not None and transport.remote_addr == addr and self._opening is None:
+            transport.send(data, addr)
+            return
+        self._backlog.append((addr, data))
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._reopen(addr))
+
+    async def _reopen(self, server: Address) -> None:
+        """Open a transport to `server` from the same local port when it is free (Contact
+        and the NAT mapping stay), else from any; tell the core how it went."""
+        old, self._transport = self._transport, None
+        if old is not None:
+            old.close()
+            await old.wait_closed()
+        port = self._local[1] if self._local is not None else 0
+        try:
+            try:
+                transport = await self._open(server, port)
+            except OSError:
+                if not port or self._config.transport == "udp":
+                    raise
+                transport = await self._open(server, 0)
+        except OSError as exc:
+            detail = _os_detail(exc)
+            self._opening = None
+            self._backlog = [item for item in self._backlog if item[0] != server]
+            self.command(lambda ua, now: ua.connection_lost(now, detail))
+            self._flush()
+            return
+        self._opening = None
+        self._transport = transport
+        self._local = transport.local_addr
+        self.command(lambda ua, now: ua.connection_made(now, transport.local_addr))
+        self._flush()
+
+    def _flush(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for addr, data in backlog:
+            self._send(data, addr)
 
 
 def _os_detail(exc: BaseException) -> str:

@@ -12,8 +12,8 @@ stream that cannot be framed any more, or a socket error, ends a connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 
@@ -58,11 +58,20 @@ class SipTransport:
     def close(self) -> None:
         raise NotImplementedError
 
+    async def wait_closed(self) -> None:
+        """Until the socket is really closed (asyncio closes it a loop turn after `close`),
+        so that its local port can be bound again."""
+
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, on_message: OnMessage, on_error: OnError) -> None:
         self._on_message = on_message
         self._on_error = on_error
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         _deliver(self._on_message, data, (str(addr[0]), int(addr[1])))
@@ -73,10 +82,15 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 class UdpTransport(SipTransport):
     def __init__(
-        self, transport: asyncio.DatagramTransport, local: Address, remote: Address
+        self,
+        transport: asyncio.DatagramTransport,
+        protocol: _UdpProtocol,
+        local: Address,
+        remote: Address,
     ) -> None:
         super().__init__(local, remote)
         self._transport = transport
+        self._protocol = protocol
 
     def send(self, data: bytes, addr: Address) -> None:
         # The socket is connected to the server; `addr` is always that server.
@@ -84,6 +98,9 @@ class UdpTransport(SipTransport):
 
     def close(self) -> None:
         self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await self._protocol.closed
 
 
 class StreamTransport(SipTransport):
@@ -128,6 +145,10 @@ class StreamTransport(SipTransport):
         self._task.cancel()
         self._writer.close()
 
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
     """Certificate and host name verified; `ca_file` replaces the system trust store."""
@@ -149,13 +170,13 @@ async def open_transport(
     loop = asyncio.get_running_loop()
     local_bind = ("0.0.0.0" if ":" not in remote[0] else "::", local_port)
     if kind == "udp":
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, protocol = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(on_message, on_error),
             remote_addr=remote,
             local_addr=local_bind if local_port else None,
         )
         local = transport.get_extra_info("sockname")
-        return UdpTransport(transport, (local[0], local[1]), remote)
+        return UdpTransport(transport, protocol, (local[0], local[1]), remote)
     context = tls_context(tls_ca_file) if kind == "tls" else None
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(
@@ -168,12 +189,3 @@ async def open_transport(
         connect_timeout,
     )
     return StreamTransport(reader, writer, on_message, on_error)
-
-
-async def resolve(host: str, port: int, kind: Transport) -> Address:
-    """A/AAAA lookup through the loop (no SRV): the first address the resolver prefers."""
-    loop = asyncio.get_running_loop()
-    sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
-    infos = await loop.getaddrinfo(host, port, type=sock_type)
-    sockaddr = infos[0][4]
-    return str(sockaddr[0]), int(sockaddr[1])

@@ -24,6 +24,8 @@ from enum import Enum
 from typing import Literal
 
 from sip2rtmp.config import CallSettings
+from sip2rtmp.nat.policy import OfferAddress
+from sip2rtmp.netaddr import format_address
 from sip2rtmp.outcomes import (
     Interrupted,
     MediaTimedOut,
@@ -41,11 +43,15 @@ from sip2rtmp.relay.events import (
     Failed,
     Finished,
     MediaArrived,
+    NatAddress,
     OutputChanged,
     Progress,
     Registered,
     Registering,
+    RegistrationRetry,
     RelayEvent,
+    SipReconnected,
+    SipServerChanged,
     Stats,
     Trying,
     Unregistered,
@@ -164,6 +170,8 @@ class RelayCore:
         self._ending: _Ending | None = None
         self._registered = False
         """Whether a binding may exist (from the first REGISTER until it failed)."""
+        self._refresh_retrying = False
+        """A registration refresh failed and is being retried."""
         self._call_up = False
         self._negotiated: NegotiatedSession | None = None
         self._answered_at: float | None = None
@@ -171,6 +179,9 @@ class RelayCore:
         self._opened_live = False
         self._keyframe = False
         self._arrived: dict[str, str] = {}
+        self._last_audio: float | None = None
+        """When the latest accepted audio packet known here arrived (the shell's clock)."""
+        self._relaying_since: float | None = None
         self._reported_media: set[str] = set()
         self._output_states: dict[str, str] = {}
         self._video_mode: VideoMode | None = None
@@ -217,7 +228,9 @@ class RelayCore:
         elif name == "keyframe":
             self._start_outputs(live=False)
         elif name == "media":
-            self._end(now, "no media", MediaTimedOut(self._settings.media_timeout))
+            stopped = self._last_audio is not None
+            outcome = MediaTimedOut(self._settings.media_timeout, stopped=stopped)
+            self._end(now, "media stopped" if stopped else "no media", outcome)
         elif name == "max_duration":
             self._end(now, "max duration reached")
 
@@ -274,12 +287,31 @@ class RelayCore:
                 self._events.append(Dtmf(digit, "received", "info"))
         elif isinstance(event, sip.SessionModified):
             log.info("the callee sent a new session description; the media stay as answered")
+        else:
+            self._on_connection_event(event)
+
+    def _on_connection_event(self, event: sip.Event) -> None:
+        """What the SIP flow went through without touching the call: the address the server
+        saw, a failover, a registration refresh retried, a connection reopened."""
+        if isinstance(event, sip.PublicAddressLearned):
+            self._events.append(NatAddress("sip", format_address(event.address), event.source))
+        elif isinstance(event, sip.ServerFailedOver):
+            failed, following = format_address(event.failed), format_address(event.next)
+            self._events.append(SipServerChanged(failed, following, event.reason))
+        elif isinstance(event, sip.RegistrationRetrying):
+            self._refresh_retrying = True
+            self._events.append(RegistrationRetry(event.outcome, event.retry_in))
+        elif isinstance(event, sip.ConnectionRestored):
+            self._events.append(SipReconnected(format_address(event.server)))
 
     def _on_registered(self, event: sip.Registered, now: float) -> None:
-        if self.phase is not Phase.REGISTERING:
-            return  # a refresh
-        self._events.append(Registered(event.expires))
-        self._call(now)
+        """The first registration calls; a refresh is silent unless it was being retried."""
+        retried, self._refresh_retrying = self._refresh_retrying, False
+        if self.phase is Phase.REGISTERING:
+            self._events.append(Registered(event.expires))
+            self._call(now)
+        elif retried:
+            self._events.append(Registered(event.expires))
 
     def _on_registration_failed(self, event: sip.RegistrationFailed, now: float) -> None:
         if self.phase is Phase.REGISTERING:
@@ -302,19 +334,22 @@ class RelayCore:
         self.phase = Phase.CALLING
         self._actions.append(actions.OpenMedia())
 
-    def media_opened(self, local_ip: str, audio_port: int, video_port: int | None) -> None:
-        """The legs are bound: offer them and call."""
+    def media_opened(self, offer: OfferAddress) -> None:
+        """The legs are bound and their public side known: offer them and call."""
         if self.phase is not Phase.CALLING:
             return
         settings = self._settings
         self._offer = build_offer(
-            local_ip,
-            audio_port,
-            video_port,
+            offer.host,
+            offer.audio.rtp,
+            offer.video.rtp if offer.video is not None else None,
             session_id=self._plan.session_id,
             audio_codecs=settings.audio_codecs,
             video_codecs=OFFERED_VIDEO_CODECS,
+            audio_rtcp_port=offer.audio.rtcp,
+            video_rtcp_port=offer.video.rtcp if offer.video is not None else None,
         )
+        self._events.append(NatAddress("media", offer.host, offer.source))
         self._events.append(Trying(settings.callee_uri))
         self._actions.append(
             actions.Invite(settings.callee_uri, self._offer.encode(), settings.ring_timeout)
@@ -396,10 +431,9 @@ class RelayCore:
 
     def media_arrived(self, kind: str, remote: str, now: float) -> None:
         """The first RTP of `kind` ("audio" or "video") came from `remote` (host:port)."""
-        del now
         self._arrived.setdefault(kind, remote)
         if kind == "audio":
-            self._timers.media = None
+            self._audio_heard(now)
         if self.phase is Phase.RELAYING:
             self._report_media(kind)
 
@@ -425,15 +459,38 @@ class RelayCore:
         timers.stats = now + self._plan.stats_interval
         if settings.max_duration is not None:
             timers.max_duration = now + settings.max_duration
-        audio = self._negotiated.audio if self._negotiated is not None else None
-        sends_audio = audio is not None and audio.direction in ("sendrecv", "sendonly")
-        if sends_audio and "audio" not in self._arrived:
-            timers.media = now + settings.media_timeout
+        self._relaying_since = now
+        self._arm_media_timer()
         for kind in ("audio", "video"):
             if kind in self._arrived:
                 self._report_media(kind)
         if self._dtmf_steps:
             self._next_dtmf_step(now)
+
+    def _expects_audio(self) -> bool:
+        """Whether the callee is to send audio, so that its absence ends the call. The answer's
+        direction decides; a callee that puts the call on hold (`a=sendonly` or `a=inactive`
+        in a re-INVITE, RFC 3264 §8.4) is to suspend the timer here, and resume re-arms it."""
+        audio = self._negotiated.audio if self._negotiated is not None else None
+        return audio is not None and audio.direction in ("sendrecv", "sendonly")
+
+    def _audio_heard(self, arrival: float) -> None:
+        """An accepted audio packet arrived at `arrival`: the media timer counts from there."""
+        if self._last_audio is None or arrival > self._last_audio:
+            self._last_audio = arrival
+            self._arm_media_timer()
+
+    def _arm_media_timer(self) -> None:
+        """While relaying a callee that sends audio: end the call `--media-timeout` after its
+        last packet, or after the relaying began when none has come yet."""
+        since = self._relaying_since
+        if self.phase is not Phase.RELAYING or since is None:
+            return
+        if not self._expects_audio():
+            self._timers.media = None
+            return
+        last = since if self._last_audio is None else max(self._last_audio, since)
+        self._timers.media = last + self._settings.media_timeout
 
     def _report_media(self, kind: str) -> None:
         if kind not in self._reported_media:
@@ -447,9 +504,14 @@ class RelayCore:
         outputs: Sequence[OutputChanged],
         video_mode: VideoMode | None,
         failure: OutputFailed | None = None,
+        last_audio: float | None = None,
     ) -> None:
         """What the outputs and the stream's video are now; `failure` once every output has
-        failed for good."""
+        failed for good; `last_audio`, when the latest accepted audio packet arrived. The
+        media timer counts from that packet, so the call ends `--media-timeout` after it
+        whenever the observations come (every `WATCH_INTERVAL`)."""
+        if last_audio is not None:
+            self._audio_heard(last_audio)
         for output in outputs:
             if self._output_states.get(output.target) != output.state:
                 self._output_states[output.target] = output.state

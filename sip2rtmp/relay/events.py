@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from sip2rtmp.outcomes import Outcome, is_busy
+from sip2rtmp.outcomes import Outcome, SipFailure, is_busy
 from sip2rtmp.rtp.source import SourceStats
 
 
@@ -53,7 +53,8 @@ class Codec:
 @dataclass(frozen=True)
 class Registering:
     server: str
-    """host:port as configured."""
+    """host:port as configured; a host name given without a port, which RFC 3263 server
+    location resolves, is shown without one."""
     transport: str
 
 
@@ -65,6 +66,46 @@ class Registered:
 @dataclass(frozen=True)
 class Unregistered:
     """The registration was removed at the end of a run that did not fail."""
+
+
+@dataclass(frozen=True)
+class RegistrationRetry:
+    """A registration refresh failed and is tried again in `retry_in` seconds; a call that is
+    up goes on. `outcome` is why, put in words where the event is shown."""
+
+    outcome: SipFailure
+    retry_in: float
+
+
+# ---- the SIP server and the NAT -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NatAddress:
+    """Which address we advertise and where it came from: `sip`, the address in Contact
+    (`received` from a Via, RFC 3581, or `configured`); `media`, the SDP offer's `c=` host
+    (`configured`, `stun`, `received` or `local`, `sip2rtmp.nat.policy`)."""
+
+    kind: Literal["sip", "media"]
+    address: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SipServerChanged:
+    """The server `failed` did not serve (no answer, a transport error, 503): requests go to
+    `next`, the following target of RFC 3263 server location."""
+
+    failed: str
+    next: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SipReconnected:
+    """The TCP or TLS connection to `server` dropped and was opened again; the call goes on."""
+
+    server: str
 
 
 # ---- the call's status --------------------------------------------------------------------
@@ -225,6 +266,10 @@ RelayEvent = (
     Registering
     | Registered
     | Unregistered
+    | RegistrationRetry
+    | NatAddress
+    | SipServerChanged
+    | SipReconnected
     | Trying
     | Progress
     | Established

@@ -51,6 +51,9 @@ class MediaLeg:
         self.jitter: JitterBuffer | None = None
         self.first_packet_at: float | None = None
         """When the first accepted RTP packet arrived (loop time)."""
+        self.last_packet_at: float | None = None
+        """When the latest accepted RTP packet arrived (loop time): media that stops shows
+        here."""
         self.rtcp = SenderReportTap()
         """Who else reads the callee's RTCP on this stream (its sender reports: A/V sync)."""
         self._playout: PlayoutScheduler | None = None
@@ -109,6 +112,7 @@ class MediaLeg:
         stream = self.stream
         if stream is None:
             return
+        self.last_packet_at = arrival
         if self.first_packet_at is None:
             self.first_packet_at = arrival
             source = self.endpoint.source.address

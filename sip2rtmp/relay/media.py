@@ -21,6 +21,9 @@ from sip2rtmp.media.pipeline import MediaConfig, MediaPipeline, VideoSource
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.switch import VideoSwitch
 from sip2rtmp.media.transcode import TranscodedVideo
+from sip2rtmp.nat.policy import MappedPorts, OfferAddress, choose_offer_address
+from sip2rtmp.nat.stun import STUN_PORT, StunError
+from sip2rtmp.net.rtp_endpoint import RtpEndpoint
 from sip2rtmp.netaddr import Address, format_address
 from sip2rtmp.outcomes import OutputFailed
 from sip2rtmp.relay.audio import AudioLeg
@@ -39,6 +42,9 @@ CALLEE_SLATE_SIZE = (640, 360)
 """The slate sent toward the callee: small, since it only has to keep the far end sending."""
 CALLEE_SLATE_PROFILE = "baseline"
 """What the offer promises (profile-level-id 42e01f): constrained baseline."""
+STUN_TIMEOUT = 3.0
+"""How long the legs wait for the STUN server before the offer goes out without it: RFC 5389
+§7.2.1's retransmissions at 0.5, 1 and 2 s fit, and the call is not held up longer."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class CallMedia:
             if video is not None
             else None
         )
+        self._mapped: tuple[MappedPorts | None, MappedPorts | None] = (None, None)
+        """What STUN saw of the audio and the video leg's sockets, when asked and answered."""
         self._pipeline: MediaPipeline | None = None
         self._sync: AvSync | None = None
         self._switch: VideoSwitch | None = None
@@ -95,7 +103,36 @@ class CallMedia:
             video = await VideoLeg.open(local_ip, policy)
             video.on_first_packet = lambda remote: on.first_packet("video", _text(remote))
             video.on_keyframe = on.keyframe
-        return cls(settings, options, audio, video)
+        media = cls(settings, options, audio, video)
+        stun = settings.stun_server
+        if stun is not None and settings.nat == "auto":
+            await media._discover((stun.host, stun.port or STUN_PORT))
+        return media
+
+    async def _discover(self, server: Address) -> None:
+        """Ask the STUN server for each leg's public RTP and RTCP ports (RFC 5389), before
+        the offer and from the sockets that then carry the media. A leg without an answer
+        leaves the offer to the next source (`sip2rtmp.nat.policy`)."""
+        legs = [self.audio] + ([self.video] if self.video is not None else [])
+        found = await asyncio.gather(*(_mapping(leg.endpoint, server) for leg in legs))
+        self._mapped = (found[0], found[1] if len(found) > 1 else None)
+
+    def offer_address(self, local_ip: str, received: str | None) -> OfferAddress:
+        """The address and ports the SDP offer advertises, and where they came from: by
+        `--nat`, `--public-address`, what STUN saw and the `received` address the SIP server
+        saw in our Via (RFC 3581)."""
+        settings = self._settings
+        audio_stun, video_stun = self._mapped
+        return choose_offer_address(
+            settings.nat,
+            local_ip,
+            self.audio.port,
+            self.video.port if self.video is not None else None,
+            configured=settings.public_address,
+            received=received,
+            audio_stun=audio_stun,
+            video_stun=video_stun,
+        )
 
     @property
     def ports(self) -> tuple[int, int | None]:
@@ -207,13 +244,18 @@ class CallMedia:
         outputs = pipeline.stats().outputs if pipeline is not None else ()
         return [OutputChanged(output.target, "connecting") for output in outputs]
 
-    def observe(self) -> tuple[list[OutputChanged], VideoMode | None, OutputFailed | None]:
-        """The outputs' states, the video mode, and the first failure once all failed."""
+    def observe(
+        self,
+    ) -> tuple[list[OutputChanged], VideoMode | None, OutputFailed | None, float | None]:
+        """The outputs' states, the video mode, the first failure once all failed, and when
+        the callee's latest audio packet arrived (`RelayCore.observed` takes them in order)."""
         pipeline = self._pipeline
+        last_audio = self.audio.last_packet_at
         if pipeline is None:
-            return [], None, None
+            return [], None, None, last_audio
         failures = pipeline.failures() if pipeline.all_failed else []
-        return _output_states(pipeline), self.video_mode(), failures[0] if failures else None
+        failure = failures[0] if failures else None
+        return _output_states(pipeline), self.video_mode(), failure, last_audio
 
     def stats(self, duration: float) -> Stats | None:
         if self._pipeline is None:
@@ -289,6 +331,15 @@ def _output_states(pipeline: MediaPipeline) -> list[OutputChanged]:
         )
         for output in pipeline.stats().outputs
     ]
+
+
+async def _mapping(endpoint: RtpEndpoint, server: Address) -> MappedPorts | None:
+    """One leg's public ports as STUN saw them; None, with a warning, when it could not say."""
+    try:
+        return await endpoint.discover_mapping(server, timeout=STUN_TIMEOUT)
+    except (StunError, OSError) as error:
+        log.warning("STUN from RTP port %d failed: %s", endpoint.rtp_port, error)
+        return None
 
 
 def _text(remote: Address | None) -> str:

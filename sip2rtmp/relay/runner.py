@@ -17,7 +17,7 @@ from sip2rtmp.config import CallSettings
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.outcomes import InternalError, Outcome, RunFailed
 from sip2rtmp.relay import actions
-from sip2rtmp.relay.account import log_message, user_agent_config
+from sip2rtmp.relay.account import log_message, public_address, user_agent_config
 from sip2rtmp.relay.control import RelayControl
 from sip2rtmp.relay.core import RelayCore, RelayPlan
 from sip2rtmp.relay.events import Dtmf, EventSink, Failed, Finished, RelayEvent
@@ -78,16 +78,15 @@ class Relay:
             raise RunFailed(outcome)
 
     async def _run(self) -> Outcome | None:
-        loop = asyncio.get_running_loop()
-        done = self._done = loop.create_future()
+        done: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
+        self._done = done
         config = user_agent_config(self.settings)
         async with SipSession(config, message_log=log_message, on_event=self._on_sip) as sip:
             self._sip = sip
             try:
-                self._core.start(loop.time())
+                self._core.start(self._now())
                 self._pump()
-                outcome: Outcome | None = await done
-                return outcome
+                return await done
             finally:
                 if self._timer is not None:
                     self._timer.cancel()
@@ -203,9 +202,10 @@ class Relay:
         )
         local_ip = self._sip.local_address[0]
         media = await CallMedia.open(local_ip, self.settings, self.options, listeners)
-        media.send_info = self._sip.send_info
-        self._media = media
-        self._core.media_opened(local_ip, *media.ports)
+        media.send_info, self._media = self._sip.send_info, media
+        self._core.media_opened(
+            media.offer_address(local_ip, await public_address(self._sip, self.settings))
+        )
         self._pump()
 
     async def _media_step(self, media: CallMedia, action: actions.Action) -> None:

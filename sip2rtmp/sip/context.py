@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from sip2rtmp.netaddr import Address, Transport, format_address
 from sip2rtmp.sip.auth import Credentials
-from sip2rtmp.sip.events import Event, MessageLogged
+from sip2rtmp.sip.events import Event, MessageLogged, PublicAddressLearned, ServerFailedOver
 from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, bounded_int, quote
-from sip2rtmp.sip.transaction import ClientTransaction
+from sip2rtmp.sip.transaction import T1, ClientTransaction
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 MAX_CHALLENGES = 3
@@ -29,6 +29,13 @@ MAX_DELTA_SECONDS = 2**32 - 1
 MAX_REFRESH_DELAY = 86400.0
 """Longest wait before refreshing a registration or a session we refresh: a grant of years is
 legal, but a daily refresh costs nothing and keeps every timer a sane number."""
+SILENT_TARGET_TIMEOUT = 10 * T1
+"""How long a server target may stay silent (not even a 100 Trying) before a request goes on
+to the next target, when one remains. RFC 3263 §4.3 moves on at the transaction timeout; 64*T1
+per dead server would spend a call's whole patience on the first one. Five seconds span the
+request and its first four retransmissions; the last target keeps the full timeout."""
+MAX_RETRY_AFTER = 3600
+"""Longest Retry-After (RFC 3261 §20.33) honoured for skipping a target that answered 503."""
 
 _REASONS = {
     200: "OK",
@@ -71,6 +78,13 @@ class UserAgentConfig:
     local_sdp: bytes | None = None
     """SDP for answering re-INVITEs/UPDATEs; None means: the offer we sent in our INVITE."""
     tls_ca_file: str | None = None
+    public_host: str | None = None
+    """A public IP of our own (a static 1:1 NAT): Contact and Via carry it from the start."""
+    learn_address: bool = True
+    """Take the address the server saw (Via `received`/`rport`, RFC 3581 §4) as our Contact."""
+    keepalive: float | None = None
+    """Seconds between keep-alives that hold a NAT binding open (RFC 5626 §4.4): CRLF on
+    TCP/TLS, OPTIONS on UDP; None sends none."""
 
     @property
     def aor(self) -> str:
@@ -87,6 +101,12 @@ class Pending:
     timeout_reported: bool = False
     challenges: int = 0
     """Challenges answered so far in this request's chain."""
+    resend: OnTimeout | None = None
+    """How the requester sends the request again to another server target (RFC 3263 §4.3);
+    None for requests that must stay where they are (in a dialog, CANCEL)."""
+    started: float = 0.0
+    answered: bool = False
+    """Any response arrived: the target is alive, and stays the one for this request."""
 
 
 def challenges_of(response: Response) -> list[str]:
@@ -110,17 +130,27 @@ def ip_literal(text: str) -> str | None:
 class AgentContext:
     """The user agent's shared state; every part holds the same one."""
 
-    def __init__(self, config: UserAgentConfig, server: Address, token: Callable[[], str]) -> None:
+    def __init__(
+        self, config: UserAgentConfig, servers: Sequence[Address], token: Callable[[], str]
+    ) -> None:
+        if not servers:
+            raise ValueError("no server to send to")
         self.config = config
-        self.server = server
+        self.servers = tuple(servers)
+        """Every target found for the server (RFC 3263), in the order to try them."""
+        self.server = self.servers[0]
+        """The target requests go to now."""
+        self._skip_until: dict[Address, float] = {}
         self.reliable = config.transport != "udp"
         self.token = token
         self.target_name = config.outbound_proxy or config.domain
         """The server as configured (host, no port), named in failure outcomes."""
         port = config.port or (5061 if config.transport == "tls" else 5060)
-        self.server_label = f"{self.target_name}:{port}"
-        """The server with its port, named when it cannot be reached at all."""
-        self.contact_addr: Address = (config.local_host, config.local_port)
+        located = config.port is None and ip_literal(self.target_name) is None
+        self.server_label = self.target_name if located else f"{self.target_name}:{port}"
+        """The server as configured, with its port unless DNS (RFC 3263) chose the ports,
+        named when it cannot be reached at all."""
+        self.contact_addr: Address = (config.public_host or config.local_host, config.local_port)
         self.clients: dict[tuple[str, str], Pending] = {}
         self.events: deque[Event] = deque()
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -134,11 +164,45 @@ class AgentContext:
         on_response: OnResponse,
         on_timeout: OnTimeout,
         challenges: int = 0,
+        resend: OnTimeout | None = None,
     ) -> None:
-        """Send `request` in a new client transaction (RFC 3261 §17.1) to the server."""
+        """Send `request` in a new client transaction (RFC 3261 §17.1) to the server. With
+        `resend`, a silent or failing target hands the request on to the next one."""
         transaction = ClientTransaction(request, self.server, self.reliable, now)
-        pending = Pending(transaction, on_response, on_timeout, challenges=challenges)
+        pending = Pending(
+            transaction, on_response, on_timeout, challenges=challenges, resend=resend, started=now
+        )
         self.clients[transaction.key] = pending
+
+    # ---- server location: the next target (RFC 3263 §4.3) ---------------------------------
+
+    def next_server(self, now: float) -> Address | None:
+        """The target after the current one that is not resting after a 503, if any."""
+        index = self.servers.index(self.server)
+        for candidate in self.servers[index + 1 :]:
+            if self._skip_until.get(candidate, 0.0) <= now:
+                return candidate
+        return None
+
+    def fail_over(self, pending: Pending, now: float, reason: str, rest: float = 0.0) -> bool:
+        """Hand `pending`'s request on to the next target; False when there is none (or the
+        request may not move). The failed target rests `rest` seconds (a 503's Retry-After)."""
+        if pending.resend is None or pending.answered:
+            return False
+        failed = pending.transaction.addr
+        if rest > 0:
+            self._skip_until[failed] = now + rest
+        following = self.next_server(now)
+        if following is None:
+            return False
+        resend = pending.resend
+        pending.transaction.abandon()
+        pending.timeout_reported = True
+        pending.resend = None
+        self.server = following
+        self.events.append(ServerFailedOver(failed, following, reason))
+        resend(now)
+        return True
 
     def pending_for(self, response: Response) -> Pending | None:
         """The client transaction a response belongs to: top Via branch and CSeq method
@@ -147,15 +211,54 @@ class AgentContext:
 
     def client_timer(self) -> float | None:
         deadlines = [p.transaction.get_timer() for p in self.clients.values()]
+        deadlines += [self._silence_deadline(p) for p in self.clients.values()]
         return min((d for d in deadlines if d is not None), default=None)
 
+    def _silence_deadline(self, pending: Pending) -> float | None:
+        """When a silent target is given up for the next one (SILENT_TARGET_TIMEOUT)."""
+        if pending.resend is None or pending.answered or pending.transaction.terminated:
+            return None
+        if self.next_server(pending.started) is None:
+            return None
+        return pending.started + SILENT_TARGET_TIMEOUT
+
     def handle_client_timers(self, now: float) -> None:
-        """Fire due transaction timers; a timeout is reported once, to its requester."""
+        """Fire due transaction timers; a timeout is reported once, to its requester, unless
+        the request can go on to another target."""
         for pending in list(self.clients.values()):
+            silent_until = self._silence_deadline(pending)
+            silent = silent_until is not None and silent_until <= now
+            if silent and self.fail_over(pending, now, "no answer"):
+                continue
             pending.transaction.handle_timer(now)
             if pending.transaction.timed_out and not pending.timeout_reported:
+                if self.fail_over(pending, now, "no answer"):
+                    continue
                 pending.timeout_reported = True
                 pending.on_timeout(now)
+
+    def receive_response(self, pending: Pending, response: Response, now: float) -> None:
+        """A response to one of our requests: learn from its Via, fail over on a 503
+        (RFC 3263 §4.3), else hand it to the requester."""
+        self.learn_public_address(response)
+        if not pending.transaction.receive_response(response, now):
+            return
+        if response.status == 503 and pending.resend is not None and not pending.answered:
+            text = (response.headers.get("Retry-After") or "").split(";")[0].split("(")[0]
+            rest = bounded_int(text.strip(), MAX_RETRY_AFTER) or 0
+            if self.fail_over(pending, now, f"503 {response.reason}".strip(), float(rest)):
+                return
+        pending.answered = True
+        pending.on_response(response, now)
+
+    def connection_failed(self, now: float, detail: str) -> bool:
+        """The transport to the current target failed: requests that have had no answer from
+        it move on to the next target. True when any did."""
+        moved = False
+        for pending in list(self.clients.values()):
+            if pending.transaction.addr == self.server and pending.resend is not None:
+                moved = self.fail_over(pending, now, detail) or moved
+        return moved
 
     def collect(self) -> None:
         """Move every client transaction's outbox to the send queue; forget finished ones."""
@@ -167,9 +270,11 @@ class AgentContext:
             if transaction.terminated:
                 del self.clients[key]
 
-    def transmit(self, data: bytes, addr: Address) -> None:
+    def transmit(self, data: bytes, addr: Address, *, logged: bool = True) -> None:
+        """Queue `data` for `addr`; every SIP message is logged, a keep-alive ping is not."""
         self._outgoing.append((data, addr))
-        self.events.append(MessageLogged("sent", addr, data))
+        if logged:
+            self.events.append(MessageLogged("sent", addr, data))
 
     def take_outgoing(self) -> list[tuple[bytes, Address]]:
         outgoing, self._outgoing = self._outgoing, []
@@ -178,10 +283,24 @@ class AgentContext:
     # ---- who we are -----------------------------------------------------------------------
 
     def via(self) -> str:
-        """Our Via with a fresh RFC 3261 branch and rport (RFC 3581 §3)."""
+        """Our Via with a fresh RFC 3261 branch and rport (RFC 3581 §3). A configured public
+        address is our sent-by: a server without rport support answers there."""
         transport = self.config.transport.upper()
-        host = format_address((self.config.local_host, self.config.local_port))
-        return f"SIP/2.0/{transport} {host};rport;branch=z9hG4bK{self.token()}"
+        host = self.config.public_host or self.config.local_host
+        sent_by = format_address((host, self.config.local_port))
+        return f"SIP/2.0/{transport} {sent_by};rport;branch=z9hG4bK{self.token()}"
+
+    def connection_made(self, local: Address) -> None:
+        """The shell (re)opened the transport from `local`: Via and Contact follow it."""
+        config = self.config
+        if local == (config.local_host, config.local_port):
+            return
+        old_local = (config.local_host, config.local_port)
+        self.config = replace(config, local_host=local[0], local_port=local[1])
+        if self.contact_addr == old_local:
+            self.contact_addr = local
+        elif config.public_host is not None:
+            self.contact_addr = (config.public_host, local[1])
 
     def contact(self) -> str:
         suffix = "" if self.config.transport == "udp" else f";transport={self.config.transport}"
@@ -193,15 +312,26 @@ class AgentContext:
         return f"{quote(name)} {aor}" if name else aor
 
     def learn_public_address(self, response: Response) -> None:
-        """Use the address the registrar saw (Via received/rport, RFC 3581 §4) as our Contact
-        for later requests, so a NAT between us and the server keeps working."""
-        if self.config.transport != "udp":
+        """Use the address the server saw (Via received/rport, RFC 3581 §4) as our Contact
+        for later requests, on every transport, so that requests from the far end find us
+        through a NAT. A configured public address outranks it; `--nat off` turns it off."""
+        config = self.config
+        if not config.learn_address or config.public_host is not None:
             return
         params = response.top_via.params
         received = params.get("received")
         host = received and ip_literal(received)
         port = bounded_int(params.get("rport"), 65535)
-        self.contact_addr = (host or self.contact_addr[0], port or self.contact_addr[1])
+        learned = (host or self.contact_addr[0], port or self.contact_addr[1])
+        if learned != self.contact_addr:
+            self.contact_addr = learned
+            self.events.append(PublicAddressLearned(learned, "received"))
+
+    @property
+    def public_address(self) -> Address | None:
+        """Our address as the server sees it, when it differs from the socket's own."""
+        local = (self.config.local_host, self.config.local_port)
+        return None if self.contact_addr == local else self.contact_addr
 
     def out_of_dialog(self, method: str, from_: str, to: str, call_id: str, cseq: int) -> Headers:
         """The headers every request outside a dialog starts with (RFC 3261 §8.1.1); `from_`

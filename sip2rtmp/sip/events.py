@@ -127,6 +127,41 @@ class OptionsFailed:
     outcome: SipFailure
 
 
+@dataclass(frozen=True)
+class PublicAddressLearned:
+    """Our Contact address changed to the public side of a NAT: what the server saw in our
+    Via (`received`/`rport`, RFC 3581 §4), or the configured public address."""
+
+    address: Address
+    source: Literal["received", "configured"]
+
+
+@dataclass(frozen=True)
+class ServerFailedOver:
+    """A server target failed (no answer at all, a transport error, 503): the request goes
+    to the next target found by RFC 3263 server location (§4.3)."""
+
+    failed: Address
+    next: Address
+    reason: str
+
+
+@dataclass(frozen=True)
+class RegistrationRetrying:
+    """A REGISTER refresh failed; it is tried again after `retry_in` seconds while the call,
+    if any, goes on."""
+
+    outcome: SipFailure
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class ConnectionRestored:
+    """The TCP or TLS connection to the server dropped and was opened again."""
+
+    server: Address
+
+
 Event = (
     MessageLogged
     | MessageDropped
@@ -142,4 +177,8 @@ Event = (
     | SessionModified
     | OptionsAnswered
     | OptionsFailed
+    | PublicAddressLearned
+    | ServerFailedOver
+    | RegistrationRetrying
+    | ConnectionRestored
 )

@@ -46,6 +46,7 @@ from sip2rtmp.sip.message import (
     Response,
     SipParseError,
     bounded_int,
+    parse_name_addr,
     parse_params,
 )
 from sip2rtmp.sip.session_timer import SessionTimer, session_expires, timer_from_2xx
@@ -56,6 +57,8 @@ MAX_FORKED_ANSWERS = 8
 only ACKed, so a stream of invented tags cannot grow our transactions."""
 MAX_KEPT_ACKS = 4
 """ACKs kept for 2xx retransmissions: the INVITE's and the latest refresh re-INVITEs'."""
+MAX_REDIRECTS = 3
+"""3xx redirects followed for one call (RFC 3261 §8.1.3.4); more is a loop or an attack."""
 
 CallState = Literal["calling", "proceeding", "confirmed", "terminating"]
 
@@ -75,6 +78,7 @@ class Call:
     state: CallState = "calling"
     extra: list[tuple[str, str]] = field(default_factory=list)
     challenges: int = 0
+    redirects: int = 0
     provisional: bool = False
     rang: bool = False
     cancel_outcome: SipFailure | None = None
@@ -129,6 +133,23 @@ def _allow_of(response: Response) -> frozenset[str]:
 
 def _auth_of(request: Request) -> list[tuple[str, str]]:
     return [(n, v) for n, v in request.headers if n in ("Authorization", "Proxy-Authorization")]
+
+
+def _redirect_target(response: Response) -> str | None:
+    """The 3xx Contact to follow: sip/sips URIs only, the highest q first, then order."""
+    best: tuple[float, str] | None = None
+    for value in response.headers.get_all("Contact"):
+        try:
+            contact = parse_name_addr(value)
+            uri = contact.sip_uri()
+            q = float(contact.params.get("q") or 1.0)
+        except (SipParseError, ValueError):
+            continue
+        if uri.headers or not 0.0 <= q <= 1.0:
+            continue  # URI headers would become request headers: not from a redirect
+        if best is None or q > best[0]:
+            best = (q, contact.uri)
+    return None if best is None else best[1]
 
 
 def _bye_reason(request: Request) -> str:
@@ -196,7 +217,14 @@ class InviteUsage:
             now,
             partial(self._on_invite_response, call),
             partial(self._on_invite_timeout, call),
+            resend=partial(self._resend_invite, call),
         )
+
+    def _resend_invite(self, call: Call, now: float) -> None:
+        """The same INVITE, in a new transaction, to the next server target (RFC 3263 §4.3)."""
+        if call is self.call and call.state == "calling" and call.cancel_outcome is None:
+            call.cseq += 1
+            self._send_invite(call, now)
 
     def cancel(self, now: float, outcome: SipFailure | None = None) -> None:
         """Abandon the call attempt. CANCEL goes out once a provisional response has arrived
@@ -270,6 +298,8 @@ class InviteUsage:
         call.challenges += 1
         if call.challenges > MAX_CHALLENGES:
             return False
+        if 300 <= status < 400:
+            return self._redirect(call, response, now)
         if status in (401, 407):
             if not call.auth.accept(status, challenges_of(response)):
                 return False
@@ -281,6 +311,22 @@ class InviteUsage:
             call.extra = [("Session-Expires", str(minimum)), ("Min-SE", str(minimum))]
         else:
             return False
+        call.cseq += 1
+        call.provisional = False
+        self._send_invite(call, now)
+        return True
+
+    def _redirect(self, call: Call, response: Response, now: float) -> bool:
+        """Follow a 3xx to its most preferred SIP contact (highest q, RFC 3261 §8.1.3.4):
+        the same call, a new Request-URI, still through our server. At most MAX_REDIRECTS."""
+        call.challenges -= 1  # a redirect is no challenge
+        if call.redirects >= MAX_REDIRECTS:
+            return False
+        target = _redirect_target(response)
+        if target is None or target == call.target:
+            return False
+        call.redirects += 1
+        call.target = target
         call.cseq += 1
         call.provisional = False
         self._send_invite(call, now)
@@ -407,10 +453,10 @@ class InviteUsage:
         del call
         self._finish_call(by_remote=False, reason="hangup (BYE unanswered)")
 
-    def connection_lost(self, outcome: Unreachable, reason: str) -> None:
-        """An attempt in progress fails with the transport. An established call ends only
-        when the transport was a connection (its transactions are gone with it); a BYE in
-        flight has done its part either way."""
+    def connection_lost(self, outcome: Unreachable) -> None:
+        """An attempt in progress fails with the transport; a BYE in flight has done its
+        part. An established call goes on: its media does not travel over the signalling
+        connection, which the agent opens again."""
         call = self.call
         if call is None:
             return
@@ -419,8 +465,6 @@ class InviteUsage:
             self._ctx.events.append(CallAttemptFailed(call.cancel_outcome or outcome))
         elif call.state == "terminating":
             self._finish_call(by_remote=False, reason="hangup")
-        elif self._ctx.reliable:
-            self._finish_call(by_remote=True, reason=reason)
 
     def _finish_call(self, *, by_remote: bool, reason: str) -> None:
         """Forget the call; report its end unless the attempt already failed (it was only

@@ -31,6 +31,8 @@ class _Query:
     challenges: int = 0
     done: bool = False
     """Reported (answered, timed out or failed with the transport)."""
+    silent: bool = False
+    """A keep-alive: its answer only refreshes the NAT binding, and is not reported."""
 
 
 def _tokens(response: Response, name: str) -> tuple[str, ...]:
@@ -53,14 +55,16 @@ class OptionsClient:
                 self._ctx.events.append(OptionsFailed(outcome))
         self._queries.clear()
 
-    def query(self, now: float, target_uri: str | None = None) -> None:
-        """OPTIONS to `target_uri`, by default to our domain: the server itself (§11.1)."""
+    def query(self, now: float, target_uri: str | None = None, *, silent: bool = False) -> None:
+        """OPTIONS to `target_uri`, by default to our domain: the server itself (§11.1).
+        A `silent` query is a keep-alive: nothing is reported about it."""
         ctx = self._ctx
         query = _Query(
             uri=target_uri or f"sip:{ctx.config.domain}",
             call_id=ctx.token(),
             from_tag=ctx.token(),
             auth=DigestClient(ctx.config.credentials, ctx.token),
+            silent=silent,
         )
         self._queries.append(query)
         self._send(query, now)
@@ -75,7 +79,13 @@ class OptionsClient:
         for name, value in query.auth.headers_for("OPTIONS", query.uri):
             headers.add(name, value)
         request = Request("OPTIONS", query.uri, headers)
-        ctx.start(request, now, partial(self._on_response, query), partial(self._on_timeout, query))
+        ctx.start(
+            request,
+            now,
+            partial(self._on_response, query),
+            partial(self._on_timeout, query),
+            resend=None if query.silent else partial(self._send, query),
+        )
 
     def _on_response(self, query: _Query, response: Response, now: float) -> None:
         status = response.status
@@ -104,6 +114,7 @@ class OptionsClient:
     def _report(self, query: _Query, event: OptionsAnswered | OptionsFailed) -> None:
         if not query.done:
             query.done = True
-            self._ctx.events.append(event)
+            if not query.silent:
+                self._ctx.events.append(event)
         if query in self._queries:
             self._queries.remove(query)

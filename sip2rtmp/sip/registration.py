@@ -4,6 +4,12 @@ A state machine of its own: `idle` → `registering` → `registered` (refreshed
 granted interval) → `unregistering` → `idle`. Its one timer is the refresh; its requests go
 through the shared transactions, and it reports `Registered`, `RegistrationFailed` and
 `Unregistered`.
+
+Only the first REGISTER can fail the binding. Once the registrar has accepted it, a refresh
+that fails (no answer, a transport error, a rejection) is tried again with a doubling delay
+(RFC 5626 §4.5 backs off the same way), reported as `RegistrationRetrying`, while a call goes
+on. When the server saw us at another address than our Contact (a NAT, RFC 3581), the binding
+is refreshed at once with the address it saw.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
-from sip2rtmp.outcomes import Rejected, Unanswered, Unreachable
+from sip2rtmp.outcomes import Rejected, SipFailure, Unanswered, Unreachable
 from sip2rtmp.sip.auth import DigestClient
 from sip2rtmp.sip.context import (
     ALLOW,
@@ -22,7 +28,12 @@ from sip2rtmp.sip.context import (
     AgentContext,
     challenges_of,
 )
-from sip2rtmp.sip.events import Registered, RegistrationFailed, Unregistered
+from sip2rtmp.sip.events import (
+    Registered,
+    RegistrationFailed,
+    RegistrationRetrying,
+    Unregistered,
+)
 from sip2rtmp.sip.message import (
     Request,
     Response,
@@ -33,6 +44,9 @@ from sip2rtmp.sip.message import (
 from sip2rtmp.sip.transaction import TIMEOUT
 
 State = Literal["registering", "registered", "unregistering", "idle"]
+
+MAX_RETRY_DELAY = 60.0
+"""Longest wait between attempts to refresh a binding whose refresh failed (1 s doubling)."""
 
 
 @dataclass
@@ -47,6 +61,12 @@ class _Binding:
     challenges: int = 0
     refresh_at: float | None = None
     in_flight: bool = False
+    established: bool = False
+    """The registrar accepted the binding once: from then on failures are retried."""
+    failures: int = 0
+    """Refreshes failed in a row."""
+    contact: str = ""
+    """The Contact the latest REGISTER carried."""
 
 
 class Registration:
@@ -100,16 +120,29 @@ class Registration:
             binding.challenges = 0
             self._send(binding, now, self._ctx.config.register_expires)
 
+    def refresh_now(self, now: float) -> bool:
+        """Refresh an accepted binding at once (the connection was opened again); False when
+        there is none to refresh."""
+        binding = self._binding
+        if binding is None or not binding.established or binding.state != "registered":
+            return False
+        if not binding.in_flight:
+            binding.refresh_at = None
+            binding.challenges = 0
+            self._send(binding, now, self._ctx.config.register_expires)
+        return True
+
     def _send(self, binding: _Binding, now: float, expires: int) -> None:
         ctx = self._ctx
         binding.cseq += 1
         binding.in_flight = True
+        binding.contact = ctx.contact()
         uri = f"sip:{ctx.config.domain}"
         aor = f"<{ctx.config.aor}>"
         headers = ctx.out_of_dialog(
             "REGISTER", f"{aor};tag={binding.from_tag}", aor, binding.call_id, binding.cseq
         )
-        headers.add("Contact", ctx.contact())
+        headers.add("Contact", binding.contact)
         headers.add("Expires", str(expires))
         headers.add("Allow", ALLOW)
         headers.add("User-Agent", ctx.config.user_agent)
@@ -120,6 +153,7 @@ class Registration:
             now,
             partial(self._on_response, binding.cseq),
             partial(self._on_timeout, binding.cseq),
+            resend=lambda now: self._send(binding, now, expires),
         )
 
     def _on_response(self, cseq: int, response: Response, now: float) -> None:
@@ -138,15 +172,29 @@ class Registration:
             self._ctx.events.append(Unregistered(ok=200 <= status < 300))
             return
         if 200 <= status < 300:
-            granted = self._granted_expires(response, self._ctx.config.register_expires)
-            self._ctx.learn_public_address(response)
+            granted = self._granted_expires(response, binding.contact)
             binding.state = "registered"
+            binding.established = True
+            binding.failures = 0
             binding.refresh_at = now + min(max(granted / 2, 1.0), MAX_REFRESH_DELAY)
+            if binding.contact != self._ctx.contact():
+                binding.refresh_at = now  # register the address the server saw
             self._ctx.events.append(Registered(granted))
+            return
+        outcome = Rejected("REGISTER", status, response.reason, target=self._ctx.target_name)
+        self._failed(binding, outcome, now)
+
+    def _failed(self, binding: _Binding, outcome: SipFailure, now: float) -> None:
+        """The first REGISTER fails the binding; a refresh is tried again later."""
+        if binding.established:
+            binding.state = "registered"
+            binding.failures += 1
+            retry_in = min(2.0 ** (binding.failures - 1), MAX_RETRY_DELAY)
+            binding.refresh_at = now + retry_in
+            self._ctx.events.append(RegistrationRetrying(outcome, retry_in))
             return
         binding.state = "idle"
         binding.refresh_at = None
-        outcome = Rejected("REGISTER", status, response.reason, target=self._ctx.target_name)
         self._ctx.events.append(RegistrationFailed(outcome))
 
     def _retry(self, binding: _Binding, response: Response, now: float) -> bool:
@@ -169,17 +217,18 @@ class Registration:
                 return True
         return False
 
-    def connection_lost(self, outcome: Unreachable) -> None:
+    def connection_lost(self, outcome: Unreachable, now: float) -> None:
         """A REGISTER in flight fails with the transport (its late timeout is ignored)."""
         binding = self._binding
         if binding is None or not binding.in_flight:
             return
         binding.in_flight = False
-        binding.refresh_at = None
-        unregistering = binding.state == "unregistering"
-        binding.state = "idle"
-        failed = Unregistered(ok=False) if unregistering else RegistrationFailed(outcome)
-        self._ctx.events.append(failed)
+        if binding.state == "unregistering":
+            binding.state = "idle"
+            binding.refresh_at = None
+            self._ctx.events.append(Unregistered(ok=False))
+            return
+        self._failed(binding, outcome, now)
 
     def _on_timeout(self, cseq: int, now: float) -> None:
         binding = self._binding
@@ -190,14 +239,13 @@ class Registration:
             binding.state = "idle"
             self._ctx.events.append(Unregistered(ok=False))
             return
-        binding.state = "idle"
-        binding.refresh_at = None
-        outcome = Unanswered("REGISTER", self._ctx.target_name, TIMEOUT)
-        self._ctx.events.append(RegistrationFailed(outcome))
+        self._failed(binding, Unanswered("REGISTER", self._ctx.target_name, TIMEOUT), now)
 
-    def _granted_expires(self, response: Response, requested: int) -> int:
-        """Our Contact's `expires` in the 2xx, else its Expires header (§10.2.4)."""
-        ours = parse_name_addr(self._ctx.contact()).sip_uri()
+    def _granted_expires(self, response: Response, registered: str) -> int:
+        """The `expires` of the Contact we registered in the 2xx, else its Expires header
+        (§10.2.4), else what we asked for."""
+        requested = self._ctx.config.register_expires
+        ours = parse_name_addr(registered).sip_uri()
         for value in response.headers.get_all("Contact"):
             try:
                 contact = parse_name_addr(value)

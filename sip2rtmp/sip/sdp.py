@@ -496,6 +496,10 @@ def _media_section(
     return MediaDescription(kind, port, "RTP/AVP", formats, attributes=attributes + extra)
 
 
+def _rtcp_port(port: int | None) -> list[tuple[str, str | None]]:
+    return [] if port is None else [("rtcp", str(port))]
+
+
 def build_offer(
     local_ip: str,
     audio_port: int,
@@ -509,11 +513,15 @@ def build_offer(
     video_codecs: Sequence[str] = DEFAULT_VIDEO_CODECS,
     ptime: int = 20,
     rtcp_mux: bool = True,
+    audio_rtcp_port: int | None = None,
+    video_rtcp_port: int | None = None,
 ) -> str:
     """Our initial offer: everything we can receive, best quality first (RFC 3264 §5).
 
     Video codec names are "H264" (packetization-mode=1), "H264/0" (mode 0) and "VP8".
     Telephone-events are offered at 8 and 48 kHz to match the audio clock (RFC 4733 §2.1).
+    An RTCP port that is not the RTP port + 1 (a NAT maps each socket its own way) goes
+    into `a=rtcp:` (RFC 3605 §2.1); its address is the `c=` one, so the port alone.
     """
     try:
         audio = [_AUDIO_OFFER[name] for name in audio_codecs]
@@ -534,13 +542,12 @@ def build_offer(
             "audio",
             audio_port,
             [*audio, *_TELEPHONE_EVENTS],
-            [("ptime", str(ptime)), *common, ("sendrecv", None)],
+            [("ptime", str(ptime)), *_rtcp_port(audio_rtcp_port), *common, ("sendrecv", None)],
         )
     )
     if video_port is not None and video:
-        session.media.append(
-            _media_section("video", video_port, video, [*common, ("sendrecv", None)])
-        )
+        extra = [*_rtcp_port(video_rtcp_port), *common, ("sendrecv", None)]
+        session.media.append(_media_section("video", video_port, video, extra))
     return session.serialize()
 
 

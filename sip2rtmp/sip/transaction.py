@@ -87,6 +87,14 @@ class ClientTransaction(_Transaction):
         """Responses match on the top Via branch and the CSeq method (§17.1.3)."""
         return self.branch, self.method
 
+    def abandon(self) -> None:
+        """Stop retransmitting and forget the request: it went on to another server target
+        (RFC 3263 §4.3). A late answer from here is then a stray response. A transaction
+        that has its final response already stays, to ACK its retransmissions."""
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            self.outbox.clear()
+            self._terminate()
+
     def receive_response(self, response: Response, now: float) -> bool:
         if self.method == "INVITE":
             return self._invite_response(response, now)

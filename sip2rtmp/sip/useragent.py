@@ -2,9 +2,12 @@
 
 The owner feeds it bytes and time and drains bytes and events, the shape of aioquic's
 QuicConnection: `receive_data`, `data_to_send`, `get_timer`, `handle_timer`, `next_event`,
-plus commands (`register`, `invite`, `bye`, `options`...). It never touches a socket, a clock
-or DNS: every message goes to the one server address it was given, which is outbound-proxy
-routing (RFC 3261 §8.1.2) and also what a registrar/proxy pair at the SIP domain expects.
+plus commands (`register`, `invite`, `bye`, `options`...), and `connection_made` /
+`connection_lost` from the transport. It never touches a socket, a clock or DNS: every message
+goes to one server target, which is outbound-proxy routing (RFC 3261 §8.1.2) and also what a
+registrar/proxy pair at the SIP domain expects; the shell opens a transport to whichever
+target the data is addressed to. The targets come from RFC 3263 server location, in order: a
+request that a target leaves unanswered, fails to carry or answers 503 goes on to the next.
 
 `UserAgent` is the facade over three state machines, each with its own timers:
 `Registration` (sip/registration.py), `InviteUsage` (sip/invite.py) and `OptionsClient`
@@ -17,7 +20,7 @@ INVITE usage, requests outside any dialog answered here (§8.2).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sip2rtmp.netaddr import Address
 from sip2rtmp.outcomes import SipFailure, Unreachable
@@ -29,8 +32,9 @@ from sip2rtmp.sip.context import (
     UserAgentConfig,
     check_echoable,
 )
-from sip2rtmp.sip.events import Event, MessageDropped, MessageLogged
+from sip2rtmp.sip.events import ConnectionRestored, Event, MessageDropped, MessageLogged
 from sip2rtmp.sip.invite import MAX_FORKED_ANSWERS, MAX_KEPT_ACKS, InviteUsage
+from sip2rtmp.sip.keepalive import KeepAlive
 from sip2rtmp.sip.message import Request, Response, SipParseError, parse_message
 from sip2rtmp.sip.options import OptionsClient
 from sip2rtmp.sip.registration import Registration
@@ -40,6 +44,8 @@ MAX_SERVER_TRANSACTIONS = 64
 """Server transactions kept. Each request is answered at once, so a transaction only absorbs
 retransmissions (§17.2); when a flood of new branches fills the table the oldest is forgotten,
 which costs at worst answering one late retransmission again."""
+MAX_RECONNECT_DELAY = 30.0
+"""Longest wait between attempts to re-open a dropped TCP/TLS connection."""
 
 __all__ = [
     "MAX_CHALLENGES",
@@ -59,16 +65,23 @@ class UserAgent:
     def __init__(
         self,
         config: UserAgentConfig,
-        server: Address,
+        servers: Sequence[Address],
         *,
         token_factory: Callable[[], str] | None = None,
     ) -> None:
+        """`servers`: every target RFC 3263 server location found, in the order to try."""
         token = token_factory or (lambda: secrets.token_hex(8))
-        self._ctx = AgentContext(config, server, token)
+        self._ctx = AgentContext(config, servers, token)
         self._registration = Registration(self._ctx)
         self._invite = InviteUsage(self._ctx)
         self._options = OptionsClient(self._ctx)
+        self._keepalive = KeepAlive(self._ctx, self._options, self._needs_flow)
         self._servers: dict[tuple[str, str], ServerTransaction] = {}
+        self._connection_down = False
+        self._reconnect_wait = 0.0
+        """Delay before the next attempt to re-open a dropped connection: at once, then 1 s
+        doubling up to MAX_RECONNECT_DELAY."""
+        self._reconnect_at: float | None = None
 
     # ---- aioquic-shaped interface -----------------------------------------------------
 
@@ -100,7 +113,7 @@ class UserAgent:
         """When `handle_timer` must next be called, or None when nothing is pending."""
         deadlines = [self._ctx.client_timer(), self._registration.get_timer()]
         deadlines += [t.get_timer() for t in self._servers.values()]
-        deadlines.append(self._invite.get_timer())
+        deadlines += [self._invite.get_timer(), self._keepalive.get_timer(), self._reconnect_at]
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -112,24 +125,63 @@ class UserAgent:
                 self._invite.no_ack(server.request, now)
         self._registration.handle_timer(now)
         self._invite.handle_timer(now)
+        self._keepalive.handle_timer(now)
+        if self._reconnect_at is not None and self._reconnect_at <= now:
+            self._reconnect_at = None
+            self._reopen(now)
+        self._collect()
+
+    def connection_made(self, now: float, local: Address) -> None:
+        """The shell opened the transport to the current target from `local` (at the start,
+        after a failover, or again after it dropped)."""
+        ctx = self._ctx
+        ctx.connection_made(local)
+        self._keepalive.start(now)
+        if self._connection_down:
+            self._connection_down = False
+            self._reconnect_wait = 0.0
+            self._reconnect_at = None
+            ctx.events.append(ConnectionRestored(ctx.server))
         self._collect()
 
     def connection_lost(self, now: float, detail: str) -> None:
         """The transport failed (ICMP unreachable; a refused, reset or closed connection).
 
-        What waits for an answer fails now rather than after 64*T1, as a transport error is
-        final for a client transaction (RFC 3261 §8.1.3.1, §17.1.4). Over TCP or TLS the
-        connection is gone, and with it every transaction and an established call; over UDP
-        an ICMP error may pass, so the call and its transactions go on.
+        A request that has had no answer yet goes on to the next server target when there is
+        one (RFC 3263 §4.3). Otherwise what waits for an answer fails now rather than after
+        64*T1, as a transport error is final for a client transaction (RFC 3261 §8.1.3.1,
+        §17.1.4). Over TCP or TLS the connection is gone with its transactions, but not the
+        call or the registration: the connection is opened again (the registration refreshed
+        over it, RFC 5626 §4.4.1), retried with a doubling delay while it fails. Over UDP an
+        ICMP error may pass, so the call and its transactions go on.
         """
         ctx = self._ctx
+        if ctx.connection_failed(now, detail):
+            self._collect()
+            return
         outcome = Unreachable(ctx.server_label, detail)
         if ctx.reliable:
             ctx.clients.clear()
-        self._registration.connection_lost(outcome)
+        self._registration.connection_lost(outcome, now)
         self._options.connection_lost(outcome)
-        self._invite.connection_lost(outcome, f"connection to the SIP server lost: {detail}")
+        self._invite.connection_lost(outcome)
+        if ctx.reliable and self._needs_flow():
+            self._connection_down = True
+            self._reconnect_at = now + self._reconnect_wait
+            self._reconnect_wait = min(max(self._reconnect_wait * 2, 1.0), MAX_RECONNECT_DELAY)
         self._collect()
+
+    def _needs_flow(self) -> bool:
+        """Whether anything needs the path to the server kept open: a binding or a call."""
+        return self._registration.registered or self._invite.call is not None
+
+    def _reopen(self, now: float) -> None:
+        """Make the shell open the connection again: a registration refresh when there is a
+        binding (the registrar learns the new flow), else a CRLF keep-alive."""
+        if not self._needs_flow():
+            return
+        if not self._registration.refresh_now(now):
+            self._keepalive.ping(now)
 
     def next_event(self) -> Event | None:
         events = self._ctx.events
@@ -144,6 +196,17 @@ class UserAgent:
     @property
     def in_call(self) -> bool:
         return self._invite.call is not None
+
+    @property
+    def server(self) -> Address:
+        """The server target requests go to now."""
+        return self._ctx.server
+
+    @property
+    def public_address(self) -> Address | None:
+        """Our address as the server sees it (Via received/rport, or configured), when it
+        differs from the socket's own."""
+        return self._ctx.public_address
 
     # ---- commands -------------------------------------------------------------------------
 
@@ -195,8 +258,7 @@ class UserAgent:
         if pending is None:
             self._invite.stray_response(response)
             return
-        if pending.transaction.receive_response(response, now):
-            pending.on_response(response, now)
+        self._ctx.receive_response(pending, response, now)
 
     def _receive_request(self, request: Request, addr: Address, now: float) -> None:
         branch = request.top_via.branch or ""

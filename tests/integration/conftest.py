@@ -15,14 +15,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, Lab
+from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST, Lab, LabError
+from tests.support.nat_world import NatWorld
+from tests.support.nat_world import nat_world as build_nat_world
+from tests.support.netns import NetnsUnavailable
 
 SIP2RTMP = str(Path(sys.executable).with_name("sip2rtmp"))
 TERMINAL_STATUSES = frozenset({"FINISH", "FAILED", "BUSY"})
@@ -113,6 +116,7 @@ class CallProcess:
         env: dict[str, str],
         *,
         json_events: bool = True,
+        prefix: Sequence[str] = (),
     ):
         self.log_file = log_file
         self.json_events = json_events
@@ -122,7 +126,7 @@ class CallProcess:
         self.events: list[dict[str, Any]] = []
         self._stdout: list[str] = []
         self.process = subprocess.Popen(
-            [SIP2RTMP, "call", *args],
+            [*prefix, SIP2RTMP, "call", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -302,3 +306,16 @@ def rtmp_server() -> Iterator[RtmpServer]:
         server.start()
         yield server
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def nat_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatWorld]:
+    """The NAT world (tests/support/nat_world.py), built once a session and removed at its
+    end, even after failures; a world that cannot be built fails the test (CI is root and
+    has the programs), it is never skipped."""
+    with contextlib.ExitStack() as stack:
+        try:
+            world = stack.enter_context(build_nat_world(tmp_path_factory.mktemp("nat-world")))
+        except (NetnsUnavailable, LabError) as exc:
+            pytest.fail(f"the NAT world could not be built: {exc}", pytrace=False)
+        yield world

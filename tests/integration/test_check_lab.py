@@ -56,6 +56,29 @@ def test_lab_passes_with_the_right_password(lab: Lab, transport: str) -> None:
     assert STREAM_KEY not in everything(result)
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_lab_reports_the_server_target_and_the_address_kamailio_saw(
+    lab: Lab, transport: str
+) -> None:
+    """An outbound proxy given as IP:port is its one target, nothing looked up; kamailio's
+    answer on loopback names the address the OPTIONS came from, which is our own."""
+    result = run_check(*lab_args(RELAY_ACCOUNT.password, "--sip-transport", transport))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, everything(result)
+    server = f"{SIP_HOST}:{SIP_PORT}"
+    assert f"✓ SIP server location {server}: an IP address, nothing to look up" in lines
+    assert (
+        f"✓ SIP server target {transport}:{server}: 1 of 1: IP address {SIP_HOST} "
+        "(answered the OPTIONS)"
+    ) in lines
+    public = [line for line in lines if line.startswith("✓ public address")]
+    assert len(public) == 1, result.stdout
+    assert public[0].startswith(f"✓ public address {transport}:127.0.0.1:")
+    assert public[0].endswith(
+        ": same as local (no other address in the answer's Via received/rport)"
+    )
+
+
 def test_lab_wrong_password_fails_with_exit_3_and_one_line(lab: Lab) -> None:
     result = run_check(*lab_args(WRONG_PASSWORD))
     assert result.returncode == ExitCode.AUTHENTICATION_FAILED, everything(result)
@@ -81,4 +104,11 @@ def test_lab_json_summary(lab: Lab) -> None:
     records: list[dict[str, Any]] = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 0, everything(result)
     assert records[-1] == {"event": "checked", "ok": True, "exitCode": 0}
+    public = next(record for record in records if record.get("check") == "public address")
+    assert public["source"] == "local"
+    assert public["address"] == public["local"]
+    assert public["local"].startswith("127.0.0.1:")
+    location = next(record for record in records if record.get("check") == "SIP server location")
+    assert location["tried"] == []
+    assert [target["address"] for target in location["targets"]] == [f"{SIP_HOST}:{SIP_PORT}"]
     assert RELAY_ACCOUNT.password not in result.stdout

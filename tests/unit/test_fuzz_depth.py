@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from sip2rtmp.nat.stun import StunError, parse_binding_response
 from sip2rtmp.relay.dtmf import parse_info_dtmf
 from sip2rtmp.rtp.dtmf import parse_event
 from sip2rtmp.rtp.h264 import (
@@ -34,6 +35,7 @@ from sip2rtmp.rtp.vp8 import Vp8Depacketizer, Vp8ParseError, parse_descriptor
 from sip2rtmp.sip.auth import parse_challenges
 from sip2rtmp.sip.message import SipParseError, StreamFramer, parse_message
 from sip2rtmp.sip.sdp import SdpParseError, negotiate
+from tests.unit.nat import test_stun
 from tests.unit.relay.test_dtmf_info import MUTATED_BODIES, RELAY
 from tests.unit.rtp import test_h264, test_vp8
 from tests.unit.rtp.mutations import mutated
@@ -141,6 +143,11 @@ def _vp8_frames(items: list[RtpPacket | Lost]) -> bool:
     return any(depacketizer.push(item) for item in items)
 
 
+def _stun(data: bytes) -> bool:
+    """A mapped address taken from the answer to the transaction it names."""
+    return not _refused(lambda: parse_binding_response(data, data[8:20]), StunError)
+
+
 def _agent(case: tuple[str, tuple[str, int], int, bool, str]) -> bool:
     """The mutated message was taken in by the agent, not dropped as malformed."""
     return mutated_in_phase(*case).dropped == 0
@@ -179,6 +186,7 @@ DEPTHS = [
     Depth("H.264 depacketizer", test_h264.damaged_h264_streams(), _access_units, 0.6),
     Depth("VP8 payload descriptor", test_vp8.MUTATED_DESCRIPTORS, _vp8_descriptor, 0.75),
     Depth("VP8 depacketizer", test_vp8.damaged_vp8_streams(), _vp8_frames, 0.6),
+    Depth("STUN Binding answer", test_stun.answers(), _stun, 0.25),
 ]
 
 

@@ -66,7 +66,16 @@ def test_closed_rtmp_port_fails_with_exit_8(responder: OptionsResponder) -> None
     lines = stdout.splitlines()
     assert lines[0].startswith(f"✓ SIP server udp:127.0.0.1:{responder.port}: reachable")
     assert "OPTIONS answered 200 OK" in lines[0]
-    assert lines[1].startswith("- SIP registration")
+    assert lines[1:3] == [
+        f"✓ SIP server location 127.0.0.1:{responder.port}: an IP address, nothing to look up",
+        f"✓ SIP server target udp:127.0.0.1:{responder.port}: 1 of 1: IP address 127.0.0.1 "
+        "(answered the OPTIONS)",
+    ]
+    assert lines[3].startswith("✓ public address udp:127.0.0.1:")
+    assert lines[3].endswith(
+        ": same as local (no other address in the answer's Via received/rport)"
+    )
+    assert lines[4].startswith("- SIP registration")
     failed = [line for line in lines if line.startswith("✗")]
     assert len(failed) == 1
     assert failed[0].startswith("✗ RTMP output rtmp://127.0.0.1:1/live/chec****")
@@ -91,7 +100,11 @@ def test_unreachable_sip_server_fails_with_exit_7_and_skips_registration() -> No
     assert code == ExitCode.SIP_UNREACHABLE
     lines = stdout.splitlines()
     assert lines[0].startswith(f"✗ SIP server udp:127.0.0.1:{port}")
-    assert lines[1] == "- SIP registration relay@pbx.test: server unreachable"
+    assert lines[2] == f"✓ SIP server target udp:127.0.0.1:{port}: 1 of 1: IP address 127.0.0.1"
+    assert lines[3:5] == [
+        f"- public address udp:127.0.0.1:{port}: server unreachable",
+        "- SIP registration relay@pbx.test: server unreachable",
+    ]
     assert marks(stdout).count("✗") == 2  # the SIP server, and the closed RTMP port
 
 
@@ -104,11 +117,12 @@ def test_a_silent_sip_server_fails_with_exit_7_after_the_options_timeout() -> No
         waited = time.monotonic() - started
     assert code == ExitCode.SIP_UNREACHABLE
     assert waited == pytest.approx(check_module.OPTIONS_TIMEOUT, abs=1.5)
-    assert stdout.splitlines()[:2] == [
+    lines = stdout.splitlines()
+    assert lines[0] == (
         f"✗ SIP server udp:127.0.0.1:{port}: no answer to OPTIONS within 5 s — check "
-        "--sip-domain, --sip-outbound-proxy, --sip-port and --sip-transport",
-        "- SIP registration pbx.test: server unreachable",
-    ]
+        "--sip-domain, --sip-outbound-proxy, --sip-port and --sip-transport"
+    )
+    assert "- SIP registration pbx.test: server unreachable" in lines
 
 
 def test_json_reports_one_object_per_check_and_a_summary(responder: OptionsResponder) -> None:
@@ -116,10 +130,25 @@ def test_json_reports_one_object_per_check_and_a_summary(responder: OptionsRespo
     records = [json.loads(line) for line in stdout.splitlines()]
     assert code == ExitCode.RTMP_FAILED
     assert {r["event"] for r in records[:-1]} == {"check"}
-    assert [r["check"] for r in records[:3]] == ["SIP server", "SIP registration", "RTMP output"]
-    assert [r["result"] for r in records[:3]] == ["pass", "skip", "fail"]
-    assert records[2]["exitCode"] == ExitCode.RTMP_FAILED
+    assert [r["check"] for r in records[:6]] == [
+        "SIP server",
+        "SIP server location",
+        "SIP server target",
+        "public address",
+        "SIP registration",
+        "RTMP output",
+    ]
+    assert [r["result"] for r in records[:6]] == ["pass", "pass", "pass", "pass", "skip", "fail"]
+    assert records[5]["exitCode"] == ExitCode.RTMP_FAILED
     assert "exitCode" not in records[0]
+    address = f"127.0.0.1:{responder.port}"
+    assert records[1]["tried"] == []
+    assert records[1]["targets"] == [
+        {"address": address, "transport": "udp", "record": "IP address 127.0.0.1"}
+    ]
+    assert (records[2]["order"], records[2]["answered"]) == (1, True)
+    assert records[3]["source"] == "local"
+    assert records[3]["address"] == records[3]["local"]
     assert records[-1] == {"event": "checked", "ok": False, "exitCode": 8}
     codecs = {r["target"] for r in records[:-1] if r["check"] == "codec"}
     assert codecs >= {"aac", "libx264", "opus"}

@@ -104,6 +104,10 @@ ENVIRONMENT: dict[str, tuple[str, Check, Any]] = {
     "SIP2RTMP_AUDIO": ("false", lambda s: s.audio, False),
     "SIP2RTMP_VIDEO": ("false", lambda s: s.video, False),
     "SIP2RTMP_CALL_ID": ("env-call-9", lambda s: s.call_id, "env-call-9"),
+    "SIP2RTMP_NAT": ("off", lambda s: s.nat, "off"),
+    "SIP2RTMP_PUBLIC_ADDRESS": ("198.51.100.7", lambda s: s.public_address, "198.51.100.7"),
+    "SIP2RTMP_STUN": ("stun.env.test", lambda s: s.stun_server, HostPort("stun.env.test", 3478)),
+    "SIP2RTMP_KEEPALIVE": ("0", lambda s: s.keepalive, None),
 }
 """Each variable docs/cli.md lists, a value for it, and where that value shows."""
 

@@ -186,3 +186,50 @@ def test_refused_sockets_are_what_the_sampling_sees() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         assert _socket_inodes(os.getpid()) & _listening_tcp_inodes()
+
+
+class FallingSilentPeer(SipPeer):
+    """Answers and streams its tone until told to fall silent: a callee whose RTP stops
+    mid-call (gone without a BYE, or the network between cut)."""
+
+    def fall_silent(self) -> float:
+        """Stop sending now; when it stopped."""
+        self._media_stop.set()
+        return time.monotonic()
+
+
+def test_a_callee_whose_rtp_stops_is_hung_up_a_media_timeout_later(
+    started: list[SipPeer], tmp_path: Path
+) -> None:
+    """cli.md: `--media-timeout` also ends a call whose RTP stops mid-call, with a BYE;
+    exit-codes.md: 9, with a line that says the callee's media stopped."""
+    peer = FallingSilentPeer()
+    peer.start()
+    started.append(peer)
+    command = [
+        SIP2RTMP, "call", "--json", "--no-register", "--no-video", "--callee", peer.uri,
+        "--sip-login", "relay", "--sip-outbound-proxy", f"127.0.0.1:{peer.port}",
+        "--record", str(tmp_path / "call.flv"), "--media-timeout", "2", "--max-duration", "30",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env=clean_env(), text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while peer.seen.rtp_sent < 150 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert peer.seen.rtp_sent >= 150, "3 s of the callee's tone never went out"
+        silent_at = peer.fall_silent()
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 9, stderr
+    assert peer.seen.bye_at is not None, "no BYE reached the callee"
+    assert 2.0 - 0.1 < peer.seen.bye_at - silent_at < 2.0 + 1.0
+    final = json.loads(stdout.splitlines()[-1])
+    assert (final["status"], final["exitCode"]) == ("FAILED", 9)
+    assert final["reason"] == "the callee's media stopped: no RTP for 2 s"
+    assert "the callee's media stopped: no RTP for 2 s" in stderr

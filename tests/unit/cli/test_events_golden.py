@@ -4,7 +4,8 @@
 baresip and nginx-rtmp) with `ts` removed; `golden/*.txt` the plain lines the summary printer
 made of the same events, timestamps removed. Each script below replays one of those runs as
 typed relay events, at the instants they happened, through today's printers: scripts that read
-events see no change in fields, order, values or wording.
+events see no change in fields, order, values or wording. `nat` alone is composed rather than
+recorded (see `nat_call`): loopback calls never produce its events.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from sip2rtmp.cli.output import EventPrinter
 from sip2rtmp.cli.summary import PlainSummary
-from sip2rtmp.outcomes import Rejected, RingTimeout
+from sip2rtmp.outcomes import MediaTimedOut, Rejected, RingTimeout, Unanswered
 from sip2rtmp.relay.events import (
     AudioStats,
     CallStatus,
@@ -28,12 +29,16 @@ from sip2rtmp.relay.events import (
     Failed,
     Finished,
     MediaArrived,
+    NatAddress,
     OutputChanged,
     OutputStats,
     Progress,
     Registered,
     Registering,
+    RegistrationRetry,
     RelayEvent,
+    SipReconnected,
+    SipServerChanged,
     Stats,
     Trying,
     Unregistered,
@@ -117,6 +122,34 @@ def dead_output_call() -> Script:
     ]
 
 
+def nat_call() -> Script:
+    """A call from behind a NAT to a carrier found by SRV, over TCP: the first server answers
+    503, the second takes the call; a refresh goes unanswered and is retried while the
+    connection is reopened; then the callee's audio stops and the media timeout ends it.
+    Composed from the events' definitions, not recorded: the lab's loopback calls never
+    produce these events."""
+    closed = (OutputStats(TARGET, "closed", 95104, 2376192, 0),)
+    return [
+        (0.0, Registering("carrier.test", "tcp")),
+        (0.012, SipServerChanged("10.77.0.2:5060", "10.77.0.3:5060", "503 Service Unavailable")),
+        (0.031, NatAddress("sip", "198.51.100.2:40312", "received")),
+        (0.032, Registered(300)),
+        (0.04, NatAddress("media", "198.51.100.2", "stun")),
+        (0.041, Trying("sip:tone@carrier.test")),
+        (0.06, RINGING),
+        (1.102, Established(200, "OK", Codec("PCMU", 8000), None)),
+        (1.36, OutputChanged(TARGET, "connecting")),
+        (1.361, MediaArrived("audio", "203.0.113.20:16384")),
+        (1.87, OutputChanged(TARGET, "live")),
+        (150.1, RegistrationRetry(Unanswered("REGISTER", "10.77.0.3:5060", 32.0), 30.0)),
+        (151.4, SipReconnected("10.77.0.3:5060")),
+        (180.2, Registered(300)),
+        (215.9, OutputChanged(TARGET, "closed")),
+        (215.9, Stats(214.8, -91.0, closed, audio(9950, 1.2))),
+        (215.91, Failed(MediaTimedOut(15, stopped=True))),
+    ]
+
+
 def invite_rejected(callee: str, status: int, reason: str) -> Script:
     failed = Failed(Rejected("INVITE", status, reason, SERVER))
     return [*registered_call(callee), (0.02, failed)]
@@ -124,6 +157,7 @@ def invite_rejected(callee: str, status: int, reason: str) -> Script:
 
 SCRIPTS: dict[str, Script] = {
     "video": video_call(),
+    "nat": nat_call(),
     "deadout": dead_output_call(),
     "busy": invite_rejected("busy", 486, "Busy Here"),
     "nobody": invite_rejected("nobody", 404, "Not Found"),
@@ -140,6 +174,7 @@ CALL_IDS = {
     "nobody": "7cb5745a-8d81-4450-84bd-4627127f4cf3",
     "authfail": "8fb89a51-6c6f-4651-bed9-c174b1782a94",
     "noanswer": "745939a4-fdb2-4876-9a91-a42c78636f8b",
+    "nat": "3f0c2a6e-5b1d-4c8e-9a7f-2d6b8e1c4a90",
 }
 
 

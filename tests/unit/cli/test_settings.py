@@ -70,11 +70,22 @@ def test_callee_forms() -> None:
 
 
 def test_server_is_proxy_when_given_and_tls_defaults_to_5061() -> None:
-    assert settings().sip_server == HostPort("pbx.example.test", 5060)
+    """An IP literal without a port gets the transport's default port; a name without one
+    keeps none, for RFC 3263 server location (§4.2) to find; a port given anywhere wins."""
+    assert settings().sip_server == HostPort("pbx.example.test", None)
     assert settings(sip_outbound_proxy="127.0.0.1").sip_server == HostPort("127.0.0.1", 5060)
     assert settings(sip_outbound_proxy="127.0.0.1:5080", sip_port=5070).sip_server.port == 5080
-    assert settings(sip_transport="tls").sip_server.port == 5061
+    assert settings(sip_outbound_proxy="10.0.0.1", sip_transport="tls").sip_server.port == 5061
+    assert settings(sip_transport="tls").sip_server == HostPort("pbx.example.test", None)
     assert settings(sip_port=5999).sip_server.port == 5999
+    assert settings(sip_outbound_proxy="sbc.example.test").sip_server.port is None
+    assert settings(sip_outbound_proxy="[2001:db8::1]").sip_server == HostPort("2001:db8::1", 5060)
+
+
+def test_a_portless_server_name_is_shown_without_a_port() -> None:
+    assert str(settings().sip_server) == "pbx.example.test"
+    assert str(settings(sip_port=5070).sip_server) == "pbx.example.test:5070"
+    assert str(settings(sip_outbound_proxy="2001:db8::1").sip_server) == "[2001:db8::1]:5060"
 
 
 def test_auth_name_defaults_to_login_and_password_is_secret() -> None:
@@ -128,7 +139,7 @@ def test_the_domain_is_a_uri_host(domain: str, uri_domain: str, server: HostPort
     s = settings(sip_domain=domain)
     assert s.sip_domain == uri_domain
     assert s.callee_uri == f"sip:1001@{uri_domain}"
-    assert s.sip_server == (server or HostPort("pbx.example.test", 5060))
+    assert s.sip_server == (server or HostPort("pbx.example.test"))
 
 
 def test_without_a_domain_an_ipv6_proxy_is_the_domain_in_brackets() -> None:

@@ -7,11 +7,13 @@ signal while it rings, a BYE nobody answers) is a few calls here: no sockets, no
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
 
-from sip2rtmp.config import build_call_settings
+from sip2rtmp.config import CallSettings, build_call_settings
+from sip2rtmp.nat.policy import LegPorts, OfferAddress
 from sip2rtmp.outcomes import (
     Interrupted,
     MediaTimedOut,
@@ -41,6 +43,7 @@ from sip2rtmp.relay.events import (
     Failed,
     Finished,
     MediaArrived,
+    NatAddress,
     OutputChanged,
     OutputStats,
     Progress,
@@ -66,7 +69,7 @@ VIDEO_ANSWER = AUDIO_ANSWER + (
 )
 
 
-def settings(**changes: object) -> object:
+def settings(**changes: object) -> CallSettings:
     values: dict[str, object] = {
         "callee": "tone",
         "sip_login": "relay",
@@ -98,6 +101,9 @@ class Run:
     now: float = 100.0
     actions: list[actions.Action] = field(default_factory=list)
     events: list[RelayEvent] = field(default_factory=list)
+    callee_audio: tuple[float, float] | None = None
+    """From when to when the callee's audio packets arrive: the shell answers each Observe
+    with the arrival of the latest one by then."""
 
     def drain(self) -> None:
         while (action := self.core.next_action()) is not None:
@@ -126,14 +132,34 @@ class Run:
         while (deadline := self.core.get_timer()) is not None and deadline <= end:
             self.now = max(self.now, deadline)
             self.core.handle_timer(self.now)
+            asked = len(self.actions)
             self.drain()
+            if actions.Observe() in self.actions[asked:]:
+                self.core.observed(self.now, [], None, None, self.last_audio())
+                self.drain()
         self.now = end
+
+    def last_audio(self) -> float | None:
+        """When the callee's latest audio packet arrived, as the audio leg knows it."""
+        if self.callee_audio is None or self.now < self.callee_audio[0]:
+            return None
+        return min(self.now, self.callee_audio[1])
 
 
 def start(*, dtmf: str | None = None, **changes: object) -> Run:
-    run = Run(RelayCore(settings(**changes), RelayPlan(1, dtmf, stats_interval=5.0)))  # type: ignore[arg-type]
+    run = Run(RelayCore(settings(**changes), RelayPlan(1, dtmf, stats_interval=5.0)))
     run.core.start(run.now)
     return run
+
+
+LOCAL = OfferAddress("192.0.2.1", LegPorts(30000), None, "local")
+
+
+def open_media(run: Run, video_port: int | None, offer: OfferAddress = LOCAL) -> None:
+    """The shell's answer to OpenMedia: the legs bound on `offer`'s ports (the video leg's
+    on `video_port`), advertised as `offer` says."""
+    video = LegPorts(video_port) if video_port is not None else None
+    run.core.media_opened(dataclasses.replace(offer, video=video))
 
 
 def established(*, answer: str = AUDIO_ANSWER, dtmf: str | None = None, **changes: object) -> Run:
@@ -141,7 +167,7 @@ def established(*, answer: str = AUDIO_ANSWER, dtmf: str | None = None, **change
     run = start(dtmf=dtmf, **changes)
     if run.core.phase is Phase.REGISTERING:
         run.sip(sip.Registered(600))
-    run.core.media_opened("192.0.2.1", 30000, 30002)
+    open_media(run, 30002)
     run.sip(sip.CallAnswered(answer.encode()))
     run.core.legs_connected(run.now)
     if actions.StartOutputs(live=False) not in run.take()[0]:  # waits for a keyframe
@@ -205,9 +231,10 @@ def test_a_registered_call_goes_through_every_phase_in_order() -> None:
     run.sip(sip.Registered(600))
     assert run.take() == ([actions.OpenMedia()], [Registered(600)])
     assert run.core.phase is Phase.CALLING
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     did, said = run.take()
-    assert names(did) == ["Invite"] and said == [Trying("sip:tone@lab.example")]
+    assert names(did) == ["Invite"]
+    assert said == [NatAddress("media", "192.0.2.1", "local"), Trying("sip:tone@lab.example")]
     invite = did[0]
     assert isinstance(invite, actions.Invite) and invite.ring_timeout == 30
     assert b"m=audio 30000 RTP/AVP" in invite.sdp and b"c=IN IP4 192.0.2.1" in invite.sdp
@@ -279,7 +306,7 @@ def test_a_signal_after_the_answer_finishes_the_call_normally() -> None:
 
 def test_early_media_points_the_audio_leg_before_the_answer() -> None:
     run = start(register=False)
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.take()
     run.sip(sip.CallProgress(183, "Session Progress", AUDIO_ANSWER.encode()))
     did, said = run.take()
@@ -297,7 +324,7 @@ def test_early_media_points_the_audio_leg_before_the_answer() -> None:
 
 def answered_video(run: Run) -> None:
     run.sip(sip.Registered(600))
-    run.core.media_opened("192.0.2.1", 30000, 30002)
+    open_media(run, 30002)
     run.sip(sip.CallAnswered(VIDEO_ANSWER.encode()))
     did, said = run.take()
     connect = did[-1]
@@ -403,18 +430,67 @@ def test_no_audio_within_the_media_timeout_fails_the_run() -> None:
     assert outcome == MediaTimedOut(15)
 
 
-def test_audio_arriving_in_time_is_reported_and_stops_the_media_timer() -> None:
+def test_audio_that_keeps_arriving_is_reported_once_and_keeps_the_call_up() -> None:
     run = established(media_timeout=15)
+    run.callee_audio = (run.now + 1, run.now + 600)
     run.core.media_arrived("audio", "192.0.2.7:40000", run.now + 1)
     run.core.media_arrived("audio", "192.0.2.7:40000", run.now + 2)
     assert run.take()[1] == [MediaArrived("audio", "192.0.2.7:40000")]
     run.advance(60.0)
     assert actions.Hangup() not in run.take()[0]
+    assert run.core.get_timer() is not None and run.core.phase is Phase.RELAYING
+
+
+def until_hangup(run: Run, limit: float, step: float = 0.01) -> float:
+    """Let time pass in small steps until the core asks for the BYE; when it did."""
+    end = run.now + limit
+    while run.now < end:
+        run.advance(step)
+        if actions.Hangup() in run.peek()[0]:
+            return run.now
+    raise AssertionError(f"no BYE within {limit} s")
+
+
+@pytest.mark.parametrize("stops_after", [3.0, 10.23, 47.5])
+def test_audio_that_stops_mid_call_ends_it_a_media_timeout_after_its_last_packet(
+    stops_after: float,
+) -> None:
+    """The timer counts from the arrival of the last packet the leg accepted, not from when
+    the shell looked: the BYE leaves `--media-timeout` after it (within one step of 10 ms),
+    the outcome says the media stopped, and the run ends once."""
+    run = established(media_timeout=5)
+    first, last = run.now + 0.05, run.now + stops_after
+    run.callee_audio = (first, last)
+    run.core.media_arrived("audio", "192.0.2.7:40000", first)
+    ended = until_hangup(run, stops_after + 7)
+    assert last + 5 <= ended < last + 5 + 0.02
+    assert finish(run) == MediaTimedOut(5, stopped=True)
+    assert [e for e in run.events if isinstance(e, Failed)] == [
+        Failed(MediaTimedOut(5, stopped=True))
+    ]
+
+
+def test_audio_before_the_outputs_gives_the_timer_no_head_start() -> None:
+    """Audio that came while the outputs were starting and then stopped: the timeout counts
+    from the start of the relaying, never from before it."""
+    run = start(register=False, video=False, media_timeout=5)
+    open_media(run, None)
+    run.sip(sip.CallAnswered(AUDIO_ANSWER.encode()))
+    run.core.media_arrived("audio", "192.0.2.7:40000", run.now)
+    run.core.legs_connected(run.now)
+    run.now += 20.0
+    run.core.outputs_started(run.now, None)
+    run.take()
+    assert run.core.get_timer() is not None
+    relaying = run.now
+    ended = until_hangup(run, 10)
+    assert relaying + 5 <= ended < relaying + 5 + 0.02
+    assert finish(run, registered=False) == MediaTimedOut(5, stopped=True)
 
 
 def test_media_that_came_before_the_outputs_is_reported_when_they_start() -> None:
     run = start(register=False, video=False)
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.sip(sip.CallAnswered(AUDIO_ANSWER.encode()))
     run.core.media_arrived("audio", "192.0.2.7:40000", run.now)
     run.core.legs_connected(run.now)
@@ -459,7 +535,7 @@ def test_a_failed_registration_fails_without_calling_or_unregistering(rejected: 
 def test_a_failed_attempt_unregisters_then_fails(outcome: Outcome, status: str) -> None:
     run = start()
     run.sip(sip.Registered(600))
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.take()
     run.sip(sip.CallAttemptFailed(outcome))  # type: ignore[arg-type]
     assert run.take() == ([actions.Unregister()], [])
@@ -471,7 +547,7 @@ def test_a_failed_attempt_unregisters_then_fails(outcome: Outcome, status: str) 
 
 def test_an_unusable_answer_is_hung_up_and_fails_without_established() -> None:
     run = start(register=False)
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.take()
     run.sip(sip.CallAnswered(b"this is not SDP"))
     did, said = run.peek()
@@ -483,7 +559,7 @@ def test_an_unusable_answer_is_hung_up_and_fails_without_established() -> None:
 def test_a_signal_while_ringing_cancels_and_fails_as_interrupted() -> None:
     run = start()
     run.sip(sip.Registered(600))
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.sip(sip.CallProgress(180, "Ringing", None))
     run.take()
     run.core.stop(run.now, "SIGINT")
@@ -498,7 +574,7 @@ def test_a_signal_while_ringing_cancels_and_fails_as_interrupted() -> None:
 
 def test_a_cancel_nobody_answers_is_given_up_after_the_grace() -> None:
     run = start(register=False)
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.core.stop(run.now, "SIGINT")
     run.take()
     run.advance(CANCEL_GRACE - 0.1)
@@ -588,7 +664,7 @@ def test_requested_digits_queue_behind_those_being_sent() -> None:
 
 def test_a_script_without_a_wait_starts_with_the_outputs() -> None:
     run = start(register=False, video=False, dtmf="42")
-    run.core.media_opened("192.0.2.1", 30000, None)
+    open_media(run, None)
     run.sip(sip.CallAnswered(AUDIO_ANSWER.encode()))
     run.core.legs_connected(run.now)
     run.take()

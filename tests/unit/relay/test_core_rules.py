@@ -43,6 +43,7 @@ from tests.unit.relay.test_core import (
     established,
     finish,
     names,
+    open_media,
     sent_digits,
     settings,
     start,
@@ -55,7 +56,7 @@ NOT_SDP = b"v=0\r\nnot sdp"
 
 def calling(run: Run, *, video_port: int | None = None) -> actions.Invite:
     """Open the legs; the INVITE the core then asks for."""
-    run.core.media_opened("192.0.2.1", 30000, video_port)
+    open_media(run, video_port)
     invite = [action for action in run.take()[0] if isinstance(action, actions.Invite)]
     assert len(invite) == 1
     return invite[0]
@@ -167,8 +168,9 @@ def test_video_the_callee_does_not_send_is_not_relayed_or_waited_for() -> None:
 # ---- media, video and what the shell reports ---------------------------------------------------
 
 
-def test_media_of_both_kinds_before_the_outputs_is_reported_and_stops_the_media_timer() -> None:
+def test_media_of_both_kinds_before_the_outputs_is_reported_and_keeps_the_call_up() -> None:
     run = start(register=False, media_timeout=5)
+    run.callee_audio = (run.now, run.now + 600)
     calling(run, video_port=30002)
     run.sip(sip.CallAnswered(VIDEO_ANSWER.encode()))
     run.core.media_arrived("audio", "192.0.2.7:40000", run.now)
@@ -235,7 +237,7 @@ def test_the_duration_counts_from_the_answer_to_the_millisecond() -> None:
 
 
 def test_a_signal_before_the_run_starts_is_an_interruption() -> None:
-    run = Run(RelayCore(settings(), RelayPlan(1)))  # type: ignore[arg-type]
+    run = Run(RelayCore(settings(), RelayPlan(1)))
     run.core.stop(run.now, "SIGINT")
     assert run.take() == (
         [actions.Done(Interrupted("SIGINT"))],

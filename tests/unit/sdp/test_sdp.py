@@ -104,6 +104,33 @@ def test_offer_contents() -> None:
     assert offer().endswith("\r\n") and "\r\n\r\n" not in offer()
 
 
+def test_offer_names_rtcp_ports_a_nat_moved() -> None:
+    """RFC 3605: a far end without rtcp-mux sends RTCP to `a=rtcp`'s port on the c= host."""
+    ours = build_offer(
+        "203.0.113.9", 40100, 40200, session_id=42, audio_rtcp_port=51001, video_rtcp_port=51003
+    )
+    audio, video = SessionDescription.parse(ours).media
+    assert (audio.rtcp_attribute(), video.rtcp_attribute()) == ((51001, None), (51003, None))
+    far_end = build_offer("198.51.100.5", 30000, 30002, session_id=7, rtcp_mux=False)
+    session = answer_offer(far_end, ours).session
+    assert session.audio is not None and session.video is not None
+    assert session.audio.rtp_address == ("203.0.113.9", 40100)
+    assert session.audio.rtcp_address == ("203.0.113.9", 51001)
+    assert session.video.rtcp_address == ("203.0.113.9", 51003)
+
+
+def test_offer_without_rtcp_ports_has_no_rtcp_attribute() -> None:
+    plain = offer()
+    same = build_offer(
+        "192.0.2.10", 40000, 40002, session_id=42, session_version=1, audio_rtcp_port=None
+    )
+    assert same == plain and "a=rtcp:" not in plain
+    audio_only = build_offer("192.0.2.10", 40000, 40002, session_id=42, audio_rtcp_port=40011)
+    audio, video = SessionDescription.parse(audio_only).media
+    assert (audio.rtcp_attribute(), video.rtcp_attribute()) == ((40011, None), None)
+    assert audio_only.count("a=rtcp:") == 1
+
+
 def test_offer_lists_only_the_chosen_audio_codecs_in_their_order() -> None:
     chosen = audio_codecs_named(["pcmu", " PCMA", "PCMU"])
     assert chosen == ("PCMU", "PCMA")

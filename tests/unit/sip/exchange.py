@@ -27,7 +27,7 @@ ANSWER = b"v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0
 def make_ua(config: UserAgentConfig = CONFIG) -> UserAgent:
     """An agent whose tags, branches and Call-IDs are `tok0`, `tok1`, ... in order."""
     counter = itertools.count()
-    return UserAgent(config, SERVER, token_factory=lambda: f"tok{next(counter)}")
+    return UserAgent(config, [SERVER], token_factory=lambda: f"tok{next(counter)}")
 
 
 def reply(
@@ -78,7 +78,7 @@ def options_request(branch: str, user: str = "peer") -> bytes:
 def make_context(config: UserAgentConfig = CONFIG) -> AgentContext:
     """The shared state one part of the agent runs on, tokens `tok0`, `tok1`, ... in order."""
     counter = itertools.count()
-    return AgentContext(config, SERVER, lambda: f"tok{next(counter)}")
+    return AgentContext(config, [SERVER], lambda: f"tok{next(counter)}")
 
 
 def drain(context: AgentContext) -> list[Request]:
@@ -99,8 +99,7 @@ def deliver(context: AgentContext, data: bytes, now: float) -> None:
     assert isinstance(response, Response)
     pending = context.pending_for(response)
     assert pending is not None, "no transaction for this response"
-    if pending.transaction.receive_response(response, now):
-        pending.on_response(response, now)
+    context.receive_response(pending, response, now)
 
 
 def happenings(context: AgentContext) -> list[Event]:
@@ -108,6 +107,15 @@ def happenings(context: AgentContext) -> list[Event]:
     events: list[Event] = [e for e in context.events if not isinstance(e, MessageLogged)]
     context.events.clear()
     return events
+
+
+def agent_events(ua: UserAgent) -> list[Event]:
+    """The agent's events since the last call, the message log left out."""
+    found: list[Event] = []
+    while (event := ua.next_event()) is not None:
+        if not isinstance(event, MessageLogged):
+            found.append(event)
+    return found
 
 
 def retransmission_times(ua: UserAgent) -> list[float]:

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 from sip2rtmp.outcomes import Unanswered
 from sip2rtmp.sip.auth import choose_challenge, digest_response, parse_challenges
-from sip2rtmp.sip.events import Event, MessageLogged, OptionsAnswered, OptionsFailed
+from sip2rtmp.sip.events import OptionsAnswered, OptionsFailed
 from sip2rtmp.sip.message import Request, parse_message
 from sip2rtmp.sip.useragent import UserAgent
 from tests.unit.sip.exchange import CONFIG, SERVER, make_ua, reply, retransmission_times
+from tests.unit.sip.exchange import agent_events as events
 
 CHALLENGE = 'Digest realm="lab.test", nonce="n0nce", qop="auth", algorithm=MD5'
 CAPABILITIES = [
@@ -28,14 +29,6 @@ def requests(ua: UserAgent) -> list[Request]:
         message = parse_message(data)
         assert isinstance(message, Request)
         out.append(message)
-    return out
-
-
-def events(ua: UserAgent) -> list[Event]:
-    out: list[Event] = []
-    while (event := ua.next_event()) is not None:
-        if not isinstance(event, MessageLogged):
-            out.append(event)
     return out
 
 

@@ -9,7 +9,12 @@ import pytest
 
 from sip2rtmp.outcomes import Rejected, Unanswered
 from sip2rtmp.sip.context import AgentContext
-from sip2rtmp.sip.events import Registered, RegistrationFailed, Unregistered
+from sip2rtmp.sip.events import (
+    Registered,
+    RegistrationFailed,
+    RegistrationRetrying,
+    Unregistered,
+)
 from sip2rtmp.sip.message import Request
 from sip2rtmp.sip.registration import Registration
 from tests.unit.sip.exchange import CONFIG, deliver, drain, happenings, make_context, reply
@@ -54,11 +59,33 @@ def test_states_and_the_refresh_at_half_the_granted_interval() -> None:
     assert machine.get_timer() == pytest.approx(212.0)
 
 
-def test_a_failed_refresh_is_reported_and_leaves_the_machine_idle() -> None:
+def test_a_failed_refresh_is_retried_with_a_doubling_delay_until_it_succeeds() -> None:
     machine, context, _ = registered()
     machine.handle_timer(61.0)
     [refresh] = drain(context)
+    refused = Rejected("REGISTER", 403, "Forbidden", "lab.test")
     deliver(context, reply(refresh, 403, "Forbidden", to_tag="r"), 61.1)
+    assert happenings(context) == [RegistrationRetrying(refused, 1.0)]
+    assert (state(machine), machine.registered, machine.get_timer()) == ("registered", True, 62.1)
+    machine.handle_timer(62.1)
+    [again] = drain(context)
+    deliver(context, reply(again, 403, "Forbidden", to_tag="r"), 62.2)
+    assert happenings(context) == [RegistrationRetrying(refused, 2.0)]
+    assert machine.get_timer() == 64.2
+    machine.handle_timer(64.2)
+    [third] = drain(context)
+    assert third.cseq[0] == again.cseq[0] + 1 and third.call_id == refresh.call_id
+    deliver(context, reply(third, 200, "OK", [("Expires", "120")], to_tag="r"), 64.3)
+    assert happenings(context) == [Registered(120)]
+    assert machine.get_timer() == 124.3, "after a success the refresh is due at half again"
+
+
+def test_a_first_register_that_fails_leaves_the_machine_idle() -> None:
+    context = make_context()
+    machine = Registration(context)
+    machine.register(0.0)
+    [first] = drain(context)
+    deliver(context, reply(first, 403, "Forbidden", to_tag="r"), 0.1)
     assert happenings(context) == [
         RegistrationFailed(Rejected("REGISTER", 403, "Forbidden", "lab.test"))
     ]

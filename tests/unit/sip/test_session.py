@@ -14,7 +14,13 @@ from sip2rtmp.net.sip_session import MessageLog, SipSession
 from sip2rtmp.netaddr import Transport
 from sip2rtmp.outcomes import Rejected, RunFailed, SipFailure, Unanswered, Unreachable
 from sip2rtmp.sip.auth import Credentials
-from sip2rtmp.sip.events import Event, OptionsAnswered, Registered, RegistrationFailed
+from sip2rtmp.sip.events import (
+    Event,
+    OptionsAnswered,
+    Registered,
+    RegistrationRetrying,
+    Unregistered,
+)
 from sip2rtmp.sip.useragent import UserAgentConfig
 
 
@@ -217,7 +223,8 @@ class RefusedRefresh(ScriptedRegistrar):
 
 def test_every_core_event_but_the_message_log_reaches_on_event() -> None:
     """Pushed in order after the session's own bookkeeping: a refresh refused while
-    registered reaches the listener, as `registration_error` records it."""
+    registered reaches the listener (it is retried), as `registration_error` records it; the
+    binding still wanted is removed on the way out."""
     heard: list[tuple[Event, SipFailure | None]] = []
     logged: list[str] = []
 
@@ -244,5 +251,9 @@ def test_every_core_event_but_the_message_log_reaches_on_event() -> None:
 
     asyncio.run(scenario())
     refused = Rejected("REGISTER", 403, "Forbidden", "127.0.0.1")
-    assert heard == [(Registered(2), None), (RegistrationFailed(refused), refused)]
-    assert logged == ["sent", "received", "sent", "received"]
+    assert heard == [
+        (Registered(2), None),
+        (RegistrationRetrying(refused, 1.0), refused),
+        (Unregistered(ok=False), refused),
+    ]
+    assert logged == ["sent", "received"] * 3

@@ -257,7 +257,7 @@ class HostileServer(RuleBasedStateMachine):
             self.registered = isinstance(happening, Registered)
         elif isinstance(happening, Unregistered):
             assert self.unregistering
-            self.unregistering = self.registered = False
+            self.unregistering = self.registered = self.registering = False
         elif isinstance(happening, CallProgress):
             assert self.calling and not self.answered
             self.early = self.early or happening.status > 100
@@ -477,8 +477,11 @@ class HostileServer(RuleBasedStateMachine):
         )
 
     def teardown(self) -> None:
-        """Hang up, let the network fall silent, and follow the timers to rest."""
+        """Hang up, remove the binding, let the network fall silent, and follow the timers to
+        rest (a binding still wanted is retried for ever, as it should be)."""
         self.ua.bye(self.now)
+        self.unregistering = True
+        self.ua.unregister(self.now)
         self.settle()
         for _ in range(SETTLE_STEPS):
             deadline = self.ua.get_timer()
