@@ -125,8 +125,10 @@ def test_the_same_ca_with_the_dialled_name_completes_the_handshake(
     deadline = time.monotonic() + 20
     while server.handshakes == 0 and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    handshakes = server.handshakes
+    handshakes, failed = server.handshakes, server.failed_handshakes
     run.kill()  # the server speaks no SIP: the run would wait out its INVITE's timeout
     _, stderr = run.communicate(timeout=10)
-    assert handshakes == 1, stderr
-    assert server.failed_handshakes == 0
+    # The server closes each connection after its handshake, so the client may open another
+    # to send its INVITE; one killed mid-handshake by run.kill() is not the client's doing.
+    assert handshakes >= 1, stderr
+    assert failed == 0
