@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from sip2rtmp.nat.policy import NatMode
@@ -29,6 +29,13 @@ DEFAULT_SIPS_PORT = 5061
 DEFAULT_KEEPALIVE = 25.0
 """Seconds between keep-alives: below the 30 s UDP timeout of many routers and cloud NATs."""
 NAT_MODES: tuple[NatMode, ...] = ("auto", "off")
+IdentityHeader = Literal["P-Asserted-Identity", "P-Preferred-Identity"]
+IDENTITY_HEADERS: dict[str, IdentityHeader] = {
+    "pai": "P-Asserted-Identity",
+    "ppi": "P-Preferred-Identity",
+}
+"""`--identity-header` values. A user agent outside the trust domain prefers an identity
+(RFC 3325 §9.2), so `ppi` is the default; a trunk that takes the asserted one wants `pai`."""
 T = TypeVar("T")
 MIN_MEDIA_TIMEOUT = 1.0
 """Shortest --media-timeout: the relay learns of arriving media every half second, so a
@@ -142,6 +149,17 @@ class CallSettings:
     """`--stun`: where the media sockets ask for their public mapping (RFC 5389); port set."""
     keepalive: float | None = DEFAULT_KEEPALIVE
     """Seconds between keep-alives that hold the NAT binding of the SIP flow; None: off."""
+    early_media: bool = False
+    """`--early-media`: start the stream from a 180/183 with SDP, so announcements and IVR
+    prompts before the answer reach it."""
+    display_name: str | None = None
+    """The display name of From (RFC 3261 §20.20), free of anything a quoted-string cannot
+    hold."""
+    caller_id: str | None = None
+    """The From user part when it is not the login (escaped); None: the login."""
+    asserted_identity: str | None = None
+    """A sip:, sips: or tel: URI sent in `identity_header` (RFC 3325 §9)."""
+    identity_header: IdentityHeader = "P-Preferred-Identity"
     secrets: tuple[str, ...] = field(default=(), repr=False)
     """Every value that must never appear in any output (password, stream keys, the passwords
     and query values of RTMP URLs)."""
@@ -283,6 +301,11 @@ def build_call_settings(
     public_address: str | None = None,
     stun: str | None = None,
     keepalive: float | None = DEFAULT_KEEPALIVE,
+    early_media: bool = False,
+    display_name: str | None = None,
+    caller_id: str | None = None,
+    asserted_identity: str | None = None,
+    identity_header: str = "ppi",
 ) -> CallSettings:
     """Check every value and derive the rest; raises ConfigError with one line."""
     if not callee:
@@ -350,6 +373,11 @@ def build_call_settings(
         public_address=public,
         stun_server=stun_server,
         keepalive=keepalive_interval(keepalive),
+        early_media=early_media,
+        display_name=checked("--display-name", quotable, display_name) if display_name else None,
+        caller_id=checked("--caller-id", address.escape_user, caller_id) if caller_id else None,
+        asserted_identity=identity_uri(asserted_identity) if asserted_identity else None,
+        identity_header=identity_header_named(identity_header),
         secrets=secrets,
     )
 
@@ -378,6 +406,37 @@ def nat_settings(
         given_server = parse_host_port(stun, "--stun")
         server = HostPort(given_server.host, given_server.port or STUN_PORT)
     return mode, public, server
+
+
+def quotable(text: str) -> str:
+    """A display name a quoted-string can carry (RFC 3261 §25.1 `qdtext`, `quoted-pair`): no
+    control characters (CR and LF cannot even be escaped) and nothing that is not UTF-8."""
+    address.check_printable(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AddressError("is not valid UTF-8") from None
+    return text
+
+
+def identity_uri(text: str) -> str:
+    """`--asserted-identity`: the sip:, sips: or tel: URI of a P-Asserted-Identity or
+    P-Preferred-Identity header (RFC 3325 §9.1), checked like a callee's URI."""
+    scheme = text.partition(":")[0].lower()
+    if scheme in ("sip", "sips"):
+        return checked("--asserted-identity", address.sip_uri, text)
+    if scheme == "tel":
+        return checked("--asserted-identity", address.tel_uri, text)
+    checked("--asserted-identity", address.check_text, text)
+    raise ConfigError(f"--asserted-identity {text[:64]!r} is not a sip:, sips: or tel: URI")
+
+
+def identity_header_named(value: str) -> IdentityHeader:
+    """`--identity-header pai|ppi` as the header's name."""
+    header = IDENTITY_HEADERS.get(value.lower())
+    if header is None:
+        raise ConfigError(f"--identity-header must be one of {', '.join(IDENTITY_HEADERS)}")
+    return header
 
 
 def keepalive_interval(seconds: float | None) -> float | None:

@@ -28,6 +28,9 @@ class Rejected:
     """INVITE only: a 180 or 183 came before this response."""
     elapsed: float = 0.0
     """INVITE only: seconds from the first INVITE to this response."""
+    authenticated: bool = False
+    """The request carried the credentials the server had asked for: a 403 then refuses the
+    caller (its ID, its permissions), not the password."""
 
     @property
     def busy(self) -> bool:

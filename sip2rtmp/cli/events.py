@@ -20,7 +20,9 @@ from sip2rtmp.relay.events import (
     Established,
     Failed,
     Finished,
+    Held,
     MediaArrived,
+    MediaChanged,
     NatAddress,
     OutputChanged,
     OutputStats,
@@ -29,6 +31,7 @@ from sip2rtmp.relay.events import (
     Registering,
     RegistrationRetry,
     RelayEvent,
+    Resumed,
     SipReconnected,
     SipServerChanged,
     Stats,
@@ -59,6 +62,15 @@ def record(event: RelayEvent) -> Record:
         return {"event": _NAMES[type(event)]} | _fields_of(event)
     if isinstance(event, (Trying, Progress, Established, Finished, Failed)):
         return _status_record(event)
+    if isinstance(event, Held):
+        return {"event": "status", "status": "HOLD", "direction": event.direction}
+    if isinstance(event, Resumed):
+        return {"event": "status", "status": "ESTABLISHED", "resumed": True}
+    if isinstance(event, MediaChanged):
+        return {"event": "media_changed"} | _present(
+            audio=_moved(event.audio, event.remote_audio),
+            video=_moved(event.video, event.remote_video),
+        )
     if isinstance(event, OutputChanged):
         output: Record = {"event": "output", "target": event.target, "state": event.state}
         return output | ({"error": event.error} if event.error is not None else {})
@@ -79,13 +91,15 @@ def record(event: RelayEvent) -> Record:
 
 
 def status_of(event: RelayEvent) -> str | None:
-    """The `status` of a status event (TRYING … BUSY), None for every other event."""
+    """The `status` of a status event (TRYING … BUSY, HOLD), None for every other event."""
     if isinstance(event, Trying):
         return "TRYING"
     if isinstance(event, (Progress, Failed)):
         return event.status.value
-    if isinstance(event, Established):
+    if isinstance(event, (Established, Resumed)):
         return "ESTABLISHED"
+    if isinstance(event, Held):
+        return "HOLD"
     if isinstance(event, Finished):
         return "FINISH"
     return None
@@ -108,6 +122,14 @@ def _status_record(event: Trying | Progress | Established | Finished | Failed) -
 
 def _codec(codec: Codec | None) -> Record | None:
     return None if codec is None else {"codec": codec.codec, "rate": codec.rate}
+
+
+def _moved(codec: Codec | None, remote: str) -> Record | None:
+    """A kind's codec and where its media now comes from; None for a kind no longer
+    received (declined, or never negotiated)."""
+    if codec is None:
+        return None
+    return {"codec": codec.codec, "rate": codec.rate} | _present(remote=remote or None)
 
 
 def _present(**values: Any) -> Record:

@@ -46,7 +46,9 @@ from sip2rtmp.relay.events import (
     Established,
     Failed,
     Finished,
+    Held,
     MediaArrived,
+    MediaChanged,
     NatAddress,
     OutputChanged,
     OutputStats,
@@ -55,6 +57,7 @@ from sip2rtmp.relay.events import (
     Registering,
     RegistrationRetry,
     RelayEvent,
+    Resumed,
     SipReconnected,
     SipServerChanged,
     Stats,
@@ -76,6 +79,7 @@ _STATUS_STYLES = {
     CallStatus.RING_MEDIA: "yellow",
     CallStatus.SESSION_PROGRESS: "yellow",
     CallStatus.ESTABLISHED: "bold green",
+    CallStatus.HOLD: "bold black on yellow",
     CallStatus.FINISH: "bold blue",
     CallStatus.FAILED: "bold red",
     CallStatus.BUSY: "bold red",
@@ -185,6 +189,12 @@ class LiveView:
         self._server = ""
         """The SIP server's latest change: a failover or a reopened connection."""
         self._established_at: float | None = None
+        self._held_at: float | None = None
+        self._held = ""
+        """What the callee offered when it put the call on hold (`sendonly`, `inactive`)."""
+        self._changes = 0
+        self._changed = ""
+        """The callee's media after its latest mid-call change, in words."""
         self._streaming_at: float | None = None
         self._ended_at: float | None = None
         self._codecs: dict[str, str] = {}
@@ -259,6 +269,10 @@ class LiveView:
         now = self._clock()
         if isinstance(event, (Trying, Progress, Established, Finished, Failed)):
             self._apply_status(event, now)
+        elif isinstance(event, (Held, Resumed)):
+            self._apply_hold(event, now)
+        elif isinstance(event, MediaChanged):
+            self._apply_media_change(event)
         elif isinstance(event, Registering):
             self._registration = f"registering at {event.server} ({event.transport})"
         elif isinstance(event, Registered):
@@ -304,6 +318,32 @@ class LiveView:
             self._ended_at = now
             self._end_reason = reason
             self._request = ""
+            self._held_at = None
+
+    def _apply_hold(self, event: Held | Resumed, now: float) -> None:
+        """HOLD while the callee holds the call, ESTABLISHED again once it takes it back; the
+        call's timer goes on through both."""
+        if isinstance(event, Held):
+            self._status = CallStatus.HOLD
+            self._held = event.direction
+            if self._held_at is None:
+                self._held_at = now
+        else:
+            self._status = CallStatus.ESTABLISHED
+            self._held_at = None
+
+    def _apply_media_change(self, event: MediaChanged) -> None:
+        self._changes += 1
+        self._codecs = {"audio": codec_text(event.audio), "video": codec_text(event.video)}
+        moved = [
+            f"{kind} {codec_text(codec)}" + (f" from {remote}" if remote else "")
+            for kind, codec, remote in (
+                ("audio", event.audio, event.remote_audio),
+                ("video", event.video, event.remote_video),
+            )
+            if codec is not None
+        ]
+        self._changed = ", ".join(moved) or "no media"
 
     def _apply_dtmf(self, event: Dtmf) -> None:
         direction = event.direction
@@ -358,6 +398,9 @@ class LiveView:
             status.append_text(self._text(f"  SIP {self._sip}", "dim"))
         if self._end_reason and self._end_reason != self._sip:
             status.append_text(self._text(f"  {self._end_reason}"))
+        if self._status is CallStatus.HOLD and self._held_at is not None:
+            held = f"  on hold {self._elapsed(self._held_at)} ({self._held}):"
+            status.append_text(self._text(f"{held} slate and silence on the stream", "yellow"))
         if self._request:
             status.append_text(self._text(f"  ({self._request})", "italic"))
         grid.add_row("Call", status)
@@ -384,6 +427,9 @@ class LiveView:
         )
         if self._media:
             grid.add_row("Media", self._text(", ".join(self._media)))
+        if self._changes:
+            times = "once" if self._changes == 1 else f"{self._changes} times"
+            grid.add_row("Changed", self._text(f"{times}, now {self._changed}"))
         grid.add_row("Level", _meter(self._level_dbfs))
         rtp = ", ".join(f"{label} {value}" for label, value in rtp_parts(self._rtp))
         grid.add_row("RTP", self._text(rtp or "—"))

@@ -126,6 +126,33 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             help="Register before calling, or call directly.",
         ),
         click.option(
+            "--display-name",
+            metavar="NAME",
+            hidden=hidden,
+            help='Display name in From, e.g. "Studio A".',
+        ),
+        click.option(
+            "--caller-id",
+            metavar="USER",
+            hidden=hidden,
+            help="From user part the callee sees, e.g. a number (default: --sip-login).",
+        ),
+        click.option(
+            "--asserted-identity",
+            metavar="URI",
+            hidden=hidden,
+            help="A sip:, sips: or tel: URI to send as the caller's identity (RFC 3325).",
+        ),
+        click.option(
+            "--identity-header",
+            type=click.Choice(["pai", "ppi"], case_sensitive=False),
+            default="ppi",
+            show_default=True,
+            hidden=hidden,
+            help="Send --asserted-identity as P-Asserted-Identity (pai) or"
+            " P-Preferred-Identity (ppi).",
+        ),
+        click.option(
             "--rtmp-url",
             "rtmp_urls",
             multiple=True,
@@ -190,6 +217,13 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             metavar="SECONDS",
             hidden=hidden,
             help="Give up when the callee has not answered by then.",
+        ),
+        click.option(
+            "--early-media",
+            is_flag=True,
+            hidden=hidden,
+            help="Start the stream from a 180/183 with SDP, before the answer (IVR prompts,"
+            " announcements).",
         ),
         click.option(
             "--media-timeout",
@@ -408,5 +442,10 @@ SETTINGS_FLAGS = (
     "public_address",
     "stun",
     "keepalive",
+    "early_media",
+    "display_name",
+    "caller_id",
+    "asserted_identity",
+    "identity_header",
 )
 """Flags passed to `build_call_settings` as they are."""

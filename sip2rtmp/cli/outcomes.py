@@ -40,6 +40,7 @@ class ExitCode(IntEnum):
     MEDIA_TIMEOUT = 9
     CALL_FAILED = 10
     LAB_FAILED = 11
+    CALL_REFUSED = 12
     INTERRUPTED = 130
 
 
@@ -56,6 +57,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.MEDIA_TIMEOUT: "no media from the callee for --media-timeout, at the start or later",
     ExitCode.CALL_FAILED: "the call failed for another SIP reason",
     ExitCode.LAB_FAILED: "the local lab could not be started",
+    ExitCode.CALL_REFUSED: (
+        "the server refused the call after authentication: caller ID or permissions (403)"
+    ),
     ExitCode.INTERRUPTED: "interrupted before the call was established",
 }
 
@@ -71,6 +75,12 @@ MEDIA_STOPPED_HINT = (
     " looks the same"
 )
 INTERNAL_HINT = "run with -v for details"
+REFUSED_HINT = (
+    "check --caller-id and --asserted-identity, and that the account may call this callee"
+)
+PLAIN_FORBIDDEN = frozenset({"", "forbidden"})
+"""Reason phrases that say no more than the status code; any other is the server's own words
+(`403 Caller ID not allowed`) and is worth showing."""
 
 REGISTER_AUTH_STATUSES = frozenset({401, 403, 404, 407})
 """A registrar answers an unknown account with 404 as often as with 403 (RFC 3261 §10.3)."""
@@ -131,6 +141,8 @@ def _rejected_register(outcome: Rejected) -> Explanation:
 def _rejected_invite(outcome: Rejected) -> Explanation:
     """A final failure response to the INVITE (RFC 3261 §21.4–§21.6)."""
     status, reason = outcome.status, outcome.reason
+    if status == 403 and outcome.authenticated:
+        return _call_refused(reason)
     if status in INVITE_AUTH_STATUSES:
         return _authentication_failed(status)
     if status in NOT_FOUND_STATUSES:
@@ -159,6 +171,15 @@ def _media_timed_out(outcome: MediaTimedOut) -> Explanation:
 def _authentication_failed(status: int) -> Explanation:
     message = f"authentication failed (SIP {status})"
     return Explanation(ExitCode.AUTHENTICATION_FAILED, message, AUTHENTICATION_HINT)
+
+
+def _call_refused(reason: str) -> Explanation:
+    """A 403 to an INVITE that carried the credentials the server asked for: the password
+    was accepted, the call was not (RFC 3261 §21.4.4: authorization will not help)."""
+    message = EXIT_CODE_MEANINGS[ExitCode.CALL_REFUSED]
+    if reason.strip().lower() not in PLAIN_FORBIDDEN:
+        message = f"{message}: {reason}"
+    return Explanation(ExitCode.CALL_REFUSED, message, REFUSED_HINT)
 
 
 def _unreachable(target: str, detail: str) -> Explanation:

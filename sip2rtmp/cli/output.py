@@ -162,6 +162,8 @@ def plain_line(fields: Record) -> str:
 
 
 def _plain_value(value: object) -> str:
+    if isinstance(value, bool):
+        return json.dumps(value)
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, dict):

@@ -11,12 +11,21 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from sip2rtmp.media.comfort_noise import ComfortNoise, noise
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, Track
 
 _WRAP = 1 << 32
 _HALF_WRAP = 1 << 31
 
 _AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
+
+NOISE_AHEAD_S = 0.8
+"""How far past its packet a comfort-noise payload is played at once. The decoder runs only
+when a packet comes, and the stream cannot wait for the next one: a sender that refreshes
+its noise description at least this often (many send one every 100 ms to 1 s) gets
+unbroken noise, its next packet, noise or speech, overwriting what is left; one that says
+nothing for longer leaves silence after this much. Kept 0.2 s under the pipeline's
+``MediaConfig.max_ahead_s`` (1 s), beyond which audio counts as stamped too far ahead."""
 
 Samples = npt.NDArray[np.float32]
 """Planar float PCM, shape (channels, samples), at AUDIO_RATE."""
@@ -83,6 +92,10 @@ class AudioDecoder:
     Timestamps follow the RTP clock (unwrapped), starting at 0 for the first payload; the
     caller anchors them on its own timeline. Short holes (lost slots, missing packets) are
     concealed so the resampler output stays continuous; long ones are left for the caller.
+
+    A ``ComfortNoise`` payload (RFC 3389) plays as noise at its level from its timestamp
+    until the next speech payload: ``NOISE_AHEAD_S`` at once, every hole and lost slot up to
+    that speech too, and what the speech does not overwrite of it falls silent.
     """
 
     def __init__(self, codec: str, *, channels: int = 1, max_conceal_s: float = 0.5) -> None:
@@ -104,9 +117,15 @@ class AudioDecoder:
         self._direct: bool | None = None
         """Whether decoded frames are already float planar at AUDIO_RATE (Opus): then they
         skip the resampler, whose filter graph costs more per 20 ms frame than the decode."""
+        self._noise_dbov: int | None = None
+        """The level of the comfort noise that stands in for speech, None while speech."""
+        self._noise_until = 0
+        """Where the noise played ahead ends (RTP clock, unwrapped)."""
+        self._rng = np.random.default_rng()
         self.decoded = 0
         self.concealed = 0
         self.discarded = 0
+        self.comfort_noise = 0
 
     def decode(self, payload: bytes, rtp_ts: int) -> list[PcmChunk]:
         """Decode one payload; a hole since the previous one is concealed first."""
@@ -124,6 +143,8 @@ class AudioDecoder:
                 return chunks
             else:
                 chunks.extend(self._fill(self._next, ext))
+        if isinstance(payload, ComfortNoise):
+            return chunks + self._comfort_noise(payload, ext)
         try:
             frames = self._ctx.decode(av.Packet(payload))
         except av.error.FFmpegError:
@@ -149,7 +170,32 @@ class AudioDecoder:
             self._slot = decoded_samples * self.codec.clock_rate // self.codec.sample_rate
             self._next = ext + self._slot
             self._fade_source = chunks[-1].samples if chunks else self._fade_source
+            chunks.extend(self._end_noise())
         return chunks
+
+    def _comfort_noise(self, payload: ComfortNoise, ext: int) -> list[PcmChunk]:
+        """Noise from ``ext`` on; the next payload is due one slot later, like speech's."""
+        self.comfort_noise += 1
+        self._noise_dbov = payload.level_dbov
+        self._fade_source = None
+        self._next = ext + self._slot
+        self._noise_until = ext + int(NOISE_AHEAD_S * self.codec.clock_rate)
+        pts = (ext - self._origin_or(ext)) * AUDIO_RATE // self.codec.clock_rate
+        count = int(NOISE_AHEAD_S * AUDIO_RATE)
+        return [PcmChunk(pts, noise(self._noise_dbov, self.channels, count, self._rng))]
+
+    def _end_noise(self) -> list[PcmChunk]:
+        """Speech is back: silence over the noise played ahead of it, where the speech that
+        follows does not overwrite it (the sender stops, or loses a packet)."""
+        if self._noise_dbov is None or self._next is None:
+            return []
+        self._noise_dbov = None
+        if self._noise_until <= self._next:
+            return []
+        origin = self._origin_or(self._next)
+        pts = (self._next - origin) * AUDIO_RATE // self.codec.clock_rate
+        count = (self._noise_until - self._next) * AUDIO_RATE // self.codec.clock_rate
+        return [PcmChunk(pts, np.zeros((self.channels, count), dtype=np.float32))]
 
     def _to_channels(self, planes: Samples) -> Samples:
         """Mono from stereo by averaging, stereo from mono by copying (a numpy op per frame)."""
@@ -185,18 +231,23 @@ class AudioDecoder:
         return chunks
 
     def _fill(self, start: int, end: int) -> list[PcmChunk]:
+        """What stands in for ``start``-``end``: comfort noise while the sender said so, else
+        the last frame faded out, then silence (a concealed loss)."""
         if end <= start or end - start > self._max_conceal:
             return []
-        self.concealed += 1
         count = (end - start) * AUDIO_RATE // self.codec.clock_rate
+        origin = self._origin_or(start)
+        pts = (start - origin) * AUDIO_RATE // self.codec.clock_rate
+        if self._noise_dbov is not None:
+            return [PcmChunk(pts, noise(self._noise_dbov, self.channels, count, self._rng))]
+        self.concealed += 1
         samples = np.zeros((self.channels, count), dtype=np.float32)
         if self._fade_source is not None:
             fade = min(self._fade_source.shape[1], count)
             ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
             samples[:, :fade] = self._fade_source[:, -fade:] * ramp
             self._fade_source = None
-        origin = self._origin_or(start)
-        return [PcmChunk((start - origin) * AUDIO_RATE // self.codec.clock_rate, samples)]
+        return [PcmChunk(pts, samples)]
 
     def _origin_or(self, ext: int) -> int:
         if self._origin is None:

@@ -45,6 +45,13 @@ class Lost(Enum):
 LOST = Lost.LOST
 
 
+@dataclass(frozen=True, slots=True)
+class CodecSwitch:
+    """In the inbound queue: the payloads after this one are ``codec``."""
+
+    codec: str
+
+
 class VideoSource(Protocol):
     """Where video comes from: the slate, or the callee's own H.264 passed through."""
 
@@ -121,7 +128,7 @@ class MediaPipeline:
             RtmpOutput(target, templates, self.config.output_policy, clock=clock)
             for target in targets
         ]
-        self._inbound: deque[tuple[bytes | Lost, int, float, float | None]] = deque()
+        self._inbound: deque[tuple[bytes | Lost | CodecSwitch, int, float, float | None]] = deque()
         """Hand-over from the event loop: deque appends and pops are atomic, no lock needed."""
         self._thread = threading.Thread(target=self._run, name="media", daemon=True)
         self._stopping = threading.Event()
@@ -133,6 +140,8 @@ class MediaPipeline:
         self._resyncs = 0
         self._level = 0.0
         self._late_run = 0
+        self._retired = (0, 0)
+        """Concealed and discarded counts of the decoders a codec switch retired."""
 
     def start(self) -> None:
         """Media time 0 is now; outputs begin connecting at once."""
@@ -159,6 +168,13 @@ class MediaPipeline:
             return
         self._inbound.append((payload, rtp_ts, self._clock(), due))
 
+    def switch_audio(self, codec: str) -> None:
+        """The payloads pushed from now on are ``codec`` (a re-INVITE changed it, RFC 3264
+        §8.3.2, or the answer's differs from the early media's): they get a decoder of
+        their own, anchored like the first payload of the call on its due time, so the
+        audio goes on in the same timeline with no gap but the one the sender left."""
+        self._inbound.append((CodecSwitch(codec), 0, self._clock(), None))
+
     def stop(self) -> None:
         """Flush the encoder and close every output with a proper trailer.
 
@@ -175,8 +191,8 @@ class MediaPipeline:
             media_time_s=max(self._clock() - self._t0, 0.0) if self._t0 else 0.0,
             audio_payloads=self._payloads,
             audio_lost=self._lost,
-            audio_concealed=self._decoder.concealed,
-            audio_discarded=self._decoder.discarded,
+            audio_concealed=self._retired[0] + self._decoder.concealed,
+            audio_discarded=self._retired[1] + self._decoder.discarded,
             inbound_dropped=self._inbound_dropped,
             resyncs=self._resyncs,
             level_dbfs=max(20.0 * math.log10(self._level), LEVEL_FLOOR_DBFS)
@@ -213,8 +229,11 @@ class MediaPipeline:
             self._ingest(*inbound.popleft())
 
     def _ingest(
-        self, payload: bytes | Lost, rtp_ts: int, arrival: float, due: float | None
+        self, payload: bytes | Lost | CodecSwitch, rtp_ts: int, arrival: float, due: float | None
     ) -> None:
+        if isinstance(payload, CodecSwitch):
+            self._switch_decoder(payload.codec)
+            return
         if payload is LOST:
             self._lost += 1
             chunks = self._decoder.conceal(rtp_ts)
@@ -244,6 +263,14 @@ class MediaPipeline:
                 self._late_run = 0
                 self._resyncs += 1
             self._timeline.write(position, chunk.samples)
+
+    def _switch_decoder(self, codec: str) -> None:
+        """A decoder for ``codec``; the next payload anchors the audio again."""
+        old = self._decoder
+        self._retired = (self._retired[0] + old.concealed, self._retired[1] + old.discarded)
+        self._decoder = AudioDecoder(codec, channels=self.config.audio_channels)
+        self._offset = None
+        self._late_run = 0
 
     def _follow_schedule(self, rtp_ts: int, due: float, *, scheduled: bool) -> None:
         """Anchor the audio on the first payload's due time, then follow the jitter buffer's

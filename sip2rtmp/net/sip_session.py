@@ -42,7 +42,6 @@ from sip2rtmp.sip.events import (
     Registered,
     RegistrationFailed,
     RegistrationRetrying,
-    SessionModified,
     Unregistered,
 )
 from sip2rtmp.sip.transaction import TIMEOUT
@@ -79,8 +78,6 @@ class SipCall:
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
         self.ended_by_remote = False
-        self.remote_sdp = answer_sdp
-        """The peer's latest SDP: the answer, or a later re-INVITE/UPDATE offer."""
         self.on_info: Callable[[str, bytes], None] | None = None
 
     async def send_info(self, content_type: str, body: bytes) -> int:
@@ -411,11 +408,8 @@ class SipSession:
             return
         if isinstance(event, CallEnded):
             call._finish(event.reason, event.by_remote)
-        elif isinstance(event, InfoReceived):
-            if call.on_info is not None:
-                call.on_info(event.content_type, event.body)
-        elif isinstance(event, SessionModified):
-            call.remote_sdp = event.sdp
+        elif isinstance(event, InfoReceived) and call.on_info is not None:
+            call.on_info(event.content_type, event.body)
 
     def _on_transport_error(self, exc: Exception) -> None:
         """ICMP unreachable, a refused or dropped connection: the core decides what fails,

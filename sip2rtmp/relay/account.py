@@ -35,6 +35,10 @@ def user_agent_config(settings: CallSettings) -> UserAgentConfig:
         public_host=settings.public_address,
         learn_address=settings.nat != "off",
         keepalive=settings.keepalive,
+        display_name=settings.display_name,
+        caller_id=settings.caller_id,
+        asserted_identity=settings.asserted_identity,
+        identity_header=settings.identity_header,
     )
 
 

@@ -49,6 +49,17 @@ class ConnectLegs:
 
 
 @dataclass(frozen=True)
+class RetargetLegs:
+    """The session changed mid-call (or from early media to the answer): re-point each leg
+    at its new stream (address, payload map, clock; the jitter buffer resynced) without
+    closing its sockets, keeping the stream's timeline. A None stream stops that leg's
+    receiving and sending (declined, or on hold: `inactive`)."""
+
+    audio: NegotiatedStream | None
+    video: NegotiatedStream | None
+
+
+@dataclass(frozen=True)
 class StartOutputs:
     """Start the outputs, opening on the callee's video (`live`) or on the slate. Answered
     with `outputs_started`."""
@@ -114,6 +125,7 @@ Action = (
     | Invite
     | ConnectEarlyAudio
     | ConnectLegs
+    | RetargetLegs
     | StartOutputs
     | AttachLiveVideo
     | Observe

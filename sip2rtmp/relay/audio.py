@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sip2rtmp.media.comfort_noise import mark_comfort_noise
 from sip2rtmp.media.outbound import OutboundAudio
 from sip2rtmp.media.pipeline import LOST, Lost
 from sip2rtmp.net.grid import Ticker
 from sip2rtmp.relay.events import DtmfMethod
 from sip2rtmp.relay.leg import FirstPacketListener, MediaLeg, on_timeline
-from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, dtmf_schedule
+from sip2rtmp.rtp.dtmf import DtmfParseError, DtmfReceiver, EventClock, dtmf_schedule
 from sip2rtmp.rtp.jitterbuffer import JitterStats, Playout, Resync
 from sip2rtmp.rtp.jitterbuffer import Lost as LostPacket
 from sip2rtmp.rtp.packet import RtpPacket
@@ -40,6 +41,8 @@ class AudioSink(Protocol):
     """Where played-out audio goes: the media pipeline."""
 
     def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None, /) -> None: ...
+
+    def switch_audio(self, codec: str, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,18 @@ class AudioLeg(MediaLeg):
         self._announce_loop = announce_loop
         self._on_dtmf = on_dtmf
         self.pipeline: AudioSink | None = None
+        self._sink_codec: str | None = None
+        """The codec the pipeline decodes: the stream's when it was attached, then each one
+        a retarget switched it to."""
         self._dtmf_receiver = DtmfReceiver()
         self._dtmf_queue: list[_DtmfPacket] = []
         self._dtmf_done: asyncio.Event = asyncio.Event()
         self._sending: asyncio.Task[None] | None = None
+        self._sending_as: tuple[str, int | None, int | None] | None = None
+        """What the send loop encodes: codec, ptime and maxptime."""
         self._seq = random.randrange(1 << 16)
         self._timestamp = random.randrange(1 << 32)
+        self._event_clock = EventClock()
 
     @classmethod
     async def open(
@@ -98,15 +107,28 @@ class AudioLeg(MediaLeg):
         return previous.codec != stream.codec or super()._needs_new_buffer(previous, stream)
 
     def _retargeted(self, previous: NegotiatedStream | None, stream: NegotiatedStream) -> None:
-        """Start sending toward the remote at once; another codec restarts the encoder."""
-        if previous is None or previous.codec != stream.codec:
+        """Start sending toward the remote at once; another codec or packet time restarts the
+        encoder, another codec the pipeline's decoder after what the old buffer held."""
+        del previous
+        if self._sending is None or self._sending_as != _sent_as(stream):
             if self._sending is not None:
                 self._sending.cancel()
+            self._sending_as = _sent_as(stream)
             self._sending = self._spawn(self._send_loop(stream), name="audio-send")
+        if self.pipeline is not None and self._sink_codec != stream.codec:
+            self.pipeline.switch_audio(stream.codec)
+            self._sink_codec = stream.codec
 
-    def attach(self, pipeline: AudioSink) -> None:
-        """From now on, played-out audio goes into the pipeline (the stream's outputs)."""
+    def attach(self, pipeline: AudioSink, codec: str | None = None) -> None:
+        """From now on, played-out audio goes into the pipeline (the stream's outputs), which
+        decodes ``codec`` (by default the one the leg receives now); when the leg receives
+        another, the pipeline switches to it."""
+        stream = self.stream
         self.pipeline = pipeline
+        self._sink_codec = codec or (stream.codec if stream is not None else None)
+        if stream is not None and stream.codec != self._sink_codec:
+            pipeline.switch_audio(stream.codec)
+            self._sink_codec = stream.codec
 
     @property
     def stats(self) -> JitterStats | None:
@@ -118,7 +140,7 @@ class AudioLeg(MediaLeg):
         if packet.payload_type in (stream.telephone_event_pt, stream.local_telephone_event_pt):
             self._receive_dtmf(packet)
         else:
-            self._buffer(packet, arrival)
+            self._buffer(mark_comfort_noise(packet, stream.comfort_noise_payload_types), arrival)
 
     def _receive_dtmf(self, packet: RtpPacket) -> None:
         try:
@@ -143,27 +165,34 @@ class AudioLeg(MediaLeg):
     # ---- sending --------------------------------------------------------------------------
 
     async def _send_loop(self, stream: NegotiatedStream) -> None:
-        """One packet per 20 ms on an absolute schedule, so the far end sees no drift; they
-        leave in pairs on the loop's grid (``sip2rtmp.net.grid``)."""
+        """One packet per the answer's ptime on an absolute schedule, so the far end sees no
+        drift; they leave on the loop's grid (``sip2rtmp.net.grid``)."""
         outbound = await asyncio.to_thread(
-            OutboundAudio, stream.codec, announce_path=self._announce, loop=self._announce_loop
+            OutboundAudio,
+            stream.codec,
+            ptime=stream.ptime,
+            maxptime=stream.maxptime,
+            announce_path=self._announce,
+            loop=self._announce_loop,
         )
         source = iter(outbound)
-        step = stream.clock_rate * 20 // 1000
+        step = outbound.timestamp_step
         loop = asyncio.get_running_loop()
 
         def send(index: int) -> None:
-            latest = self.stream or stream  # a retarget may renumber the payload types
-            if latest.codec != stream.codec:
-                return  # the new codec's loop takes over
-            if self._dtmf_queue:
+            latest = self.stream  # a retarget may renumber the payload types
+            if latest is not None and _sent_as(latest) != _sent_as(stream):
+                return  # the new codec's or packet time's loop takes over
+            if latest is None:
+                pass  # suspended: the clock runs on (RFC 3550 §5.1), nothing is sent
+            elif self._dtmf_queue:
                 self._send_due_dtmf(latest, loop.time())
                 next(source)
             else:
                 self._send(latest.payload_type, next(source), self._timestamp, marker=index == 0)
             self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
 
-        ticker = Ticker(PTIME, send)
+        ticker = Ticker(outbound.period, send)
         try:
             await asyncio.Future()
         finally:
@@ -198,7 +227,8 @@ class AudioLeg(MediaLeg):
         while self._dtmf_queue:
             await self._dtmf_done.wait()
         start = asyncio.get_running_loop().time()
-        base = self._timestamp
+        rate = stream.telephone_event_clock_rate or stream.clock_rate
+        base = self._event_clock.timestamp(self._timestamp, stream.clock_rate, rate)
         self._dtmf_queue = [
             _DtmfPacket(
                 at=start + item.at,
@@ -206,7 +236,12 @@ class AudioLeg(MediaLeg):
                 marker=item.marker,
                 timestamp=(base + item.timestamp_offset) & 0xFFFFFFFF,
             )
-            for item in dtmf_schedule(digits, clock_rate=stream.clock_rate)
+            for item in dtmf_schedule(digits, clock_rate=rate)
         ]
         self._dtmf_done.clear()
         await self._dtmf_done.wait()
+
+
+def _sent_as(stream: NegotiatedStream) -> tuple[str, int | None, int | None]:
+    """What decides the packets sent on ``stream``: the codec and the packet times."""
+    return stream.codec, stream.ptime, stream.maxptime

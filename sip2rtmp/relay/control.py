@@ -12,7 +12,7 @@ class RelayControl:
     def __init__(self) -> None:
         self._dtmf: list[str] = []
         self._hangup = False
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[], object]] = []
 
     def send_dtmf(self, digits: str) -> None:
         self._dtmf.append(digits)
@@ -30,7 +30,7 @@ class RelayControl:
     def hangup_requested(self) -> bool:
         return self._hangup
 
-    def on_request(self, listener: Callable[[], None]) -> None:
+    def on_request(self, listener: Callable[[], object]) -> None:
         """`listener` is called (from the requesting thread) after each request."""
         self._listeners.append(listener)
 

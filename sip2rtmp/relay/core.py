@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Literal
 
@@ -42,7 +42,9 @@ from sip2rtmp.relay.events import (
     Established,
     Failed,
     Finished,
+    Held,
     MediaArrived,
+    MediaChanged,
     NatAddress,
     OutputChanged,
     Progress,
@@ -50,6 +52,7 @@ from sip2rtmp.relay.events import (
     Registering,
     RegistrationRetry,
     RelayEvent,
+    Resumed,
     SipReconnected,
     SipServerChanged,
     Stats,
@@ -124,6 +127,44 @@ def _codec(stream: NegotiatedStream | None) -> Codec | None:
     return Codec(stream.codec, stream.clock_rate) if stream is not None else None
 
 
+UNSPECIFIED = "0.0.0.0"
+"""The connection address of an RFC 2543 hold: "send nothing here" (RFC 3264 §8.4)."""
+
+
+def hold_direction(stream: NegotiatedStream | None) -> str | None:
+    """How the callee holds the call, from its audio stream, or None when it does not: it
+    offered `a=sendonly` or `a=inactive` (RFC 3264 §8.4), or the connection address
+    0.0.0.0 of RFC 2543, which takes nothing and is reported as `inactive` unless the
+    stream says `sendonly`."""
+    if stream is None:
+        return None
+    if stream.direction in ("sendonly", "inactive"):
+        return stream.direction
+    return "inactive" if stream.rtp_address[0] == UNSPECIFIED else None
+
+
+def _as_leg_sees(stream: NegotiatedStream | None) -> NegotiatedStream | None:
+    """What of a stream a leg uses: everything but the direction, which holds and resumes
+    without re-pointing anything."""
+    return replace(stream, direction="") if stream is not None else None
+
+
+def _reachable(
+    stream: NegotiatedStream | None, current: NegotiatedStream | None
+) -> NegotiatedStream | None:
+    """`stream` as a leg can follow it: one held at 0.0.0.0 keeps the address the leg
+    points at (nothing may be sent to 0.0.0.0), and without one it is not followed."""
+    if stream is None or stream.rtp_address[0] != UNSPECIFIED:
+        return stream
+    if current is None:
+        return None
+    return replace(stream, rtp_address=current.rtp_address, rtcp_address=current.rtcp_address)
+
+
+def _remote(stream: NegotiatedStream | None) -> str:
+    return format_address(stream.rtp_address) if stream is not None else ""
+
+
 @dataclass
 class _Deadlines:
     """Every timer the core runs; None when not armed."""
@@ -174,6 +215,10 @@ class RelayCore:
         """A registration refresh failed and is being retried."""
         self._call_up = False
         self._negotiated: NegotiatedSession | None = None
+        self._legs: tuple[NegotiatedStream | None, NegotiatedStream | None] = (None, None)
+        """The audio and video streams the legs were last pointed at, after the answer."""
+        self._held: str | None = None
+        """How the callee holds the call (`Held.direction`), None while it does not."""
         self._answered_at: float | None = None
         self._outputs: Literal["none", "starting", "started"] = "none"
         self._opened_live = False
@@ -182,6 +227,7 @@ class RelayCore:
         self._last_audio: float | None = None
         """When the latest accepted audio packet known here arrived (the shell's clock)."""
         self._relaying_since: float | None = None
+        """When the callee's audio became expected: the relaying began, or a hold ended."""
         self._reported_media: set[str] = set()
         self._output_states: dict[str, str] = {}
         self._video_mode: VideoMode | None = None
@@ -286,7 +332,7 @@ class RelayCore:
             if digit:
                 self._events.append(Dtmf(digit, "received", "info"))
         elif isinstance(event, sip.SessionModified):
-            log.info("the callee sent a new session description; the media stay as answered")
+            self._on_session_modified(event, now)
         else:
             self._on_connection_event(event)
 
@@ -370,6 +416,8 @@ class RelayCore:
             return
         if early.audio is not None:
             self._actions.append(actions.ConnectEarlyAudio(early.audio))
+            if self._settings.early_media and self._outputs == "none":
+                self._start_outputs(live=False)  # the stream starts with the early media
 
     def _on_answered(self, sdp: bytes, now: float) -> None:
         if self.phase not in (Phase.CALLING, Phase.RINGING):
@@ -388,7 +436,61 @@ class RelayCore:
             Established(200, "OK", _codec(negotiated.audio), _codec(negotiated.video))
         )
         video = negotiated.video if relays_video(negotiated.video) else None
-        self._actions.append(actions.ConnectLegs(negotiated.audio, video))
+        self._legs = (negotiated.audio, video)
+        if self._outputs == "none":
+            self._actions.append(actions.ConnectLegs(negotiated.audio, video))
+            return
+        # The outputs run on early media: the legs move into them, on the same timeline.
+        self._actions.append(actions.RetargetLegs(negotiated.audio, video))
+        if self._outputs == "started":
+            self._relaying(now)
+
+    def _on_session_modified(self, event: sip.SessionModified, now: float) -> None:
+        """An offer/answer in the dialog completed (RFC 3264 §8): before the answer it moves
+        the early media; once the call is up the legs follow the new streams and a hold or
+        a resume shows in the status."""
+        session = event.session
+        if event.early:
+            if self.phase is Phase.RINGING and session.audio is not None:
+                self._actions.append(actions.ConnectEarlyAudio(session.audio))
+            return
+        if self.phase not in (Phase.CONNECTING, Phase.RELAYING):
+            return
+        self._negotiated = session
+        self._follow_media(session)
+        self._follow_hold(hold_direction(session.audio), now)
+
+    def _follow_media(self, session: NegotiatedSession) -> None:
+        """Re-point the legs when an address, a port, a codec or a payload type they use
+        changed; a session refresh that repeats the SDP changes nothing."""
+        audio, video = self._legs
+        new_audio = _reachable(session.audio, audio)
+        new_video = _reachable(session.video, video)
+        if new_video is not None and video is None and not relays_video(new_video):
+            new_video = None  # a video leg starts only for a callee that sends video
+        legs = (_as_leg_sees(new_audio), _as_leg_sees(new_video))
+        if legs == (_as_leg_sees(audio), _as_leg_sees(video)):
+            return
+        self._legs = (new_audio, new_video)
+        self._actions.append(actions.RetargetLegs(new_audio, new_video))
+        self._events.append(
+            MediaChanged(
+                _codec(new_audio), _codec(new_video), _remote(new_audio), _remote(new_video)
+            )
+        )
+        if new_video is not None and (video is None or video.codec != new_video.codec):
+            self._keyframe = self._opened_live = False  # the stream waits for its keyframe
+
+    def _follow_hold(self, held: str | None, now: float) -> None:
+        """HOLD while the callee holds, its audio not expected (RFC 3264 §8.4); back to
+        ESTABLISHED when it resumes, the media timer counting from then."""
+        was, self._held = self._held, held
+        if held is not None and held != was:
+            self._events.append(Held(held))
+        elif held is None and was is not None:
+            self._events.append(Resumed())
+            self._relaying_since = now
+        self._arm_media_timer()
 
     def _on_attempt_failed(self, event: sip.CallAttemptFailed, now: float) -> None:
         if self.phase in (Phase.CALLING, Phase.RINGING):
@@ -441,19 +543,36 @@ class RelayCore:
         self, now: float, video_mode: VideoMode | None, outputs: Sequence[OutputChanged] = ()
     ) -> None:
         """The pipeline runs, its video opening as `video_mode` says: from here the call is
-        relayed and its timers run. Outputs that started after the run began to end are
+        relayed and its timers run. Outputs that early media started (`--early-media`) are
+        only watched until the answer; outputs that started after the run began to end are
         stopped at once."""
         self._outputs = "started"
         if self.phase is Phase.ENDING:
             self._actions.append(actions.StopOutputs())
-            return
-        if self.phase is not Phase.CONNECTING:
-            return
-        self.phase = Phase.RELAYING
+        elif self.phase is Phase.RINGING:  # early media's: watched until the answer
+            self._note_video_mode(video_mode)
+            self.observed(now, outputs, None)
+            self._timers.watch = now
+        elif self.phase is Phase.CONNECTING:
+            self._relaying(now, video_mode, outputs)
+
+    def _note_video_mode(self, video_mode: VideoMode | None) -> None:
         if video_mode is not None:
             self._video_mode = video_mode
             self._events.append(video_mode)
+
+    def _relaying(
+        self,
+        now: float,
+        video_mode: VideoMode | None = None,
+        outputs: Sequence[OutputChanged] = (),
+    ) -> None:
+        """The call is answered and the outputs run: the call's timers start."""
+        self.phase = Phase.RELAYING
+        self._note_video_mode(video_mode)
         self.observed(now, outputs, None)
+        if self._keyframe and not self._opened_live:
+            self._actions.append(actions.AttachLiveVideo())  # it came while they started
         timers, settings = self._timers, self._settings
         timers.watch = now
         timers.stats = now + self._plan.stats_interval
@@ -468,11 +587,13 @@ class RelayCore:
             self._next_dtmf_step(now)
 
     def _expects_audio(self) -> bool:
-        """Whether the callee is to send audio, so that its absence ends the call. The answer's
-        direction decides; a callee that puts the call on hold (`a=sendonly` or `a=inactive`
-        in a re-INVITE, RFC 3264 §8.4) is to suspend the timer here, and resume re-arms it."""
+        """Whether the callee is to send audio, so that its absence ends the call: the latest
+        answer's direction decides, and a callee that holds the call (RFC 3264 §8.4) is not
+        expected to send until it resumes."""
         audio = self._negotiated.audio if self._negotiated is not None else None
-        return audio is not None and audio.direction in ("sendrecv", "sendonly")
+        if audio is None or self._held is not None:
+            return False
+        return audio.direction in ("sendrecv", "sendonly")
 
     def _audio_heard(self, arrival: float) -> None:
         """An accepted audio packet arrived at `arrival`: the media timer counts from there."""

@@ -25,6 +25,7 @@ class CallStatus(StrEnum):
     RING_MEDIA = "RING_MEDIA"
     SESSION_PROGRESS = "SESSION_PROGRESS"
     ESTABLISHED = "ESTABLISHED"
+    HOLD = "HOLD"
     FINISH = "FINISH"
     FAILED = "FAILED"
     BUSY = "BUSY"
@@ -125,6 +126,30 @@ class Progress:
     status: CallStatus
     code: int
     reason: str
+
+
+@dataclass(frozen=True)
+class Held:
+    """The callee put the call on hold (status HOLD): its re-INVITE or UPDATE offered
+    `a=sendonly` or `a=inactive` (RFC 3264 §8.4); `direction` is what it offered."""
+
+    direction: str
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The callee took the call off hold (status ESTABLISHED again)."""
+
+
+@dataclass(frozen=True)
+class MediaChanged:
+    """The callee's media moved or changed codec mid-call (a re-INVITE or UPDATE, RFC 3264
+    §8): the legs now follow `remote_audio`/`remote_video` (host:port) with these codecs."""
+
+    audio: Codec | None
+    video: Codec | None
+    remote_audio: str
+    remote_video: str
 
 
 @dataclass(frozen=True)
@@ -273,6 +298,9 @@ RelayEvent = (
     | Trying
     | Progress
     | Established
+    | Held
+    | Resumed
+    | MediaChanged
     | Finished
     | Failed
     | OutputChanged

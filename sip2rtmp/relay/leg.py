@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Coroutine, Iterator
 
 from sip2rtmp.net.rtp_endpoint import RtpEndpoint, resolve_address
@@ -93,15 +94,33 @@ class MediaLeg:
             self._new_buffer(stream.clock_rate)
         self._retargeted(previous, stream)
 
+    def suspend(self) -> None:
+        """Stop taking media on this stream, and sending it, keeping the sockets: the session
+        declined it or holds it without media (RFC 3264 §8.4) until a ``retarget`` brings it
+        back. What the jitter buffer holds still plays out."""
+        self._flush_buffer()
+        self.stream = None
+
     def _needs_new_buffer(self, previous: NegotiatedStream, stream: NegotiatedStream) -> bool:
         """A buffer's deadlines are in its clock rate's units: another rate needs another."""
         return previous.clock_rate != stream.clock_rate
 
     def _new_buffer(self, clock_rate: int) -> None:
+        self._flush_buffer()
         if self._playout is not None:
             self._playout.close()
         self.jitter = JitterBuffer(clock_rate)
         self._playout = PlayoutScheduler(self.jitter, self._play)
+
+    def _flush_buffer(self) -> None:
+        """Play out at once what the buffer holds, each item stamped with its own deadline: a
+        buffer given up mid-call (another codec, a suspended stream) loses no packet that
+        came, and the timeline downstream goes on where those packets end."""
+        if self.jitter is None or self._playout is None:
+            return
+        items = self.jitter.pop(math.inf)
+        if items:
+            self._play(items, asyncio.get_running_loop().time())
 
     def _retargeted(self, previous: NegotiatedStream | None, stream: NegotiatedStream) -> None:
         """What the subclass does once the leg points at ``stream``."""

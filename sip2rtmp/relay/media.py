@@ -81,6 +81,13 @@ class CallMedia:
         self._switch: VideoSwitch | None = None
         self._live: PassthroughVideo | TranscodedVideo | None = None
         self._stopped = False
+        self._connected = False
+        """Whether the legs were pointed at an answer: outputs that start before are early
+        media's (a 180/183 with SDP), and the answer's video may join them later."""
+        self._lip_sync = True
+        """Whether the callee's video is placed by the sender reports' capture clock: not
+        once a stream moved or changed codec, since the reports of the old one no longer
+        speak for the new (RFC 3550 §6.4.1)."""
         self.send_info: InfoSender = _no_dialog
         """Sends an INFO in the call's dialog (keyframe requests, DTMF without RFC 4733)."""
 
@@ -140,26 +147,75 @@ class CallMedia:
 
     async def connect(self, audio: NegotiatedStream | None, video: NegotiatedStream | None) -> None:
         """Point the legs at the answer; send the slate toward an H.264 callee."""
+        self._connected = True
         if audio is not None:
             await self.audio.connect(audio)
-        if self.video is None or video is None:
-            return
-        await self.video.connect(video, self.send_info)
-        if video.codec == "H264" and self._callee_slate is not None:
-            self.video.send_slate(await self._callee_slate)
+        if self.video is not None and video is not None:
+            await self._connect_video(self.video, video)
+
+    async def _connect_video(self, leg: VideoLeg, stream: NegotiatedStream) -> None:
+        await leg.connect(stream, self.send_info)
+        if stream.codec == "H264" and self._callee_slate is not None:
+            if not leg.sending_slate:
+                leg.send_slate(await self._callee_slate)
         else:
-            log.info("sending no video to the callee: the slate is H.264, it chose %s", video.codec)
+            log.info(
+                "sending no video to the callee: the slate is H.264, it chose %s", stream.codec
+            )
+
+    async def retarget(
+        self, audio: NegotiatedStream | None, video: NegotiatedStream | None
+    ) -> None:
+        """Re-point the legs at a new offer/answer's streams (RFC 3264 §8), or from early
+        media at the answer's, on the same sockets and into the same outputs: the audio
+        decoder follows a new codec and the stream's timeline goes on. A None stream stops
+        that leg until a later retarget brings it back."""
+        self._connected = True
+        previous = self.audio.stream
+        if audio is None:
+            self.audio.suspend()
+        else:
+            await self.audio.retarget(audio)
+            if _moved(previous, audio):
+                self._stop_lip_sync()
+        if self.video is not None:
+            await self._retarget_video(self.video, video)
+
+    async def _retarget_video(self, leg: VideoLeg, stream: NegotiatedStream | None) -> None:
+        """The video leg's part of ``retarget``: another codec needs another source for the
+        outputs (the slate shows until its first keyframe; ``attach_live`` makes it)."""
+        previous = leg.stream
+        if stream is None:
+            leg.suspend()
+            return
+        await self._connect_video(leg, stream)
+        if not _moved(previous, stream):
+            return
+        self._stop_lip_sync()
+        live = self._live
+        if previous is not None and previous.codec != stream.codec and live is not None:
+            leg.detach()
+            self._live = None
+            if isinstance(live, TranscodedVideo):
+                await asyncio.to_thread(live.close)
+
+    def _stop_lip_sync(self) -> None:
+        """Place the callee's video by when it plays out from now on (see ``_lip_sync``)."""
+        self._lip_sync = False
+        if self._live is not None:
+            self._live.sync_to(_no_capture_time)
 
     async def start_outputs(self, *, live: bool) -> VideoMode | None:
         """Open the outputs on the callee's video (`live`) or on the slate; the video mode
         they open with, for a call that negotiated video."""
         audio = self.audio.stream
+        codec = audio.codec if audio is not None else "PCMU"
         sync = self._sync = AvSync(audio.clock_rate if audio is not None else 8000)
         pipeline = self._pipeline = SyncedPipeline(
             [target.url for target in self._settings.rtmp_targets]
             + ([str(self._options.record)] if self._options.record else []),
             sync=sync,
-            codec=audio.codec if audio is not None else "PCMU",
+            codec=codec,
             video=await self._video_source(live=live),
             config=MediaConfig(
                 audio_channels=self._options.audio_channels,
@@ -167,7 +223,7 @@ class CallMedia:
             ),
         )
         if self._settings.audio:
-            self.audio.attach(pipeline)
+            self.audio.attach(pipeline, codec)
         pipeline.start()
         if self._switch is None or self.video is None:
             return None
@@ -180,7 +236,7 @@ class CallMedia:
     async def _video_source(self, *, live: bool) -> VideoSource:
         """The slate for a call without the callee's video, else a switch between the slate
         and the callee's video; one opening on the callee's gets the slate once rendered."""
-        if self.video is None or self.video.stream is None:
+        if self.video is None or (self._connected and self.video.stream is None):
             return await self._slate
         if live:
             self._live = await self._live_source(self.video)
@@ -210,7 +266,8 @@ class CallMedia:
         once the sender reports give it."""
         assert self._pipeline is not None and self._sync is not None and self.video is not None
         source.start(self._pipeline.origin)
-        source.sync_to(self._sync.video_seconds)
+        if self._lip_sync:
+            source.sync_to(self._sync.video_seconds)
         self.video.attach(source)
 
     async def send_dtmf(self, digits: str) -> DtmfMethod:
@@ -340,6 +397,20 @@ async def _mapping(endpoint: RtpEndpoint, server: Address) -> MappedPorts | None
     except (StunError, OSError) as error:
         log.warning("STUN from RTP port %d failed: %s", endpoint.rtp_port, error)
         return None
+
+
+def _moved(previous: NegotiatedStream | None, stream: NegotiatedStream) -> bool:
+    """Whether ``stream`` comes from another sender or in another codec than ``previous``:
+    another RTP timeline (RFC 3550 §5.1)."""
+    if previous is None:
+        return False
+    return (previous.rtp_address, previous.codec) != (stream.rtp_address, stream.codec)
+
+
+def _no_capture_time(rtp_ts: int) -> float | None:
+    """A capture clock that never knows: frames are placed by when they play out."""
+    del rtp_ts
+    return None
 
 
 def _text(remote: Address | None) -> str:

@@ -62,7 +62,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stop, signal.Signals(signum).name)
-        self.control.on_request(lambda: _call_soon(loop, self._on_control))
+        self.control.on_request(lambda: loop.call_soon_threadsafe(self._on_control))  # any thread
         try:
             outcome = await self._run()
         except RunFailed as failed:  # the SIP server could not be reached at all
@@ -221,6 +221,8 @@ class Relay:
             self._feed(lambda now: core.outputs_started(now, mode, media.outputs_opened()))
         elif isinstance(action, actions.AttachLiveVideo):
             await media.attach_live()
+        elif isinstance(action, actions.RetargetLegs):
+            await media.retarget(action.audio, action.video)
         elif isinstance(action, actions.StopOutputs):
             outputs, stats = await media.stop(core.duration(self._now()))
             self._feed(lambda now: core.outputs_stopped(now, outputs, stats))
@@ -242,8 +244,3 @@ class Relay:
             return
         if self._done is not None and not self._done.done():
             self._done.set_exception(task.exception() or RuntimeError())
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    """Run `callback` on `loop` from any thread (a key reader's)."""
-    loop.call_soon_threadsafe(callback)

@@ -199,6 +199,13 @@ class VideoLeg(MediaLeg):
         self._pending = []
         self.source = source
 
+    def detach(self) -> None:
+        """Keep frames here again, and tell ``on_keyframe`` of the next usable keyframe: the
+        callee's video changed codec mid-call and the source it went into cannot take it."""
+        self.source = None
+        self._pending = []
+        self.has_keyframe = False
+
     @property
     def stats(self) -> VideoStats:
         return VideoStats(
@@ -269,15 +276,18 @@ class VideoLeg(MediaLeg):
         packet of its own (RFC 6184 §6.2), however large; in mode 1 small ones share a
         STAP-A and large ones are split into FU-A.
         """
-        stream, endpoint = self.stream, self.endpoint
-        assert stream is not None
-        single_nal = stream.fmtp.get("packetization-mode", "0") == "0"
+        endpoint = self.endpoint
         sequence = random.randrange(1 << 16)
         base = random.randrange(1 << 32)
 
         def send_frame(index: int) -> None:
-            """Frame ``index`` of the slate, 90 kHz timestamps (RFC 6184 §5.1)."""
+            """Frame ``index`` of the slate, 90 kHz timestamps (RFC 6184 §5.1), on the stream
+            as the latest retarget left it: none while suspended or not H.264."""
             nonlocal sequence
+            stream = self.stream
+            if stream is None or stream.codec != "H264":
+                return
+            single_nal = stream.fmtp.get("packetization-mode", "0") == "0"
             nals = slate.access_unit(index)
             payloads = nals if single_nal else packetize_h264(nals)
             timestamp = (base + index * slate.frame_ticks) & 0xFFFFFFFF
@@ -295,7 +305,12 @@ class VideoLeg(MediaLeg):
                 )
             self.frames_sent += 1
 
-        self._sender = Ticker(1 / slate.fps, send_frame)
+        if self._sender is None:
+            self._sender = Ticker(1 / slate.fps, send_frame)
+
+    @property
+    def sending_slate(self) -> bool:
+        return self._sender is not None
 
     # ---- keyframe requests ----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ __all__ = [
     "DtmfParseError",
     "DtmfReceiver",
     "DtmfSend",
+    "EventClock",
     "dtmf_schedule",
     "parse_event",
 ]
@@ -23,6 +24,8 @@ __all__ = [
 DTMF_EVENTS = "0123456789*#ABCD"  # event codes 0-15 (RFC 4733 §3.2); 16 is flash
 _FLASH = 16
 _PAYLOAD = struct.Struct("!BBH")
+_WRAP = 1 << 32
+_HALF_WRAP = 1 << 31
 
 
 class DtmfParseError(ValueError):
@@ -117,6 +120,43 @@ def dtmf_schedule(
             at += ptime
         start = at + gap
     return sends
+
+
+class EventClock:
+    """Timestamps for telephone-events sent in the audio stream's SSRC, on the events' clock.
+
+    An event's timestamp is its start in the event clock's units (RFC 4733 §2.1, §2.5.1.1),
+    which need not be the audio codec's: Opus runs at 48 kHz, and a callee may list only
+    ``telephone-event/8000``. Events at another clock keep a timeline of their own, which
+    starts at the audio timestamp of the first event and advances with the audio's elapsed
+    time, converted, so that successive events are as far apart as the time between them
+    (one SSRC with two clocks, as RFC 7160 describes legacy senders doing). At the audio's
+    own clock it is the audio timestamp itself. A new pair of rates starts a new timeline.
+    """
+
+    def __init__(self) -> None:
+        self._rates: tuple[int, int] | None = None
+        self._origin = 0
+        self._last_audio = 0
+        self._elapsed = 0
+        """Audio clock units since the origin, unwrapped."""
+
+    def timestamp(self, audio_timestamp: int, audio_rate: int, event_rate: int) -> int:
+        """The event clock's reading when the audio clock reads ``audio_timestamp``.
+
+        Successive calls must be under 2**31 audio units apart (12 hours at 48 kHz): the
+        audio timestamp wraps, and the distance between two readings is taken modulo 2**32.
+        """
+        if audio_rate <= 0 or event_rate <= 0:
+            raise ValueError("clock rates are positive")
+        if self._rates != (audio_rate, event_rate):
+            self._rates = (audio_rate, event_rate)
+            self._origin = self._last_audio = audio_timestamp
+            self._elapsed = 0
+        step = (audio_timestamp - self._last_audio + _HALF_WRAP) % _WRAP - _HALF_WRAP
+        self._last_audio = audio_timestamp
+        self._elapsed += step
+        return (self._origin + self._elapsed * event_rate // audio_rate) % _WRAP
 
 
 class DtmfReceiver:

@@ -12,6 +12,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from sip2rtmp.netaddr import Address, Transport, format_address
 from sip2rtmp.sip.auth import Credentials
@@ -19,7 +20,9 @@ from sip2rtmp.sip.events import Event, MessageLogged, PublicAddressLearned, Serv
 from sip2rtmp.sip.message import Headers, Request, Response, SipParseError, bounded_int, quote
 from sip2rtmp.sip.transaction import T1, ClientTransaction
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK"
+SUPPORTED = "timer, 100rel"
+"""Session timers (RFC 4028) and reliable provisional responses (RFC 3262)."""
 MAX_CHALLENGES = 3
 """Challenges answered per request chain (a request and its authenticated retries); a server
 asking more often, `stale=true` or not, is looping."""
@@ -85,6 +88,12 @@ class UserAgentConfig:
     keepalive: float | None = None
     """Seconds between keep-alives that hold a NAT binding open (RFC 5626 §4.4): CRLF on
     TCP/TLS, OPTIONS on UDP; None sends none."""
+    caller_id: str | None = None
+    """The user part of From (RFC 3261 §8.1.1.3) when it is not the login: the number a
+    carrier shows and checks."""
+    asserted_identity: str | None = None
+    """A SIP or tel URI sent in `identity_header` (RFC 3325 §9.1, §9.2)."""
+    identity_header: Literal["P-Asserted-Identity", "P-Preferred-Identity"] = "P-Preferred-Identity"
 
     @property
     def aor(self) -> str:
@@ -307,9 +316,17 @@ class AgentContext:
         return f"<sip:{self.config.user}@{format_address(self.contact_addr)}{suffix}>"
 
     def local_party(self) -> str:
-        name = self.config.display_name
-        aor = f"<{self.config.aor}>"
+        """Our From for calls and queries: the display name and the caller ID (the login
+        unless another was given, RFC 3261 §8.1.1.3). A REGISTER names the account itself."""
+        config = self.config
+        name = config.display_name
+        aor = f"<sip:{config.caller_id or config.user}@{config.domain}>"
         return f"{quote(name)} {aor}" if name else aor
+
+    def identity_headers(self) -> list[tuple[str, str]]:
+        """The asserted or preferred identity of a call, when one was given (RFC 3325 §9)."""
+        uri = self.config.asserted_identity
+        return [] if uri is None else [(self.config.identity_header, f"<{uri}>")]
 
     def learn_public_address(self, response: Response) -> None:
         """Use the address the server saw (Via received/rport, RFC 3581 §4) as our Contact
@@ -348,7 +365,7 @@ class AgentContext:
     # ---- answering ------------------------------------------------------------------------
 
     def capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "timer")]
+        return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
 
     def response(
         self,

@@ -11,6 +11,7 @@ from typing import Literal
 
 from sip2rtmp.netaddr import Address
 from sip2rtmp.outcomes import SipFailure
+from sip2rtmp.sip.sdp import NegotiatedSession
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,16 @@ class InfoAnswered:
 
 @dataclass(frozen=True)
 class SessionModified:
-    """The peer sent a new SDP in a re-INVITE or UPDATE (hold, new address); we answered 200."""
+    """An offer/answer exchange in the dialog completed (RFC 3264 §8): the peer's re-INVITE or
+    UPDATE offer and our answer (hold, a new address or port, another codec), or our offer in
+    the 200 to an offerless re-INVITE and the answer its ACK brought. `session` is what holds
+    from now on; `early` when it happened before the call was answered (an UPDATE in the early
+    dialog, RFC 3311)."""
 
-    sdp: bytes
+    offer: bytes
+    answer: bytes
+    session: NegotiatedSession
+    early: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from sip2rtmp.sip.context import (
     ALLOW,
     MAX_CHALLENGES,
     MAX_DELTA_SECONDS,
+    SUPPORTED,
     AgentContext,
     challenges_of,
 )
@@ -49,6 +50,8 @@ from sip2rtmp.sip.message import (
     parse_name_addr,
     parse_params,
 )
+from sip2rtmp.sip.offer_answer import SessionState, UnacceptableOffer
+from sip2rtmp.sip.prack import MAX_EARLY_DIALOGS, ReliableProvisionals
 from sip2rtmp.sip.session_timer import SessionTimer, session_expires, timer_from_2xx
 from sip2rtmp.sip.transaction import TIMEOUT
 
@@ -92,6 +95,19 @@ class Call:
     remote_allow: frozenset[str] = frozenset()
     session: SessionTimer | None = None
     refresh_pending: bool = False
+    sdp: SessionState = field(init=False)
+    """Our capabilities (the offer), the last SDP we sent, the answers to the peer's offers."""
+    early: dict[str, Dialog] = field(default_factory=dict)
+    """Early dialogs by the callee's To tag (RFC 3261 §12.1.2): PRACK and UPDATE use them."""
+    reliable: ReliableProvisionals = field(default_factory=ReliableProvisionals)
+    early_answers: dict[str, bytes] = field(default_factory=dict)
+    """The SDP of the latest provisional response in each early dialog: the answer when the
+    2xx carries none (RFC 3262 §5, RFC 3264: an answer is given once)."""
+    awaiting_answer: int | None = None
+    """CSeq of an offerless re-INVITE we answered with our offer: its ACK brings the answer."""
+
+    def __post_init__(self) -> None:
+        self.sdp = SessionState(self.offer, self.offer)
 
     @property
     def running_session(self) -> SessionTimer | None:
@@ -204,9 +220,9 @@ class InviteUsage:
         headers = ctx.out_of_dialog("INVITE", from_, f"<{call.target}>", call.call_id, call.cseq)
         headers.add("Contact", ctx.contact())
         headers.add("Allow", ALLOW)
-        headers.add("Supported", "timer")
+        headers.add("Supported", SUPPORTED)
         headers.add("User-Agent", ctx.config.user_agent)
-        for name, value in call.extra:
+        for name, value in [*ctx.identity_headers(), *call.extra]:
             headers.add(name, value)
         for name, value in call.auth.headers_for("INVITE", call.target, call.offer):
             headers.add(name, value)
@@ -278,6 +294,7 @@ class InviteUsage:
                 self._ctx.target_name,
                 rang=call.rang,
                 elapsed=now - call.started,
+                authenticated=bool(_auth_of(call.invite)),
             )
         self.call = None
         self._ctx.events.append(CallAttemptFailed(outcome))
@@ -287,9 +304,44 @@ class InviteUsage:
         call.rang = call.rang or response.status in (180, 183)
         if call.state == "calling":
             call.state = "proceeding"
-        self._ctx.events.append(CallProgress(response.status, response.reason, _sdp_of(response)))
+        early = self._early_dialog(call, response)
+        rack = call.reliable.rack_for(response) if early is not None else None
+        if rack is None and response.headers.get("RSeq") is not None:
+            return  # a reliable response repeated (or out of order): reported once
+        sdp = _sdp_of(response)
+        if sdp is not None and early is not None:
+            call.early_answers[early.remote_tag] = sdp
+        self._ctx.events.append(CallProgress(response.status, response.reason, sdp))
+        if early is not None and rack is not None:
+            self._send_prack(call, early, rack, now)
         if call.cancel_outcome is not None and not call.cancel_sent:
             self._send_cancel(call, now)
+
+    def _early_dialog(self, call: Call, response: Response) -> Dialog | None:
+        """The early dialog a provisional response with a To tag makes (§12.1.2), kept per
+        tag (at most MAX_EARLY_DIALOGS); None without a tag or with an unusable Contact."""
+        tag = response.to.tag
+        if not tag or response.status == 100:
+            return None
+        dialog = call.early.get(tag)
+        if dialog is None and len(call.early) < MAX_EARLY_DIALOGS:
+            try:
+                dialog = Dialog.from_response(call.invite, response)
+            except SipParseError:
+                return None
+            call.early[tag] = dialog
+        return dialog
+
+    def _send_prack(self, call: Call, early: Dialog, rack: str, now: float) -> None:
+        """PRACK in the early dialog (RFC 3262 §7.2); its answer changes nothing for us."""
+        ctx = self._ctx
+        request = early.create_request(
+            "PRACK", [("RAck", rack), ("User-Agent", ctx.config.user_agent)]
+        )
+        for name, value in call.auth.headers_for("PRACK", request.uri):
+            request.headers.add(name, value)
+        request.headers.prepend("Via", ctx.via())
+        ctx.start(request, now, lambda response, now: None, lambda now: None)
 
     def _retry_invite(self, call: Call, response: Response, now: float) -> bool:
         """A new INVITE for a 401/407 (credentials) or 422 (RFC 4028 §6): same Call-ID and
@@ -357,6 +409,10 @@ class InviteUsage:
         BYEd; the attempt fails naming the cause rather than ending as "no answer".
         """
         dialog, unusable = _answer_dialog(call.invite, response)
+        early = call.early.get(dialog.remote_tag)
+        if early is not None:  # its PRACKs and UPDATEs used CSeq numbers (RFC 3262 §7.1)
+            dialog.local_seq = max(dialog.local_seq, early.local_seq)
+            dialog.remote_seq = early.remote_seq
         call.dialog = dialog
         self._send_ack(call, dialog, call.cseq)
         call.remote_allow = _allow_of(response)
@@ -376,7 +432,8 @@ class InviteUsage:
         call.session = timer_from_2xx(response)
         if call.session is not None:
             call.session.restart(now)
-        self._ctx.events.append(CallAnswered(response.body))
+        answer = _sdp_of(response) or call.early_answers.get(dialog.remote_tag, response.body)
+        self._ctx.events.append(CallAnswered(answer))
 
     def _answer_fork(self, call: Call, response: Response, now: float) -> None:
         """A 2xx with another To tag: a forked branch answered too. ACK it and BYE that dialog
@@ -610,8 +667,7 @@ class InviteUsage:
             self._send_in_dialog(call, "UPDATE", extra, b"", now, on_response, on_timeout)
             return
         extra.append(("Content-Type", "application/sdp"))
-        sdp = self._ctx.config.local_sdp or call.offer
-        self._send_in_dialog(call, "INVITE", extra, sdp, now, on_response, on_timeout)
+        self._send_in_dialog(call, "INVITE", extra, call.sdp.local, now, on_response, on_timeout)
 
     def _on_refresh_response(self, call: Call, response: Response, now: float) -> None:
         if call.dialog is None or response.status < 200:
@@ -647,10 +703,15 @@ class InviteUsage:
     # ---- requests from the peer in the dialog (RFC 3261 §12.2.2) ----------------------------
 
     def answer(self, request: Request, now: float) -> Response:
-        """The response to a request carrying a To tag: ours if it is in our dialog, else 481."""
+        """The response to a request carrying a To tag: ours if it is in our dialog (or an
+        UPDATE in an early one, RFC 3311 §5.2), else 481."""
         ctx = self._ctx
         call = self.call
         dialog = call.dialog if call is not None else None
+        if call is not None and dialog is None and request.method == "UPDATE":
+            early = call.early.get(request.from_.tag or "")
+            if early is not None and early.matches(request):
+                return self._answer_early_update(call, early, request)
         if call is None or dialog is None or not dialog.matches(request):
             return ctx.response(request, 481)
         if not dialog.accept_remote_cseq(request):
@@ -669,19 +730,57 @@ class InviteUsage:
             return self._answer_modification(call, dialog, request, now)
         return ctx.response(request, 405, [("Allow", ALLOW)])
 
+    def _answer_early_update(self, call: Call, early: Dialog, request: Request) -> Response:
+        """An UPDATE before the answer (RFC 3311 §5.2): its offer answered like a re-INVITE's,
+        reported as an early session change."""
+        ctx = self._ctx
+        if not early.accept_remote_cseq(request):
+            return ctx.response(request, 500, [("Retry-After", "1")])
+        offer = _sdp_of(request)
+        if offer is None:
+            return ctx.response(request, 200, [("Contact", ctx.contact())])
+        try:
+            answer, session = call.sdp.answer(offer)
+        except UnacceptableOffer as refused:
+            return ctx.response(request, refused.status, reason=refused.reason)
+        ctx.events.append(SessionModified(offer, answer, session, early=True))
+        extra = [("Contact", ctx.contact()), ("Content-Type", "application/sdp")]
+        return ctx.response(request, 200, extra, answer)
+
     def _answer_modification(
         self, call: Call, dialog: Dialog, request: Request, now: float
     ) -> Response:
-        """re-INVITE / UPDATE from the peer: hold, media change, session refresh. The call
-        stays up; our SDP is repeated unchanged (RFC 3264 §8)."""
+        """re-INVITE / UPDATE from the peer: hold, a media change, a session refresh. An
+        offer is answered by RFC 3264 §8 (`SessionState.answer`) and reported; one we cannot
+        take gets 488 and the session stays. A re-INVITE without SDP gets our current SDP as
+        the offer, answered in its ACK (§14.2)."""
         ctx = self._ctx
         if request.method == "INVITE" and call.refresh_pending:
             return ctx.response(request, 491)  # glare: both re-INVITEs pending (§14.2)
         if not dialog.refresh_target(request):
             return ctx.response(request, 400, reason="Bad Contact")
-        if request.body:
-            ctx.events.append(SessionModified(request.body))
+        offer = _sdp_of(request)
+        body = b""
+        if offer is not None:
+            try:
+                body, session = call.sdp.answer(offer)
+            except UnacceptableOffer as refused:
+                return ctx.response(request, refused.status, reason=refused.reason)
+            ctx.events.append(SessionModified(offer, body, session))
+        elif request.method == "INVITE":
+            body = call.sdp.local
+            call.awaiting_answer = request.cseq[0]
         extra = [("Contact", ctx.contact()), ("Allow", ALLOW)]
+        extra += self._session_timer_headers(call, request, now)
+        if body:
+            extra.append(("Content-Type", "application/sdp"))
+        return ctx.response(request, 200, extra, body)
+
+    def _session_timer_headers(
+        self, call: Call, request: Request, now: float
+    ) -> list[tuple[str, str]]:
+        """RFC 4028 §9: the peer's Session-Expires taken over in our 2xx, the timer restarted."""
+        extra: list[tuple[str, str]] = []
         parsed = session_expires(request.headers.get("Session-Expires"))
         if parsed is not None:
             interval, refresher = parsed
@@ -692,11 +791,24 @@ class InviteUsage:
             call.session = SessionTimer(interval=interval, we_refresh=refresher == "uas")
         if call.session is not None:
             call.session.restart(now)
-        body = b""
-        if request.method == "INVITE" or request.body:
-            body = ctx.config.local_sdp or call.offer
-            extra.append(("Content-Type", "application/sdp"))
-        return ctx.response(request, 200, extra, body)
+        return extra
+
+    def ack_received(self, ack: Request) -> None:
+        """The ACK of a re-INVITE we answered with our offer brings the peer's answer."""
+        call = self.call
+        if call is None or call.awaiting_answer != ack.cseq[0] or call.dialog is None:
+            return
+        if not call.dialog.matches(ack):
+            return
+        call.awaiting_answer = None
+        answer = _sdp_of(ack)
+        if answer is None:
+            return
+        try:
+            session = call.sdp.take_answer(answer)
+        except UnacceptableOffer:
+            return  # the session stays as it was; a later offer can fix it
+        self._ctx.events.append(SessionModified(call.sdp.local, answer, session))
 
     def no_ack(self, reinvite: Request, now: float) -> None:
         """The peer never ACKed our 2xx to its re-INVITE: the dialog is broken (§13.3.1.4)."""

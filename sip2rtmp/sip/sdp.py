@@ -39,9 +39,15 @@ _CANONICAL_NAMES = {
     "H264": "H264",
     "VP8": "VP8",
     "TELEPHONE-EVENT": "telephone-event",
+    "CN": "CN",
 }
 _MEDIA_CODECS = frozenset(("PCMU", "PCMA", "G722", "opus", "H264", "VP8"))
-_STATIC = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1)}  # RFC 3551 §6
+_STATIC = {  # RFC 3551 §6
+    0: ("PCMU", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+    13: ("CN", 8000, 1),
+}
 _SAMPLE_RATE = {"G722": 16000}  # RTP clock 8000, audio at 16 kHz (RFC 3551 §4.5.2)
 
 MAX_SDP_SIZE = 65535
@@ -259,7 +265,16 @@ class MediaDescription:
     @property
     def ptime(self) -> int | None:
         """a=ptime in whole milliseconds (RFC 4566 §6); None if absent or unusable."""
-        value = self.first("ptime")
+        return self._milliseconds("ptime")
+
+    @property
+    def maxptime(self) -> int | None:
+        """a=maxptime in whole milliseconds (RFC 4566 §6): the most media one packet may
+        carry; None if absent or unusable."""
+        return self._milliseconds("maxptime")
+
+    def _milliseconds(self, name: str) -> int | None:
+        value = self.first(name)
         if value is None or len(value) > 16 or not value.isascii():
             return None
         try:
@@ -436,6 +451,9 @@ _TELEPHONE_EVENTS = (
     _Codec("telephone-event", 101, 8000, 1, "0-16"),
     _Codec("telephone-event", 110, 48000, 1, "0-16"),
 )
+_COMFORT_NOISE = _Codec("CN", 13, 8000)
+"""RFC 3389 comfort noise under its static number (RFC 3551 §6), listed last so that no
+answerer takes it for the call's codec."""
 _VIDEO_OFFER = {
     "H264": _Codec(
         "H264",
@@ -519,7 +537,8 @@ def build_offer(
     """Our initial offer: everything we can receive, best quality first (RFC 3264 §5).
 
     Video codec names are "H264" (packetization-mode=1), "H264/0" (mode 0) and "VP8".
-    Telephone-events are offered at 8 and 48 kHz to match the audio clock (RFC 4733 §2.1).
+    Telephone-events are offered at 8 and 48 kHz to match the audio clock (RFC 4733 §2.1),
+    comfort noise at 8 kHz for the 8 kHz clock codecs (RFC 3389 §5).
     An RTCP port that is not the RTP port + 1 (a NAT maps each socket its own way) goes
     into `a=rtcp:` (RFC 3605 §2.1); its address is the `c=` one, so the port alone.
     """
@@ -541,7 +560,7 @@ def build_offer(
         _media_section(
             "audio",
             audio_port,
-            [*audio, *_TELEPHONE_EVENTS],
+            [*audio, *_TELEPHONE_EVENTS, _COMFORT_NOISE],
             [("ptime", str(ptime)), *_rtcp_port(audio_rtcp_port), *common, ("sendrecv", None)],
         )
     )
@@ -558,6 +577,11 @@ class NegotiatedStream:
     ``payload_type`` is what we send with (the remote's number); the remote may send with
     ``payload_type`` or ``local_payload_type`` (ours), so accept both. ``direction`` is as
     the remote declared it.
+
+    Telephone-events may run on another clock than the codec's (Opus at 48 kHz with
+    ``telephone-event/8000``): ``telephone_event_clock_rate`` is theirs. Comfort noise
+    (RFC 3389) is on the codec's clock, and its payload types are received like the codec's.
+    ``ptime`` and ``maxptime`` are the remote's wishes for the packets we send (RFC 4566 §6).
     """
 
     kind: str
@@ -576,10 +600,22 @@ class NegotiatedStream:
     direction: str
     ptime: int | None
     rtcp_fb: frozenset[str]
+    telephone_event_clock_rate: int | None = None
+    comfort_noise_pt: int | None = None
+    local_comfort_noise_pt: int | None = None
+    maxptime: int | None = None
 
     @property
     def receive_payload_types(self) -> frozenset[int]:
-        return frozenset((self.payload_type, self.local_payload_type))
+        """The media the remote may send: the codec and comfort noise, under either number."""
+        types = frozenset((self.payload_type, self.local_payload_type))
+        return types | self.comfort_noise_payload_types
+
+    @property
+    def comfort_noise_payload_types(self) -> frozenset[int]:
+        """RFC 3389 payload types, under the remote's number and ours; empty if not agreed."""
+        types = (self.comfort_noise_pt, self.local_comfort_noise_pt)
+        return frozenset(pt for pt in types if pt is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,34 +651,66 @@ def _same_codec(
     return True
 
 
-_Selection = tuple[RtpMap, RtpMap, RtpMap | None, RtpMap | None]
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """The codec both sides listed, and the telephone-event and comfort-noise pairs that go
+    with it (None where there is none): the remote's entry first, ours second."""
+
+    remote: RtpMap
+    local: RtpMap
+    remote_event: RtpMap | None = None
+    local_event: RtpMap | None = None
+    remote_noise: RtpMap | None = None
+    local_noise: RtpMap | None = None
+
+
+def _pairs(
+    remote: Sequence[RtpMap], local: Sequence[RtpMap], encoding: str
+) -> list[tuple[RtpMap, RtpMap]]:
+    """Each remote ``encoding`` entry, in the remote's order, with our first at its clock."""
+    ours: dict[int, RtpMap] = {}
+    for lmap in local:
+        if lmap.encoding == encoding:
+            ours.setdefault(lmap.clock_rate, lmap)
+    return [
+        (rmap, ours[rmap.clock_rate])
+        for rmap in remote
+        if rmap.encoding == encoding and rmap.clock_rate in ours
+    ]
+
+
+def _first_at(
+    clock_rate: int, pairs: Sequence[tuple[RtpMap, RtpMap]]
+) -> tuple[RtpMap, RtpMap] | None:
+    return next((pair for pair in pairs if pair[0].clock_rate == clock_rate), None)
 
 
 def _select(remote: MediaDescription, local: MediaDescription) -> _Selection | None:
-    """First remote codec we also listed, and the telephone-event pair at its clock."""
+    """First remote codec we also listed, and the telephone-event and CN pairs for it.
+
+    Telephone-events at the codec's clock are preferred (RFC 4733 §2.1), else the first rate
+    both sides list: an Opus answer with only ``telephone-event/8000`` still gets RFC 4733
+    events. Comfort noise is taken only at the codec's clock, as it fills the codec's
+    timeline (RFC 3389 §4).
+    """
     remote_maps = remote.rtpmaps()
     local_maps = local.rtpmaps()
     remote_fmtp = remote.fmtp_texts()
     local_fmtp = local.fmtp_texts()
     local_order = [local_maps[pt] for pt in local.payload_types if pt in local_maps]
-    for pt in remote.payload_types:
-        rmap = remote_maps.get(pt)
-        if rmap is None or rmap.encoding not in _MEDIA_CODECS:
+    remote_order = [remote_maps[pt] for pt in remote.payload_types if pt in remote_maps]
+    for rmap in remote_order:
+        if rmap.encoding not in _MEDIA_CODECS:
             continue
         matches = [lm for lm in local_order if _same_codec(rmap, remote_fmtp, lm, local_fmtp)]
         if not matches:
             continue
-        lmap = next((m for m in matches if m.payload_type == pt), matches[0])
-        events = [
-            (r, lm)
-            for r in (remote_maps[p] for p in remote.payload_types if p in remote_maps)
-            if r.encoding == "telephone-event" and r.clock_rate == rmap.clock_rate
-            for lm in local_order
-            if lm.encoding == "telephone-event" and lm.clock_rate == r.clock_rate
-        ]
-        if events:
-            return rmap, lmap, events[0][0], events[0][1]
-        return rmap, lmap, None, None
+        lmap = next((m for m in matches if m.payload_type == rmap.payload_type), matches[0])
+        events = _pairs(remote_order, local_order, "telephone-event")
+        event = _first_at(rmap.clock_rate, events) or (events[0] if events else (None, None))
+        noise = _first_at(rmap.clock_rate, _pairs(remote_order, local_order, "CN"))
+        cn = noise or (None, None)
+        return _Selection(rmap, lmap, *event, *cn)
     return None
 
 
@@ -663,7 +731,7 @@ def _build_stream(
     local: MediaDescription,
     chosen: _Selection,
 ) -> NegotiatedStream:
-    rmap, lmap, rte, lte = chosen
+    rmap, rte = chosen.remote, chosen.remote_event
     connection = remote.connection or remote_session.connection
     if connection is None:
         raise SdpParseError(f"no connection address for the {remote.kind} stream")
@@ -685,17 +753,25 @@ def _build_stream(
         rtcp_mux=mux,
         codec=rmap.encoding,
         payload_type=rmap.payload_type,
-        local_payload_type=lmap.payload_type,
+        local_payload_type=chosen.local.payload_type,
         clock_rate=rmap.clock_rate,
         sample_rate=_SAMPLE_RATE.get(rmap.encoding, rmap.clock_rate),
         channels=rmap.channels,
         fmtp=remote.fmtp(rmap.payload_type),
         telephone_event_pt=rte.payload_type if rte else None,
-        local_telephone_event_pt=lte.payload_type if lte else None,
+        local_telephone_event_pt=_number_of(chosen.local_event),
         direction=remote.direction(remote_session.direction()),
         ptime=remote.ptime,
         rtcp_fb=remote.rtcp_fb(rmap.payload_type),
+        telephone_event_clock_rate=rte.clock_rate if rte else None,
+        comfort_noise_pt=_number_of(chosen.remote_noise),
+        local_comfort_noise_pt=_number_of(chosen.local_noise),
+        maxptime=remote.maxptime,
     )
+
+
+def _number_of(rtpmap: RtpMap | None) -> int | None:
+    return rtpmap.payload_type if rtpmap is not None else None
 
 
 def _first_of_kind(
@@ -743,7 +819,7 @@ def _answer_section(
         rejected = MediaDescription(remote.kind, 0, remote.proto, remote.formats[:1] or ["0"])
         return rejected, None
     stream = _build_stream(remote_session, remote, local, chosen)
-    rmap, lmap, rte, _ = chosen
+    rmap, lmap, rte, rcn = chosen.remote, chosen.local, chosen.remote_event, chosen.remote_noise
     feedback = remote.rtcp_fb(rmap.payload_type) & local.rtcp_fb(lmap.payload_type)
     codecs = [
         _Codec(
@@ -757,6 +833,8 @@ def _answer_section(
     ]
     if rte is not None:
         codecs.append(_Codec("telephone-event", rte.payload_type, rte.clock_rate, 1, "0-16"))
+    if rcn is not None:
+        codecs.append(_Codec("CN", rcn.payload_type, rcn.clock_rate))
     extra: list[tuple[str, str | None]] = []
     if local.ptime is not None:
         extra.append(("ptime", str(local.ptime)))

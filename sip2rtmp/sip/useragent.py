@@ -284,6 +284,7 @@ class UserAgent:
             same = server.request.call_id == ack.call_id
             if same and server.method == "INVITE" and server.request.cseq[0] == ack.cseq[0]:
                 server.receive_ack(now)
+        self._invite.ack_received(ack)
 
     def _answer(self, request: Request, now: float) -> Response:
         """The response to a new incoming request (§8.2); in-dialog ones are the INVITE

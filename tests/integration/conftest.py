@@ -29,7 +29,14 @@ from tests.support.netns import NetnsUnavailable
 
 SIP2RTMP = str(Path(sys.executable).with_name("sip2rtmp"))
 TERMINAL_STATUSES = frozenset({"FINISH", "FAILED", "BUSY"})
-STATUSES = TERMINAL_STATUSES | {"TRYING", "RING", "RING_MEDIA", "SESSION_PROGRESS", "ESTABLISHED"}
+STATUSES = TERMINAL_STATUSES | {
+    "TRYING",
+    "RING",
+    "RING_MEDIA",
+    "SESSION_PROGRESS",
+    "ESTABLISHED",
+    "HOLD",
+}
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 """`ts`: UTC, ISO 8601 with milliseconds (docs/events.md)."""
 

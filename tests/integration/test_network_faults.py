@@ -22,6 +22,7 @@ import pytest
 from sip2rtmp.lab import LabError, write_tone
 from sip2rtmp.lab.accounts import LabAccount, account
 from sip2rtmp.lab.recording import (
+    Recording,
     decode_audio,
     dominant_frequency,
     read_recording,
@@ -111,8 +112,8 @@ def run_call(
     return CallResult(done.returncode, events, done.stderr, time.monotonic() - started)
 
 
-def assert_clean_recording(record: Path, call_duration: float) -> None:
-    """One AAC timeline without holes, as long as the call, carrying the callee's tone."""
+def assert_one_timeline(record: Path) -> Recording:
+    """One AAC track whose timestamps rise by at most one frame: no gap, no step back."""
     assert record.exists(), f"no recording at {record}"
     recording = read_recording(record)
     audio = recording.kinds("audio")
@@ -126,6 +127,12 @@ def assert_clean_recording(record: Path, call_duration: float) -> None:
         f"gap in the AAC timeline: a {worst * 1000:.1f} ms step "
         f"at {recording.audio_dts[steps.index(worst)]:.2f} s (one frame is {frame * 1000:.1f} ms)"
     )
+    return recording
+
+
+def assert_clean_recording(record: Path, call_duration: float) -> None:
+    """One AAC timeline without holes, as long as the call, carrying the callee's tone."""
+    recording = assert_one_timeline(record)
     assert abs(recording.duration - call_duration) <= 1.0, (
         f"recording lasts {recording.duration:.2f} s, the call {call_duration:.2f} s"
     )

@@ -34,6 +34,10 @@ PBX = "pbx.test:5060"
 AUTH_HINT = "check --sip-login, --sip-auth-name and the password"
 SERVER_HINT = "check --sip-domain, --sip-outbound-proxy, --sip-port and --sip-transport"
 RING_HINT = "raise --ring-timeout or check that the callee answers"
+REFUSED = "the server refused the call after authentication: caller ID or permissions (403)"
+REFUSED_HINT = (
+    "check --caller-id and --asserted-identity, and that the account may call this callee"
+)
 
 
 def documented_codes() -> dict[int, str]:
@@ -46,8 +50,17 @@ def register(status: int, reason: str = "") -> Rejected:
     return Rejected("REGISTER", status, reason, PBX)
 
 
-def invite(status: int, reason: str = "", *, rang: bool = False, elapsed: float = 0.0) -> Rejected:
-    return Rejected("INVITE", status, reason, PBX, rang=rang, elapsed=elapsed)
+def invite(
+    status: int,
+    reason: str = "",
+    *,
+    rang: bool = False,
+    elapsed: float = 0.0,
+    authenticated: bool = False,
+) -> Rejected:
+    return Rejected(
+        "INVITE", status, reason, PBX, rang=rang, elapsed=elapsed, authenticated=authenticated
+    )
 
 
 def test_every_exit_code_is_documented_as_the_program_words_it() -> None:
@@ -69,6 +82,41 @@ def test_3_a_refused_invite_is_an_authentication_failure(status: int) -> None:
     assert explain(invite(status, "Forbidden")) == Explanation(
         ExitCode.AUTHENTICATION_FAILED, f"authentication failed (SIP {status})", AUTH_HINT
     )
+
+
+@pytest.mark.parametrize("status", [401, 407])
+def test_3_a_repeated_challenge_to_an_authenticated_invite_is_still_the_password(
+    status: int,
+) -> None:
+    """A 401/407 answering our credentials says they were wrong (RFC 3261 §22.2)."""
+    explained = explain(invite(status, "Unauthorized", authenticated=True))
+    assert explained.exit_code == ExitCode.AUTHENTICATION_FAILED
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("Forbidden", REFUSED),
+        ("", REFUSED),
+        ("FORBIDDEN ", REFUSED),
+        ("Caller ID not allowed", f"{REFUSED}: Caller ID not allowed"),
+    ],
+)
+def test_12_a_403_after_authentication_refuses_the_caller_not_the_password(
+    reason: str, message: str
+) -> None:
+    """The INVITE carried the credentials asked for and got 403 (RFC 3261 §21.4.4): the
+    caller ID or the account's permissions, not the password; the server's own words are
+    kept when they say more than the status."""
+    assert explain(invite(403, reason, authenticated=True)) == Explanation(
+        ExitCode.CALL_REFUSED, message, REFUSED_HINT
+    )
+
+
+def test_12_is_only_for_an_invite() -> None:
+    """A REGISTER refused after its credentials is an unknown or barred account: exit 3."""
+    refused = Rejected("REGISTER", 403, "Forbidden", PBX, authenticated=True)
+    assert explain(refused).exit_code == ExitCode.AUTHENTICATION_FAILED
 
 
 @pytest.mark.parametrize(
@@ -201,7 +249,8 @@ def test_1_internal_error_names_the_exception_and_asks_for_details() -> None:
 
 def test_every_outcome_maps_to_a_documented_code() -> None:
     outcomes: list[Outcome] = [
-        register(401), invite(404), invite(486), RingTimeout(1.0), Unreachable(PBX),
+        register(401), invite(403, authenticated=True), invite(404), invite(486),
+        RingTimeout(1.0), Unreachable(PBX),
         OutputFailed("rtmp://h/a/***"), MediaTimedOut(1.0), invite(500), Interrupted(),
         InternalError("X"),
     ]  # fmt: skip

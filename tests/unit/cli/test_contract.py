@@ -26,6 +26,11 @@ CALL_FLAGS = [
     "--video / --no-video",
     "--call-id",
     "--max-duration",
+    "--early-media",
+    "--display-name",
+    "--caller-id",
+    "--asserted-identity",
+    "--identity-header",
     "--json",
     "--profile",
 ]

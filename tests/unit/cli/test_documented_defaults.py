@@ -108,6 +108,15 @@ ENVIRONMENT: dict[str, tuple[str, Check, Any]] = {
     "SIP2RTMP_PUBLIC_ADDRESS": ("198.51.100.7", lambda s: s.public_address, "198.51.100.7"),
     "SIP2RTMP_STUN": ("stun.env.test", lambda s: s.stun_server, HostPort("stun.env.test", 3478)),
     "SIP2RTMP_KEEPALIVE": ("0", lambda s: s.keepalive, None),
+    "SIP2RTMP_EARLY_MEDIA": ("true", lambda s: s.early_media, True),
+    "SIP2RTMP_DISPLAY_NAME": ("Studio A", lambda s: s.display_name, "Studio A"),
+    "SIP2RTMP_CALLER_ID": ("+4930123", lambda s: s.caller_id, "+4930123"),
+    "SIP2RTMP_ASSERTED_IDENTITY": (
+        "tel:+4930123",
+        lambda s: s.asserted_identity,
+        "tel:+4930123",
+    ),
+    "SIP2RTMP_IDENTITY_HEADER": ("pai", lambda s: s.identity_header, "P-Asserted-Identity"),
 }
 """Each variable docs/cli.md lists, a value for it, and where that value shows."""
 

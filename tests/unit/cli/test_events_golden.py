@@ -4,19 +4,22 @@
 baresip and nginx-rtmp) with `ts` removed; `golden/*.txt` the plain lines the summary printer
 made of the same events, timestamps removed. Each script below replays one of those runs as
 typed relay events, at the instants they happened, through today's printers: scripts that read
-events see no change in fields, order, values or wording. `nat` alone is composed rather than
-recorded (see `nat_call`): loopback calls never produce its events.
+events see no change in fields, order, values or wording. `nat` and `hold` are composed rather
+than recorded (see `nat_call`, `held_call`): loopback calls never produce the first's events,
+and the second pins what docs/events.md promises for mid-call changes.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import get_args
 
 import pytest
 
+from sip2rtmp.cli.events import record
 from sip2rtmp.cli.output import EventPrinter
 from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.outcomes import MediaTimedOut, Rejected, RingTimeout, Unanswered
@@ -28,7 +31,9 @@ from sip2rtmp.relay.events import (
     Established,
     Failed,
     Finished,
+    Held,
     MediaArrived,
+    MediaChanged,
     NatAddress,
     OutputChanged,
     OutputStats,
@@ -37,6 +42,7 @@ from sip2rtmp.relay.events import (
     Registering,
     RegistrationRetry,
     RelayEvent,
+    Resumed,
     SipReconnected,
     SipServerChanged,
     Stats,
@@ -48,6 +54,11 @@ from sip2rtmp.relay.events import (
 from sip2rtmp.rtp.source import SourceStats
 
 GOLDEN = Path(__file__).parent / "golden"
+EVENTS_DOC = next(
+    folder / "docs" / "events.md"
+    for folder in Path(__file__).resolve().parents
+    if (folder / "docs" / "events.md").is_file()
+)
 SERVER = "127.0.0.1:5060"
 TARGET = "rtmp://127.0.0.1:1935/live/***"
 DEAD_TARGET = "rtmp://127.0.0.1:1/live/***"
@@ -150,6 +161,32 @@ def nat_call() -> Script:
     ]
 
 
+def held_call() -> Script:
+    """A call through a PBX: the callee holds it (sendonly, then inactive), takes it back, and
+    the PBX moves the media to its own address with PCMA (RFC 3264 §8); a re-INVITE that
+    declines the video leaves only audio. `--max-duration 60`."""
+    pcmu, pcma = Codec("PCMU", 8000), Codec("PCMA", 8000)
+    live = (OutputStats(TARGET, "live", 96000, 360000, 0),)
+    closed = (OutputStats(TARGET, "closed", 95800, 718500, 0),)
+    return [
+        *registered_call("pbx"),
+        (0.01, RINGING),
+        (1.5, Established(200, "OK", pcmu, Codec("H264", 90000))),
+        (1.8, OutputChanged(TARGET, "connecting")),
+        (1.8, MediaArrived("audio", "192.0.2.10:16384")),
+        (2.3, OutputChanged(TARGET, "live")),
+        (11.5, Held("sendonly")),
+        (14.0, Held("inactive")),
+        (21.5, Resumed()),
+        (31.5, Stats(30.0, -20.5, live, audio(1000, 2.0))),
+        (33.2, MediaChanged(pcma, None, "198.51.100.40:40000", "")),
+        (61.5, OutputChanged(TARGET, "closed")),
+        (61.5, Stats(60.0, -21.0, closed, audio(2500, 2.1))),
+        (61.5, Finished("max duration reached", 60.0)),
+        (61.6, Unregistered()),
+    ]
+
+
 def invite_rejected(callee: str, status: int, reason: str) -> Script:
     failed = Failed(Rejected("INVITE", status, reason, SERVER))
     return [*registered_call(callee), (0.02, failed)]
@@ -158,6 +195,7 @@ def invite_rejected(callee: str, status: int, reason: str) -> Script:
 SCRIPTS: dict[str, Script] = {
     "video": video_call(),
     "nat": nat_call(),
+    "hold": held_call(),
     "deadout": dead_output_call(),
     "busy": invite_rejected("busy", 486, "Busy Here"),
     "nobody": invite_rejected("nobody", 404, "Not Found"),
@@ -175,6 +213,7 @@ CALL_IDS = {
     "authfail": "8fb89a51-6c6f-4651-bed9-c174b1782a94",
     "noanswer": "745939a4-fdb2-4876-9a91-a42c78636f8b",
     "nat": "3f0c2a6e-5b1d-4c8e-9a7f-2d6b8e1c4a90",
+    "hold": "0b7e9d42-6f1a-4c3e-8d25-a91f3c6e7b10",
 }
 
 
@@ -218,6 +257,19 @@ def test_every_event_kind_of_the_union_is_pinned() -> None:
         if isinstance(event, Failed)
     }  # fmt: skip
     assert statuses == {CallStatus.BUSY, CallStatus.FAILED}
+
+
+def test_every_event_and_status_printed_has_a_row_in_the_docs() -> None:
+    """docs/events.md has a table row for each event name and each status the printers write
+    (the scripts cover every kind of event, see above)."""
+    rows = set(re.findall(r"^\| `(\w+)` \|", EVENTS_DOC.read_text(), re.MULTILINE))
+    printed = {
+        record(event).get("status") or record(event)["event"]
+        for script in SCRIPTS.values()
+        for _, event in script
+    }
+    assert {"HOLD", "media_changed"} <= printed
+    assert printed - rows == set()
 
 
 def test_early_media_statuses_keep_their_documented_names() -> None:

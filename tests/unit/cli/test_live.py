@@ -24,13 +24,16 @@ from sip2rtmp.relay.events import (
     Established,
     Failed,
     Finished,
+    Held,
     MediaArrived,
+    MediaChanged,
     OutputChanged,
     OutputStats,
     Progress,
     Registered,
     Registering,
     RelayEvent,
+    Resumed,
     Stats,
     Trying,
     VideoMode,
@@ -217,6 +220,72 @@ def test_timers_stop_when_the_call_ends(clock: FakeClock) -> None:
     view.handle_key("5")
     view.handle_key("q")
     assert control.requests == []
+
+
+def call_row(text: str) -> str:
+    return next(line for line in text.splitlines() if "Call " in line)
+
+
+def test_hold_is_shown_with_how_long_and_what_the_stream_carries(clock: FakeClock) -> None:
+    """HOLD while the callee holds (docs/usage.md: slate and silence on the stream); the
+    call's timer goes on; back to ESTABLISHED on resume, the hold note gone."""
+    control = RecordingControl()
+    view = LiveView(control, clock=clock)
+    feed(view, clock, call_until_established(clock))
+    clock.now += 9.0
+    view(Held("sendonly"))
+    clock.now += 3.0
+    view(Held("inactive"))
+    clock.now += 2.0
+    held = rendered(view)
+    assert "HOLD" in call_row(held)
+    assert "on hold 00:05 (inactive): slate and silence on the stream" in held
+    assert "call 00:15" in held
+    assert "q hang up" in held, "the keys still work while on hold"
+    clock.now += 5.0
+    view(Resumed())
+    resumed = rendered(view)
+    assert "ESTABLISHED" in call_row(resumed)
+    assert "HOLD" not in resumed and "on hold" not in resumed
+    assert "call 00:20" in resumed
+
+
+def test_hold_stands_out_from_every_other_status(clock: FakeClock) -> None:
+    """HOLD is drawn in a style of its own: black on yellow."""
+    view = LiveView(clock=clock)
+    view(Held("sendonly"))
+    console = Console(record=True, width=100, file=io.StringIO(), force_terminal=True)
+    console.print(view.render())
+    styled = console.export_text(styles=True)
+    assert "\x1b[1;30;43mHOLD" in styled
+    view(Resumed())
+    console.print(view.render())
+    assert "\x1b[1;32mESTABLISHED" in console.export_text(styles=True)
+
+
+def test_a_call_that_ends_on_hold_shows_its_end_not_the_hold(clock: FakeClock) -> None:
+    view = LiveView(clock=clock)
+    feed(view, clock, call_until_established(clock))
+    view(Held("sendonly"))
+    view(Finished("hangup by callee", 12.0))
+    text = rendered(view)
+    assert "FINISH" in call_row(text) and "on hold" not in text
+
+
+def test_a_media_change_shows_the_new_codecs_and_where_the_media_comes_from(
+    clock: FakeClock,
+) -> None:
+    view = LiveView(clock=clock)
+    feed(view, clock, call_until_established(clock))
+    assert "Changed" not in rendered(view)
+    view(MediaChanged(Codec("PCMA", 8000), None, "198.51.100.40:40000", ""))
+    text = rendered(view)
+    assert "audio PCMA/8000   video none" in text
+    assert "Changed       once, now audio PCMA/8000 from 198.51.100.40:40000" in text
+    view(MediaChanged(Codec("PCMU", 8000), Codec("H264", 90000), "", "198.51.100.40:40002"))
+    text = rendered(view)
+    assert "audio PCMU/8000   video H264/90000" in text
+    assert "2 times, now audio PCMU/8000, video H264/90000 from 198.51.100.40:40002" in text
 
 
 def test_a_failed_output_shows_its_error(clock: FakeClock) -> None:

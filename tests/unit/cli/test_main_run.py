@@ -22,6 +22,19 @@ from sip2rtmp.outcomes import Interrupted, Rejected, RunFailed
             "sip2rtmp: error: callee busy or declined (SIP 486 Busy Here) — try again later",
         ),
         (
+            RunFailed(Rejected("INVITE", 403, "Forbidden", "pbx.test", authenticated=True)),
+            12,
+            "sip2rtmp: error: the server refused the call after authentication: caller ID or"
+            " permissions (403) — check --caller-id and --asserted-identity, and that the"
+            " account may call this callee",
+        ),
+        (
+            RunFailed(Rejected("INVITE", 403, "Forbidden", "pbx.test")),
+            3,
+            "sip2rtmp: error: authentication failed (SIP 403) — check --sip-login,"
+            " --sip-auth-name and the password",
+        ),
+        (
             RunFailed(Interrupted("SIGTERM")),
             130,
             "sip2rtmp: error: interrupted by SIGTERM before the call was established",

@@ -29,9 +29,14 @@ class Played:
 
     def __init__(self) -> None:
         self.items: list[tuple[bytes | Lost, int, float | None]] = []
+        self.codecs: list[tuple[str, int]] = []
+        """Each codec the leg switched the pipeline to, and how many items came before."""
 
     def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None = None) -> None:
         self.items.append((payload, rtp_ts, due))
+
+    def switch_audio(self, codec: str) -> None:
+        self.codecs.append((codec, len(self.items)))
 
     def count(self, payload: bytes) -> int:
         return sum(1 for played, _, _ in self.items if played == payload)
@@ -101,7 +106,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) 
 
 def answered(leg: AudioLeg, callee: Callee, codec: str) -> NegotiatedStream:
     """The audio stream of an offer answered by ``callee`` with ``codec`` only."""
-    offer = build_offer(LOCALHOST, leg.port, session_id=1, audio_codecs=("opus", "PCMU"))
+    offer = build_offer(LOCALHOST, leg.port, session_id=1, audio_codecs=("opus", "PCMU", "PCMA"))
     port = callee.address[1]
     capabilities = build_offer(LOCALHOST, port, session_id=2, audio_codecs=(codec,))
     stream = negotiate(offer, answer_offer(capabilities, offer).sdp).audio
@@ -214,6 +219,78 @@ def test_another_clock_rate_gets_a_buffer_in_its_units_and_a_new_encoder() -> No
             assert sent and {p.payload_type for p in sent} == {111}, "sent with the new codec"
             ticks = {(q.timestamp - p.timestamp) & 0xFFFFFFFF for p, q in itertools.pairwise(sent)}
             assert ticks == {960}, "20 ms at 48 kHz"
+        finally:
+            await leg.close()
+            a.sock.close()
+
+    asyncio.run(scenario())
+
+
+def test_another_codec_plays_out_the_old_buffer_then_switches_the_pipeline() -> None:
+    """PCMU from A, then PCMA from B (a re-INVITE, RFC 3264 §8.3): the PCMU packets still
+    in the jitter buffer play out at the switch, the pipeline is told to decode PCMA after
+    them and before B's first packet, and our audio goes to B in PCMA."""
+
+    async def scenario() -> None:
+        a, b = Callee(), Callee()
+        leg = await AudioLeg.open(LOCALHOST)
+        played = Played()
+        try:
+            await leg.connect(answered(leg, a, "PCMU"))
+            leg.attach(played)
+            await a.talk(leg, 0, A_SOUND, 7)
+            for _ in range(3):  # a burst: the last one is due a buffer's depth from now
+                a.send(leg, 0, A_SOUND)
+            jitter = leg.jitter
+            assert jitter is not None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 1.0
+            while jitter.stats.received < 10 and loop.time() < deadline:
+                await asyncio.sleep(0)  # take the burst in, and retarget at once
+            waiting = 10 - played.count(A_SOUND)
+
+            await leg.retarget(answered(leg, b, "PCMA"))
+            assert waiting >= 1 and played.count(A_SOUND) == 10, "the buffer played out"
+            assert played.codecs == [("PCMA", len(played.items))]
+            await b.talk(leg, 8, B_SOUND, 10)
+            await until(lambda: played.count(B_SOUND) >= 8, "B's audio played")
+
+            after = [item[0] for item in played.items[played.codecs[0][1] :]]
+            assert set(after) - {B_SOUND} <= {Lost.LOST}, "only PCMA after the switch"
+            assert {p.payload_type for p in b.take()} == {8}, "our audio goes to B in PCMA"
+        finally:
+            await leg.close()
+            a.sock.close()
+            b.sock.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_suspended_leg_neither_plays_nor_sends_until_it_is_pointed_again() -> None:
+    """A stream declined mid-call (port 0, RFC 3264 §8.2): the leg keeps its port, takes
+    nothing and sends nothing; a later retarget brings both back on the same port."""
+
+    async def scenario() -> None:
+        a = Callee()
+        leg = await AudioLeg.open(LOCALHOST)
+        played = Played()
+        leg.attach(played)
+        port = leg.port
+        try:
+            stream = answered(leg, a, "PCMU")
+            await leg.connect(stream)
+            await a.talk(leg, 0, A_SOUND, 5)
+            leg.suspend()
+            await asyncio.sleep(0.05)
+            a.take()
+            await a.talk(leg, 0, B_SOUND, 5)
+            await asyncio.sleep(0.1)
+            assert played.count(B_SOUND) == 0 and a.take() == [], "nothing either way"
+
+            await leg.retarget(stream)
+            await a.talk(leg, 0, B_SOUND, 10)
+            await until(lambda: played.count(B_SOUND) >= 5, "played again")
+            assert leg.port == port and a.take(), "sending again, from the same port"
         finally:
             await leg.close()
             a.sock.close()

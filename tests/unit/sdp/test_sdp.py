@@ -89,7 +89,8 @@ def test_offer_contents() -> None:
     names = {(m.encoding, m.clock_rate, m.channels) for m in maps.values()}
     assert {("PCMU", 8000, 1), ("PCMA", 8000, 1), ("G722", 8000, 1), ("opus", 48000, 2)} <= names
     assert ("telephone-event", 8000, 1) in names
-    assert sorted(pt for pt in audio.payload_types if pt < 96) == [0, 8, 9]
+    assert ("CN", 8000, 1) in names
+    assert sorted(pt for pt in audio.payload_types if pt < 96) == [0, 8, 9, 13]
     opus = next(pt for pt, m in maps.items() if m.encoding == "opus")
     assert audio.fmtp(opus)["useinbandfec"] == "1"
     te = next(pt for pt, m in maps.items() if m.encoding == "telephone-event")
@@ -139,7 +140,7 @@ def test_offer_lists_only_the_chosen_audio_codecs_in_their_order() -> None:
     )
     audio = sdp.media[0]
     codecs = [audio.rtpmaps()[pt].encoding for pt in audio.payload_types]
-    assert [c for c in codecs if c != "telephone-event"] == ["PCMU", "PCMA"]
+    assert [c for c in codecs if c not in ("telephone-event", "CN")] == ["PCMU", "PCMA"]
     with pytest.raises(ValueError, match="'G729'"):
         audio_codecs_named(["PCMU", "G729"])
 

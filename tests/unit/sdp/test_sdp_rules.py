@@ -44,7 +44,7 @@ DEFAULT_OFFER = text(
     "s=sip2rtmp",
     "c=IN IP4 192.0.2.10",
     "t=0 0",
-    "m=audio 40000 RTP/AVP 111 9 0 8 101 110",
+    "m=audio 40000 RTP/AVP 111 9 0 8 101 110 13",
     "a=rtpmap:111 opus/48000/2",
     "a=fmtp:111 useinbandfec=1",
     "a=rtpmap:9 G722/8000",
@@ -54,6 +54,7 @@ DEFAULT_OFFER = text(
     "a=fmtp:101 0-16",
     "a=rtpmap:110 telephone-event/48000",
     "a=fmtp:110 0-16",
+    "a=rtpmap:13 CN/8000",
     "a=ptime:20",
     "a=rtcp-mux",
     "a=sendrecv",
@@ -76,7 +77,8 @@ DEFAULT_OFFER = text(
 
 def test_default_offer_text() -> None:
     """The whole offer: version 0 when none is given, RFC 4566 §5 line order, every codec we
-    receive with its rtpmap, fmtp and RFC 4585 feedback, telephone-events at both clocks."""
+    receive with its rtpmap, fmtp and RFC 4585 feedback, telephone-events at both clocks, and
+    comfort noise under its static number after everything else (RFC 3389 §5)."""
     assert build_offer("192.0.2.10", 40000, 40002, session_id=42) == DEFAULT_OFFER
 
 
@@ -98,12 +100,13 @@ def test_offer_options() -> None:
         "s=n",
         "c=IN IP6 2001:db8::1",
         "t=0 0",
-        "m=audio 40000 RTP/AVP 0 101 110",
+        "m=audio 40000 RTP/AVP 0 101 110 13",
         "a=rtpmap:0 PCMU/8000",
         "a=rtpmap:101 telephone-event/8000",
         "a=fmtp:101 0-16",
         "a=rtpmap:110 telephone-event/48000",
         "a=fmtp:110 0-16",
+        "a=rtpmap:13 CN/8000",
         "a=ptime:30",
         "a=sendrecv",
     )
@@ -561,10 +564,10 @@ def test_the_local_entry_with_the_remote_number_is_preferred() -> None:
 
 
 @pytest.mark.parametrize(
-    ("lines", "remote", "local"),
+    ("lines", "remote", "local", "clock"),
     [
-        (["m=audio 30000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000"], 101, 101),
-        (["m=audio 30000 RTP/AVP 0 102", "a=rtpmap:102 telephone-event/48000"], None, None),
+        (["m=audio 30000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000"], 101, 101, 8000),
+        (["m=audio 30000 RTP/AVP 0 102", "a=rtpmap:102 telephone-event/48000"], 102, 110, 48000),
         (
             [
                 "m=audio 30000 RTP/AVP 0 102 101",
@@ -573,8 +576,10 @@ def test_the_local_entry_with_the_remote_number_is_preferred() -> None:
             ],
             102,
             101,
+            8000,
         ),
-        (["m=audio 30000 RTP/AVP 0", "a=rtpmap:101 telephone-event/8000"], None, None),
+        (["m=audio 30000 RTP/AVP 0", "a=rtpmap:101 telephone-event/8000"], None, None, None),
+        (["m=audio 30000 RTP/AVP 0 102", "a=rtpmap:102 telephone-event/16000"], None, None, None),
         (
             [
                 "m=audio 30000 RTP/AVP 96 100 101",
@@ -584,20 +589,98 @@ def test_the_local_entry_with_the_remote_number_is_preferred() -> None:
             ],
             101,
             110,
+            48000,
+        ),
+        (
+            [
+                "m=audio 30000 RTP/AVP 96 100",
+                "a=rtpmap:96 opus/48000/2",
+                "a=rtpmap:100 telephone-event/8000",
+            ],
+            100,
+            101,
+            8000,
         ),
     ],
 )
-def test_telephone_events_pair_at_the_codec_clock(
-    lines: list[str], remote: int | None, local: int | None
+def test_telephone_events_pair_at_the_codec_clock_else_at_any_common_clock(
+    lines: list[str], remote: int | None, local: int | None, clock: int | None
 ) -> None:
-    """RFC 4733 §2.1: events use the audio codec's RTP clock; the first listed is taken, and a
-    type described but not listed on the m= line is not offered."""
+    """RFC 4733 §2.1: events at the audio codec's RTP clock are preferred; else the first
+    rate both sides list (an Opus answer with only telephone-event/8000); a type described
+    but not listed on the m= line is not taken, nor a rate we did not offer."""
     session = negotiate(OFFER, answer(*lines))
     assert session.audio is not None
-    assert (session.audio.telephone_event_pt, session.audio.local_telephone_event_pt) == (
-        remote,
-        local,
+    audio = session.audio
+    assert (audio.telephone_event_pt, audio.local_telephone_event_pt) == (remote, local)
+    assert audio.telephone_event_clock_rate == clock
+
+
+@pytest.mark.parametrize(
+    ("lines", "remote", "local"),
+    [
+        (["m=audio 30000 RTP/AVP 0 13"], 13, 13),
+        (["m=audio 30000 RTP/AVP 8 98", "a=rtpmap:98 CN/8000"], 98, 13),
+        (["m=audio 30000 RTP/AVP 9 13", "a=rtpmap:13 CN/8000"], 13, 13),
+        (["m=audio 30000 RTP/AVP 0", "a=rtpmap:13 CN/8000"], None, None),
+        (["m=audio 30000 RTP/AVP 0 98", "a=rtpmap:98 CN/16000"], None, None),
+        (["m=audio 30000 RTP/AVP 96 13", "a=rtpmap:96 opus/48000/2"], None, None),
+    ],
+)
+def test_comfort_noise_pairs_at_the_codec_clock_and_is_received_as_media(
+    lines: list[str], remote: int | None, local: int | None
+) -> None:
+    """RFC 3389 §5: CN under the static 13 (no rtpmap needed, RFC 3551 §6) or a dynamic
+    number, only on the codec's clock (it fills the codec's timeline): never beside Opus at
+    48 kHz. Its payload types join the ones received as media, the codec's still first."""
+    audio = negotiate(OFFER, answer(*lines)).audio
+    assert audio is not None
+    assert (audio.comfort_noise_pt, audio.local_comfort_noise_pt) == (remote, local)
+    codec = {audio.payload_type, audio.local_payload_type}
+    noise = {pt for pt in (remote, local) if pt is not None}
+    assert audio.comfort_noise_payload_types == noise
+    assert audio.receive_payload_types == codec | noise
+
+
+def test_a_reoffer_with_comfort_noise_and_events_at_another_clock_is_answered_with_both() -> None:
+    """RFC 3264 §6.1: the answer lists the codec, then the events and the CN it takes from
+    the offer, under the offer's numbers; an offer without CN gets none."""
+    offer = answer(
+        "m=audio 30000 RTP/AVP 96 100 13",
+        "a=rtpmap:96 opus/48000/2",
+        "a=rtpmap:100 telephone-event/8000",
+        "a=sendrecv",
     )
+    reply = SessionDescription.parse(answer_offer(OFFER, offer).sdp).media[0]
+    assert reply.payload_types == [96, 100]
+    assert reply.rtpmaps()[100].clock_rate == 8000
+    pcmu = answer("m=audio 30000 RTP/AVP 0 97 13", "a=rtpmap:97 telephone-event/8000")
+    result = answer_offer(OFFER, pcmu)
+    reply = SessionDescription.parse(result.sdp).media[0]
+    assert reply.payload_types == [0, 97, 13]
+    assert reply.values("rtpmap") == ["0 PCMU/8000", "97 telephone-event/8000", "13 CN/8000"]
+    assert result.session.audio is not None
+    assert result.session.audio.comfort_noise_payload_types == {13}
+
+
+@pytest.mark.parametrize(
+    ("lines", "ptime", "maxptime"),
+    [
+        (["m=audio 30000 RTP/AVP 0", "a=ptime:30", "a=maxptime:40"], 30, 40),
+        (["m=audio 30000 RTP/AVP 0", "a=maxptime:20"], None, 20),
+        (["m=audio 30000 RTP/AVP 0", "a=maxptime:0"], None, None),
+        (["m=audio 30000 RTP/AVP 0", "a=maxptime:x"], None, None),
+        (["m=audio 30000 RTP/AVP 0", "a=maxptime:1001"], None, None),
+        (["m=audio 30000 RTP/AVP 0", "a=maxptime:59.6"], None, 60),
+    ],
+)
+def test_ptime_and_maxptime_are_read_from_the_answer(
+    lines: list[str], ptime: int | None, maxptime: int | None
+) -> None:
+    """RFC 4566 §6: both in milliseconds; an unusable value counts as absent."""
+    audio = negotiate(OFFER, answer(*lines)).audio
+    assert audio is not None
+    assert (audio.ptime, audio.maxptime) == (ptime, maxptime)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from sip2rtmp.sip.auth import Credentials
 from sip2rtmp.sip.context import AgentContext
 from sip2rtmp.sip.events import Event, MessageLogged
 from sip2rtmp.sip.message import Headers, Request, Response, parse_message
+from sip2rtmp.sip.sdp import build_offer
 from sip2rtmp.sip.useragent import UserAgent, UserAgentConfig
 
 SERVER = ("192.0.2.10", 5060)
@@ -20,8 +21,13 @@ CONFIG = UserAgentConfig(
     local_port=5062,
     register_expires=600,
 )
-OFFER = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-ANSWER = b"v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
+OFFER = build_offer("192.0.2.1", 40000, session_id=1, audio_codecs=("PCMU", "PCMA")).encode()
+ANSWER = (
+    b"v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
+    b"m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+"""The callee's answer: PCMU and telephone-events from 192.0.2.20:30000."""
 
 
 def make_ua(config: UserAgentConfig = CONFIG) -> UserAgent:

@@ -13,7 +13,7 @@ import pytest
 from sip2rtmp.net import locate, rtp_endpoint
 from sip2rtmp.relay import dtmf
 from sip2rtmp.rtp import frames, h264, source
-from sip2rtmp.sip import auth, context, dialog, invite, message, sdp, useragent
+from sip2rtmp.sip import auth, context, dialog, invite, message, prack, sdp, useragent
 from sip2rtmp.sip.dialog import Dialog
 from sip2rtmp.sip.message import Request, Response, SipParseError, parse_message
 from tests.unit.sip.exchange import ANSWER, OFFER, SERVER, make_ua, options_request, reply
@@ -54,6 +54,7 @@ PINNED: list[tuple[ModuleType, str, float, str, str]] = [
     (source, "PROBATION_S", 0.05, "PROBATION_S", "at least 50 ms"),
     (source, "SOURCE_SILENCE_S", 1.0, "SOURCE_SILENCE_S", "nothing for 1 s"),
     (invite, "MAX_REDIRECTS", 3, "MAX_REDIRECTS", "| 3 |"),
+    (prack, "MAX_EARLY_DIALOGS", 8, "MAX_EARLY_DIALOGS", "| 8 |"),
     (context, "MAX_RETRY_AFTER", 3_600, "MAX_RETRY_AFTER", "one hour"),
     (locate, "MAX_NAPTR_FOLLOWED", 4, "MAX_NAPTR_FOLLOWED", "4 NAPTR records"),
     (locate, "MAX_SRV_RECORDS", 16, "MAX_NAPTR_FOLLOWED", "16 SRV records"),

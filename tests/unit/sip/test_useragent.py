@@ -256,18 +256,25 @@ def _in_dialog(invite: Request, method: str, cseq: int, branch: str, body: bytes
     return Request(method, "sip:relay@192.0.2.1:5062", headers, body)
 
 
-def test_reinvite_is_answered_with_our_sdp_and_retransmitted_until_ack() -> None:
+def test_a_hold_reinvite_is_answered_recvonly_and_retransmitted_until_ack() -> None:
+    """RFC 3264 §8.4: a `sendonly` offer is answered `recvonly`, with the one codec."""
     ua = make_ua()
     invite, _ = establish(ua)
     sent(ua)
     events(ua)
-    hold = ANSWER + b"a=sendonly\r\n"
+    hold = ANSWER.replace(b"a=sendrecv", b"a=sendonly")
     reinvite = _in_dialog(invite, "INVITE", 2, "reinv", hold)
     ua.receive_data(reinvite.to_bytes(), SERVER, 20.0)
     [ok] = sent(ua)
-    assert isinstance(ok, Response) and ok.status == 200 and ok.body == OFFER
+    assert isinstance(ok, Response) and ok.status == 200
     assert ok.headers.get("Contact") == "<sip:relay@192.0.2.1:5062>"
-    assert events(ua) == [SessionModified(hold)]
+    answer = ok.body.decode()
+    assert "m=audio 40000 RTP/AVP 0 101\r\n" in answer and "a=recvonly" in answer
+    assert "PCMA" not in answer and "o=- 1 1 IN IP4" in answer, "the version moved by one"
+    [modified] = events(ua)
+    assert isinstance(modified, SessionModified) and modified.offer == hold
+    assert modified.answer == ok.body and modified.session.audio is not None
+    assert modified.session.audio.direction == "sendonly"
     ua.receive_data(reinvite.to_bytes(), SERVER, 20.1)
     assert [m.status for m in sent(ua) if isinstance(m, Response)] == [200]
     ua.handle_timer(20.5)
@@ -277,6 +284,74 @@ def test_reinvite_is_answered_with_our_sdp_and_retransmitted_until_ack() -> None
     ua.handle_timer(60.0)
     assert sent(ua) == []
     assert ua.in_call
+
+
+def test_a_moved_stream_and_a_new_codec_are_taken_and_reported() -> None:
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    moved = (
+        ANSWER.replace(b"192.0.2.20", b"192.0.2.21")
+        .replace(b"30000 RTP/AVP 0 101", b"31000 RTP/AVP 8 101")
+        .replace(b"rtpmap:0 PCMU", b"rtpmap:8 PCMA")
+    )
+    ua.receive_data(_in_dialog(invite, "INVITE", 2, "move", moved).to_bytes(), SERVER, 5.0)
+    [ok] = sent(ua)
+    assert isinstance(ok, Response) and ok.status == 200
+    assert b"RTP/AVP 8 101" in ok.body and b"a=sendrecv" in ok.body
+    [modified] = events(ua)
+    assert isinstance(modified, SessionModified) and modified.session.audio is not None
+    audio = modified.session.audio
+    assert (audio.rtp_address, audio.codec) == (("192.0.2.21", 31000), "PCMA")
+
+
+def test_an_offer_with_nothing_we_can_take_gets_488_and_the_call_goes_on() -> None:
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    g729 = ANSWER.replace(b"RTP/AVP 0 101", b"RTP/AVP 18").replace(b"0 PCMU", b"18 G729")
+    ua.receive_data(_in_dialog(invite, "INVITE", 2, "g729", g729).to_bytes(), SERVER, 5.0)
+    [refused] = sent(ua)
+    assert isinstance(refused, Response) and refused.status == 488
+    assert events(ua) == [] and ua.in_call
+    hold = ANSWER.replace(b"a=sendrecv", b"a=sendonly")
+    ua.receive_data(_in_dialog(invite, "INVITE", 3, "hold", hold).to_bytes(), SERVER, 6.0)
+    responses = [m for m in sent(ua) if isinstance(m, Response)]
+    assert [m.status for m in responses] == [200], "a later offer is answered as usual"
+
+
+def test_an_offerless_reinvite_gets_our_sdp_and_its_ack_brings_the_answer() -> None:
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    ua.receive_data(_in_dialog(invite, "INVITE", 2, "empty").to_bytes(), SERVER, 5.0)
+    [ok] = sent(ua)
+    assert isinstance(ok, Response) and ok.status == 200 and ok.body == OFFER
+    assert events(ua) == []
+    answer = ANSWER.replace(b"30000", b"32000")
+    ack = _in_dialog(invite, "ACK", 2, "ackempty", answer)
+    ua.receive_data(ack.to_bytes(), SERVER, 5.1)
+    [modified] = events(ua)
+    assert isinstance(modified, SessionModified) and modified.offer == OFFER
+    assert modified.session.audio is not None
+    assert modified.session.audio.rtp_address == ("192.0.2.20", 32000)
+
+
+def test_update_with_an_offer_is_answered_too() -> None:
+    ua = make_ua()
+    invite, _ = establish(ua)
+    sent(ua)
+    events(ua)
+    inactive = ANSWER.replace(b"a=sendrecv", b"a=inactive")
+    ua.receive_data(_in_dialog(invite, "UPDATE", 2, "upd", inactive).to_bytes(), SERVER, 5.0)
+    [ok] = sent(ua)
+    assert isinstance(ok, Response) and ok.status == 200 and b"a=inactive" in ok.body
+    [modified] = events(ua)
+    assert isinstance(modified, SessionModified) and modified.session.audio is not None
+    assert modified.session.audio.direction == "inactive"
 
 
 def test_in_dialog_info_options_and_unknown_dialog() -> None:
@@ -411,7 +486,9 @@ def test_second_407_means_authentication_failed() -> None:
     assert isinstance(second, Request)
     ua.receive_data(reply(second, 407, "Proxy Auth", challenge, to_tag="b"), SERVER, 0.2)
     assert events(ua) == [
-        CallAttemptFailed(Rejected("INVITE", 407, "Proxy Auth", "lab.test", elapsed=0.2))
+        CallAttemptFailed(
+            Rejected("INVITE", 407, "Proxy Auth", "lab.test", elapsed=0.2, authenticated=True)
+        )
     ]
 
 
