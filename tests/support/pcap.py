@@ -74,8 +74,13 @@ class UdpCapture:
         return capture
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGINT lets tcpdump write out what it buffered; SIGKILL if it does not exit."""
+        """SIGINT lets tcpdump write out what it buffered; SIGKILL if it does not exit.
+
+        A packet the kernel queued but tcpdump has not yet read when SIGINT arrives is lost,
+        which on a loaded machine can be the last message of a test, so stopping waits first
+        until the file has stopped growing."""
         if self.process.poll() is None:
+            self._settle()
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout)
@@ -83,6 +88,17 @@ class UdpCapture:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
                 self.process.wait(timeout)
+
+    def _settle(self, quiet: float = 0.2, limit: float = 2.0) -> None:
+        """Return once the pcap file has not grown for ``quiet`` seconds (at most ``limit``)."""
+        deadline = time.monotonic() + limit
+        size = -1
+        while time.monotonic() < deadline:
+            current = self.path.stat().st_size if self.path.exists() else 0
+            if current == size:
+                return
+            size = current
+            time.sleep(quiet)
 
 
 def read_udp(path: Path) -> Iterator[UdpDatagram]:
