@@ -2,7 +2,8 @@
 
 Two runs, one after the other, each holding a call to a lab callee for the same time and
 publishing into the lab's nginx-rtmp; ``--case`` picks an audio-only call, an H.264 video call
-(passed through) or a VP8 one (transcoded to H.264):
+(passed through) or a VP8 one (transcoded to H.264), or an SRTP call, whose baseline is the
+same sip2rtmp call in plain RTP (what encryption costs):
 
 1. ``sip2rtmp call … --json``: the real CLI, measured as a whole process.
 2. The do-it-yourself baseline: sip2rtmp's SIP core places the call with an offer whose RTP
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             capture=capture,
             probe=capture and not args.no_probe,
             work_dir=work_dir,
+            srtp=case.srtp,
         )
         ours, baseline = run_case(options, args.baseline_codec)
     block = results_markdown(ours, baseline, args.duration, case)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ DEFAULT_KEEPALIVE = 25.0
 """Seconds between keep-alives: below the 30 s UDP timeout of many routers and cloud NATs."""
 NAT_MODES: tuple[NatMode, ...] = ("auto", "off")
 IdentityHeader = Literal["P-Asserted-Identity", "P-Preferred-Identity"]
+SrtpMode = Literal["off", "optional", "required"]
+SRTP_MODES: tuple[SrtpMode, ...] = ("off", "optional", "required")
 IDENTITY_HEADERS: dict[str, IdentityHeader] = {
     "pai": "P-Asserted-Identity",
     "ppi": "P-Preferred-Identity",
@@ -160,6 +163,14 @@ class CallSettings:
     asserted_identity: str | None = None
     """A sip:, sips: or tel: URI sent in `identity_header` (RFC 3325 §9)."""
     identity_header: IdentityHeader = "P-Preferred-Identity"
+    srtp: SrtpMode = "off"
+    """`--srtp`: `required` offers RTP/SAVP only, `optional` RTP/AVP with a=crypto (and
+    RTP/SAVP after a 488), `off` plain RTP (RFC 4568, RFC 3711)."""
+    rtmps_ca: str | None = None
+    """`--rtmps-ca`: a PEM file of CAs that RTMPS servers' certificates must chain to, in
+    place of the system's."""
+    rtmps_insecure: bool = False
+    """`--rtmps-insecure`: RTMPS without checking the server's certificate or name."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
     """Every value that must never appear in any output (password, stream keys, the passwords
     and query values of RTMP URLs)."""
@@ -306,6 +317,9 @@ def build_call_settings(
     caller_id: str | None = None,
     asserted_identity: str | None = None,
     identity_header: str = "ppi",
+    srtp: str = "off",
+    rtmps_ca: str | None = None,
+    rtmps_insecure: bool = False,
 ) -> CallSettings:
     """Check every value and derive the rest; raises ConfigError with one line."""
     if not callee:
@@ -347,6 +361,8 @@ def build_call_settings(
     port = where.port or sip_port or (default_port if _is_ip(where.host) else None)
     server = HostPort(where.host, port)
     targets = rtmp_targets(rtmp_urls, rtmp_streams)
+    srtp_mode = srtp_mode_named(srtp)
+    ca_file = rtmps_trust(rtmps_ca, rtmps_insecure)
     if not targets and not has_recording:
         raise ConfigError("missing --rtmp-url (rtmp://HOST/APP or rtmps://HOST/APP) or --record")
     secrets = tuple(filter(None, [sip_password, *(s for t in targets for s in t.secrets)]))
@@ -378,6 +394,9 @@ def build_call_settings(
         caller_id=checked("--caller-id", address.escape_user, caller_id) if caller_id else None,
         asserted_identity=identity_uri(asserted_identity) if asserted_identity else None,
         identity_header=identity_header_named(identity_header),
+        srtp=srtp_mode,
+        rtmps_ca=ca_file,
+        rtmps_insecure=rtmps_insecure,
         secrets=secrets,
     )
 
@@ -437,6 +456,33 @@ def identity_header_named(value: str) -> IdentityHeader:
     if header is None:
         raise ConfigError(f"--identity-header must be one of {', '.join(IDENTITY_HEADERS)}")
     return header
+
+
+def srtp_mode_named(value: str) -> SrtpMode:
+    """`--srtp off|optional|required`, in any case."""
+    mode = next((mode for mode in SRTP_MODES if mode == value.lower()), None)
+    if mode is None:
+        raise ConfigError(f"--srtp must be one of {', '.join(SRTP_MODES)}")
+    return mode
+
+
+def rtmps_trust(ca_file: str | None, insecure: bool) -> str | None:
+    """`--rtmps-ca` and `--rtmps-insecure`, checked together: a CA to verify against
+    contradicts verifying nothing. The CA file is loaded once here, so a missing, unreadable
+    or non-PEM file is a usage error before the call rather than a failed output during it."""
+    if ca_file is None:
+        return None
+    if insecure:
+        raise ConfigError("--rtmps-insecure checks no certificate: --rtmps-ca contradicts it")
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise ConfigError(f"--rtmps-ca {ca_file}: no such file") from None
+    except ssl.SSLError:
+        raise ConfigError(f"--rtmps-ca {ca_file}: holds no PEM certificate") from None
+    except OSError as error:
+        raise ConfigError(f"--rtmps-ca {ca_file}: cannot read it ({error.strerror})") from None
+    return ca_file
 
 
 def keepalive_interval(seconds: float | None) -> float | None:

@@ -35,6 +35,8 @@ class Options:
     probe: bool
     work_dir: Path
     audio_codec: str | None = None
+    srtp: bool = False
+    """The call runs with ``--srtp required`` (the callee must be one that takes SDES-SRTP)."""
 
 
 @dataclass

@@ -30,6 +30,8 @@ FIRST_PACKET_TARGET_S = 0.300
 RSS_TARGET_MB = 120.0
 CORE_SHARE_TARGET = 0.05
 """An H.264 passthrough call may use at most this share of one core."""
+SRTP_CPU_TARGET = 0.10
+"""An SRTP call may use at most this much more CPU than the same call in plain RTP."""
 
 Row = tuple[str, str, str, str]
 """(target, sip2rtmp measured, baseline for reference, verdict)."""
@@ -144,6 +146,27 @@ def verdicts(ours: Run, baseline: Run) -> list[Row]:
     return rows
 
 
+def _srtp_cpu_row(what: str, srtp_per_min: float, plain_per_min: float) -> Row:
+    extra = srtp_per_min / plain_per_min - 1 if plain_per_min else None
+    return (
+        f"SRTP call's CPU within {SRTP_CPU_TARGET:.0%} of the same plain call ({what})",
+        f"{srtp_per_min:.2f} CPU-s/min" + (f" ({extra:+.1%})" if extra is not None else ""),
+        f"{plain_per_min:.2f} CPU-s/min",
+        _verdict(None if extra is None else extra <= SRTP_CPU_TARGET),
+    )
+
+
+def srtp_verdicts(ours: Run, baseline: Run) -> list[Row]:
+    """What SRTP costs: the SRTP call's CPU against the same call in plain RTP (the
+    ``baseline`` of an SRTP case), and the RSS target."""
+    steady = ours.usage.steady_cpu_per_min, baseline.usage.steady_cpu_per_min
+    return [
+        _srtp_cpu_row("whole process", ours.cpu_per_min, baseline.cpu_per_min),
+        _srtp_cpu_row("steady call", *steady),
+        _rss_row(ours, baseline),
+    ]
+
+
 def _run_lines(run: Run) -> list[str]:
     """What one run cost, and what its capture shows."""
     usage = run.usage
@@ -187,9 +210,10 @@ def details(ours: Run, baseline: Run) -> list[str]:
             f"- sip2rtmp `output` live event {_ms(ours.live_event_s)} after the ESTABLISHED event"
             " (state is polled every 0.5 s, so this is coarse)."
         )
-    if ours.usage.threads:
-        busiest = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in ours.usage.threads[:5])
-        lines.append(f"- sip2rtmp CPU by thread in the steady window: {busiest}.")
+    for run in (ours, baseline) if baseline.label.startswith("sip2rtmp") else (ours,):
+        if run.usage.threads:
+            busiest = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in run.usage.threads[:5])
+            lines.append(f"- {run.label} CPU by thread in the steady window: {busiest}.")
     return lines
 
 
@@ -201,8 +225,12 @@ def results_markdown(ours: Run, baseline: Run, duration: float, case: Case) -> s
         "",
     ]
     lines += [f"- {key}: {value}" for key, value in machine().items()]
-    lines += ["", "| target | sip2rtmp | ffmpeg baseline | verdict |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in verdicts(ours, baseline)]
+    if case.srtp:
+        header, rows = "| target | SRTP call | plain RTP call | verdict |", srtp_verdicts
+    else:
+        header, rows = "| target | sip2rtmp | ffmpeg baseline | verdict |", verdicts
+    lines += ["", header, "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(ours, baseline)]
     lines += ["", *details(ours, baseline)]
     return "\n".join(lines)
 

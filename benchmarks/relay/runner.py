@@ -3,6 +3,9 @@
 1. ``sip2rtmp call … --json``: the real CLI, measured as a whole process.
 2. The ffmpeg baseline (``baseline.py``), offering the codec sip2rtmp's call agreed on unless
    told otherwise, so both runs decode the same RTP.
+
+An SRTP case has another baseline: the same sip2rtmp call in plain RTP to ``PLAIN_CALLEE``,
+which sends what the SRTP callee sends, in clear. What SRTP costs is the difference.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +47,9 @@ class Case:
     audio_codec: str | None = None
     """The one audio codec both runs offer; None: sip2rtmp offers all it has, and the baseline
     the one that call agreed on."""
+    srtp: bool = False
+    """sip2rtmp's call is SDES-SRTP (``--srtp required``), and the baseline is the same call in
+    plain RTP to ``PLAIN_CALLEE``, not ffmpeg."""
 
 
 CASES = {
@@ -52,7 +58,15 @@ CASES = {
     "h264": Case("video", "H264/0", "H.264 640x480 25 fps passed through"),
     "h264-g711": Case("video", "H264/0", "H.264 passed through, G.711 µ-law audio", "PCMU"),
     "vp8": Case("vp8", "VP8", "VP8 640x480 25 fps transcoded to H.264"),
+    "srtp": Case("srtp", None, "audio only in SDES-SRTP, against the same call in RTP", srtp=True),
 }
+PLAIN_CALLEE = "tone"
+"""The SRTP case's baseline callee: the lab's ``srtp`` callee is ``tone`` demanding SRTP (the
+same codecs and noise floor; its tone is 550 Hz, not 440)."""
+
+
+FULL_CALL = "max duration reached"
+"""The reason of the FINISH event of a call that lasted its ``--max-duration``."""
 
 
 def _sip2rtmp_command() -> list[str]:
@@ -113,17 +127,18 @@ def _call_command(options: Options, stream_key: str) -> list[str]:
         *itertools.chain.from_iterable(flags.items()),
         *([] if options.video_codec else ["--no-video"]),
         *(["--audio-codecs", options.audio_codec] if options.audio_codec else []),
+        *(["--srtp", "required"] if options.srtp else []),
         "--max-duration",
         f"{options.duration:g}",
         "--json",
     ]
 
 
-def run_sip2rtmp(options: Options) -> Run:
+def run_sip2rtmp(options: Options, name: str = "sip2rtmp", label: str = "sip2rtmp") -> Run:
     """One call relayed by sip2rtmp, which ends it itself after ``--max-duration``."""
-    call = MeasuredCall(options, "sip2rtmp", label="sip2rtmp")
+    call = MeasuredCall(options, name, label=label)
     env = dict(os.environ, SIP2RTMP_SIP_PASSWORD=RELAY_ACCOUNT.password)
-    with (options.work_dir / "sip2rtmp.stderr").open("wb") as stderr:
+    with (options.work_dir / f"{name}.stderr").open("wb") as stderr:
         process = subprocess.Popen(
             _call_command(options, call.stream_key), stdout=subprocess.PIPE, stderr=stderr, env=env
         )
@@ -140,6 +155,11 @@ def run_sip2rtmp(options: Options) -> Run:
     answered_at = time.monotonic() - (time.time() - answered_wall)
     note = call.steady_window(watched, answered_at)
     usage = watched.reap(timeout=options.duration + 30)
+    ends = events.find(lambda r: r.get("status") in ("FINISH", "FAILED"))
+    reason = str(ends[-1][1].get("reason")) if ends else "no FINISH event"
+    if reason != FULL_CALL:  # a shorter call's CPU per minute would mean nothing
+        call.finish(watched, usage, codec="", note="", sip_ports=set(), rtp_ports=set())
+        raise RuntimeError(f"the {label} call did not last: {reason}")
     codec = str(answered.get("audio", {}).get("codec", "PCMU"))
     ports = watched.udp_ports
     run = call.finish(watched, usage, codec=codec, note=note, sip_ports=ports, rtp_ports=ports)
@@ -154,8 +174,25 @@ def run_sip2rtmp(options: Options) -> Run:
 
 def run_case(options: Options, baseline_codec: str | None) -> tuple[Run, Run]:
     """sip2rtmp's run, then the baseline's: never at the same time, so neither slows the other."""
+    if options.srtp:
+        return run_srtp_case(options)
     print(f"sip2rtmp: {options.duration:g} s call to {options.callee} …", file=sys.stderr)
     ours = run_sip2rtmp(options)
     codec = baseline_codec or ours.codec
     print(f"ffmpeg baseline: {options.duration:g} s call, {codec} …", file=sys.stderr)
     return ours, run_baseline(options, codec)
+
+
+def run_srtp_case(options: Options) -> tuple[Run, Run]:
+    """The SRTP call, then the same call in plain RTP to ``PLAIN_CALLEE``.
+
+    Neither is captured nor probed: the SRTP call's payloads on the wire are encrypted, so no
+    tone onset can be found in them, and both runs must do the same work for their CPU to
+    compare.
+    """
+    options = replace(options, capture=False, probe=False)
+    print(f"sip2rtmp SRTP: {options.duration:g} s call to {options.callee} …", file=sys.stderr)
+    ours = run_sip2rtmp(options, "sip2rtmp-srtp", "sip2rtmp SRTP")
+    plain = replace(options, callee=PLAIN_CALLEE, srtp=False)
+    print(f"sip2rtmp RTP: {options.duration:g} s call to {PLAIN_CALLEE} …", file=sys.stderr)
+    return ours, run_sip2rtmp(plain, "sip2rtmp-rtp", "sip2rtmp plain RTP")

@@ -2,7 +2,8 @@
 
 It asks the SIP server an OPTIONS (any answer proves it reachable), registers and unregisters
 when registration is on (the only way to learn whether the credentials are accepted), publishes
-one keyframe and one audio frame to each RTMP output, looks for every codec a call may need in
+one keyframe and one audio frame to each RTMP output (an RTMPS one after verifying the server's
+certificate, through the same TLS hop a call uses), looks for every codec a call may need in
 the installed PyAV, and decodes the --announce and --slate files. The exit code is that of the
 first failure, as `call` would exit.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import av
 import click
@@ -29,13 +31,29 @@ from sip2rtmp.media import AacEncoder, EncodedPacket, SlateVideo, StreamTemplate
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
 from sip2rtmp.net.locate import Located
 from sip2rtmp.net.sip_session import SipSession
+from sip2rtmp.net.tls_hop import (
+    RTMPS_PORT,
+    CertificateRefused,
+    TlsHop,
+    client_context,
+    verify_certificate,
+)
 from sip2rtmp.netaddr import Address, format_address
-from sip2rtmp.outcomes import Outcome, OutputFailed, RunFailed, Unanswered, Unreachable
+from sip2rtmp.outcomes import (
+    Outcome,
+    OutputFailed,
+    Rejected,
+    RunFailed,
+    Unanswered,
+    Unreachable,
+)
 from sip2rtmp.relay.account import user_agent_config
+from sip2rtmp.sip.sdp import SdpParseError, SessionDescription
 
 OPTIONS_TIMEOUT = 5.0
 """Long enough for three UDP retransmissions; a server that has not answered by then is down."""
 RTMP_TIMEOUT = 10.0
+CERTIFICATE_HINT = "--rtmps-ca FILE trusts another CA, --rtmps-insecure skips the check"
 
 Mode = Literal["r", "w"]
 CODECS: tuple[tuple[str, tuple[Mode, ...], str], ...] = (
@@ -118,9 +136,10 @@ def _redacted(value: Any, redactor: Callable[[str], str]) -> Any:
 # ---- SIP ------------------------------------------------------------------------------------
 
 
-async def check_sip(settings: CallSettings) -> list[CheckResult]:
-    """OPTIONS, then REGISTER (and un-REGISTER) unless --no-register or the server is silent:
-    one SIP session, so the checks go through the same transactions a call would."""
+async def check_sip(settings: CallSettings, *, callee: bool = False) -> list[CheckResult]:
+    """OPTIONS, then REGISTER (and un-REGISTER) unless --no-register or the server is silent,
+    then with ``callee`` an OPTIONS to the callee: one SIP session, so the checks go through
+    the same transactions a call would."""
     server = f"{settings.sip_transport}:{settings.sip_server}"
     account = (
         f"{settings.sip_login}@{settings.sip_domain}" if settings.sip_login else settings.sip_domain
@@ -136,9 +155,14 @@ async def check_sip(settings: CallSettings) -> list[CheckResult]:
                 check_public_address(settings, session.local_address, session.public_address),
             ]
             if not settings.register:
-                skipped = CheckResult("SIP registration", account, Result.SKIP, "--no-register")
-                return [*results, skipped]
-            return [*results, await check_registration(session, account)]
+                results.append(
+                    CheckResult("SIP registration", account, Result.SKIP, "--no-register")
+                )
+            else:
+                results.append(await check_registration(session, account))
+            if callee:
+                results.append(await check_callee_media(session, settings))
+            return results
     except RunFailed as failed:
         return [
             CheckResult.failed("SIP server", server, failed.outcome, _unreachable(failed.outcome)),
@@ -198,6 +222,50 @@ def check_public_address(
     return CheckResult("public address", target, Result.PASS, detail, data=data)
 
 
+SECURE_PROFILES = ("RTP/SAVP", "RTP/SAVPF")
+
+
+async def check_callee_media(session: SipSession, settings: CallSettings) -> CheckResult:
+    """OPTIONS to the callee, whose answer may carry the SDP it would accept (RFC 3261
+    §11.2): an audio stream there in RTP/SAVP means an offer without SRTP is refused."""
+    target = settings.callee_uri
+    try:
+        answer = await session.options(target, timeout=OPTIONS_TIMEOUT)
+    except RunFailed as failed:
+        detail = f"no answer to OPTIONS ({type(failed.outcome).__name__}): see the call"
+        return CheckResult("callee media", target, Result.SKIP, detail)
+    profile = _audio_profile(answer.sdp)
+    if profile is None:
+        detail = f"answered {answer.status} without SDP: whether it needs SRTP shows in a call"
+        return CheckResult("callee media", target, Result.SKIP, detail)
+    data = {"profile": profile, "srtp": profile in SECURE_PROFILES}
+    if profile not in SECURE_PROFILES:
+        detail = f"takes {profile}: plain RTP, SRTP not required"
+        return CheckResult("callee media", target, Result.PASS, detail, data=data)
+    if settings.srtp != "off":
+        detail = f"requires SRTP ({profile}); --srtp {settings.srtp} offers it"
+        return CheckResult("callee media", target, Result.PASS, detail, data=data)
+    refused = Rejected("INVITE", 488, "Not Acceptable Here", target)
+    detail = f"requires SRTP ({profile}): a call with --srtp off would be refused (488)"
+    explained = explain(refused, srtp="off")
+    hint = f" — {explained.hint}" if explained.hint else ""
+    return CheckResult(
+        "callee media", target, Result.FAIL, detail + hint, explained.exit_code, data=data
+    )
+
+
+def _audio_profile(sdp: bytes | None) -> str | None:
+    """The transport profile of the first audio stream of ``sdp``, None when there is none
+    or the SDP cannot be read."""
+    if sdp is None:
+        return None
+    try:
+        description = SessionDescription.parse(sdp.decode("utf-8", "replace"))
+    except SdpParseError:
+        return None
+    return next((m.proto for m in description.media if m.kind == "audio"), None)
+
+
 async def check_registration(session: SipSession, account: str) -> CheckResult:
     """REGISTER: the only way to learn whether the server takes the credentials. The session
     removes the binding again on its way out."""
@@ -247,11 +315,15 @@ class Probe:
         return cls(StreamTemplates(slate.template, aac.template), (keyframe, audio[0]))
 
 
-def check_output(target: RtmpTarget, probe: Probe, timeout: float) -> CheckResult:
-    """Connect, publish the probe, close: the handshake, the publish and the muxer all ran."""
+def check_output(
+    target: RtmpTarget, probe: Probe, timeout: float, hop: TlsHop | None = None
+) -> CheckResult:
+    """Connect, publish the probe, close: the handshake, the publish and the muxer all ran.
+    With a ``hop``, FFmpeg publishes through it, as the call's output would."""
     container: Any = None
+    url = hop.connect_url if hop is not None else target.url
     try:
-        container = av.open(target.url, "w", format="flv", timeout=(timeout, timeout))
+        container = av.open(url, "w", format="flv", timeout=(timeout, timeout))
         streams = probe.templates.add_to(container)
         for packet in probe.packets:
             av_packet = av.Packet(packet.data)
@@ -266,7 +338,10 @@ def check_output(target: RtmpTarget, probe: Probe, timeout: float) -> CheckResul
         if container is not None:
             with contextlib.suppress(av.error.FFmpegError, OSError):
                 container.close()
-        detail = _os_detail(error).replace(target.url, target.display)
+        detail = _os_detail(error)
+        if hop is not None:
+            detail = hop.refusal() or hop.upstream_error() or detail.replace(url, target.display)
+        detail = detail.replace(target.url, target.display)
         failure = OutputFailed(target.display, detail)
         return CheckResult.failed("RTMP output", target.display, failure, detail)
     return CheckResult(
@@ -277,13 +352,66 @@ def check_output(target: RtmpTarget, probe: Probe, timeout: float) -> CheckResul
     )
 
 
-def check_outputs(targets: tuple[RtmpTarget, ...]) -> list[CheckResult]:
+def check_certificate(
+    target: RtmpTarget, cafile: str | None, insecure: bool, timeout: float
+) -> CheckResult:
+    """The RTMPS server's certificate, checked as a call's hop checks it."""
+    if insecure:
+        detail = "--rtmps-insecure: the certificate is not checked"
+        return CheckResult("RTMPS certificate", target.display, Result.SKIP, detail)
+    parts = urlsplit(target.url)
+    host, port = parts.hostname or "", parts.port or RTMPS_PORT
+    try:
+        context = client_context(cafile)
+        description = asyncio.run(verify_certificate(host, port, context, timeout))
+    except CertificateRefused as refused:
+        detail = f"{host}:{port} refused: {refused} — {CERTIFICATE_HINT}"
+        code = explain(OutputFailed(target.display, detail)).exit_code
+        return CheckResult("RTMPS certificate", target.display, Result.FAIL, detail, code)
+    except OSError as error:  # ssl.SSLError, TimeoutError and a missing --rtmps-ca too
+        detail = f"{host}:{port}: {_os_detail(error)}"
+        failure = OutputFailed(target.display, detail)
+        return CheckResult.failed("RTMPS certificate", target.display, failure, detail)
+    return CheckResult("RTMPS certificate", target.display, Result.PASS, description)
+
+
+def check_rtmps_output(
+    target: RtmpTarget, probe: Probe, timeout: float, cafile: str | None, insecure: bool
+) -> list[CheckResult]:
+    """The certificate first; the probe then goes through a hop, not FFmpeg's own TLS."""
+    certificate = check_certificate(target, cafile, insecure, timeout)
+    if certificate.result is Result.FAIL:
+        skipped = "not published: the certificate did not verify"
+        return [certificate, CheckResult("RTMP output", target.display, Result.SKIP, skipped)]
+    hop = TlsHop(target.url, cafile=cafile, insecure=insecure, connect_timeout=timeout)
+    try:
+        hop.start()
+        return [certificate, check_output(target, probe, timeout, hop)]
+    except OSError as error:
+        failure = OutputFailed(target.display, _os_detail(error))
+        return [
+            certificate,
+            CheckResult.failed("RTMP output", target.display, failure, _os_detail(error)),
+        ]
+    finally:
+        hop.close()
+
+
+def check_outputs(
+    targets: tuple[RtmpTarget, ...], cafile: str | None = None, insecure: bool = False
+) -> list[CheckResult]:
     try:
         probe = Probe.make()
     except (av.error.FFmpegError, ValueError, RuntimeError) as error:
         reason = f"cannot encode a test frame ({_os_detail(error)}); see the codec checks"
         return [CheckResult("RTMP output", t.display, Result.SKIP, reason) for t in targets]
-    return [check_output(target, probe, RTMP_TIMEOUT) for target in targets]
+    results: list[CheckResult] = []
+    for target in targets:
+        if urlsplit(target.url).scheme.lower() == "rtmps":
+            results += check_rtmps_output(target, probe, RTMP_TIMEOUT, cafile, insecure)
+        else:
+            results.append(check_output(target, probe, RTMP_TIMEOUT))
+    return results
 
 
 # ---- codecs ---------------------------------------------------------------------------------
@@ -365,7 +493,8 @@ def check(ctx: click.Context, /, **flags: Any) -> int:
     announce_loop = request.media.announce_loop
 
     outcomes: list[CheckResult] = []
-    for results in run_checks(settings, announce, announce_loop, slate):
+    callee = bool(flags["callee"])
+    for results in run_checks(settings, announce, announce_loop, slate, callee=callee):
         for result in results:
             # Targets are display forms already; a detail may quote a third party's free text.
             shown = result.redacted(redactor)
@@ -383,11 +512,17 @@ def check(ctx: click.Context, /, **flags: Any) -> int:
 
 
 def run_checks(
-    settings: CallSettings, announce: Path | None, announce_loop: bool, slate: Path | None
+    settings: CallSettings,
+    announce: Path | None,
+    announce_loop: bool,
+    slate: Path | None,
+    *,
+    callee: bool = False,
 ) -> Iterator[list[CheckResult]]:
-    """The checks in report order, each group yielded as soon as it is done."""
-    yield asyncio.run(check_sip(settings))
-    yield check_outputs(settings.rtmp_targets)
+    """The checks in report order, each group yielded as soon as it is done; ``callee`` when
+    one was named, so that the callee's own media is asked about too."""
+    yield asyncio.run(check_sip(settings, callee=callee))
+    yield check_outputs(settings.rtmp_targets, settings.rtmps_ca, settings.rtmps_insecure)
     yield check_codecs()
     yield check_media_files(announce, announce_loop, slate)
 

@@ -4,7 +4,8 @@
 the order docs/events.md shows them; the JSON printer adds `ts` and `callId` after `event`, the
 plain printer writes the same fields as `key=value` words. Values are shown as they are: the
 relay masks secrets where it knows them (an output's `target` is already its display form,
-reasons come from outcomes), so nothing here searches the text for them.
+reasons come from outcomes), so nothing here searches the text for them, except for SRTP keys:
+a reason or an error may quote SDP, so every text value has its `inline:` keys masked.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sip2rtmp.relay.events import (
     VideoStats,
 )
 from sip2rtmp.rtp.source import SourceStats
+from sip2rtmp.sip.sdes import mask_keys
 
 Record = dict[str, Any]
 _NAMES = {NatAddress: "nat", SipServerChanged: "failover", SipReconnected: "reconnected"}
@@ -49,6 +51,22 @@ _NAMES = {NatAddress: "nat", SipServerChanged: "failover", SipReconnected: "reco
 
 def record(event: RelayEvent) -> Record:
     """`event` as its NDJSON record, without the `ts` and `callId` every line also carries."""
+    masked: Record = _keys_masked(_record(event))
+    return masked
+
+
+def _keys_masked(value: Any) -> Any:
+    """`value` with `mask_keys` applied to every string in it, however deeply nested."""
+    if isinstance(value, str):
+        return mask_keys(value)
+    if isinstance(value, dict):
+        return {name: _keys_masked(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_keys_masked(item) for item in value]
+    return value
+
+
+def _record(event: RelayEvent) -> Record:
     if isinstance(event, Registering):
         return {"event": "registering", "server": event.server, "transport": event.transport}
     if isinstance(event, Registered):
@@ -113,7 +131,7 @@ def _status_record(event: Trying | Progress | Established | Finished | Failed) -
         return head | {"code": event.code, "reason": event.reason}
     if isinstance(event, Established):
         codecs = _present(audio=_codec(event.audio), video=_codec(event.video))
-        return head | {"code": event.code, "reason": event.reason} | codecs
+        return head | {"code": event.code, "reason": event.reason} | codecs | {"srtp": event.srtp}
     if isinstance(event, Finished):
         return head | {"reason": event.reason, "duration": event.duration}
     explained = explain(event.outcome)

@@ -11,7 +11,9 @@ from sip2rtmp.cli.demo import run_demo
 from sip2rtmp.lab import (
     CALLEES,
     RTMP_URL,
+    RTMPS_SELF_SIGNED_URL,
     RTMPS_URL,
+    RTMPS_WRONG_HOST_URL,
     RUN_DIR_ENV,
     SIP_DOMAIN,
     SIP_HOST,
@@ -81,6 +83,8 @@ def _table(current: LabStatus) -> str:
         f"run dir   {current.run_dir}",
         f"SIP       {SIP_DOMAIN}: udp/tcp {SIP_HOST}:{SIP_PORT}, tls {SIP_HOST}:{SIP_TLS_PORT}",
         f"RTMP      {RTMP_URL}/<key>   RTMPS {RTMPS_URL}/<key>",
+        f"refused   {RTMPS_SELF_SIGNED_URL}/<key> (self-signed), "
+        f"{RTMPS_WRONG_HOST_URL}/<key> (wrong host)",
         f"stats     {STAT_URL}",
     ]
     return "\n".join(rows)

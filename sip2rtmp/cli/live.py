@@ -3,7 +3,8 @@
 An event sink (`RelayEvent` in, nothing out) that keeps no state the relay relies on; the
 sinks for logs and pipes are in `sip2rtmp.cli.summary` and `sip2rtmp.cli.output`, which do not
 import rich. Events arrive with their secrets already masked (an output's target is its display
-form); every string from one is shown terminal-safe, never parsed as markup.
+form), and any SRTP key a quoted SDP could carry is masked as it is shown; every string from
+one is shown terminal-safe, never parsed as markup.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from sip2rtmp.relay.events import (
     VideoMode,
     VideoStats,
 )
+from sip2rtmp.sip.sdes import mask_keys
 
 DTMF_KEYS = frozenset("0123456789*#")
 HANGUP_KEYS = frozenset("qQ")
@@ -198,6 +200,8 @@ class LiveView:
         self._streaming_at: float | None = None
         self._ended_at: float | None = None
         self._codecs: dict[str, str] = {}
+        self._srtp: str | None = None
+        """The SRTP suite of the call's media, None for plain RTP."""
         self._media: list[str] = []
         self._level_dbfs: float | None = None
         self._rtp: AudioStats | None = None
@@ -312,6 +316,7 @@ class LiveView:
             self._sip = f"{event.code} {event.reason}".strip()
             self._established_at = now
             self._codecs = {"audio": codec_text(event.audio), "video": codec_text(event.video)}
+            self._srtp = event.srtp
         else:
             self._status = CallStatus.FINISH if isinstance(event, Finished) else event.status
             reason = event.reason if isinstance(event, Finished) else explain(event.outcome).message
@@ -383,8 +388,9 @@ class LiveView:
             return Group(self._summary(), self._output_table(), self._hint())
 
     def _text(self, value: object, style: str = "") -> Text:
-        """Event-derived text (masked where the relay made it), terminal-safe, never markup."""
-        return Text(terminal_safe(str(value)), style=style)
+        """Event-derived text (masked where the relay made it, SRTP keys masked here),
+        terminal-safe, never markup."""
+        return Text(terminal_safe(mask_keys(str(value))), style=style)
 
     def _summary(self) -> Panel:
         grid = Table.grid(padding=(0, 2))
@@ -422,7 +428,8 @@ class LiveView:
             "Codecs",
             self._text(
                 f"audio {self._codecs.get('audio', '—')}   video {self._codecs.get('video', '—')}"
-                "   → RTMP H.264 + AAC"
+                + (f"   SRTP {self._srtp}" if self._srtp else "")
+                + "   → RTMP H.264 + AAC"
             ),
         )
         if self._media:

@@ -14,8 +14,9 @@ from sip2rtmp import __version__
 from sip2rtmp.cli.call import call
 from sip2rtmp.cli.check import check
 from sip2rtmp.cli.lab import lab
+from sip2rtmp.cli.options import RunState
 from sip2rtmp.cli.outcomes import EXIT_CODE_MEANINGS, ExitCode, explain
-from sip2rtmp.cli.output import Redactor, print_error
+from sip2rtmp.cli.output import print_error
 from sip2rtmp.config import ConfigError
 from sip2rtmp.lab import LabError
 from sip2rtmp.outcomes import RunFailed
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def run(argv: list[str] | None = None) -> int:
     """The CLI's exit code for ``argv``: every outcome is mapped here, and only here."""
-    redactor = Redactor()
+    state = RunState()
     try:
-        result = cli.main(args=argv, prog_name="sip2rtmp", standalone_mode=False, obj=redactor)
+        result = cli.main(args=argv, prog_name="sip2rtmp", standalone_mode=False, obj=state)
     except click.exceptions.Abort:
         sys.stderr.write("sip2rtmp: interrupted\n")
         return ExitCode.INTERRUPTED
@@ -65,7 +66,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as done:
         return done.exit_code
     except RunFailed as failed:
-        explained = explain(failed.outcome)
+        explained = explain(failed.outcome, srtp=state.srtp)
         print_error(explained.message, explained.hint)
         return explained.exit_code
     except ConfigError as error:
@@ -80,7 +81,7 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug: one line here, the traceback only in the debug log
         log.debug("internal error", exc_info=True)
         # An unexpected exception's text is free text: the known full secrets are masked.
-        message = redactor(f"internal error: {type(error).__name__}: {error}")
+        message = state.redactor(f"internal error: {type(error).__name__}: {error}")
         print_error(message, "run with -v for details")
         return ExitCode.INTERNAL
     return result if isinstance(result, int) else ExitCode.OK

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -19,7 +20,14 @@ import click
 
 from sip2rtmp.cli.output import Redactor, configure_logging
 from sip2rtmp.cli.profile import apply_profile
-from sip2rtmp.config import DEFAULT_KEEPALIVE, CallSettings, ConfigError, build_call_settings
+from sip2rtmp.config import (
+    DEFAULT_KEEPALIVE,
+    SRTP_MODES,
+    CallSettings,
+    ConfigError,
+    SrtpMode,
+    build_call_settings,
+)
 from sip2rtmp.media.output import redact as display
 from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
 from sip2rtmp.relay.dtmf import DtmfScript
@@ -90,6 +98,15 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             type=click.Path(exists=True, dir_okay=False),
             metavar="FILE",
             help="Trust this CA file for the SIP server's TLS certificate (default: system CAs).",
+        ),
+        click.option(
+            "--srtp",
+            type=click.Choice(SRTP_MODES, case_sensitive=False),
+            default="off",
+            show_default=True,
+            help="Encrypt the call's media (SDES-SRTP): required offers only SRTP; optional"
+            " offers it so that a plain-RTP callee can still answer. Use with --sip-transport"
+            " tls, which protects the keys.",
         ),
         click.option(
             "--nat",
@@ -167,6 +184,17 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             envvar="SIP2RTMP_RTMP_STREAM",
             metavar="KEY",
             help="Stream key appended to the URL; one for all URLs or one per URL.",
+        ),
+        click.option(
+            "--rtmps-ca",
+            metavar="FILE",
+            help="Verify rtmps:// servers against the CAs in this PEM file (default: system CAs).",
+        ),
+        click.option(
+            "--rtmps-insecure",
+            is_flag=True,
+            help="Do not verify the certificates of rtmps:// servers (anyone on the path can"
+            " then take the stream and its key).",
         ),
         click.option(
             "--audio-channels",
@@ -322,6 +350,29 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
     return apply
 
 
+log = logging.getLogger("sip2rtmp.options")
+
+CLEAR_TEXT_KEYS_WARNING = (
+    "SRTP keys travel in clear text over SIP/{transport}: use --sip-transport tls to protect them"
+)
+"""SDES carries the master keys in the SDP (RFC 4568 §8.3): only a protected signalling
+path keeps them from whoever can read it."""
+INSECURE_RTMPS_WARNING = (
+    "--rtmps-insecure: the certificates of rtmps:// servers are not checked; anyone on the path"
+    " can pose as the server and take the stream and its stream key"
+)
+
+
+@dataclass
+class RunState:
+    """What `sip2rtmp.cli.main.run` shares with the command it runs (as click's `obj`): the
+    redactor every log line passes, which learns the secrets as the flags are read, and the
+    call's SRTP mode once the flags are valid, on which the hint of a refused offer depends."""
+
+    redactor: Redactor = field(default_factory=Redactor)
+    srtp: SrtpMode | None = None
+
+
 @dataclass(frozen=True)
 class RelayRequest:
     """What the shared flags ask for: the call's settings and what to send and record."""
@@ -340,7 +391,8 @@ def relay_request(
     The password and every target's full URL are known to the log redactor before anything
     can log them.
     """
-    redactor: Redactor = ctx.obj if isinstance(ctx.obj, Redactor) else Redactor()
+    state = ctx.obj if isinstance(ctx.obj, RunState) else RunState()
+    redactor = state.redactor
     password = password_from(
         flags["sip_password"], flags["sip_password_file"], flags["sip_password_command"]
     )
@@ -359,6 +411,9 @@ def relay_request(
         redactor.add_url(target.url, display(target.url))
         redactor.add(urlsplit(target.url).password or "")
     configure_logging(flags["verbose"], flags["quiet"], flags["log_file"], redactor)
+    state.srtp = settings.srtp
+    for warning in encryption_warnings(settings):
+        log.warning("%s", warning)
     if flags["dtmf_script"]:
         DtmfScript.parse(flags["dtmf_script"])
     if record is not None and record.suffix.lower() not in (".flv", ".mp4"):
@@ -380,6 +435,17 @@ def relay_request(
         keyframe_interval=interval,
     )
     return RelayRequest(settings, media, redactor, flags["as_json"])
+
+
+def encryption_warnings(settings: CallSettings) -> list[str]:
+    """What the settings leave unprotected although encryption was asked for, or turned off."""
+    warnings = []
+    if settings.srtp != "off" and settings.sip_transport != "tls":
+        warnings.append(CLEAR_TEXT_KEYS_WARNING.format(transport=settings.sip_transport.upper()))
+    rtmps = any(urlsplit(t.url).scheme.lower() == "rtmps" for t in settings.rtmp_targets)
+    if settings.rtmps_insecure and rtmps:
+        warnings.append(INSECURE_RTMPS_WARNING)
+    return warnings
 
 
 PASSWORD_COMMAND_TIMEOUT = 10.0
@@ -447,5 +513,8 @@ SETTINGS_FLAGS = (
     "caller_id",
     "asserted_identity",
     "identity_header",
+    "srtp",
+    "rtmps_ca",
+    "rtmps_insecure",
 )
 """Flags passed to `build_call_settings` as they are."""

@@ -7,9 +7,10 @@ message a user reads and the flags worth checking.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
+from sip2rtmp.config import SrtpMode
 from sip2rtmp.outcomes import (
     BUSY_STATUSES,
     InternalError,
@@ -23,6 +24,7 @@ from sip2rtmp.outcomes import (
     Unreachable,
     UnusableAnswer,
 )
+from sip2rtmp.sip.sdes import mask_keys
 
 
 class ExitCode(IntEnum):
@@ -78,6 +80,10 @@ INTERNAL_HINT = "run with -v for details"
 REFUSED_HINT = (
     "check --caller-id and --asserted-identity, and that the account may call this callee"
 )
+SRTP_HINT = "the callee may require encrypted media: try --srtp required (with --sip-transport tls)"
+MEDIA_REFUSED_STATUSES = frozenset({406, 415, 488})
+"""Not Acceptable, Unsupported Media Type, Not Acceptable Here (RFC 3261 §21.4.7, §21.4.13,
+§21.4.26): what callees and trunks that demand SRTP answer an offer of plain RTP."""
 PLAIN_FORBIDDEN = frozenset({"", "forbidden"})
 """Reason phrases that say no more than the status code; any other is the server's own words
 (`403 Caller ID not allowed`) and is worth showing."""
@@ -100,12 +106,24 @@ class Explanation:
     hint: str = ""
 
 
-def explain(outcome: Outcome) -> Explanation:
-    """The exit code, one-line message and hint of every way a run can fail."""
+def explain(outcome: Outcome, srtp: SrtpMode | None = None) -> Explanation:
+    """The exit code, one-line message and hint of every way a run can fail; `srtp` is the
+    call's `--srtp` when known (a refused plain-RTP offer then hints at it).
+
+    The message may quote SDP a peer sent back or a parser's complaint about it: any SRTP key
+    in it is masked."""
+    explained = _explain(outcome, srtp)
+    return replace(explained, message=mask_keys(explained.message))
+
+
+def _explain(outcome: Outcome, srtp: SrtpMode | None) -> Explanation:
     if isinstance(outcome, Rejected):
         if outcome.method == "REGISTER":
             return _rejected_register(outcome)
-        return _rejected_invite(outcome)
+        explained = _rejected_invite(outcome)
+        if srtp == "off" and outcome.status in MEDIA_REFUSED_STATUSES:
+            return replace(explained, hint=SRTP_HINT)
+        return explained
     if isinstance(outcome, Unanswered):
         detail = f"no response to {outcome.method} within {outcome.seconds:g} s"
         return _unreachable(outcome.target, detail)

@@ -4,7 +4,10 @@ Secrets are masked where they are known, by field: an output's target is its dis
 before it becomes an event, reasons come from outcomes, the password is a `Secret`. So events
 are printed as they are, never searched for secrets. Free text from third parties is the one
 exception: a log record (a library's message, an FFmpeg error) passes the `Redactor`, which
-replaces the known full values (the password, a target's full URL) as a last defence. Text from
+replaces the known full values (the password, a target's full URL) as a last defence. SRTP
+master keys are the other exception: they travel inside SDP (RFC 4568 `inline:`), which a SIP
+message logged at -vv, a parser's complaint or a peer's reason may quote, so every log record,
+event and error line has them masked by `mask_keys`. Text from
 the network (a reason phrase, a peer's error) may carry terminal escape sequences: every line
 for a terminal or a log passes `terminal_safe`, and JSON escapes them.
 """
@@ -26,6 +29,7 @@ from typing import IO, Any
 from sip2rtmp.cli.events import Record, record
 from sip2rtmp.config import ConfigError
 from sip2rtmp.relay.events import RelayEvent
+from sip2rtmp.sip.sdes import mask_keys
 
 REDACT_MIN_LENGTH = 8
 """Shortest password the redactor replaces in free text. A shorter one (like a stream key `live`
@@ -65,7 +69,7 @@ def json_line(record: dict[str, Any]) -> str:
 class Redactor:
     """Replaces the known full secret values in free text: each target URL by its display form,
     each password of `REDACT_MIN_LENGTH` or more characters by `***` where it stands as a whole
-    token (not where it is only part of a longer word)."""
+    token (not where it is only part of a longer word), and every SRTP key (`inline:***`)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
@@ -94,6 +98,7 @@ class Redactor:
         self._pattern = re.compile("|".join(patterns))
 
     def __call__(self, text: str) -> str:
+        text = mask_keys(text)
         if self._pattern is None:
             return text
         return self._pattern.sub(lambda found: self._urls.get(found.group(), "***"), text)
@@ -106,15 +111,23 @@ def _whole_token(secret: str) -> str:
     return before + re.escape(secret) + after
 
 
+_CLEANED = "sip2rtmp_cleaned"
+"""The attribute that marks a log record `RedactingFilter` has already cleaned."""
+
+
 class RedactingFilter(logging.Filter):
     """Formats a log record's message (and traceback) once, redacted, digest credentials masked
-    and terminal-safe, so no handler can print the raw one."""
+    and terminal-safe, so no handler can print the raw one. Each handler has this filter: the
+    first to see a record cleans it, the others find it clean."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self._redact = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _CLEANED, False):
+            return True
+        setattr(record, _CLEANED, True)
         record.msg = self._clean(record.getMessage())
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -162,6 +175,8 @@ def plain_line(fields: Record) -> str:
 
 
 def _plain_value(value: object) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, float):
@@ -177,7 +192,7 @@ def print_error(message: str, hint: str = "") -> None:
     line = f"sip2rtmp: error: {message}"
     if hint:
         line += f" — {hint}"
-    sys.stderr.write(terminal_safe(line) + "\n")
+    sys.stderr.write(terminal_safe(mask_keys(line)) + "\n")
     sys.stderr.flush()
 
 

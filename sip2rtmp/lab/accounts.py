@@ -39,6 +39,8 @@ class LabAccount:
     """Loopback port of the callee's baresip ctrl_tcp (netstring JSON) interface."""
     rtp_ports: tuple[int, int] | None = None
     """Inclusive RTP/RTCP port range of the callee, so traffic to it can be told apart."""
+    media_encryption: str | None = None
+    """baresip's `mediaenc` for the callee (`srtp-mand`: SDES-SRTP or 488); None for plain RTP."""
 
     @property
     def video(self) -> bool:
@@ -63,6 +65,7 @@ def _callee(
     tone_hz: int = 440,
     video_codec: str | None = None,
     audio_codecs: tuple[str, ...] = (),
+    media_encryption: str | None = None,
 ) -> LabAccount:
     """A callee with ports derived from its index, so no two callees share one.
 
@@ -80,6 +83,7 @@ def _callee(
         sip_port=5070 + 2 * index,
         ctrl_port=4440 + index,
         rtp_ports=(rtp_low, rtp_low + 99),
+        media_encryption=media_encryption,
     )
 
 
@@ -93,6 +97,7 @@ LAB_ACCOUNTS: tuple[LabAccount, ...] = (
     _callee(5, "g722", "g722-lab-Otter-6075", audio_codecs=("G722/16000/1",)),
     _callee(6, "opus", "opus-lab-Puffin-2748", audio_codecs=("opus/48000/2",)),
     _callee(7, "vp8", "vp8-lab-Tapir-9136", tone_hz=440, video_codec="VP8"),
+    _callee(8, "srtp", "srtp-lab-Pangolin-6613", tone_hz=550, media_encryption="srtp-mand"),
 )
 """Every subscriber of the lab domain; distinctive passwords make a leak into a log easy to grep."""
 

@@ -53,6 +53,20 @@ RTMP_URL = f"rtmp://{RTMP_HOST}:{RTMP_PORT}/{RTMP_APP}"
 RTMPS_PORT = 1936
 RTMPS_URL = f"rtmps://{RTMP_HOST}:{RTMPS_PORT}/{RTMP_APP}"
 """TLS with the lab certificate, terminated by nginx and proxied to RTMP_URL."""
+RTMPS_SELF_SIGNED_PORT = 1937
+RTMPS_SELF_SIGNED_URL = f"rtmps://{RTMP_HOST}:{RTMPS_SELF_SIGNED_PORT}/{RTMP_APP}"
+"""Like RTMPS_URL, but the certificate signs itself: no CA vouches for it, the lab's neither."""
+RTMPS_WRONG_HOST_PORT = 1938
+RTMPS_WRONG_HOST_URL = f"rtmps://{RTMP_HOST}:{RTMPS_WRONG_HOST_PORT}/{RTMP_APP}"
+"""Like RTMPS_URL, with a certificate the lab CA signed for evil.example only: trusted, but not
+for the host it is served from (RFC 6125 §6)."""
+WRONG_HOST_NAME = "evil.example"
+RTMPS_URLS: dict[str, str] = {
+    "verified": RTMPS_URL,
+    "self-signed": RTMPS_SELF_SIGNED_URL,
+    "wrong-host": RTMPS_WRONG_HOST_URL,
+}
+"""Every RTMPS endpoint of the lab by what its certificate is."""
 STAT_PORT = 8088
 STAT_URL = f"http://{RTMP_HOST}:{STAT_PORT}/stat"
 """nginx-rtmp's XML statistics: which streams are being published and played."""
@@ -124,6 +138,8 @@ class LabStatus:
             "up": self.all_running and self.all_registered,
             "programs": {p.name: {"running": p.running, "pid": p.pid} for p in self.programs},
             "registered": sorted(self.registered),
+            "rtmp": RTMP_URL,
+            "rtmps": dict(RTMPS_URLS),
         }
 
 
@@ -176,6 +192,16 @@ class Lab:
     @property
     def tls_key(self) -> Path:
         return self.tls_dir / "server.key"
+
+    @property
+    def self_signed_certificate(self) -> Path:
+        """RTMPS_SELF_SIGNED_URL's certificate (PEM): for 127.0.0.1, signed by its own key."""
+        return self.tls_dir / "self-signed.pem"
+
+    @property
+    def wrong_host_certificate(self) -> Path:
+        """RTMPS_WRONG_HOST_URL's certificate (PEM): signed by tls_ca, for evil.example only."""
+        return self.tls_dir / "wrong-host.pem"
 
     @property
     def kamcmd_socket(self) -> Path:
@@ -352,18 +378,24 @@ class Lab:
             "RTMP_HOST": RTMP_HOST,
             "RTMP_PORT": str(RTMP_PORT),
             "RTMPS_PORT": str(RTMPS_PORT),
+            "RTMPS_SELF_SIGNED_PORT": str(RTMPS_SELF_SIGNED_PORT),
+            "RTMPS_WRONG_HOST_PORT": str(RTMPS_WRONG_HOST_PORT),
             "STAT_PORT": str(STAT_PORT),
             "RTMP_APP": RTMP_APP,
             "RECORDINGS_DIR": str(self.recordings_dir),
             "TLS_CERT": str(self.tls_certificate),
             "TLS_KEY": str(self.tls_key),
+            "SELF_SIGNED_CERT": str(self.self_signed_certificate),
+            "SELF_SIGNED_KEY": str(self.self_signed_certificate.with_suffix(".key")),
+            "WRONG_HOST_CERT": str(self.wrong_host_certificate),
+            "WRONG_HOST_KEY": str(self.wrong_host_certificate.with_suffix(".key")),
             "TEMP_DIR": str(temp_dir),
         }
         config = _render("nginx.conf", nginx_dir / "nginx.conf", values)
         argv = [
             "nginx", "-p", f"{nginx_dir}/", "-c", str(config), "-e", str(self.log_path(NGINX)),
         ]  # fmt: skip
-        ports = (RTMP_PORT, RTMPS_PORT, STAT_PORT)
+        ports = (RTMP_PORT, RTMPS_PORT, RTMPS_SELF_SIGNED_PORT, RTMPS_WRONG_HOST_PORT, STAT_PORT)
         self._spawn(NGINX, argv, ports)
         self._wait_until(NGINX, deadline, lambda: all(_listening(RTMP_HOST, p) for p in ports))
 
@@ -533,39 +565,77 @@ class Lab:
             raise LabError("lab cannot start: " + "; ".join(parts))
 
     def _ensure_certificates(self) -> None:
-        """Create a CA and a server certificate once; later runs reuse them so trust persists."""
-        if self.tls_ca.exists() and self.tls_certificate.exists() and self.tls_key.exists():
-            return
+        """Create the lab CA and each server certificate once; later runs reuse them, so trust
+        in the CA persists and a certificate added later is signed by the same CA."""
         ca_key = self.tls_dir / "ca.key"
-        request = self.tls_dir / "server.csr"
-        extensions = self.tls_dir / "server.ext"
-        extensions.write_text(
-            f"subjectAltName=DNS:{SIP_DOMAIN},IP:{SIP_HOST}\n"
-            "basicConstraints=critical,CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
-            "extendedKeyUsage=serverAuth\n"
-        )
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        commands = [
-            ["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(self.tls_ca),
-             "-days", "3650", "-subj", "/CN=sip2rtmp lab CA"],
-            ["openssl", "req", "-new", *ec, "-keyout", str(self.tls_key), "-out", str(request),
-             "-subj", f"/CN={SIP_DOMAIN}"],
-            ["openssl", "x509", "-req", "-in", str(request), "-CA", str(self.tls_ca),
-             "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(self.tls_certificate),
-             "-days", "3650", "-extfile", str(extensions)],
-        ]  # fmt: skip
-        for argv in commands:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                lines = done.stderr.strip().splitlines()
-                raise LabError(f"openssl could not create the lab certificate: {lines[-1:]}")
+        if not (self.tls_ca.exists() and ca_key.exists()):
+            _openssl(
+                "req", "-x509", *_EC_KEY, "-keyout", str(ca_key), "-out", str(self.tls_ca),
+                "-days", "3650", "-subj", "/CN=sip2rtmp lab CA",
+            )  # fmt: skip
+            self.tls_certificate.unlink(missing_ok=True)
+            self.wrong_host_certificate.unlink(missing_ok=True)
+        if not (self.tls_certificate.exists() and self.tls_key.exists()):
+            self._issue(
+                self.tls_certificate, self.tls_key, SIP_DOMAIN, f"DNS:{SIP_DOMAIN},IP:{SIP_HOST}"
+            )
+        wrong_host_key = self.wrong_host_certificate.with_suffix(".key")
+        if not (self.wrong_host_certificate.exists() and wrong_host_key.exists()):
+            self._issue(
+                self.wrong_host_certificate,
+                wrong_host_key,
+                WRONG_HOST_NAME,
+                f"DNS:{WRONG_HOST_NAME}",
+            )
+        self_signed_key = self.self_signed_certificate.with_suffix(".key")
+        if not (self.self_signed_certificate.exists() and self_signed_key.exists()):
+            _openssl(
+                "req", "-x509", *_EC_KEY, "-keyout", str(self_signed_key),
+                "-out", str(self.self_signed_certificate), "-days", "3650",
+                "-subj", f"/CN={RTMP_HOST}", "-addext", f"subjectAltName=IP:{RTMP_HOST}",
+            )  # fmt: skip
+
+    def _issue(self, certificate: Path, key: Path, common_name: str, alt_names: str) -> None:
+        """A server certificate for `alt_names` (RFC 5280 subjectAltName syntax), signed by the
+        lab CA."""
+        request = certificate.with_suffix(".csr")
+        extensions = certificate.with_suffix(".ext")
+        extensions.write_text(_server_extensions(alt_names))
+        _openssl(
+            "req", "-new", *_EC_KEY, "-keyout", str(key), "-out", str(request),
+            "-subj", f"/CN={common_name}",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(request), "-CA", str(self.tls_ca),
+            "-CAkey", str(self.tls_dir / "ca.key"), "-CAcreateserial", "-out", str(certificate),
+            "-days", "3650", "-extfile", str(extensions),
+        )  # fmt: skip
 
     def _ensure_tones(self) -> None:
         for hz in {a.tone_hz for a in CALLEES if a.tone_hz is not None}:
             path = self.tone_path(hz)
             if not path.exists():
                 write_tone(path, hz)
+
+
+_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def _server_extensions(alt_names: str) -> str:
+    """X.509 v3 extensions of a TLS server certificate (RFC 5280 §4.2) for `alt_names`."""
+    return (
+        f"subjectAltName={alt_names}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+
+
+def _openssl(*args: str) -> None:
+    done = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise LabError(f"openssl could not create a lab certificate: {lines[-1:]}")
 
 
 def write_tone(path: Path, hz: float, seconds: float = TONE_SECONDS) -> None:
@@ -629,12 +699,14 @@ def write_kamailio_config(
 
 def callee_modules(callee: LabAccount) -> list[str]:
     """The baresip modules a lab callee loads: its codecs, the tone source, the dump of what it
-    hears, and the encoder of its video codec."""
+    hears, the encoder of its video codec, and SDES-SRTP for a callee that encrypts."""
     modules = ["g711.so", "g722.so", "opus.so", "aufile.so", "aubridge.so", "sndfile.so"]
     if callee.video_codec == "H264":
         modules += ["avcodec.so", "fakevideo.so"]
     elif callee.video_codec == "VP8":
         modules += ["vp8.so", "fakevideo.so"]
+    if callee.media_encryption in ("srtp", "srtp-mand"):
+        modules.append("srtp.so")
     return modules
 
 
@@ -712,6 +784,8 @@ def baresip_account(
         params.append("audio_codecs=" + ",".join(callee.audio_codecs))
     if callee.video_codec:
         params.append(f"video_codecs={callee.video_codec}")
+    if callee.media_encryption:
+        params.append(f"mediaenc={callee.media_encryption}")
     return f"<sip:{callee.user}@{domain};transport=udp>;" + ";".join(params)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import av
@@ -34,6 +34,21 @@ _TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, err
 _MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 """Fragmented MP4 keeps a recording playable even if the process dies before the trailer."""
 _NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
+
+
+class Hop(Protocol):
+    """What an output needs of the verified TLS hop an rtmps:// target goes through
+    (`sip2rtmp.net.tls_hop.TlsHop`): where FFmpeg connects instead, and why the latest
+    connection toward the server failed."""
+
+    @property
+    def connect_url(self) -> str: ...
+
+    def refusal(self) -> str | None: ...
+
+    def upstream_errno(self) -> int | None: ...
+
+    def upstream_error(self) -> str | None: ...
 
 
 class OutputState(Enum):
@@ -97,7 +112,8 @@ class RtmpOutput:
     ``submit`` never blocks. The first connect fails for good on anything but a timeout-like
     error (refused, bad URL, rejected key); once live, any failure is retried with exponential
     backoff until ``give_up_after_s`` without a working connection. Files are never reopened,
-    since reopening would truncate the recording.
+    since reopening would truncate the recording. With a ``hop``, FFmpeg connects to it
+    rather than to the target; a certificate the hop refused fails the output at once.
     """
 
     def __init__(
@@ -107,8 +123,12 @@ class RtmpOutput:
         policy: OutputPolicy | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        hop: Hop | None = None,
     ) -> None:
         self.target = target
+        self._hop = hop
+        self._url = target
+        """What FFmpeg opened last: the target, or its hop's loopback URL."""
         self.display = redact(target)
         self._templates = templates
         self._video_config = templates.video_config
@@ -205,9 +225,8 @@ class RtmpOutput:
             container: Any = None
             try:
                 options = _MP4_OPTIONS if self._format == "mp4" else {}
-                container = av.open(
-                    self.target, "w", format=self._format, container_options=options
-                )
+                url = self._url = self._hop.connect_url if self._hop else self.target
+                container = av.open(url, "w", format=self._format, container_options=options)
                 streams = self._templates.add_to(container)
                 # Connect and publish now, while the first media is still being buffered,
                 # rather than at the first packet: the RTMP handshake is off the critical path.
@@ -219,6 +238,8 @@ class RtmpOutput:
             except (av.error.FFmpegError, OSError, ValueError) as error:
                 self._abandon(container)
                 self._record_failure(error)
+            if self._refused():
+                return
             if self._closing.is_set():
                 self._set_state(OutputState.CLOSED if self._ever_live else OutputState.FAILED)
                 return
@@ -287,10 +308,32 @@ class RtmpOutput:
             if self._state is OutputState.LIVE:
                 self._state = OutputState.RECONNECTING
                 self._down_since = self._clock()
-            text = getattr(error, "strerror", None) or str(error)
-            self._last_error = str(text).replace(self.target, self.display)
+            text = str(getattr(error, "strerror", None) or str(error))
             timed_out = isinstance(error, TimeoutError)
-            self._last_errno = errno.ETIMEDOUT if timed_out else getattr(error, "errno", None)
+            number = errno.ETIMEDOUT if timed_out else getattr(error, "errno", None)
+            hop = self._hop
+            if hop is not None:
+                # FFmpeg only saw the loopback connection close: the hop knows why.
+                upstream = hop.upstream_error()
+                if upstream is not None:
+                    text, number = upstream, hop.upstream_errno()
+                text = text.replace(self._url, self.display)
+            self._last_error = text.replace(self.target, self.display)
+            self._last_errno = number
+
+    def _refused(self) -> bool:
+        """Fail for good when the hop refused the server's certificate: another attempt
+        meets the same certificate."""
+        reason = self._hop.refusal() if self._hop is not None else None
+        if reason is None:
+            return False
+        parts = urlsplit(self.target)
+        server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        with self._cond:
+            self._last_error = f"certificate of {server} refused by sip2rtmp: {reason}"
+            self._last_errno = None
+        self._set_state(OutputState.FAILED)
+        return True
 
     def _set_state(self, state: OutputState) -> None:
         with self._cond:

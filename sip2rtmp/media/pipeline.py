@@ -12,13 +12,13 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
 from sip2rtmp.media.audio import AacEncoder, AudioDecoder, AudioTimeline
-from sip2rtmp.media.output import OutputPolicy, OutputState, OutputStats, RtmpOutput
+from sip2rtmp.media.output import Hop, OutputPolicy, OutputState, OutputStats, RtmpOutput
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
 from sip2rtmp.outcomes import OutputFailed
 
@@ -82,6 +82,9 @@ class MediaConfig:
     first packets the moment they are due (with ``tick_s`` up to a tick later)."""
     inbound_capacity: int = 500
     output_policy: OutputPolicy = field(default_factory=OutputPolicy)
+    hops: Mapping[str, Hop] = field(default_factory=dict)
+    """The verified TLS hop of each rtmps:// target, by target: FFmpeg's own RTMPS does not
+    check the server's certificate (`sip2rtmp.net.tls_hop`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,13 @@ class MediaPipeline:
         )
         templates = StreamTemplates(video=video.template, audio=self._encoder.template)
         self.outputs = [
-            RtmpOutput(target, templates, self.config.output_policy, clock=clock)
+            RtmpOutput(
+                target,
+                templates,
+                self.config.output_policy,
+                clock=clock,
+                hop=self.config.hops.get(target),
+            )
             for target in targets
         ]
         self._inbound: deque[tuple[bytes | Lost | CodecSwitch, int, float, float | None]] = deque()

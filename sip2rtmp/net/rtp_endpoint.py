@@ -18,6 +18,13 @@ both sockets to: the same sockets later carry the media, so that is the mapping 
 must send to. The answers arrive through the same drain. A STUN datagram that answers no
 pending query is counted as ``malformed``, like any other datagram that is neither RTP nor
 RTCP: it changes nothing else, and an ICE-speaking far end's checks count as before.
+
+When the stream is SRTP (RFC 3711, keys from SDES), every RTP and RTCP datagram we send is
+protected, and every one that arrives is checked and decrypted before it is parsed or the
+source filter sees it: what fails authentication or the replay check is dropped and counted
+as ``rejected_srtp``, so a sender without the key can neither feed media nor move the source.
+RTP and RTCP are told apart by the second byte, which SRTP and SRTCP leave in clear; STUN
+(first byte 0 to 3, RFC 7983 §7) skips the SRTP check and takes the path above.
 """
 
 from __future__ import annotations
@@ -52,7 +59,9 @@ from sip2rtmp.rtp.rtcp import (
     parse_compound,
 )
 from sip2rtmp.rtp.source import SourceChange, SourceFilter
+from sip2rtmp.rtp.srtp import SrtpContext, SrtpError
 from sip2rtmp.rtp.stats import ReceiveStats
+from sip2rtmp.sip.sdes import SrtpKeys
 
 __all__ = ["PortAllocationError", "RtcpHandler", "RtpEndpoint", "RtpHandler", "resolve_address"]
 
@@ -181,6 +190,7 @@ class RtpEndpoint:
         self._fir_seq = 0
         self._closed = False
         self.send_errors = 0
+        self._srtp: SrtpContext | None = None
         self._stun: list[BindingTransaction] = []
         self._ticker = Ticker(GRID_S, self._drain_sockets)
 
@@ -252,13 +262,23 @@ class RtpEndpoint:
         *,
         rtcp_mux: bool = False,
         accept_payload_types: Collection[int] | None = None,
+        srtp: SrtpKeys | None = None,
     ) -> None:
         """The far end as the SDP names it; addresses must be IP literals (resolve first).
 
         Starts the periodic RTCP reports. From then on only the source that ``self.source``
         accepts is delivered; packets with a payload type outside ``accept_payload_types``
         (when given) are dropped before delivery or latching.
+
+        ``srtp`` makes the stream SRTP with those keys from now on. Other keys (a re-INVITE
+        that rekeys) start a new context; the same keys keep the current one and its replay
+        windows and rollover counts (RFC 3711 §3.3.1); ``None`` returns to plain RTP.
+        ``ValueError`` for keys libsrtp cannot use, before anything changes.
         """
+        if srtp is None:
+            self._srtp = None
+        elif self._srtp is None or self._srtp.keys != srtp:
+            self._srtp = SrtpContext(srtp)
         self.source.configure(
             rtp_address, rtcp_address, rtcp_mux=rtcp_mux, payload_types=accept_payload_types
         )
@@ -300,6 +320,11 @@ class RtpEndpoint:
         if is_rtcp(data):
             self._rtcp_datagram(data, addr, now)
             return
+        if self._srtp is not None:
+            clear = self._decrypted(data, self._srtp.unprotect_rtp)
+            if clear is None:
+                return
+            data = clear
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError:
@@ -319,7 +344,22 @@ class RtpEndpoint:
         stats.update(packet.sequence_number, packet.timestamp, now)
         self._on_rtp(packet, now)
 
+    def _decrypted(self, data: bytes, unprotect: Callable[[bytes], bytes | None]) -> bytes | None:
+        """An RTP-versioned datagram decrypted, or None (counted) when it fails; anything
+        else (STUN, whose first byte is below 4) as it is, for the paths after."""
+        if not data or data[0] >> 6 != 2:
+            return data
+        clear = unprotect(data)
+        if clear is None:
+            self.source.rejected_srtp += 1
+        return clear
+
     def _rtcp_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if self._srtp is not None:
+            clear = self._decrypted(data, self._srtp.unprotect_rtcp)
+            if clear is None:
+                return
+            data = clear
         try:
             packets = parse_compound(data)
         except RtcpParseError:
@@ -341,7 +381,14 @@ class RtpEndpoint:
         remote = self.source.rtp_destination
         if remote is None or self._closed:
             return
-        self._send(self._rtp, packet.serialize(), remote)
+        data = packet.serialize()
+        if self._srtp is not None:
+            try:
+                data = self._srtp.protect_rtp(data)
+            except SrtpError as error:
+                self._refused(error)
+                return
+        self._send(self._rtp, data, remote)
         if packet.ssrc == self.ssrc:
             self.packets_sent += 1
             self.octets_sent += len(packet.payload)
@@ -355,7 +402,19 @@ class RtpEndpoint:
         if remote is None or self._closed:
             return
         sock = self._rtp if self.source.rtcp_mux else self._rtcp
-        self._send(sock, compound(self._report(), self._sdes(), *packets), remote)
+        data = compound(self._report(), self._sdes(), *packets)
+        if self._srtp is not None:
+            try:
+                data = self._srtp.protect_rtcp(data)
+            except SrtpError as error:
+                self._refused(error)
+                return
+        self._send(sock, data, remote)
+
+    def _refused(self, error: SrtpError) -> None:
+        """A packet libsrtp would not protect is not sent in clear: dropped and counted."""
+        self.send_errors += 1
+        log.debug("%s", error)
 
     def _send(self, sock: socket.socket, data: bytes, address: Address) -> None:
         """UDP semantics: a datagram the kernel cannot take now (full buffer, ICMP error

@@ -31,6 +31,8 @@ from sip2rtmp.outcomes import (
     MediaTimedOut,
     Outcome,
     OutputFailed,
+    Rejected,
+    SipFailure,
     UnusableAnswer,
 )
 from sip2rtmp.relay import actions
@@ -62,10 +64,12 @@ from sip2rtmp.relay.events import (
     status_for_provisional,
 )
 from sip2rtmp.sip import events as sip
+from sip2rtmp.sip.sdes import offer_crypto
 from sip2rtmp.sip.sdp import (
     NegotiatedSession,
     NegotiatedStream,
     SdpParseError,
+    SrtpOffer,
     build_offer,
     negotiate,
 )
@@ -86,6 +90,10 @@ header is the callee's). Without one by then the stream opens on the slate and m
 callee's video at its first keyframe."""
 CANCEL_GRACE = 4.0
 """How long an interrupted INVITE waits for the final response to its CANCEL (§9.1)."""
+SRTP_REFUSED_STATUSES = frozenset((406, 415, 488))
+"""Answers to an offer whose media the callee will not take (RFC 3261 §21.4.26, §21.4.7,
+§21.4.16): with `--srtp optional` they move the offer from RTP/AVP with a=crypto to RTP/SAVP,
+the one form an SRTP-only callee accepts."""
 GOODBYE_TIMEOUT = 34.0
 """Upper bound for BYE or un-REGISTER on the way out: their transaction times out by then
 (64*T1 = 32 s, RFC 3261 §17.1.2.2)."""
@@ -121,6 +129,19 @@ def relays_video(stream: NegotiatedStream | None) -> bool:
         and stream.codec in RELAYED_VIDEO_CODECS
         and stream.direction in ("sendrecv", "sendonly")
     )
+
+
+PLAIN_PROFILE = "RTP/AVP"
+SECURE_PROFILE = "RTP/SAVP"
+
+
+def _srtp_offer(settings: CallSettings) -> SrtpOffer | None:
+    """The offer's SRTP for `--srtp`: RTP/SAVP when required, RTP/AVP with a=crypto when
+    optional; each stream its own keys, drawn once for the call."""
+    if settings.srtp == "off":
+        return None
+    profile = SECURE_PROFILE if settings.srtp == "required" else PLAIN_PROFILE
+    return SrtpOffer(profile, offer_crypto(), offer_crypto())
 
 
 def _codec(stream: NegotiatedStream | None) -> Codec | None:
@@ -205,6 +226,9 @@ class RelayCore:
         self.phase = Phase.IDLE
         self._offer = ""
         """Our SDP offer, once the legs' ports are known."""
+        self._offer_address: OfferAddress | None = None
+        self._srtp = _srtp_offer(settings)
+        """The offer's SRTP: fresh keys for this call (RFC 4568 §6.1), None for plain RTP."""
         self._actions: deque[Action] = deque()
         self._events: deque[RelayEvent] = deque()
         self._timers = _Deadlines()
@@ -384,7 +408,14 @@ class RelayCore:
         """The legs are bound and their public side known: offer them and call."""
         if self.phase is not Phase.CALLING:
             return
-        settings = self._settings
+        self._offer_address = offer
+        self._events.append(NatAddress("media", offer.host, offer.source))
+        self._invite()
+
+    def _invite(self) -> None:
+        """Offer the legs (with the SRTP as it stands) and call."""
+        settings, offer = self._settings, self._offer_address
+        assert offer is not None
         self._offer = build_offer(
             offer.host,
             offer.audio.rtp,
@@ -394,8 +425,8 @@ class RelayCore:
             video_codecs=OFFERED_VIDEO_CODECS,
             audio_rtcp_port=offer.audio.rtcp,
             video_rtcp_port=offer.video.rtcp if offer.video is not None else None,
+            srtp=self._srtp,
         )
-        self._events.append(NatAddress("media", offer.host, offer.source))
         self._events.append(Trying(settings.callee_uri))
         self._actions.append(
             actions.Invite(settings.callee_uri, self._offer.encode(), settings.ring_timeout)
@@ -432,8 +463,9 @@ class RelayCore:
         self._negotiated = negotiated
         self._answered_at = now
         self.phase = Phase.CONNECTING
+        suite = negotiated.audio.srtp.suite if negotiated.audio and negotiated.audio.srtp else None
         self._events.append(
-            Established(200, "OK", _codec(negotiated.audio), _codec(negotiated.video))
+            Established(200, "OK", _codec(negotiated.audio), _codec(negotiated.video), suite)
         )
         video = negotiated.video if relays_video(negotiated.video) else None
         self._legs = (negotiated.audio, video)
@@ -494,9 +526,25 @@ class RelayCore:
 
     def _on_attempt_failed(self, event: sip.CallAttemptFailed, now: float) -> None:
         if self.phase in (Phase.CALLING, Phase.RINGING):
+            if self._offer_savp_instead(event.outcome):
+                return
             self._end(now, "call failed", event.outcome)
         elif self.phase is Phase.ENDING and not self._call_up:
             self._after_call(now)  # the CANCEL's answer came
+
+    def _offer_savp_instead(self, outcome: SipFailure) -> bool:
+        """`--srtp optional` offered RTP/AVP with a=crypto, which an SRTP-only callee refuses
+        (RFC 4568 §6 leaves a plain profile with crypto to practice): offer RTP/SAVP once."""
+        srtp = self._srtp
+        if srtp is None or srtp.profile != PLAIN_PROFILE or not isinstance(outcome, Rejected):
+            return False
+        if outcome.status not in SRTP_REFUSED_STATUSES:
+            return False
+        log.info("the callee refused RTP/AVP with a=crypto (%d): offering RTP/SAVP", outcome.status)
+        self._srtp = replace(srtp, profile=SECURE_PROFILE)
+        self.phase = Phase.CALLING
+        self._invite()
+        return True
 
     def _on_call_ended(self, event: sip.CallEnded, now: float) -> None:
         self._call_up = False

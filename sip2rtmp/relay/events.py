@@ -161,6 +161,8 @@ class Established:
     reason: str
     audio: Codec | None
     video: Codec | None
+    srtp: str | None = None
+    """The SRTP suite protecting the call's media (RFC 4568), None for plain RTP."""
 
 
 @dataclass(frozen=True)

@@ -79,16 +79,21 @@ class MediaLeg:
 
         The endpoint sends to the new remote and takes media only from it (a new address
         starts source validation over; the same one keeps the accepted source) and only with
-        the new payload types. The jitter buffer stays unless the clock rate changes (or the
-        subclass needs a fresh one): a new source restarts its timeline by itself (new SSRC,
-        sequence restart or timestamp jump: a ``Resync``).
+        the new payload types, encrypted with the new SRTP keys (the same keys keep the
+        SRTP context and its replay state). The jitter buffer stays unless the clock rate
+        changes (or the subclass needs a fresh one): a new source restarts its timeline by
+        itself (new SSRC, sequence restart or timestamp jump: a ``Resync``).
         """
         rtp = await resolve_address(stream.rtp_address)
         rtcp = await resolve_address(stream.rtcp_address)
         previous, self.stream = self.stream, stream
         self.endpoint.clock_rate = stream.clock_rate
         self.endpoint.set_remote(
-            rtp, rtcp, rtcp_mux=stream.rtcp_mux, accept_payload_types=_accepted(stream)
+            rtp,
+            rtcp,
+            rtcp_mux=stream.rtcp_mux,
+            accept_payload_types=_accepted(stream),
+            srtp=stream.srtp,
         )
         if previous is None or self._needs_new_buffer(previous, stream):
             self._new_buffer(stream.clock_rate)

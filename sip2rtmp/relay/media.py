@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from sip2rtmp.config import CallSettings
 from sip2rtmp.media.passthrough import PassthroughVideo
@@ -24,6 +25,7 @@ from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.nat.policy import MappedPorts, OfferAddress, choose_offer_address
 from sip2rtmp.nat.stun import STUN_PORT, StunError
 from sip2rtmp.net.rtp_endpoint import RtpEndpoint
+from sip2rtmp.net.tls_hop import TlsHop
 from sip2rtmp.netaddr import Address, format_address
 from sip2rtmp.outcomes import OutputFailed
 from sip2rtmp.relay.audio import AudioLeg
@@ -77,6 +79,8 @@ class CallMedia:
         self._mapped: tuple[MappedPorts | None, MappedPorts | None] = (None, None)
         """What STUN saw of the audio and the video leg's sockets, when asked and answered."""
         self._pipeline: MediaPipeline | None = None
+        self._hops: list[TlsHop] = []
+        """One per rtmps:// output: the verified TLS its RTMP goes through."""
         self._sync: AvSync | None = None
         self._switch: VideoSwitch | None = None
         self._live: PassthroughVideo | TranscodedVideo | None = None
@@ -211,6 +215,7 @@ class CallMedia:
         audio = self.audio.stream
         codec = audio.codec if audio is not None else "PCMU"
         sync = self._sync = AvSync(audio.clock_rate if audio is not None else 8000)
+        hops = await self._open_hops()
         pipeline = self._pipeline = SyncedPipeline(
             [target.url for target in self._settings.rtmp_targets]
             + ([str(self._options.record)] if self._options.record else []),
@@ -220,6 +225,7 @@ class CallMedia:
             config=MediaConfig(
                 audio_channels=self._options.audio_channels,
                 audio_bit_rate=self._options.audio_bit_rate,
+                hops=hops,
             ),
         )
         if self._settings.audio:
@@ -232,6 +238,33 @@ class CallMedia:
         if self._live is not None:
             self._start_live(self._live)
         return self.video_mode()
+
+    async def _open_hops(self) -> dict[str, TlsHop]:
+        """A started hop for each rtmps:// target. One that does not start stays in place
+        (its output then fails with that reason): FFmpeg never gets the server itself."""
+        settings, hops = self._settings, {}
+        for target in settings.rtmp_targets:
+            if urlsplit(target.url).scheme.lower() != "rtmps":
+                continue
+            hop = TlsHop(target.url, cafile=settings.rtmps_ca, insecure=settings.rtmps_insecure)
+            if settings.rtmps_insecure:
+                log.warning(
+                    "--rtmps-insecure: not verifying the certificate of %s (%s)",
+                    hop.host,
+                    target.display,
+                )
+            self._hops.append(hop)
+            hops[target.url] = hop
+            try:
+                await asyncio.to_thread(hop.start)
+            except OSError as error:
+                log.error("RTMPS output %s: %s", target.display, error)
+        return hops
+
+    async def _close_hops(self) -> None:
+        hops, self._hops = self._hops, []
+        for hop in hops:
+            await asyncio.to_thread(hop.close)
 
     async def _video_source(self, *, live: bool) -> VideoSource:
         """The slate for a call without the callee's video, else a switch between the slate
@@ -336,12 +369,14 @@ class CallMedia:
         if pipeline is None:
             return [], None
         await asyncio.to_thread(pipeline.stop)
+        await self._close_hops()
         return _output_states(pipeline), self.stats(duration)
 
     async def close(self) -> None:
         """Close everything; outputs a failed run left running are stopped first."""
         if self._pipeline is not None and not self._stopped:
             await self.stop(0.0)
+        await self._close_hops()
         await self.audio.close()
         if self.video is not None:
             await self.video.close()

@@ -98,6 +98,9 @@ class SourceStats:
     """RTP with a payload type the SDP did not negotiate."""
     rejected_rtcp: int
     """RTCP packets from elsewhere, or for another SSRC than the accepted one."""
+    rejected_srtp: int
+    """SRTP and SRTCP that failed authentication or the replay check (RFC 3711 §3.3): sent
+    without the call's key, altered, or repeated."""
     source_changes: int
     """Times another source replaced the accepted one."""
 
@@ -170,6 +173,7 @@ class SourceFilter:
         "rejected_payload_type",
         "rejected_rtcp",
         "rejected_source",
+        "rejected_srtp",
         "rejected_ssrc",
         "rtcp_destination",
         "rtcp_mux",
@@ -193,6 +197,7 @@ class SourceFilter:
         self.rejected_ssrc = 0
         self.rejected_payload_type = 0
         self.rejected_rtcp = 0
+        self.rejected_srtp = 0
         self.source_changes = 0
         self._on_change = on_change
         self._sdp_rtp: Address | None = None
@@ -216,6 +221,7 @@ class SourceFilter:
             rejected_ssrc=self.rejected_ssrc,
             rejected_payload_type=self.rejected_payload_type,
             rejected_rtcp=self.rejected_rtcp,
+            rejected_srtp=self.rejected_srtp,
             source_changes=self.source_changes,
         )
 

@@ -126,6 +126,9 @@ class OptionsAnswered:
     allow: tuple[str, ...] = ()
     supported: tuple[str, ...] = ()
     server: str = ""
+    sdp: bytes | None = None
+    """The session description a user agent may answer with (RFC 3261 §11.2): the media it
+    would accept."""
 
 
 @dataclass(frozen=True)

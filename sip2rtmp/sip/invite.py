@@ -138,11 +138,6 @@ def _answer_dialog(invite: Request, response: Response) -> tuple[Dialog, SipPars
         return Dialog.fallback(invite, response), exc
 
 
-def _sdp_of(message: Response | Request) -> bytes | None:
-    content_type = (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    return message.body if message.body and content_type == "application/sdp" else None
-
-
 def _allow_of(response: Response) -> frozenset[str]:
     return frozenset(v.strip().upper() for v in response.headers.get_all("Allow"))
 
@@ -308,7 +303,7 @@ class InviteUsage:
         rack = call.reliable.rack_for(response) if early is not None else None
         if rack is None and response.headers.get("RSeq") is not None:
             return  # a reliable response repeated (or out of order): reported once
-        sdp = _sdp_of(response)
+        sdp = response.sdp
         if sdp is not None and early is not None:
             call.early_answers[early.remote_tag] = sdp
         self._ctx.events.append(CallProgress(response.status, response.reason, sdp))
@@ -432,7 +427,7 @@ class InviteUsage:
         call.session = timer_from_2xx(response)
         if call.session is not None:
             call.session.restart(now)
-        answer = _sdp_of(response) or call.early_answers.get(dialog.remote_tag, response.body)
+        answer = response.sdp or call.early_answers.get(dialog.remote_tag, response.body)
         self._ctx.events.append(CallAnswered(answer))
 
     def _answer_fork(self, call: Call, response: Response, now: float) -> None:
@@ -736,7 +731,7 @@ class InviteUsage:
         ctx = self._ctx
         if not early.accept_remote_cseq(request):
             return ctx.response(request, 500, [("Retry-After", "1")])
-        offer = _sdp_of(request)
+        offer = request.sdp
         if offer is None:
             return ctx.response(request, 200, [("Contact", ctx.contact())])
         try:
@@ -759,7 +754,7 @@ class InviteUsage:
             return ctx.response(request, 491)  # glare: both re-INVITEs pending (§14.2)
         if not dialog.refresh_target(request):
             return ctx.response(request, 400, reason="Bad Contact")
-        offer = _sdp_of(request)
+        offer = request.sdp
         body = b""
         if offer is not None:
             try:
@@ -801,7 +796,7 @@ class InviteUsage:
         if not call.dialog.matches(ack):
             return
         call.awaiting_answer = None
-        answer = _sdp_of(ack)
+        answer = ack.sdp
         if answer is None:
             return
         try:

@@ -521,6 +521,12 @@ class _Message:
     def to(self) -> NameAddr:
         return parse_name_addr(self.headers.get("To") or "")
 
+    @property
+    def sdp(self) -> bytes | None:
+        """The body when it is a session description (RFC 3261 §20.15), else None."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return self.body if self.body and content_type == "application/sdp" else None
+
     def _encode(self, start_line: str) -> bytes:
         """Content-Length is always written from the body, never copied (RFC 3261 §20.14).
 

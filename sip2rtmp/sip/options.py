@@ -104,6 +104,7 @@ class OptionsClient:
             allow=_tokens(response, "Allow"),
             supported=_tokens(response, "Supported"),
             server=server,
+            sdp=response.sdp,
         )
         self._report(query, answered)
 

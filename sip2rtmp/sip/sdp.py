@@ -4,6 +4,11 @@
 per-stream parameters, and ``answer_offer`` answers a re-INVITE's offer from the same
 capabilities, keeping the o= version when nothing changed (RFC 3264 §8).
 
+SRTP is negotiated with security descriptions (RFC 4568, `sip.sdes`). Our offer sets the
+mode for the whole call: no ``a=crypto`` lines is plain RTP only; ``RTP/AVP`` with them is
+SRTP where the peer takes it (many PBXs do; RFC 4568 §6 leaves the profile to the offer);
+``RTP/SAVP`` with them is SRTP or nothing. No message of ours carries a key (`mask_keys`).
+
 A description comes from the network: parsing it, and negotiating with it, cost time linear
 in its size, keep to the caps below, and raise nothing but `SdpParseError`. Every number is
 checked for its digits and range before it is converted.
@@ -11,8 +16,11 @@ checked for its digits and range before it is converted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+
+from sip2rtmp.sip.sdes import KEY_LENGTHS, CryptoAttribute, SrtpKeys, mask_keys, read_crypto
 
 __all__ = [
     "Connection",
@@ -24,6 +32,7 @@ __all__ = [
     "SdpAnswer",
     "SdpParseError",
     "SessionDescription",
+    "SrtpOffer",
     "answer_offer",
     "build_offer",
     "negotiate",
@@ -69,6 +78,10 @@ _MAX_PORT = 65535
 _MAX_U32 = 2**32 - 1
 _MAX_SESSION_VERSION = 2**64 - 1  # RFC 4566 §5.2 suggests an NTP timestamp
 _MAX_PTIME_MS = 1000
+_SRTP_PROTOS = frozenset(("RTP/SAVP", "RTP/SAVPF"))  # RFC 3711 §12, RFC 5124
+_RTP_PROTOS = frozenset(("RTP/AVP", "RTP/AVPF")) | _SRTP_PROTOS
+_MAX_REASONS = 2
+"""Refused crypto lines named in an error: enough to see why, short enough for one line."""
 
 
 class SdpParseError(ValueError):
@@ -134,8 +147,10 @@ def parse_fmtp(value: str) -> dict[str, str]:
 
 
 def _excerpt(text: str) -> str:
-    """Enough of a hostile line to recognise it in a message, never all of it."""
-    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+    """Enough of a hostile line to recognise it in a message, never all of it, and never an
+    SRTP key."""
+    masked = mask_keys(text)
+    return repr(masked[:40]) + ("..." if len(masked) > 40 else "")
 
 
 def _number(text: str, what: str, maximum: int, minimum: int = 0) -> int:
@@ -505,13 +520,21 @@ def _codec_attributes(codec: _Codec) -> list[tuple[str, str | None]]:
 
 
 def _media_section(
-    kind: str, port: int, codecs: Sequence[_Codec], extra: list[tuple[str, str | None]]
+    kind: str,
+    port: int,
+    codecs: Sequence[_Codec],
+    extra: list[tuple[str, str | None]],
+    proto: str = "RTP/AVP",
 ) -> MediaDescription:
     attributes: list[tuple[str, str | None]] = []
     for codec in codecs:
         attributes += _codec_attributes(codec)
     formats = [str(c.payload_type) for c in codecs]
-    return MediaDescription(kind, port, "RTP/AVP", formats, attributes=attributes + extra)
+    return MediaDescription(kind, port, proto, formats, attributes=attributes + extra)
+
+
+def _crypto_attributes(lines: Sequence[CryptoAttribute]) -> list[tuple[str, str | None]]:
+    return [("crypto", line.serialize()) for line in lines]
 
 
 def _rtcp_port(port: int | None) -> list[tuple[str, str | None]]:
@@ -533,6 +556,7 @@ def build_offer(
     rtcp_mux: bool = True,
     audio_rtcp_port: int | None = None,
     video_rtcp_port: int | None = None,
+    srtp: SrtpOffer | None = None,
 ) -> str:
     """Our initial offer: everything we can receive, best quality first (RFC 3264 §5).
 
@@ -541,6 +565,8 @@ def build_offer(
     comfort noise at 8 kHz for the 8 kHz clock codecs (RFC 3389 §5).
     An RTCP port that is not the RTP port + 1 (a NAT maps each socket its own way) goes
     into `a=rtcp:` (RFC 3605 §2.1); its address is the `c=` one, so the port alone.
+    ``srtp`` sets every m= line's profile and adds each stream's ``a=crypto`` lines
+    (RFC 4568 §6.1).
     """
     try:
         audio = [_AUDIO_OFFER[name] for name in audio_codecs]
@@ -549,6 +575,13 @@ def build_offer(
         raise ValueError(f"unknown codec {exc.args[0]!r}") from None
     if not audio:
         raise ValueError("offer needs at least one audio codec")
+    proto = srtp.profile if srtp is not None else "RTP/AVP"
+    if proto not in _RTP_PROTOS:
+        raise ValueError(f"unknown RTP profile {proto!r}")
+    if srtp is not None and not (srtp.audio and (srtp.video or video_port is None or not video)):
+        raise ValueError("an SRTP offer needs a=crypto lines for every stream")
+    audio_crypto = _crypto_attributes(srtp.audio) if srtp is not None else []
+    video_crypto = _crypto_attributes(srtp.video) if srtp is not None else []
     addrtype = "IP6" if ":" in local_ip else "IP4"
     common: list[tuple[str, str | None]] = [("rtcp-mux", None)] if rtcp_mux else []
     session = SessionDescription(
@@ -561,13 +594,33 @@ def build_offer(
             "audio",
             audio_port,
             [*audio, *_TELEPHONE_EVENTS, _COMFORT_NOISE],
-            [("ptime", str(ptime)), *_rtcp_port(audio_rtcp_port), *common, ("sendrecv", None)],
+            [
+                *audio_crypto,
+                ("ptime", str(ptime)),
+                *_rtcp_port(audio_rtcp_port),
+                *common,
+                ("sendrecv", None),
+            ],
+            proto,
         )
     )
     if video_port is not None and video:
-        extra = [*_rtcp_port(video_rtcp_port), *common, ("sendrecv", None)]
-        session.media.append(_media_section("video", video_port, video, extra))
+        extra = [*video_crypto, *_rtcp_port(video_rtcp_port), *common, ("sendrecv", None)]
+        session.media.append(_media_section("video", video_port, video, extra, proto))
     return session.serialize()
+
+
+@dataclass(frozen=True, slots=True)
+class SrtpOffer:
+    """SRTP in our offer: ``RTP/SAVP`` when it is required, ``RTP/AVP`` with the crypto
+    lines when it is optional (the best-effort practice many PBXs honour), and each
+    stream's ``a=crypto`` lines with our keys."""
+
+    profile: str
+    """"RTP/SAVP" (required) or "RTP/AVP" (optional)."""
+    audio: tuple[CryptoAttribute, ...]
+    video: tuple[CryptoAttribute, ...]
+    """Empty when the offer has no video."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,6 +657,8 @@ class NegotiatedStream:
     comfort_noise_pt: int | None = None
     local_comfort_noise_pt: int | None = None
     maxptime: int | None = None
+    srtp: SrtpKeys | None = None
+    """The SRTP keys when the stream is encrypted (RFC 4568), None for plain RTP."""
 
     @property
     def receive_payload_types(self) -> frozenset[int]:
@@ -722,7 +777,46 @@ def _stream(
     if remote.port == 0 or local.port == 0:
         return None
     chosen = _select(remote, local)
-    return None if chosen is None else _build_stream(remote_session, remote, local, chosen)
+    if chosen is None:
+        return None
+    srtp = _answered_keys(remote, local)
+    return _build_stream(remote_session, remote, local, chosen, srtp)
+
+
+def _answered_keys(remote: MediaDescription, local: MediaDescription) -> SrtpKeys | None:
+    """The SRTP of a stream whose offer (``local``, ours) carried ``a=crypto`` lines.
+
+    The answer accepts one of our lines by repeating its tag and suite with its own key
+    (RFC 4568 §7.1.3); a line with a tag or suite we did not offer, or a key we cannot use,
+    is passed over. None when the answer takes none and the stream may stay plain: we
+    offered ``RTP/AVP`` and the answer is not ``RTP/SAVP``."""
+    offered = {line.tag: line for line in read_crypto(local.values("crypto"))[0]}
+    if not offered:
+        return None
+    answered, refused = read_crypto(remote.values("crypto"))
+    for line in answered:
+        ours = offered.get(line.tag)
+        problem = line.problem
+        if ours is None:
+            refused.append(f"crypto line {line.tag}: a tag we did not offer")
+        elif ours.suite != line.suite:
+            refused.append(f"crypto line {line.tag}: not the suite offered with that tag")
+        elif problem is not None:
+            refused.append(problem)
+        else:
+            return SrtpKeys(line.suite, ours.key, line.key)
+    reason = "; ".join(refused[:_MAX_REASONS]) if refused else "no a=crypto line"
+    if local.proto in _SRTP_PROTOS:
+        raise SdpParseError(
+            "the answer has no usable a=crypto line for the SRTP the offer requires "
+            f"({remote.kind}: {reason})"
+        )
+    if remote.proto in _SRTP_PROTOS:
+        raise SdpParseError(
+            f"the answer's {remote.proto} {remote.kind} stream has no usable a=crypto line "
+            f"for SRTP ({reason})"
+        )
+    return None
 
 
 def _build_stream(
@@ -730,6 +824,7 @@ def _build_stream(
     remote: MediaDescription,
     local: MediaDescription,
     chosen: _Selection,
+    srtp: SrtpKeys | None = None,
 ) -> NegotiatedStream:
     rmap, rte = chosen.remote, chosen.remote_event
     connection = remote.connection or remote_session.connection
@@ -767,6 +862,7 @@ def _build_stream(
         comfort_noise_pt=_number_of(chosen.remote_noise),
         local_comfort_noise_pt=_number_of(chosen.local_noise),
         maxptime=remote.maxptime,
+        srtp=srtp,
     )
 
 
@@ -781,7 +877,10 @@ def _first_of_kind(
 
 
 def negotiate(offer: str | SessionDescription, answer: str) -> NegotiatedSession:
-    """Read the answer to our offer (RFC 3264 §6): m-lines pair up by position."""
+    """Read the answer to our offer (RFC 3264 §6): m-lines pair up by position.
+
+    A stream we offered as ``RTP/SAVP`` that the answer takes without a usable ``a=crypto``
+    line raises `SdpParseError`: plain media there would not be what the user asked for."""
     ours = _as_description(offer)
     theirs = SessionDescription.parse(answer)
     streams = [
@@ -806,19 +905,62 @@ def _direction(send: bool, receive: bool) -> str:
     return ("inactive", "recvonly", "sendonly", "sendrecv")[2 * send + receive]
 
 
+def _offered_crypto(
+    remote: MediaDescription, local: MediaDescription
+) -> tuple[bool, CryptoAttribute | None]:
+    """Whether our capabilities (``local``) can take the offered stream as far as SRTP goes,
+    and the offered ``a=crypto`` line to answer when it is taken encrypted.
+
+    Without crypto lines of our own (SRTP off) an ``RTP/SAVP`` offer cannot be taken; with
+    them, the first offered line of a suite we offer and a key we can use is answered
+    (RFC 4568 §7.1.2). If there is none, a plain offer is answered plain unless our own
+    offer was ``RTP/SAVP`` (SRTP required)."""
+    if remote.proto not in _RTP_PROTOS:
+        return False, None
+    ours = read_crypto(local.values("crypto"))[0]
+    if not ours:
+        return remote.proto not in _SRTP_PROTOS, None
+    suites = {line.suite for line in ours}
+    theirs = read_crypto(remote.values("crypto"))[0]
+    line = next((c for c in theirs if c.suite in suites and c.usable), None)
+    if line is not None:
+        return True, line
+    return local.proto not in _SRTP_PROTOS and remote.proto not in _SRTP_PROTOS, None
+
+
+def _our_key(previous: MediaDescription | None, suite: str) -> bytes | None:
+    """The key we already send with in ``suite`` on this stream, if our last SDP named one:
+    kept, so that an offer that changes only the peer's key changes nothing of ours."""
+    if previous is None or previous.port == 0:
+        return None
+    for line in read_crypto(previous.values("crypto"))[0]:
+        if line.suite == suite and line.usable:
+            return line.key
+    return None
+
+
 def _answer_section(
     remote_session: SessionDescription,
     remote: MediaDescription,
     local: MediaDescription | None,
+    previous: MediaDescription | None,
+    random_bytes: Callable[[int], bytes],
 ) -> tuple[MediaDescription, NegotiatedStream | None]:
     chosen = None
-    plain_rtp = remote.proto in ("RTP/AVP", "RTP/AVPF")  # no SRTP keys to answer with
-    if local is not None and plain_rtp and remote.port != 0 and local.port != 0:
-        chosen = _select(remote, local)
+    offered: CryptoAttribute | None = None
+    if local is not None and remote.port != 0 and local.port != 0:
+        acceptable, offered = _offered_crypto(remote, local)
+        chosen = _select(remote, local) if acceptable else None
     if local is None or chosen is None:
         rejected = MediaDescription(remote.kind, 0, remote.proto, remote.formats[:1] or ["0"])
         return rejected, None
-    stream = _build_stream(remote_session, remote, local, chosen)
+    extra: list[tuple[str, str | None]] = []
+    srtp = None
+    if offered is not None:
+        key = _our_key(previous, offered.suite) or random_bytes(KEY_LENGTHS[offered.suite])
+        srtp = SrtpKeys(offered.suite, key, offered.key)
+        extra.append(("crypto", CryptoAttribute(offered.tag, offered.suite, key).serialize()))
+    stream = _build_stream(remote_session, remote, local, chosen, srtp)
     rmap, lmap, rte, rcn = chosen.remote, chosen.local, chosen.remote_event, chosen.remote_noise
     feedback = remote.rtcp_fb(rmap.payload_type) & local.rtcp_fb(lmap.payload_type)
     codecs = [
@@ -835,7 +977,6 @@ def _answer_section(
         codecs.append(_Codec("telephone-event", rte.payload_type, rte.clock_rate, 1, "0-16"))
     if rcn is not None:
         codecs.append(_Codec("CN", rcn.payload_type, rcn.clock_rate))
-    extra: list[tuple[str, str | None]] = []
     if local.ptime is not None:
         extra.append(("ptime", str(local.ptime)))
     if stream.rtcp_mux:
@@ -854,24 +995,29 @@ def answer_offer(
     offer: str,
     *,
     previous: str | SessionDescription | None = None,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> SdpAnswer:
     """Answer a remote offer (a re-INVITE's, RFC 3264 §6 and §8) from our capabilities.
 
-    ``capabilities`` is our own initial offer (ports, address, codecs); ``previous`` is the
-    last SDP we sent in the dialog. The o= line keeps its session id, and its version goes
-    up by one only if the body differs from ``previous``.
+    ``capabilities`` is our own initial offer (ports, address, codecs, SRTP mode); ``previous``
+    is the last SDP we sent in the dialog. The o= line keeps its session id, and its version
+    goes up by one only if the body differs from ``previous``.
+
+    An encrypted stream is answered with the offer's profile, the tag and suite of the offered
+    ``a=crypto`` line taken, and our key: the one ``previous`` names for that suite, else a
+    fresh one from ``random_bytes`` (RFC 4568 §7.1.4 lets a re-offer keep or change keys).
     """
     ours = _as_description(capabilities)
     theirs = SessionDescription.parse(offer)
     last = _as_description(previous) if previous is not None else ours
     unused = list(ours.media)
+    unused_last = list(last.media)
     sections: list[MediaDescription] = []
     streams: list[NegotiatedStream | None] = []
     for remote in theirs.media:
-        local = next((m for m in unused if m.kind == remote.kind), None)
-        if local is not None:
-            unused.remove(local)
-        section, stream = _answer_section(theirs, remote, local)
+        local = _take(unused, remote.kind)
+        sent = _take(unused_last, remote.kind)
+        section, stream = _answer_section(theirs, remote, local, sent, random_bytes)
         sections.append(section)
         streams.append(stream)
     origin = replace(last.origin)
@@ -883,6 +1029,14 @@ def answer_offer(
         _first_of_kind(streams, "audio"), _first_of_kind(streams, "video"), theirs.origin
     )
     return SdpAnswer(answer.serialize(), session, changed)
+
+
+def _take(sections: list[MediaDescription], kind: str) -> MediaDescription | None:
+    """The first section of ``kind``, removed from ``sections``."""
+    found = next((m for m in sections if m.kind == kind), None)
+    if found is not None:
+        sections.remove(found)
+    return found
 
 
 def _body(description: SessionDescription) -> list[str]:

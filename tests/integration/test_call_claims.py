@@ -212,12 +212,16 @@ def test_a_key_named_like_a_field_leaves_the_events_intact(
 
 def test_exit_10_for_another_sip_failure(start_call: Any, lab: Lab) -> None:
     """A callee that accepts none of the offered codecs answers 488 (RFC 3261 §21.4.26): no
-    exit code of its own, so 10 (docs/exit-codes.md), with one line saying why."""
+    exit code of its own, so 10 (docs/exit-codes.md), with one line saying why. The offer had
+    no SRTP, so the line ends with the hint that the callee may want it."""
     log_before = len(lab.callee_log("pcmu"))
     run = start_call("pcmu", "--no-video", "--audio-codecs", "PCMA").wait(30)
     assert run.returncode == 10, run.stderr
     lines = run.stderr.strip().splitlines()
-    assert lines == ["sip2rtmp: error: call failed (SIP 488 Not Acceptable Here)"], lines
+    assert lines == [
+        "sip2rtmp: error: call failed (SIP 488 Not Acceptable Here) — the callee may require"
+        " encrypted media: try --srtp required (with --sip-transport tls)"
+    ], lines
     assert run.last("status")["exitCode"] == 10
     assert "ESTABLISHED" not in run.statuses
     assert "no common audio codecs - rejected" in lab.callee_log("pcmu")[log_before:]

@@ -59,6 +59,7 @@ STATS_FIELDS = {
         "rejected_ssrc",
         "rejected_payload_type",
         "rejected_rtcp",
+        "rejected_srtp",
         "source_changes",
     },
     "video": {
@@ -78,6 +79,7 @@ STATS_FIELDS = {
         "rejected_ssrc",
         "rejected_payload_type",
         "rejected_rtcp",
+        "rejected_srtp",
         "source_changes",
         "av_skew_ms",
     },

@@ -142,7 +142,7 @@ def test_fan_out_and_one_output_dropping_leaves_the_others_alone(
     call = start_call(
         "tone", "--no-video", "--max-duration", "10", "--record", str(record),
         "--rtmp-url", RTMP_URL, "--rtmp-stream", plain,
-        "--rtmp-url", RTMPS_URL, "--rtmp-stream", tls,
+        "--rtmp-url", RTMPS_URL, "--rtmp-stream", tls, "--rtmps-ca", str(lab.tls_ca),
         "--rtmp-url", rtmp_server.url, "--rtmp-stream", dropping,
         rtmp=False,
     )  # fmt: skip

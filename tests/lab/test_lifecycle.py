@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from sip2rtmp.cli.lab import lab as lab_command
 from sip2rtmp.cli.outcomes import ExitCode
-from sip2rtmp.lab import CALLEES, PROGRAMS, Lab, LabError
+from sip2rtmp.lab import CALLEES, PROGRAMS, RTMPS_URLS, Lab, LabError
 from sip2rtmp.lab.accounts import CALLEE_RTP_BASE
 
 
@@ -102,6 +102,7 @@ def test_cli_status_json_is_one_object(lab: Lab) -> None:
     assert status["up"] is True
     assert set(status["programs"]) == set(PROGRAMS)
     assert {a.user for a in CALLEES} <= set(status["registered"])
+    assert status["rtmps"] == RTMPS_URLS, "docs/lab.md: the RTMPS endpoints are listed"
 
 
 @pytest.mark.lab

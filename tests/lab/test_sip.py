@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import socket
 import ssl
@@ -256,3 +257,27 @@ def test_an_invite_reaches_a_registered_callee_over_every_transport(peer: SipPee
     assert finals["CANCEL"].status == 200
     assert finals["INVITE"].status == 487
     peer.send(_ack(retry, finals["INVITE"]))
+
+
+@pytest.mark.parametrize("crypto", [False, True], ids=["plain", "with-crypto"])
+def test_the_srtp_callee_answers_an_rtp_avp_offer_with_488(lab: Lab, crypto: bool) -> None:
+    """docs/lab.md: `srtp` demands SRTP (baresip's srtp-mand) and, like an SBC with encryption
+    required, refuses RTP/AVP with 488 even when the offer carries an a=crypto line (the
+    best-effort SDES offer that many PBXs accept, RFC 4568 §6.x practice)."""
+    peer = SipPeer("UDP", lab)
+    try:
+        invite = _invite(peer, "srtp")
+        invite.headers.add("Content-Type", "application/sdp")
+        key = base64.b64encode(secrets.token_bytes(30)).decode()
+        invite.body = (
+            f"v=0\r\no=- 1 1 IN IP4 {peer.host}\r\ns=-\r\nc=IN IP4 {peer.host}\r\nt=0 0\r\n"
+            "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            + (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n" if crypto else "")
+        ).encode()
+        response = _authenticate(
+            peer, invite, _client(RELAY_ACCOUNT.password), peer.final_response(invite)
+        )
+    finally:
+        peer.close()
+
+    assert response.status == 488, f"{response.status} {response.reason}"

@@ -13,7 +13,14 @@ from benchmarks.relay.calls import Run
 from benchmarks.relay.probes.capture import Frame, is_media, rtmp_messages, tcp_stream
 from benchmarks.relay.probes.process import Usage
 from benchmarks.relay.probes.wire import Wire
-from benchmarks.relay.report import DOCUMENT, details, markers, verdicts, write_results
+from benchmarks.relay.report import (
+    DOCUMENT,
+    details,
+    markers,
+    srtp_verdicts,
+    verdicts,
+    write_results,
+)
 
 RTMP_PORT = 1935
 CLIENT_PORT = 50_000
@@ -62,6 +69,25 @@ def test_only_an_h264_passthrough_call_is_held_to_the_core_share_target() -> Non
         "H.264 passthrough call at most 5% of one core (3 CPU-s/min, whole process)"
     )
     assert not any("one core" in row[0] for row in verdicts(*_pair("VP8")))
+
+
+def test_an_srtp_call_is_held_to_ten_percent_over_the_same_plain_call() -> None:
+    plain, _ = _pair()
+    srtp = _run("sip2rtmp SRTP", 2.05, 1.40, 90_000, [], 10.3, None)
+    rows = [" | ".join(row) for row in srtp_verdicts(srtp, plain)]
+    assert rows == [
+        "SRTP call's CPU within 10% of the same plain call (whole process)"
+        " | 2.05 CPU-s/min (+9.0%) | 1.88 CPU-s/min | met",
+        "SRTP call's CPU within 10% of the same plain call (steady call)"
+        " | 1.46 CPU-s/min (+9.4%) | 1.34 CPU-s/min | met",
+        "peak RSS under 120 MB | 88 MB | 87 MB | met",
+    ]
+    srtp.usage = Usage(2.10, 90_000, 1.40, 57.5, [])
+    assert srtp_verdicts(srtp, plain)[0][1:] == (
+        "2.10 CPU-s/min (+11.7%)",
+        "1.88 CPU-s/min",
+        "**missed**",
+    )
 
 
 def test_a_run_without_a_capture_is_not_measured_rather_than_failed() -> None:

@@ -34,6 +34,7 @@ from sip2rtmp.rtp.rtcp import RtcpParseError, compound, parse_compound
 from sip2rtmp.rtp.vp8 import Vp8Depacketizer, Vp8ParseError, parse_descriptor
 from sip2rtmp.sip.auth import parse_challenges
 from sip2rtmp.sip.message import SipParseError, StreamFramer, parse_message
+from sip2rtmp.sip.sdes import CryptoAttribute, NoUsableCrypto
 from sip2rtmp.sip.sdp import SdpParseError, negotiate
 from tests.unit.nat import test_stun
 from tests.unit.relay.test_dtmf_info import MUTATED_BODIES, RELAY
@@ -42,7 +43,15 @@ from tests.unit.rtp.mutations import mutated
 from tests.unit.rtp.test_dtmf import damaged_event_streams
 from tests.unit.rtp.test_rtcp import COMPOUNDS
 from tests.unit.rtp.test_rtp_packet import packets
-from tests.unit.sdp.test_sdp_hostile import OURS, mutated_answers
+from tests.unit.sdp.test_sdp_hostile import (
+    OURS,
+    SRTP_OFFERS,
+    CryptoValue,
+    SrtpCase,
+    crypto_values,
+    mutated_answers,
+    srtp_answers,
+)
 from tests.unit.sip import test_auth, test_message_hostile
 from tests.unit.sip.test_useragent_hostile import PHASE_CASES, mutated_in_phase
 
@@ -84,6 +93,23 @@ def _sdp_stream(text: str) -> bool:
     except SdpParseError:
         return False
     return session.audio is not None or session.video is not None
+
+
+def _crypto(crypto: CryptoValue) -> bool:
+    """A line whose suite and key SRTP can be keyed with."""
+    try:
+        return CryptoAttribute.parse(crypto.value).usable
+    except NoUsableCrypto:
+        return False
+
+
+def _srtp_stream(case: SrtpCase) -> bool:
+    """A negotiation that ends with an encrypted stream: what the endpoint gets keys from."""
+    try:
+        session = negotiate(SRTP_OFFERS[case.mode], case.text)
+    except SdpParseError:
+        return False
+    return any(s is not None and s.srtp is not None for s in (session.audio, session.video))
 
 
 def _sip(case: tuple[bytes, list[tuple[int, bytes, int, int]]]) -> bool:
@@ -157,6 +183,8 @@ DEPTHS = [
     Depth("RTP packet", mutated(packets().map(lambda case: case[1])), _rtp, 0.4),
     Depth("RTCP compound", mutated(COMPOUNDS.map(lambda p: compound(*p))), _rtcp, 0.25),
     Depth("SDP answer (a stream negotiated)", mutated_answers(), _sdp_stream, 0.45),
+    Depth("SDES a=crypto value (usable)", crypto_values(), _crypto, 0.3),
+    Depth("SDP answer with a=crypto (SRTP negotiated)", srtp_answers(), _srtp_stream, 0.08),
     Depth(
         "SIP message",
         st.tuples(test_message_hostile.messages(), test_message_hostile.MUTATIONS),

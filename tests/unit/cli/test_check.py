@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from sip2rtmp.cli import check as check_module
-from sip2rtmp.cli.check import check
+from sip2rtmp.cli.check import _audio_profile, check
 from sip2rtmp.cli.main import run
 from sip2rtmp.cli.outcomes import ExitCode
 from sip2rtmp.config import ConfigError
@@ -191,8 +191,10 @@ def test_a_call_profile_works_for_check(tmp_path: Path, responder: OptionsRespon
     )
     code, stdout = invoke_check("--profile", str(profile))
     assert code == ExitCode.RTMP_FAILED
-    assert responder.requests == [("OPTIONS", None)]
+    # The profile names a callee: a second OPTIONS asks it what media it takes.
+    assert responder.requests == [("OPTIONS", None), ("OPTIONS", None)]
     assert stdout.startswith(f"✓ SIP server udp:127.0.0.1:{responder.port}")
+    assert "- callee media sip:conference@bridge.test: answered 200 without SDP" in stdout
 
 
 def test_no_sip_server_is_a_usage_error(
@@ -229,3 +231,22 @@ def test_announcement_and_slate_files_are_decoded(tmp_path: Path) -> None:
     assert results[1].result is check_module.Result.FAIL
     assert results[1].exit_code == ExitCode.USAGE
     assert results[1].line().startswith(f"✗ slate {broken}: --slate {broken}: ")
+
+
+@pytest.mark.parametrize(
+    ("sdp", "profile"),
+    [
+        (None, None),
+        (
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/SAVP 0\r\n",
+            "RTP/SAVP",
+        ),
+        (b"v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nt=0 0\r\nm=video 9 RTP/SAVP 96\r\n", None),
+        (b"v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n", "RTP/AVP"),
+        (b"not sdp at all", None),
+    ],
+)
+def test_the_callee_media_check_reads_the_audio_profile_of_an_options_answer(
+    sdp: bytes | None, profile: str | None
+) -> None:
+    assert _audio_profile(sdp) == profile

@@ -31,6 +31,9 @@ CALL_FLAGS = [
     "--caller-id",
     "--asserted-identity",
     "--identity-header",
+    "--srtp",
+    "--rtmps-ca",
+    "--rtmps-insecure",
     "--json",
     "--profile",
 ]

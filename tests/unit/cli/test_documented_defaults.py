@@ -5,6 +5,7 @@ file's default place, every `SIP2RTMP_*` variable and the `--help` exit-code tab
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def _documented_variables() -> set[str]:
     return set(re.findall(r"`(SIP2RTMP_[A-Z_]+)`", CLI_DOC.read_text()))
 
 
+SYSTEM_CAS = ssl.get_default_verify_paths().openssl_cafile
+"""A PEM file of CAs on every machine with OpenSSL's CA bundle (ca-certificates)."""
 Check = Callable[[CallSettings], Any]
 ENVIRONMENT: dict[str, tuple[str, Check, Any]] = {
     "SIP2RTMP_CALLEE": ("3003", lambda s: s.callee_uri, "sip:3003@example.test"),
@@ -117,6 +120,9 @@ ENVIRONMENT: dict[str, tuple[str, Check, Any]] = {
         "tel:+4930123",
     ),
     "SIP2RTMP_IDENTITY_HEADER": ("pai", lambda s: s.identity_header, "P-Asserted-Identity"),
+    "SIP2RTMP_SRTP": ("optional", lambda s: s.srtp, "optional"),
+    "SIP2RTMP_RTMPS_CA": (SYSTEM_CAS, lambda s: s.rtmps_ca, SYSTEM_CAS),
+    "SIP2RTMP_RTMPS_INSECURE": ("true", lambda s: s.rtmps_insecure, True),
 }
 """Each variable docs/cli.md lists, a value for it, and where that value shows."""
 

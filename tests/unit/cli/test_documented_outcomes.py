@@ -155,8 +155,9 @@ def _udp_inodes() -> set[str]:
 
 
 def test_a_ringing_run_holds_no_listening_tcp_port(started: list[SipPeer]) -> None:
-    """security.md: `sip2rtmp` opens no listening TCP port; its sockets are the SIP socket
-    and the RTP/RTCP pairs. Then exit 6 when unanswered within --ring-timeout."""
+    """security.md: `sip2rtmp` opens no TCP port that listens beyond loopback (and with only
+    rtmp:// outputs none at all); its sockets are the SIP socket and the RTP/RTCP pairs. Then
+    exit 6 when unanswered within --ring-timeout."""
     peer = RejectingPeer(None)
     peer.start()
     started.append(peer)

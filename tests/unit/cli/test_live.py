@@ -42,7 +42,7 @@ from sip2rtmp.relay.events import (
 from sip2rtmp.rtp.source import SourceStats
 
 TARGET = "rtmp://a.rtmp.youtube.com/live2/***"
-NO_DROPS = SourceStats(0, 0, 0, 0, 0, 0, 0)
+NO_DROPS = SourceStats(0, 0, 0, 0, 0, 0, 0, 0)
 
 
 class FakeClock:

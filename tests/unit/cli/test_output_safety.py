@@ -234,22 +234,14 @@ def test_a_json_line_is_compact_and_shows_any_value_as_text() -> None:
 
 def test_a_plain_line_shows_nested_values_compactly() -> None:
     established = Established(200, "OK", Codec("PCMU", 8000), None)
-    assert plain(established) == "ESTABLISHED code=200 reason=OK audio=codec:PCMU,rate:8000\n"
+    assert plain(established) == (
+        "ESTABLISHED code=200 reason=OK audio=codec:PCMU,rate:8000 srtp=null\n"
+    )
     fields = {"event": "status", "status": "FINISH", "reason": "bye", "duration": 1.25}
     assert plain_line(fields).split(" ", 1)[1] == "FINISH reason=bye duration=1.25"
 
 
 # ---- the log file ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger("sip2rtmp")
-    saved = (root.handlers[:], root.level, root.propagate)
-    yield
-    for handler in root.handlers:
-        handler.close()
-    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
 
 
 AUTHORIZATION = (

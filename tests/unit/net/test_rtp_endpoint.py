@@ -1,5 +1,5 @@
 """RtpEndpoint on 127.0.0.1: delivery, source validation and symmetric-RTP latching, RTCP
-reports, PLI, close."""
+reports, PLI, close, SRTP."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from sip2rtmp.nat.policy import MappedPorts
 from sip2rtmp.net.rtp_endpoint import PortAllocationError, RtpEndpoint
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import (
@@ -19,9 +20,14 @@ from sip2rtmp.rtp.rtcp import (
     RtcpPacket,
     SenderReport,
     SourceDescription,
+    compound,
     ntp_middle32,
 )
 from sip2rtmp.rtp.source import PROBATION_PACKETS
+from sip2rtmp.rtp.srtp import SrtpContext
+from sip2rtmp.sip.sdes import SUITES, SrtpKeys
+from tests.unit.net.test_stun_client import ScriptedServer
+from tests.unit.rtp.test_srtp import mirrored_keys
 
 LOCALHOST = "127.0.0.1"
 
@@ -371,3 +377,191 @@ def test_arrival_is_the_kernel_receive_time_not_the_drain_time() -> None:
     errors, waits = asyncio.run(main())
     assert all(-0.001 <= error < 0.003 for error in errors), errors
     assert max(waits) > 0.004, "datagrams were not batched on the grid"
+
+
+# ---- SRTP ----------------------------------------------------------------------------------
+
+TONE = bytes(range(160))
+"""A payload that cannot hide in noise: a run of every byte value."""
+
+
+@pytest.mark.parametrize("rtcp_mux", [False, True])
+def test_srtp_endpoints_exchange_rtp_and_rtcp(rtcp_mux: bool) -> None:
+    """Two endpoints with mirrored keys: RTP both ways, sender reports, PLI and BYE arrive
+    decrypted, with or without rtcp-mux (SRTCP on the RTP port told apart by its header)."""
+
+    async def main() -> None:
+        a, a_sink, b, b_sink = await pair()
+        a_keys, b_keys = mirrored_keys(SUITES[0])
+        a_rtcp = a.rtp_port if rtcp_mux else a.rtcp_port
+        b_rtcp = b.rtp_port if rtcp_mux else b.rtcp_port
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b_rtcp), rtcp_mux=rtcp_mux, srtp=a_keys)
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a_rtcp), rtcp_mux=rtcp_mux, srtp=b_keys)
+        await stream(a, 5)
+        a.send_rtcp()
+        b.send_rtp(RtpPacket(0, 0, 0, b.ssrc, b"y"))
+        await b_sink.wait(lambda: any(isinstance(p, SenderReport) for p in b_sink.rtcp))
+        assert [(p.sequence_number, p.payload) for p, _ in b_sink.rtp] == [
+            (seq, b"\xff" * 160) for seq in range(5)
+        ]
+        sr = next(p for p in b_sink.rtcp if isinstance(p, SenderReport))
+        assert (sr.ssrc, sr.packet_count, sr.octet_count) == (a.ssrc, 5, 800)
+        await a_sink.wait(lambda: len(a_sink.rtp) == 1)
+        b.send_pli(a.ssrc)
+        await a_sink.wait(lambda: PictureLossIndication(b.ssrc, a.ssrc) in a_sink.rtcp)
+        await b.close()
+        await a_sink.wait(lambda: Bye((b.ssrc,)) in a_sink.rtcp)
+        assert (a.source.rejected_srtp, b.source.rejected_srtp) == (0, 0)
+        assert a.source.stats.malformed == b.source.stats.malformed == 0
+        await a.close()
+
+    asyncio.run(main())
+
+
+def test_srtp_on_the_wire_is_not_the_plain_packet() -> None:
+    """What leaves the sockets is SRTP and SRTCP: no payload or CNAME in clear, and the far
+    end's key opens each datagram to the packet we sent, up to the BYE at close."""
+
+    async def main() -> None:
+        rtp, rtcp = far_end(), far_end()
+        ours, theirs = mirrored_keys(SUITES[2])
+        peer = SrtpContext(theirs)
+        a = await RtpEndpoint.open(LOCALHOST, on_rtp=lambda p, t: None, clock_rate=8000)
+        try:
+            a.set_remote(rtp.getsockname(), rtcp.getsockname(), srtp=ours)
+            packet = RtpPacket(0, 1, 160, a.ssrc, TONE)
+            a.send_rtp(packet)
+            media, _ = rtp.recvfrom(2048)
+            a.send_pli(0x8BADF00D)
+            pli, _ = rtcp.recvfrom(2048)
+            await a.close()
+            bye, _ = rtcp.recvfrom(2048)
+        finally:
+            await a.close()
+            rtp.close()
+            rtcp.close()
+        assert TONE[:8] not in media and peer.unprotect_rtp(media) == packet.serialize()
+        cname = a.cname.encode()
+        assert cname not in pli and cname not in bye
+        opened = [peer.unprotect_rtcp(datagram) for datagram in (pli, bye)]
+        assert None not in opened
+        walked = [rtcp_walk(datagram) for datagram in opened if datagram is not None]
+        assert walked[0][-1] == (206, 1, struct.pack("!II", a.ssrc, 0x8BADF00D))
+        assert walked[1][-1] == (203, 1, struct.pack("!I", a.ssrc))
+
+    asyncio.run(main())
+
+
+class KeyedPeer:
+    """The far end as a plain socket pair whose RTP and RTCP we protect with a chosen key."""
+
+    def __init__(self) -> None:
+        self.rtp, self.rtcp = far_end(), far_end()
+        self.ssrc = 0x5EC0DE00
+
+    def addresses(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        return self.rtp.getsockname(), self.rtcp.getsockname()
+
+    def send(self, to: RtpEndpoint, seq: int, keys: SrtpKeys | None) -> bytes:
+        data = RtpPacket(0, seq, 160 * seq, self.ssrc, TONE).serialize()
+        if keys is not None:
+            data = SrtpContext(keys).protect_rtp(data)
+        self.rtp.sendto(data, (LOCALHOST, to.rtp_port))
+        return data
+
+    def close(self) -> None:
+        self.rtp.close()
+        self.rtcp.close()
+
+
+def test_a_sender_without_the_key_is_dropped_and_counted_before_source_validation() -> None:
+    """From the SDP's own address, a wrong key, plain RTP and plain or foreign RTCP deliver
+    nothing, latch nothing and count as rejected_srtp, not as a source-validation drop."""
+
+    async def main() -> None:
+        peer = KeyedPeer()
+        sink = Sink()
+        b = await RtpEndpoint.open(
+            LOCALHOST, on_rtp=sink.on_rtp, on_rtcp=sink.on_rtcp, clock_rate=8000
+        )
+        ours, theirs = mirrored_keys(SUITES[1])
+        _, stranger = mirrored_keys(SUITES[1], seed=7)
+        b.set_remote(*peer.addresses(), accept_payload_types={0}, srtp=ours)
+        for seq in range(3):
+            peer.send(b, seq, stranger)
+            peer.send(b, 10 + seq, None)
+        report = compound(SenderReport(peer.ssrc, 1 << 40, 0, 1, 1))
+        peer.rtcp.sendto(report, (LOCALHOST, b.rtcp_port))
+        peer.rtcp.sendto(SrtpContext(stranger).protect_rtcp(report), (LOCALHOST, b.rtcp_port))
+        peer.send(b, 20, theirs)
+        await sink.wait(lambda: sink.rtp)
+        await asyncio.sleep(0.1)  # the RTCP socket is drained after the RTP one
+        assert [(p.sequence_number, p.payload) for p, _ in sink.rtp] == [(20, TONE)]
+        assert not sink.rtcp
+        assert b.source.rejected_srtp == 8
+        stats = b.source.stats
+        assert (stats.malformed, stats.rejected_source, stats.rejected_rtcp) == (0, 0, 0)
+        assert set(b.receive_stats) == {peer.ssrc}
+        await b.close()
+        peer.close()
+
+    asyncio.run(main())
+
+
+def test_a_rekey_replaces_the_context_and_the_same_keys_keep_it() -> None:
+    """A re-INVITE's answer: the same keys keep the replay window (a replayed packet is
+    still refused), new keys take over at once, and no keys means plain RTP again."""
+
+    async def main() -> None:
+        peer = KeyedPeer()
+        sink = Sink()
+        b = await RtpEndpoint.open(LOCALHOST, on_rtp=sink.on_rtp, clock_rate=8000)
+        old_ours, old_theirs = mirrored_keys(SUITES[0])
+        new_ours, new_theirs = mirrored_keys(SUITES[2], seed=3)
+
+        async def delivered(count: int) -> list[int]:
+            await sink.wait(lambda: len(sink.rtp) >= count)
+            return [p.sequence_number for p, _ in sink.rtp]
+
+        b.set_remote(*peer.addresses(), srtp=old_ours)
+        replay = peer.send(b, 1, old_theirs)
+        assert await delivered(1) == [1]
+        b.set_remote(
+            *peer.addresses(), srtp=SrtpKeys(SUITES[0], old_ours.local_key, old_ours.remote_key)
+        )
+        peer.rtp.sendto(replay, (LOCALHOST, b.rtp_port))
+        peer.send(b, 2, old_theirs)
+        assert await delivered(2) == [1, 2]
+        assert b.source.rejected_srtp == 1, "the replay, refused by the kept context"
+        b.set_remote(*peer.addresses(), srtp=new_ours)
+        peer.send(b, 3, old_theirs)
+        peer.send(b, 4, new_theirs)
+        assert await delivered(3) == [1, 2, 4]
+        assert b.source.rejected_srtp == 2
+        b.set_remote(*peer.addresses())
+        peer.send(b, 5, None)
+        assert await delivered(4) == [1, 2, 4, 5]
+        assert {p.payload for p, _ in sink.rtp} == {TONE}
+        assert b.source.rejected_srtp == 2
+        await b.close()
+        peer.close()
+
+    asyncio.run(main())
+
+
+def test_stun_is_still_answered_with_srtp_on() -> None:
+    """STUN (first byte 0 to 3) takes its own path past the SRTP check on both sockets."""
+
+    async def main() -> None:
+        server = await ScriptedServer.start()
+        ours, _ = mirrored_keys(SUITES[0])
+        endpoint = await RtpEndpoint.open(LOCALHOST, on_rtp=lambda p, t: None, clock_rate=8000)
+        endpoint.set_remote((LOCALHOST, 9), (LOCALHOST, 11), srtp=ours)
+        mapped = await endpoint.discover_mapping(server.address)
+        port = endpoint.rtp_port
+        assert mapped == MappedPorts((LOCALHOST, port), (LOCALHOST, port + 1))
+        assert endpoint.source.rejected_srtp == 0 and endpoint.source.stats.malformed == 0
+        await endpoint.close()
+        server.close()
+
+    asyncio.run(main())

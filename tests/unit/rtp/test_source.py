@@ -75,7 +75,7 @@ def test_the_sdp_address_is_accepted_at_once_and_locked() -> None:
     assert all(run(source, Stream(CALLEE_SSRC, CALLEE), 0.0, 5))
     assert (source.address, source.ssrc) == (CALLEE, CALLEE_SSRC)
     assert changes == [SourceChange(CALLEE, CALLEE_SSRC, None, "the address the SDP names")]
-    assert source.stats == SourceStats(0, 0, 0, 0, 0, 0, 0)
+    assert source.stats == SourceStats(0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_an_intruder_during_a_live_stream_is_dropped_and_counted() -> None:

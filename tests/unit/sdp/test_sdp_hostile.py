@@ -8,6 +8,8 @@ non-UTF-8 bytes (decoded with replacement, as the relay decodes a body).
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from sip2rtmp.sip import sdp
+from sip2rtmp.sip.sdes import KEY_LENGTHS, SUITES, CryptoAttribute, NoUsableCrypto, offer_crypto
 from sip2rtmp.sip.sdp import (
     MAX_FORMATS,
     MAX_MEDIA_SECTIONS,
@@ -24,11 +27,12 @@ from sip2rtmp.sip.sdp import (
     NegotiatedSession,
     SdpParseError,
     SessionDescription,
+    SrtpOffer,
     answer_offer,
     build_offer,
     negotiate,
 )
-from tests.unit.rtp.mutations import fields
+from tests.unit.rtp.mutations import Fields, fields
 
 OFFER = build_offer("192.0.2.10", 40000, 40002, session_id=42, session_version=1)
 OURS = SessionDescription.parse(OFFER)
@@ -306,7 +310,12 @@ def mutated_answers(draw: st.DrawFn) -> str:
     """A plausible answer with one to three hostile line edits."""
     lines = draw(answers()).text.splitlines()
     f = draw(fields())
-    for _ in range(f.int(1, 3)):
+    return "\r\n".join(edit_lines(lines, f, f.int(1, 3)))
+
+
+def edit_lines(lines: list[str], f: Fields, edits: int) -> list[str]:
+    """``lines`` after ``edits`` hostile line edits (`LINE_EDITS`)."""
+    for _ in range(edits):
         if not lines:
             break
         at = f.int(0, len(lines) - 1)
@@ -336,7 +345,7 @@ def mutated_answers(draw: st.DrawFn) -> str:
         else:
             other = f.int(0, len(lines) - 1)
             lines[at], lines[other] = lines[other], lines[at]
-    return "\r\n".join(lines)
+    return lines
 
 
 @pytest.mark.fuzz
@@ -354,3 +363,167 @@ def test_mutated_answers_raise_only_sdp_parse_error(text: str) -> None:
             assert 0 <= stream.payload_type <= 127
             assert 0 < stream.rtp_address[1] <= 65535 and 0 < stream.rtcp_address[1] <= 65535
             assert stream.ptime is None or 0 < stream.ptime <= 1000
+
+
+# ---- SRTP: a=crypto lines from a hostile peer -------------------------------------------------
+
+SRTP_OFFERS = {
+    mode: SessionDescription.parse(
+        build_offer(
+            "192.0.2.10",
+            40000,
+            40002,
+            session_id=42,
+            srtp=SrtpOffer(profile, offer_crypto(), offer_crypto()) if profile else None,
+        )
+    )
+    for mode, profile in (("off", None), ("optional", "RTP/AVP"), ("required", "RTP/SAVP"))
+}
+"""Our offer in each SRTP mode, parsed once."""
+OUR_KEYS = {
+    (mode, media.kind, line.suite): line.key
+    for mode, offer in SRTP_OFFERS.items()
+    for media in offer.media
+    for line in map(CryptoAttribute.parse, media.values("crypto"))
+}
+SHOWN_SUITES = (*SUITES, "F8_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_80")
+KEY_OPTIONS = ("", "|2^20", "|1048576", "|2^20|1:4", "|1:32", "|2^48|255:1", "|2^99", "|1:0")
+SESSION_PARAMS = ("", " KDR=1", " UNENCRYPTED_SRTCP", " FEC_ORDER=FEC_SRTP", " WSH=64")
+CRYPTO_JUNK = ("|", ":", "^", ";", "=", " ", "2^", "inline:", "*", "\x00", "é", "==", "9" * 30)
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}")
+
+
+@dataclass(frozen=True)
+class CryptoValue:
+    value: str
+    key: str
+    """The base64 key the value was built with (the value may no longer hold it intact)."""
+
+
+@st.composite
+def crypto_values(draw: st.DrawFn) -> CryptoValue:
+    """An a=crypto value: nearly half are lines we can take; the others are built from our
+    tags and suites and others, keys of the right length or not, lifetimes, MKIs and session
+    parameters, then zero to two hostile character edits; and now and then any text."""
+    f = draw(fields())
+    shape = f.int(0, 9)
+    if shape == 0:
+        return CryptoValue(draw(st.text(max_size=80)), "")
+    if shape < 5:  # a line we can take: the tag we offered for the suite, a key of its length
+        index = f.int(0, len(SUITES) - 1)
+        suite = SUITES[index]
+        key = base64.b64encode(f.bytes(KEY_LENGTHS[suite], KEY_LENGTHS[suite])).decode()
+        lifetime = f.pick(("", "|2^31", "|2^20"))
+        return CryptoValue(f"{index + 1} {suite} inline:{key}{lifetime}", key)
+    suite = f.pick(SHOWN_SUITES)
+    length = f.pick((KEY_LENGTHS.get(suite, 30), 30, 28, 16, 31, 1))
+    key = base64.b64encode(f.bytes(length, length)).decode()
+    if f.int(0, 3) == 0:
+        key = key.rstrip("=")
+    tag = f.pick(("1", "2", "3", "4", "01", "1234567890", "-1"))
+    value = f"{tag} {suite} inline:{key}{f.pick(KEY_OPTIONS)}{f.pick(SESSION_PARAMS)}"
+    for _ in range(f.int(0, 2)):
+        at = f.int(0, len(value))
+        edit = f.int(0, 3)
+        if edit == 0:
+            value = value[:at]
+        elif edit == 1:
+            value = value[:at] + f.pick(CRYPTO_JUNK) + value[at:]
+        elif edit == 2:
+            value = value[:at] + value[at + f.int(1, 8) :]
+        else:
+            value = value.replace(f"{key}", f"{key};inline:{key}", 1)
+    return CryptoValue(value, key)
+
+
+@pytest.mark.fuzz
+@given(crypto_values())
+def test_crypto_values_parse_or_raise_no_usable_crypto(crypto: CryptoValue) -> None:
+    """Errors and problems never quote a key (nor any long base64 run); what parses
+    serializes to a value that parses back to the same line."""
+    try:
+        line = CryptoAttribute.parse(crypto.value)
+    except NoUsableCrypto as error:
+        event("refused")
+        assert not BASE64_RUN.search(str(error)), str(error)
+        return
+    event("usable" if line.usable else "parsed, not usable")
+    assert 0 <= line.tag <= 999_999_999
+    assert CryptoAttribute.parse(line.serialize()) == line
+    assert line.problem is None or not BASE64_RUN.search(line.problem)
+    if line.usable:
+        assert len(line.key) == KEY_LENGTHS[line.suite]
+
+
+@dataclass(frozen=True)
+class SrtpCase:
+    mode: str
+    text: str
+    keys: tuple[str, ...]
+    """The peer's keys that are still intact in ``text`` after its `inline:`."""
+
+
+@st.composite
+def srtp_answers(draw: st.DrawFn) -> SrtpCase:
+    """A plausible answer (or re-INVITE offer) whose m= lines take an RTP profile and up to
+    four a=crypto lines each, then up to two hostile line edits; and our SRTP mode."""
+    lines = draw(answers()).text.splitlines()
+    f = draw(fields())
+    mode = f.pick(tuple(SRTP_OFFERS))
+    built: list[str] = []
+    keys: list[str] = []
+    for line in lines:
+        built.append(line)
+        if line.startswith("m="):
+            proto = f.pick(("RTP/AVP", "RTP/SAVP", "RTP/SAVPF"))
+            built[-1] = line.replace("RTP/AVP", proto)
+            for _ in range(f.int(0, 4)):
+                crypto = draw(crypto_values())
+                built.append(f"a=crypto:{crypto.value}")
+                keys.append(crypto.key)
+    text = "\r\n".join(edit_lines(built, f, f.int(0, 2))) + "\r\n"
+    intact = tuple(key for key in keys if len(key) >= 16 and f"inline:{key}" in text)
+    return SrtpCase(mode, text, intact)
+
+
+def assert_keys_not_in(text: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        assert key[:16] not in text, text
+
+
+@pytest.mark.fuzz
+@given(srtp_answers())
+def test_crypto_lines_in_answers_and_offers_raise_only_sdp_parse_error(case: SrtpCase) -> None:
+    """In every mode: typed errors that quote no key, SRTP on every stream when it is
+    required, our key and theirs each in its place, and the peer's key never in our answer."""
+    ours = SRTP_OFFERS[case.mode]
+    try:
+        session = negotiate(ours, case.text)
+    except SdpParseError as error:
+        event(f"{case.mode}: answer refused")
+        assert_keys_not_in(str(error), case.keys)
+    else:
+        streams = [s for s in (session.audio, session.video) if s is not None]
+        event(f"{case.mode}: {sum(s.srtp is not None for s in streams)} SRTP streams")
+        for negotiated in streams:
+            keys = negotiated.srtp
+            assert (keys is None) if case.mode == "off" else True
+            assert (keys is not None) if case.mode == "required" else True
+            if keys is not None:
+                assert keys.local_key == OUR_KEYS[case.mode, negotiated.kind, keys.suite]
+                assert len(keys.remote_key) == KEY_LENGTHS[keys.suite]
+    try:
+        reply = answer_offer(ours, case.text)
+    except SdpParseError as error:
+        assert_keys_not_in(str(error), case.keys)
+        return
+    assert_keys_not_in(reply.sdp, case.keys)
+    answered = SessionDescription.parse(reply.sdp)
+    for stream in (reply.session.audio, reply.session.video):
+        if stream is None or stream.srtp is None:
+            continue
+        assert case.mode != "off"
+        section = next(m for m in answered.media if m.kind == stream.kind and m.port)
+        (line,) = map(CryptoAttribute.parse, section.values("crypto"))
+        assert (line.suite, line.key) == (stream.srtp.suite, stream.srtp.local_key)
+        assert section.proto in ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF")

@@ -123,3 +123,16 @@ def test_no_retransmission_over_tcp_but_the_timeout_remains() -> None:
     ua.handle_timer(32.0)
     assert requests(ua) == []
     assert events(ua) == [OptionsFailed(Unanswered("OPTIONS", "lab.test", 32.0))]
+
+
+def test_a_user_agent_answering_with_sdp_shows_the_media_it_would_accept() -> None:
+    """RFC 3261 §11.2: a user agent may answer OPTIONS with the SDP it would answer an INVITE
+    with; only an application/sdp body is reported as such."""
+    sdp = b"v=0\r\nm=audio 9 RTP/SAVP 0\r\n"
+    for content_type, reported in (("application/sdp", sdp), ("text/plain", None)):
+        ua = make_ua()
+        ua.options(0.0, "sip:srtp@lab.test")
+        [options] = requests(ua)
+        extra = [("Content-Type", content_type)]
+        ua.receive_data(reply(options, 200, "OK", extra, to_tag="y", body=sdp), SERVER, 0.1)
+        assert events(ua) == [OptionsAnswered(200, "OK", sdp=reported)]
