@@ -1,7 +1,7 @@
 """The layering docs/architecture.md describes, checked on the source: imports run one way,
 the cores stay free of I/O, and the relay's functions stay short enough to read.
 
-    cli → relay → net / media → sip / rtp        (netaddr, outcomes, config: shared by all)
+    cli, server → relay → net / media → sip / rtp   (netaddr, outcomes, config: shared by all)
 """
 
 from __future__ import annotations
@@ -15,9 +15,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sip2rtmp"
 
-LAYER_RANK = {"sip": 0, "rtp": 0, "nat": 0, "net": 1, "media": 1, "relay": 2, "lab": 2, "cli": 3}
+LAYER_RANK = {
+    "sip": 0,
+    "rtp": 0,
+    "nat": 0,
+    "net": 1,
+    "media": 1,
+    "relay": 2,
+    "lab": 2,
+    "cli": 3,
+    "server": 3,
+}
 """A package may import from its own rank and below, never from above; `lab` stands beside
-the relay (the command line drives both)."""
+the relay (the command line drives both), and the REST server beside the command line (each
+call is a `call` worker process; `serve` starts the server)."""
 MAX_FUNCTION_LINES = 60
 
 
@@ -95,6 +106,14 @@ def test_the_relay_core_does_no_io() -> None:
         if target.split(".")[0] in forbidden
     }
     assert sorted(used) == []
+
+
+@pytest.mark.parametrize("package", ["sip", "rtp", "nat", "media", "net", "relay", "lab"])
+def test_nothing_below_the_server_reaches_it(package: str) -> None:
+    """The server drives calls from outside, as worker processes: no core may depend on it."""
+    below = [name for name in modules() if layer(name) == package]
+    reached = {target for name in below for target in reachable(name)}
+    assert sorted(name for name in reached if layer(name) == "server") == []
 
 
 def long_functions(path: Path) -> Iterator[str]:

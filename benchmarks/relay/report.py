@@ -245,20 +245,21 @@ measured; rerun with:
 """
 
 
-def markers(case: str) -> tuple[str, str]:
+def markers(case: str, benchmark: str = "relay-benchmark") -> tuple[str, str]:
     """Each case has its own results block, so rerunning one leaves the others alone."""
     return (
-        f"<!-- relay-benchmark {case} results: start -->",
-        f"<!-- relay-benchmark {case} results: end -->",
+        f"<!-- {benchmark} {case} results: start -->",
+        f"<!-- {benchmark} {case} results: end -->",
     )
 
 
-def write_results(path: Path, block: str, case: str) -> None:
+def write_results(path: Path, block: str, case: str, benchmark: str = "relay-benchmark") -> None:
     """Replace the case's results block of `path`, keeping everything around it.
 
-    A case without a block yet gets one at the end of the file.
+    A case without a block yet gets one at the end of the file. `benchmark` names the command
+    whose block it is: several write into one results file.
     """
-    start, end = markers(case)
+    start, end = markers(case, benchmark)
     text = path.read_text() if path.exists() else DOCUMENT
     if start not in text or end not in text:
         text = f"{text.rstrip()}\n\n{start}\n{end}\n"

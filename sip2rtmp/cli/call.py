@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from sip2rtmp.cli.control import CommandReader, ControlOutput
 from sip2rtmp.cli.options import relay_options, relay_request
 from sip2rtmp.cli.outcomes import ExitCode
 from sip2rtmp.cli.output import EventPrinter
@@ -29,17 +30,24 @@ def call(ctx: click.Context, /, **flags: Any) -> int:
     request = relay_request(ctx, flags)
     settings = request.settings
     control = RelayControl()
+    from_stdin = flags["control"] == "stdin"
     sink: EventSink
     media = request.media
     with contextlib.ExitStack() as stack:
         if request.as_json:
             sink = EventPrinter(settings.call_id, as_json=True, stream=sys.stdout)
-        elif sys.stdout.isatty():
+        elif sys.stdout.isatty() and not from_stdin:  # the live view reads keys from stdin
             from sip2rtmp.cli.live import LiveView  # rich loads only for a terminal
 
             sink = stack.enter_context(LiveView(control, call_id=settings.call_id))
             media = dataclasses.replace(media, stats_interval=LIVE_STATS_INTERVAL)
         else:
             sink = PlainSummary(stream=sys.stdout)
+        if from_stdin:
+            output = ControlOutput(
+                sink, call_id=settings.call_id, as_json=request.as_json, stream=sys.stdout
+            )
+            CommandReader(sys.stdin.fileno(), control, output).start()
+            sink = output
         run_relay(settings, sink, media, control)
     return ExitCode.OK

@@ -55,6 +55,21 @@ def record(event: RelayEvent) -> Record:
     return masked
 
 
+def command_record(command: str, reason: str | None) -> Record:
+    """The answer to a well-formed `--control` command: done (or under way), or not and why."""
+    answer: Record = {"event": "command", "command": command, "ok": reason is None}
+    if reason is not None:
+        answer["reason"] = reason
+    masked: Record = _keys_masked(answer)
+    return masked
+
+
+def error_record(reason: str) -> Record:
+    """A `--control` line that is no command: why, in one line; the call goes on."""
+    masked: Record = _keys_masked({"event": "error", "reason": reason})
+    return masked
+
+
 def _keys_masked(value: Any) -> Any:
     """`value` with `mask_keys` applied to every string in it, however deeply nested."""
     if isinstance(value, str):

@@ -17,6 +17,7 @@ from sip2rtmp.cli.lab import lab
 from sip2rtmp.cli.options import RunState
 from sip2rtmp.cli.outcomes import EXIT_CODE_MEANINGS, ExitCode, explain
 from sip2rtmp.cli.output import print_error
+from sip2rtmp.cli.serve import serve
 from sip2rtmp.config import ConfigError
 from sip2rtmp.lab import LabError
 from sip2rtmp.outcomes import RunFailed
@@ -45,6 +46,7 @@ def cli() -> None:
 cli.add_command(call)
 cli.add_command(check)
 cli.add_command(lab)
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

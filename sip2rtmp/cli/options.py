@@ -35,6 +35,9 @@ from sip2rtmp.relay.options import MediaOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+CONTROL_SOURCES = ("none", "stdin")
+"""Where `--control` reads commands from: nowhere, or standard input (one JSON object a line);
+the live view's keys are separate."""
 KEYFRAME_INTERVALS = (0.5, 10.0)
 """The --keyframe-interval range (s). Shorter, keyframes eat most of the bit rate; longer, a
 viewer who joins waits that long for a picture, and ingests want a few seconds at most."""
@@ -314,6 +317,15 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             " (YouTube and Facebook want at most 2).",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout."),
+        click.option(
+            "--control",
+            type=click.Choice(CONTROL_SOURCES),
+            default="none",
+            show_default=True,
+            hidden=hidden,
+            help="Take NDJSON commands (dtmf, hangup, inject) from stdin while the call runs;"
+            " each is answered by a `command` event (docs/cli.md).",
+        ),
         click.option(
             "--profile",
             metavar="NAME|PATH",

@@ -71,7 +71,7 @@ class OutboundAudio:
         self.loop = loop
         self.silence = self._encode_silence()
         self.announcement = (
-            self._encode_file(Path(announce_path)) if announce_path is not None else []
+            self._encode_file(str(announce_path)) if announce_path is not None else []
         )
 
     @property
@@ -94,10 +94,11 @@ class OutboundAudio:
         frames = np.zeros((_SETTLE_FRAMES, self.samples_per_payload), dtype=np.int16)
         return self._encode(frames)[_SETTLE_FRAMES - 1]
 
-    def _encode_file(self, path: Path) -> list[bytes]:
-        """Decode any audio file PyAV reads, resample to the codec's rate, cut in packets."""
+    def _encode_file(self, path: str) -> list[bytes]:
+        """Decode any audio file or URL PyAV reads (a URL kept as given, not as a `Path`),
+        resample to the codec's rate, cut in packets."""
         resampler = av.AudioResampler(format="s16", layout="mono", rate=self.codec.sample_rate)
-        with av.open(str(path)) as container:
+        with av.open(path) as container:
             pieces = [
                 out.to_ndarray().reshape(-1)
                 for frame in container.decode(audio=0)

@@ -82,7 +82,10 @@ def connect_tc_url(real_url: str, client_tc_url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     authority = f"{host}:{real.port}" if real.port else host
-    client = urlsplit(client_tc_url)
+    try:
+        client = urlsplit(client_tc_url)
+    except ValueError:  # an unbalanced [ or ] in the authority
+        raise Unexpected(f"a tcUrl that is not a URL: {client_tc_url!r}") from None
     if not client.scheme or not client.netloc:
         raise Unexpected(f"a tcUrl that is not a URL: {client_tc_url!r}")
     rest = client_tc_url[len(f"{client.scheme}://{client.netloc}") :]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sip2rtmp.outcomes import Outcome
+from sip2rtmp.relay.events import DtmfMethod
 from sip2rtmp.sip.sdp import NegotiatedStream
 
 
@@ -85,10 +86,11 @@ class CollectStats:
 
 @dataclass(frozen=True)
 class SendDtmf:
-    """Send `digits` toward the callee: RFC 4733 when negotiated, else SIP INFO. Answered
-    with `dtmf_sent`."""
+    """Send `digits` toward the callee by `method`; without one, RFC 4733 when negotiated,
+    else SIP INFO. Answered with `dtmf_sent`."""
 
     digits: str
+    method: DtmfMethod | None = None
 
 
 @dataclass(frozen=True)

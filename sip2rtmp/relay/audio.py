@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import av
 
 from sip2rtmp.media.comfort_noise import mark_comfort_noise
 from sip2rtmp.media.outbound import OutboundAudio
@@ -78,6 +80,9 @@ class AudioLeg(MediaLeg):
         self._sending: asyncio.Task[None] | None = None
         self._sending_as: tuple[str, int | None, int | None] | None = None
         """What the send loop encodes: codec, ptime and maxptime."""
+        self._injected: tuple[tuple[str, int | None, int | None], Iterator[bytes]] | None = None
+        """A file played in place of the announcement or silence, then silence, as encoded
+        for a send loop (its `_sent_as`): another codec's loop drops it."""
         self._seq = random.randrange(1 << 16)
         self._timestamp = random.randrange(1 << 32)
         self._event_clock = EventClock()
@@ -187,9 +192,10 @@ class AudioLeg(MediaLeg):
                 pass  # suspended: the clock runs on (RFC 3550 §5.1), nothing is sent
             elif self._dtmf_queue:
                 self._send_due_dtmf(latest, loop.time())
-                next(source)
+                self._next_payload(source, stream)
             else:
-                self._send(latest.payload_type, next(source), self._timestamp, marker=index == 0)
+                payload = self._next_payload(source, stream)
+                self._send(latest.payload_type, payload, self._timestamp, marker=index == 0)
             self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
 
         ticker = Ticker(outbound.period, send)
@@ -197,6 +203,38 @@ class AudioLeg(MediaLeg):
             await asyncio.Future()
         finally:
             ticker.stop()
+
+    def _next_payload(self, source: Iterator[bytes], stream: NegotiatedStream) -> bytes:
+        """The next slot's audio: an injected file's, then silence, once one was injected;
+        else the announcement's or silence."""
+        payload = next(source)
+        injected = self._injected
+        if injected is None:
+            return payload
+        if injected[0] != _sent_as(stream):
+            self._injected = None
+            return payload
+        return next(injected[1])
+
+    async def inject(self, source: str) -> str | None:
+        """Play `source` (a file or a URL PyAV reads) toward the callee in place of what is
+        sent now, then silence. None once it plays, else why it cannot: no stream yet, or
+        the source cannot be read or decoded as audio."""
+        stream = self.stream
+        if stream is None:
+            return "the audio leg sends nowhere yet"
+        try:
+            outbound = await asyncio.to_thread(
+                OutboundAudio,
+                stream.codec,
+                ptime=stream.ptime,
+                maxptime=stream.maxptime,
+                announce_path=source,
+            )
+        except (OSError, ValueError, IndexError, av.FFmpegError) as error:
+            return f"cannot play the file: {error}"
+        self._injected = (_sent_as(stream), iter(outbound))
+        return None
 
     def _send(self, payload_type: int, payload: bytes, timestamp: int, *, marker: bool) -> None:
         self._seq = (self._seq + 1) & 0xFFFF

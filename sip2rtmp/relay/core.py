@@ -41,6 +41,7 @@ from sip2rtmp.relay.dtmf import DtmfScript, DtmfStep, parse_info_dtmf
 from sip2rtmp.relay.events import (
     Codec,
     Dtmf,
+    DtmfMethod,
     Established,
     Failed,
     Finished,
@@ -94,6 +95,10 @@ SRTP_REFUSED_STATUSES = frozenset((406, 415, 488))
 """Answers to an offer whose media the callee will not take (RFC 3261 §21.4.26, §21.4.7,
 §21.4.16): with `--srtp optional` they move the offer from RTP/AVP with a=crypto to RTP/SAVP,
 the one form an SRTP-only callee accepts."""
+NOT_UP = "the call is not up yet"
+ENDED = "the call has ended"
+NO_TELEPHONE_EVENT = "the call negotiated no telephone-event: RFC 4733 DTMF cannot be sent"
+"""Why a front end's request cannot be carried out now (`request_dtmf`, `refusal`)."""
 GOODBYE_TIMEOUT = 34.0
 """Upper bound for BYE or un-REGISTER on the way out: their transaction times out by then
 (64*T1 = 32 s, RFC 3261 §17.1.2.2)."""
@@ -259,7 +264,7 @@ class RelayCore:
             DtmfScript.parse(plan.dtmf_script).steps if plan.dtmf_script else ()
         )
         self._dtmf_busy = False
-        self._dtmf_requests: deque[str] = deque()
+        self._dtmf_requests: deque[tuple[str, DtmfMethod | None]] = deque()
 
     # ---- the aioquic-shaped interface ---------------------------------------------------
 
@@ -631,6 +636,7 @@ class RelayCore:
         for kind in ("audio", "video"):
             if kind in self._arrived:
                 self._report_media(kind)
+        self._send_next_dtmf(now)  # requested between the answer and the outputs
         if self._dtmf_steps:
             self._next_dtmf_step(now)
 
@@ -697,12 +703,30 @@ class RelayCore:
 
     # ---- DTMF ---------------------------------------------------------------------------------
 
-    def request_dtmf(self, digits: str, now: float) -> None:
-        """Digits to send toward the callee (a front end's request), after any in progress."""
-        if self.phase is not Phase.RELAYING or not digits:
-            return
-        self._dtmf_requests.append(digits)
-        self._send_next_dtmf(now)
+    def refusal(self) -> str | None:
+        """Why a request for the call's media (DTMF, a file played toward the callee) cannot
+        be carried out now, or None from the answer until the call begins to end."""
+        if self.phase in (Phase.CONNECTING, Phase.RELAYING):
+            return None
+        return ENDED if self._ending is not None or self.phase is Phase.DONE else NOT_UP
+
+    def request_dtmf(self, digits: str, now: float, method: DtmfMethod | None = None) -> str | None:
+        """Digits to send toward the callee (a front end's request), after any in progress;
+        `method` forces SIP INFO or RFC 4733, by default RFC 4733 when negotiated. Returns why
+        they cannot be sent, or None: taken from the answer on, and sent once the outputs run."""
+        refused = self.refusal()
+        if refused is None and method == "rfc4733" and not self._telephone_event():
+            refused = NO_TELEPHONE_EVENT
+        if refused is None and digits:
+            self._dtmf_requests.append((digits, method))
+            self._send_next_dtmf(now)
+        return refused
+
+    def _telephone_event(self) -> bool:
+        """Whether the latest answer's audio lists telephone-event, the payload type RFC 4733
+        events travel in: without it the callee agreed to none."""
+        audio = self._negotiated.audio if self._negotiated is not None else None
+        return audio is not None and audio.telephone_event_pt is not None
 
     def dtmf_sent(self, now: float) -> None:
         """The shell finished sending the digits of the last `SendDtmf`."""
@@ -721,7 +745,7 @@ class RelayCore:
                 self._timers.dtmf = now + step.wait
                 return
             if step.digits:
-                self._dtmf_requests.append(step.digits)
+                self._dtmf_requests.append((step.digits, None))
                 self._send_next_dtmf(now)
                 return
 
@@ -730,7 +754,7 @@ class RelayCore:
         if self._dtmf_busy or not self._dtmf_requests or self.phase is not Phase.RELAYING:
             return
         self._dtmf_busy = True
-        self._actions.append(actions.SendDtmf(self._dtmf_requests.popleft()))
+        self._actions.append(actions.SendDtmf(*self._dtmf_requests.popleft()))
 
     # ---- the end ------------------------------------------------------------------------------
 

@@ -303,9 +303,10 @@ class CallMedia:
             source.sync_to(self._sync.video_seconds)
         self.video.attach(source)
 
-    async def send_dtmf(self, digits: str) -> DtmfMethod:
-        """RFC 4733 events when negotiated, else one SIP INFO per digit."""
-        if self.audio.rfc4733:
+    async def send_dtmf(self, digits: str, method: DtmfMethod | None = None) -> DtmfMethod:
+        """RFC 4733 events when negotiated and not `method` "info", else one SIP INFO per
+        digit (also when a re-INVITE dropped the telephone-event asked for)."""
+        if method != "info" and self.audio.rfc4733:
             await self.audio.send_dtmf(digits)
             return "rfc4733"
         for digit in digits:

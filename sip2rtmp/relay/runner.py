@@ -18,7 +18,7 @@ from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.outcomes import InternalError, Outcome, RunFailed
 from sip2rtmp.relay import actions
 from sip2rtmp.relay.account import log_message, public_address, user_agent_config
-from sip2rtmp.relay.control import RelayControl
+from sip2rtmp.relay.control import RelayControl, carry_out
 from sip2rtmp.relay.core import RelayCore, RelayPlan
 from sip2rtmp.relay.events import Dtmf, EventSink, Failed, Finished, RelayEvent
 from sip2rtmp.relay.media import CallMedia, MediaListeners
@@ -62,7 +62,6 @@ class Relay:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stop, signal.Signals(signum).name)
-        self.control.on_request(lambda: loop.call_soon_threadsafe(self._on_control))  # any thread
         try:
             outcome = await self._run()
         except RunFailed as failed:  # the SIP server could not be reached at all
@@ -85,7 +84,9 @@ class Relay:
             self._sip = sip
             try:
                 self._core.start(self._now())
-                self._pump()
+                loop = asyncio.get_running_loop()  # requests come from any thread:
+                self.control.on_request(lambda: loop.call_soon_threadsafe(self._on_control))
+                self._on_control()  # those made before the run began, then the core's start
                 return await done
             finally:
                 if self._timer is not None:
@@ -140,10 +141,10 @@ class Relay:
         self._feed(lambda now: self._core.stop(now, reason))
 
     def _on_control(self) -> None:
-        if self.control.hangup_requested:
-            self._stop("hangup requested")
-        for digits in self.control.take_dtmf():
-            self._core.request_dtmf(digits, self._now())
+        for command, answer in self.control.take_commands():
+            work = carry_out(self._core, command, answer, self._media, self._now())
+            if work is not None:
+                self._in_background(work)
         self._pump()
 
     def _report(self, event: RelayEvent) -> None:
@@ -227,7 +228,7 @@ class Relay:
             outputs, stats = await media.stop(core.duration(self._now()))
             self._feed(lambda now: core.outputs_stopped(now, outputs, stats))
         elif isinstance(action, actions.SendDtmf):
-            method = await media.send_dtmf(action.digits)
+            method = await media.send_dtmf(action.digits, action.method)
             for digit in action.digits:
                 core.report(Dtmf(digit, "sent", method))
             self._feed(core.dtmf_sent)

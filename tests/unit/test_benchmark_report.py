@@ -7,11 +7,23 @@ benchmark to the next, and rewriting one case's block must leave the rest of the
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from benchmarks.relay.calls import Run
 from benchmarks.relay.probes.capture import Frame, is_media, rtmp_messages, tcp_stream
-from benchmarks.relay.probes.process import Usage
+from benchmarks.relay.probes.process import (
+    Usage,
+    children,
+    machine_cpu_s,
+    memory_kb,
+    rss_kb,
+)
 from benchmarks.relay.probes.wire import Wire
 from benchmarks.relay.report import (
     DOCUMENT,
@@ -20,6 +32,17 @@ from benchmarks.relay.report import (
     srtp_verdicts,
     verdicts,
     write_results,
+)
+from benchmarks.serve import report as serve_report
+from benchmarks.serve.report import (
+    AAC_FRAME_S,
+    CallFigures,
+    LoadRun,
+    RtpCounters,
+    audio_dropouts,
+    audio_gaps,
+    load_markdown,
+    saturation,
 )
 
 RTMP_PORT = 1935
@@ -181,3 +204,165 @@ def test_an_rtmp_message_is_timed_by_the_segment_that_carried_its_last_byte() ->
     ]
     assert [is_media(m) for m in messages] == [False, False, True]
     assert [m.time for m in messages] == [1.0, 2.0, 4.0]
+
+
+def test_a_results_block_of_another_benchmark_is_its_own(tmp_path: Path) -> None:
+    audio_start, audio_end = markers("audio")
+    document = tmp_path / "performance.md"
+    document.write_text(f"# Performance\n\n{audio_start}\naudio\n{audio_end}\n")
+    write_results(document, "load figures", "load", benchmark="serve-benchmark")
+    write_results(document, "new load figures", "load", benchmark="serve-benchmark")
+    load_start, load_end = markers("load", "serve-benchmark")
+    assert load_start == "<!-- serve-benchmark load results: start -->"
+    assert document.read_text() == (
+        f"# Performance\n\n{audio_start}\naudio\n{audio_end}\n\n"
+        f"{load_start}\nnew load figures\n{load_end}\n"
+    )
+
+
+def _frames(start: float, count: int) -> list[float]:
+    """Audio timestamps as FLV keeps them: one AAC frame apart, in whole milliseconds."""
+    return [round(start + i * AAC_FRAME_S, 3) for i in range(count)]
+
+
+def test_an_audio_gap_is_a_step_longer_than_one_frame_beyond_flv_rounding() -> None:
+    assert audio_gaps(_frames(0.0, 3000)) == []
+    dts = [*_frames(0.0, 100), *_frames(100 * AAC_FRAME_S + 0.060, 100)]
+    gaps = audio_gaps(dts)
+    assert len(gaps) == 1
+    at, missing = gaps[0]
+    assert at == dts[99]
+    assert abs(missing - 0.060) <= 0.001
+    one_frame_lost = [*_frames(0.0, 10), *_frames(11 * AAC_FRAME_S, 10)]
+    (_, missing_frame), *more = audio_gaps(one_frame_lost)
+    assert not more
+    assert abs(missing_frame - AAC_FRAME_S) <= 0.001
+
+
+def test_a_dropout_is_a_stretch_of_the_hold_without_the_tone() -> None:
+    rate = 48000
+    seconds = np.arange(10 * rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)
+    assert audio_dropouts(tone, rate, (1.0, 9.0)) == []
+    tone[int(4.0 * rate) : int(4.04 * rate)] = 0.0  # two 20 ms packets sent as silence
+    tone[int(0.5 * rate) : int(0.6 * rate)] = 0.0  # before the hold: not counted
+    (at, length), *more = audio_dropouts(tone, rate, (1.0, 9.0))
+    assert not more
+    assert abs(at - 4.0) <= 0.005
+    assert abs(length - 0.040) <= 0.005
+    assert audio_dropouts(tone, rate, (0.0, 0.004)) == []
+
+
+def test_rtp_counters_of_the_hold_are_the_growth_between_two_stats() -> None:
+    before = {"duration": 20.0, "rtp": {"received": 1000, "lost": 2, "late": 1}}
+    after = {"rtp": {"received": 4000, "lost": 5, "late": 1, "timeline_resyncs": 2}}
+    grown = RtpCounters.from_stats(after) - RtpCounters.from_stats(before)
+    assert grown == RtpCounters(received=3000, lost=3, late=0, resyncs=2)
+    assert RtpCounters.from_stats(None) == RtpCounters()
+    assert grown + grown == RtpCounters(6000, 6, 0, 4)
+
+
+def _call(
+    index: int, *, late: int = 0, gaps: list[tuple[float, float]] | None = None
+) -> CallFigures:
+    return CallFigures(
+        call_id=f"bench-{index:03d}",
+        callee="tone",
+        status="FINISH",
+        reason="hangup",
+        held=True,
+        rtp_hold=RtpCounters(received=3000, late=late),
+        rtp_total=RtpCounters(received=3500, late=late),
+        recorded_s=95.0,
+        gaps=gaps or [],
+        hold_span=(20.0, 80.0),
+    )
+
+
+def _load(calls: list[CallFigures], busy: float = 0.6) -> LoadRun:
+    """A load held 60 s; its workers used 1.2 CPU-s each, as a steady audio call does."""
+    return LoadRun(
+        calls=len(calls),
+        hold_s=60.0,
+        ramp_s=len(calls) / 1.0,
+        figures=calls,
+        workers=len(calls),
+        worker_cpu_s=1.2 * len(calls),
+        server_cpu_s=0.3,
+        lab_cpu_s=6.0,
+        machine_busy=busy,
+        machine_cpu_s=busy * 120.0,
+        rss_kb=90 * 1024 * len(calls),
+        pss_kb=60 * 1024 * len(calls),
+        lifetime_worker_cpu_s=2.5 * len(calls),
+    )
+
+
+def test_only_gaps_inside_the_hold_count_against_it() -> None:
+    call = _call(0, gaps=[(3.0, 0.2), (50.0, 0.04), (90.0, 0.5)])
+    assert call.hold_gaps == [(50.0, 0.04)]
+    assert _load([call, _call(1)]).hold_gaps == 1
+
+
+def test_the_smallest_load_that_misses_the_goal_is_where_it_saturates() -> None:
+    clean = _load([_call(i) for i in range(10)])
+    late = _load([_call(i, late=3 if i == 7 else 0) for i in range(25)])
+    busy = _load([_call(i) for i in range(50)], busy=0.97)
+    assert saturation([busy, late, clean]) == (
+        "Saturates at 25 calls: 3 late and 0 lost RTP packets."
+    )
+    assert saturation([clean, busy]) == "Saturates at 50 calls: both CPUs 97% busy."
+    dropped = _load([_call(i) for i in range(10)])
+    dropped.figures[4].held = False
+    dropped.figures[5].recorded_s = 0.0
+    assert dropped.problems() == [
+        "1 of 10 calls not up for the hold",
+        "1 of 10 calls without a recording",
+    ]
+    assert saturation([clean]) == (
+        "No saturation up to 10 calls: every call held, nothing late, lost or missing."
+    )
+
+
+def test_a_load_row_gives_cost_per_call_and_what_the_streams_show(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serve_report, "machine", lambda: {"CPU": "test CPU"})
+    calls = [_call(i, gaps=[(30.0, 0.1)] if i < 2 else None) for i in range(10)]
+    calls[3].dropouts = [(41.0, 0.06)]
+    block = load_markdown([_load(calls)], ["tone", "opus"]).splitlines()
+    assert "- CPU: test CPU" in block
+    row = next(line for line in block if line.startswith("| 10 |"))
+    assert row == (
+        "| 10 | 10 | 1.20 CPU-s/min (2.0% of a core) | 0.30 CPU-s/min | 6.0 CPU-s/min | 60%"
+        " | 900 MB (600 MB PSS) | 0 / 0 | 0 / 0 | 2 in 2 recordings | 1 in 1 recordings, 60 ms |"
+    )
+    assert "Saturates at 10 calls: 2 AAC gaps; 1 audio dropouts." in block
+    assert "  - audio dropouts in the hold, longest first: bench-003 60 ms at 41.0 s." in block
+    assert any("bench-001 100 ms at 30.0 s" in line for line in block)
+    assert "  - 10 recordings, their audio 95.0-95.0 s long." in block
+    # 72 CPU-s busy in the hold: 12 the workers', 0.3 the server's, 6 the lab's.
+    assert (
+        "  - the rest of the machine (the benchmark itself, other work): 53.7 CPU-s/min"
+        " in the hold." in block
+    )
+    quiet = _load(calls, busy=0.16)  # 19.2 CPU-s busy: 0.9 more than the processes measured
+    assert (
+        "  - the rest of the machine (the benchmark itself, other work): nothing measurable"
+        " in the hold." in load_markdown([quiet], ["tone"]).splitlines()
+    )
+
+
+def test_process_probes_read_this_machine() -> None:
+    rss, pss = memory_kb(os.getpid())
+    assert rss >= pss > 0
+    assert abs(rss_kb(os.getpid()) - rss) <= rss // 10  # two readings of one counter
+    busy, total = machine_cpu_s()
+    assert 0 < busy < total
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert child.pid in children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in children(os.getpid())

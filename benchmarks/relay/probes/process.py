@@ -162,3 +162,51 @@ class Watched:
 
 def sleep_until(deadline: float) -> None:
     time.sleep(max(deadline - time.monotonic(), 0.0))
+
+
+def own_cpu_s(pid: int) -> float:
+    """user+sys of `pid`'s own threads, without the children it has reaped."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return sum(int(value) for value in fields[11:13]) / _clock_ticks()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from each process's parent id in /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(_stat_fields(entry / "stat")[1]) == pid:
+                    found.append(int(entry.name))
+    return sorted(found)
+
+
+def rss_kb(pid: int) -> int:
+    """RSS of `pid` in KiB, from the kernel's counters: reading it does not disturb the process."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of `pid` in KiB. PSS splits each shared page between the processes that map
+    it, so a sum of PSS over many processes of one program counts its libraries once.
+
+    The kernel walks the process's page tables for it, holding its memory map's lock: a
+    process that maps or unmaps memory meanwhile waits. Not for a process whose timing is
+    being measured."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "Rss":
+            rss = int(value.split()[0])
+        elif name == "Pss":
+            pss = int(value.split()[0])
+    return rss, pss
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, over all its CPUs."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    total = sum(fields[:8])  # guest time is already counted in user and nice
+    return (total - idle) / _clock_ticks(), total / _clock_ticks()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sip2rtmp.net.rtmp_connect import (
@@ -207,6 +207,7 @@ def test_arbitrary_bytes_never_raise_and_pass_unchanged(data: bytes, step: int) 
 
 @pytest.mark.fuzz
 @given(st.binary(max_size=400), st.integers(min_value=0, max_value=len(CAPTURED)))
+@example(noise=b"[", cut=141)  # an unbalanced bracket in the tcUrl's authority
 def test_bytes_around_a_real_connect_never_raise(noise: bytes, cut: int) -> None:
     stream = HANDSHAKE + CAPTURED[:cut] + noise + CAPTURED[cut:]
     out = rewrite(stream, 5)
