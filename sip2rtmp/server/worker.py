@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -107,6 +109,17 @@ def exit_reason(returncode: int) -> str:
     return f"worker exited with code {returncode}"
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _hang_up_with_the_server() -> None:
+    """In the worker, before it runs: SIGTERM when the server dies (prctl(2)
+    PR_SET_PDEATHSIG), so a server killed outright leaves no call running; the worker takes
+    SIGTERM as a hangup and sends BYE. Prepared at import: the child only makes the call."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 class Worker:
     """Runs one call's worker process and keeps its record up to date.
 
@@ -160,6 +173,7 @@ class Worker:
                 stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, **extra_env},
                 start_new_session=True,
+                preexec_fn=_hang_up_with_the_server,
                 limit=MAX_EVENT_LINE,
             )
         except OSError as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -320,3 +321,53 @@ def test_an_exit_without_a_final_status_is_a_failure(returncode: int) -> None:
     assert record.status == "FAILED"
     assert record.reason == f"worker exited with code {returncode}"
     assert json.dumps(record.to_json(time.monotonic()))
+
+
+SERVER_THAT_DIES = """
+import asyncio, sys
+from tests.unit.server.worker_support import fake_command, new_record, start_request, until
+from sip2rtmp.server.worker import Worker
+
+async def main():
+    request = start_request()
+    seen = []
+    worker = Worker(request, new_record(request), lambda r, e: seen.append(e),
+                    command=fake_command("probe"), profile=None)
+    await worker.start()
+    await until(lambda: any(e.get("event") == "probe" for e in seen))
+    print(worker.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_server_killed_outright_takes_its_workers_with_it() -> None:
+    """SIGKILL leaves the server no time to hang up: each worker gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and ends, so no call streams on without anyone to stop it."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_THAT_DIES], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        worker_pid = int(server.stdout.readline())
+        assert _alive(worker_pid)
+        server.kill()
+        server.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker_pid), "the worker outlived the server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
