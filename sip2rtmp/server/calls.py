@@ -6,20 +6,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = (
-    "NEW",
-    "TRYING",
-    "RING",
-    "RING_MEDIA",
-    "SESSION_PROGRESS",
-    "ESTABLISHED",
-    "HOLD",
-    "BUSY",
-    "FAILED",
-    "FINISH",
-)
-"""The reference system's call statuses, as `find` reports them (docs/events.md)."""
-FINAL_STATUSES = frozenset({"BUSY", "FAILED", "FINISH"})
+from sip2rtmp.relay.events import CallStatus
+
+STATUSES: tuple[str, ...] = ("NEW", *CallStatus)
+"""The reference system's call statuses, as `find` reports them (docs/events.md): the
+relay's own, and NEW for a call whose worker has not spoken yet."""
+FINAL_STATUSES = frozenset({CallStatus.FINISH, CallStatus.FAILED, CallStatus.BUSY})
 """A run ends with exactly one of these (docs/events.md)."""
 _EVENT_KEYS = frozenset({"event", "ts", "callId"})
 
