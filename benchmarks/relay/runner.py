@@ -62,7 +62,8 @@ CASES = {
 }
 PLAIN_CALLEE = "tone"
 """The SRTP case's baseline callee: the lab's ``srtp`` callee is ``tone`` demanding SRTP (the
-same codecs and noise floor; its tone is 550 Hz, not 440)."""
+same codecs, the same 440 Hz tone over the same noise floor), so both calls carry the same
+media and differ only in encryption."""
 
 
 FULL_CALL = "max duration reached"

@@ -97,7 +97,7 @@ LAB_ACCOUNTS: tuple[LabAccount, ...] = (
     _callee(5, "g722", "g722-lab-Otter-6075", audio_codecs=("G722/16000/1",)),
     _callee(6, "opus", "opus-lab-Puffin-2748", audio_codecs=("opus/48000/2",)),
     _callee(7, "vp8", "vp8-lab-Tapir-9136", tone_hz=440, video_codec="VP8"),
-    _callee(8, "srtp", "srtp-lab-Pangolin-6613", tone_hz=550, media_encryption="srtp-mand"),
+    _callee(8, "srtp", "srtp-lab-Pangolin-6613", tone_hz=440, media_encryption="srtp-mand"),
 )
 """Every subscriber of the lab domain; distinctive passwords make a leak into a log easy to grep."""
 
