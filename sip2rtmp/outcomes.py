@@ -121,3 +121,13 @@ class RunFailed(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome)
         self.outcome = outcome
+
+
+class LabError(Exception):
+    """The lab could not be started, stopped or asked: one line naming the program at fault
+    (exit code 11). Here rather than in `lab`, so the command line maps it without
+    loading the lab."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -27,8 +27,10 @@ from sip2rtmp.cli.options import relay_options, relay_request
 from sip2rtmp.cli.outcomes import ExitCode, explain
 from sip2rtmp.cli.output import json_line, terminal_safe
 from sip2rtmp.config import CallSettings, ConfigError, RtmpTarget, parse_host_port
-from sip2rtmp.media import AacEncoder, EncodedPacket, SlateVideo, StreamTemplates
+from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
+from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
+from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.net.locate import Located
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.net.tls_hop import (

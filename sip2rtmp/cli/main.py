@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import click
 
 from sip2rtmp import __version__
 from sip2rtmp.cli.call import call
-from sip2rtmp.cli.check import check
-from sip2rtmp.cli.lab import lab
 from sip2rtmp.cli.options import RunState
 from sip2rtmp.cli.outcomes import EXIT_CODE_MEANINGS, ExitCode, explain
 from sip2rtmp.cli.output import print_error
-from sip2rtmp.cli.serve import serve
 from sip2rtmp.config import ConfigError
-from sip2rtmp.lab import LabError
-from sip2rtmp.outcomes import RunFailed
+from sip2rtmp.outcomes import LabError, RunFailed
 
 log = logging.getLogger("sip2rtmp")
 
@@ -30,7 +27,31 @@ def exit_code_table() -> str:
     return "Exit codes:\n\n\b\n" + "\n".join(rows)
 
 
+class Commands(click.Group):
+    """The sub-commands, each loaded when it runs or is listed: a call never loads the
+    checks' probes, the lab or the server (their imports cost a call's start-up)."""
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "check": "sip2rtmp.cli.check",
+        "lab": "sip2rtmp.cli.lab",
+        "serve": "sip2rtmp.cli.serve",
+    }
+    """Sub-command name -> the module that defines it under that name."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = self.LAZY.get(cmd_name)
+        if module is None:
+            return super().get_command(ctx, cmd_name)
+        command = getattr(importlib.import_module(module), cmd_name)
+        assert isinstance(command, click.Command)
+        return command
+
+
 @click.group(
+    cls=Commands,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=exit_code_table(),
 )
@@ -44,13 +65,13 @@ def cli() -> None:
 
 
 cli.add_command(call)
-cli.add_command(check)
-cli.add_command(lab)
-cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every expected failure becomes one line on stderr and its exit code."""
+    # numpy's OpenBLAS starts a thread per CPU when it loads, costing about 0.05 CPU-s, for
+    # linear algebra sip2rtmp never does. Set before numpy loads; an explicit setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _finish(run(argv))
 
 

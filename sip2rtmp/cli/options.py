@@ -28,8 +28,8 @@ from sip2rtmp.config import (
     SrtpMode,
     build_call_settings,
 )
-from sip2rtmp.media.output import redact as display
-from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
+from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S
+from sip2rtmp.media.targets import redact as display
 from sip2rtmp.relay.dtmf import DtmfScript
 from sip2rtmp.relay.options import MediaOptions
 

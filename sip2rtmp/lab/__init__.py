@@ -35,13 +35,13 @@ from sip2rtmp.lab.lab import (
     TONE_SAMPLE_RATE,
     WRONG_HOST_NAME,
     Lab,
-    LabError,
     LabStatus,
     ProgramStatus,
     callee_program,
     read_dump,
     write_tone,
 )
+from sip2rtmp.outcomes import LabError
 
 __all__ = [
     "BUSY_USER",

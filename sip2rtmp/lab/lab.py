@@ -28,16 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sip2rtmp.lab.accounts import CALLEES, LAB_ACCOUNTS, LabAccount, Role, account
-
-
-class LabError(Exception):
-    """The lab could not be started, stopped or asked: one line naming the program at fault
-    (exit code 11)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
+from sip2rtmp.outcomes import LabError
 
 SIP_DOMAIN = "lab.sip2rtmp.test"
 SIP_HOST = "127.0.0.1"

@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sip2rtmp.lab.lab import SIP_HOST, LabError, write_baresip_config
+from sip2rtmp.lab.lab import SIP_HOST, write_baresip_config
+from sip2rtmp.outcomes import LabError
 
 READY_LINE = "baresip is ready."
 VIDEO_MODULES = ("avcodec.so", "vp8.so", "fakevideo.so")

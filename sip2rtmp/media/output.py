@@ -26,9 +26,9 @@ import av
 from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
+from sip2rtmp.media.targets import NETWORK_SCHEMES, redact
 from sip2rtmp.outcomes import OutputFailed
 
-_NETWORK_SCHEMES = ("rtmp", "rtmps")
 _BITRATE_WINDOW_S = 5.0
 _TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 _MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
@@ -94,18 +94,6 @@ def _new_extradata(config: bytes) -> Any:
     return side_data
 
 
-def redact(target: str) -> str:
-    """The target without its stream key or credentials, fit for logs and stats."""
-    parts = urlsplit(target)
-    if parts.scheme not in _NETWORK_SCHEMES:
-        return target
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    app = parts.path.rsplit("/", 1)[0]
-    return f"{parts.scheme}://{host}{app}/***"
-
-
 class RtmpOutput:
     """Muxes packets to one target (rtmp://, rtmps://, or a .flv/.mp4 path) in a worker thread.
 
@@ -134,7 +122,7 @@ class RtmpOutput:
         self._video_config = templates.video_config
         self._policy = policy or OutputPolicy()
         self._clock = clock
-        self._is_file = urlsplit(target).scheme not in _NETWORK_SCHEMES
+        self._is_file = urlsplit(target).scheme not in NETWORK_SCHEMES
         self._format = "mp4" if Path(target).suffix.lower() == ".mp4" else "flv"
         self._queue: deque[EncodedPacket] = deque()
         self._cond = threading.Condition()

@@ -14,6 +14,10 @@ from typing import Any
 AUDIO_RATE = 48_000
 """Every decoded call is resampled to this rate: AAC's natural rate and Opus's native one."""
 
+KEYFRAME_INTERVAL_S = 2.0
+"""The default longest time between keyframes in the outputs: YouTube and Facebook want a
+keyframe at least every 2 s."""
+
 
 class Track(Enum):
     VIDEO = "video"

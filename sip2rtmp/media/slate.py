@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sip2rtmp.media.font import GLYPH_HEIGHT, fitting_chars, render_text, text_width
-from sip2rtmp.media.packets import EncodedPacket, Track
+from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S, EncodedPacket, Track
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, h264_template
 from sip2rtmp.rtp.h264 import (
     NAL_PPS,
@@ -40,10 +40,6 @@ DEFAULT_FPS = 10
 """Ten frames a second: a 2 s GOP is 20 frames, packet overhead stays tiny, and ingest servers
 that frown on very low frame rates (1-5 fps) accept it. Cost does not depend on it much since
 frames are replayed, not encoded."""
-
-KEYFRAME_INTERVAL_S = 2.0
-"""The default longest time between keyframes in the outputs: YouTube and Facebook want a
-keyframe at least every 2 s."""
 
 _BACKGROUND = (24, 28, 40)
 _ACCENT = (220, 60, 60)

@@ -25,9 +25,8 @@ from typing import Any
 
 import av
 
-from sip2rtmp.media.packets import EncodedPacket, Track
+from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S, EncodedPacket, Track
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, CalleeVideo, h264_template
-from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
 from sip2rtmp.rtp.h264 import (
     NAL_PPS,
     NAL_SPS,

@@ -8,15 +8,22 @@ The shell carries each one out and reports back through the core's inputs: SIP r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sip2rtmp.outcomes import Outcome
 from sip2rtmp.relay.events import DtmfMethod
 from sip2rtmp.sip.sdp import NegotiatedStream
 
+if TYPE_CHECKING:
+    from sip2rtmp.sip.useragent import UserAgent
+
 
 @dataclass(frozen=True)
 class Register:
     """REGISTER the account (RFC 3261 §10)."""
+
+    def command(self, ua: UserAgent, now: float) -> None:
+        ua.register(now)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,9 @@ class Invite:
     uri: str
     sdp: bytes
     ring_timeout: float | None
+
+    def command(self, ua: UserAgent, now: float) -> None:
+        ua.invite(now, self.uri, self.sdp, self.ring_timeout)
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,16 @@ class SendDtmf:
 class Cancel:
     """Abandon the ringing INVITE (CANCEL, RFC 3261 §9)."""
 
+    def command(self, ua: UserAgent, now: float) -> None:
+        ua.cancel(now)
+
 
 @dataclass(frozen=True)
 class Hangup:
     """End the established call (BYE)."""
+
+    def command(self, ua: UserAgent, now: float) -> None:
+        ua.bye(now)
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,9 @@ class StopOutputs:
 @dataclass(frozen=True)
 class Unregister:
     """Remove the registration (Expires: 0)."""
+
+    def command(self, ua: UserAgent, now: float) -> None:
+        ua.unregister(now)
 
 
 @dataclass(frozen=True)
@@ -141,4 +160,5 @@ Action = (
 )
 
 SipAction = Register | Invite | Cancel | Hangup | Unregister
-"""The actions the shell carries out as SIP user agent commands."""
+"""The actions the shell carries out as SIP user agent commands: each one's `command` is
+what it asks of the user agent."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S
+from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S
 
 
 @dataclass(frozen=True)

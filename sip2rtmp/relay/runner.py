@@ -8,10 +8,11 @@ its events to the front end. A failed run raises `RunFailed` with the core's out
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sip2rtmp.config import CallSettings
 from sip2rtmp.net.sip_session import SipSession
@@ -21,9 +22,11 @@ from sip2rtmp.relay.account import log_message, public_address, user_agent_confi
 from sip2rtmp.relay.control import RelayControl, carry_out
 from sip2rtmp.relay.core import RelayCore, RelayPlan
 from sip2rtmp.relay.events import Dtmf, EventSink, Failed, Finished, RelayEvent
-from sip2rtmp.relay.media import CallMedia, MediaListeners
 from sip2rtmp.relay.options import MediaOptions
 from sip2rtmp.sip.events import Event
+
+if TYPE_CHECKING:
+    from sip2rtmp.relay.media import CallMedia
 
 
 def run_relay(
@@ -87,6 +90,7 @@ class Relay:
                 loop = asyncio.get_running_loop()  # requests come from any thread:
                 self.control.on_request(lambda: loop.call_soon_threadsafe(self._on_control))
                 self._on_control()  # those made before the run began, then the core's start
+                self._in_background(_load_media())
                 return await done
             finally:
                 if self._timer is not None:
@@ -162,7 +166,8 @@ class Relay:
             if self._done is not None and not self._done.done():
                 self._done.set_result(action.outcome)
         elif isinstance(action, actions.SipAction):
-            self._sip_command(action)
+            assert self._sip is not None
+            self._sip.command(action.command)
         elif isinstance(action, actions.OpenMedia):
             self._in_background(self._open_media())
         elif media is None:
@@ -176,21 +181,9 @@ class Relay:
         else:
             self._in_background(self._media_step(media, action))
 
-    def _sip_command(self, action: actions.SipAction) -> None:
-        sip = self._sip
-        assert sip is not None
-        if isinstance(action, actions.Register):
-            sip.command(lambda ua, now: ua.register(now))
-        elif isinstance(action, actions.Invite):
-            sip.command(lambda ua, now: ua.invite(now, action.uri, action.sdp, action.ring_timeout))
-        elif isinstance(action, actions.Cancel):
-            sip.command(lambda ua, now: ua.cancel(now))
-        elif isinstance(action, actions.Hangup):
-            sip.command(lambda ua, now: ua.bye(now))
-        else:
-            sip.command(lambda ua, now: ua.unregister(now))
-
     async def _open_media(self) -> None:
+        from sip2rtmp.relay.media import CallMedia, MediaListeners
+
         assert self._sip is not None
         listeners = MediaListeners(
             first_packet=lambda kind, remote: self._feed(
@@ -245,3 +238,9 @@ class Relay:
             return
         if self._done is not None and not self._done.done():
             self._done.set_exception(task.exception() or RuntimeError())
+
+
+async def _load_media() -> None:
+    """Load the call's media (PyAV, numpy, the outputs) in a worker thread while the first
+    request is on the wire: the run's start never waits for them."""
+    await asyncio.to_thread(importlib.import_module, "sip2rtmp.relay.media")

@@ -27,8 +27,9 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, PassthroughVideo
-from sip2rtmp.media.slate import KEYFRAME_INTERVAL_S, SlateVideo
+from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.net.grid import Ticker
 from sip2rtmp.relay.leg import FirstPacketListener, MediaLeg, on_timeline

@@ -32,7 +32,7 @@ from sip2rtmp.cli.output import (
 )
 from sip2rtmp.cli.summary import PlainSummary
 from sip2rtmp.config import CallSettings, ConfigError, build_call_settings
-from sip2rtmp.media.output import redact
+from sip2rtmp.media.targets import redact
 from sip2rtmp.outcomes import OutputFailed, Rejected
 from sip2rtmp.relay.events import (
     Codec,

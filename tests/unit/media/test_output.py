@@ -10,10 +10,11 @@ import av
 import pytest
 
 from sip2rtmp.media.audio import AacEncoder
-from sip2rtmp.media.output import OutputPolicy, OutputState, RtmpOutput, redact
+from sip2rtmp.media.output import OutputPolicy, OutputState, RtmpOutput
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.passthrough import h264_template
 from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.targets import redact
 from tests.support.flv import avc_sequence_headers
 from tests.unit.media.video_signals import Clip, decoded_pictures, h264_clip
 

@@ -43,8 +43,8 @@ from sip2rtmp.net.locate import (
     LocateError,
     ServerTarget,
     locate,
-    order_srv,
 )
+from sip2rtmp.net.records import order_srv
 from sip2rtmp.netaddr import Transport
 
 T = TypeVar("T")

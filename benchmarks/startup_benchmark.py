@@ -1,0 +1,146 @@
+"""Start-up of ``sip2rtmp call``: from exec to its first REGISTER, wall time and CPU.
+
+The command runs as a user would run it, with the lab's account and a callee, but its SIP
+server is a UDP socket of this benchmark: the first datagram that arrives is the REGISTER.
+At that moment the process's CPU is read from the kernel (``/proc/<pid>/stat``: user and
+system time of every thread, those that ended included) and the process is killed. Nothing
+else runs, so the figure is the start-up alone: the interpreter, the imports, parsing the
+options, and whatever else happens before the first packet leaves. No lab is needed.
+
+    .venv/bin/python -m benchmarks.startup_benchmark --runs 10
+    .venv/bin/python -m benchmarks.startup_benchmark --write docs/performance.md
+
+``--write`` replaces the block between the ``startup-benchmark results`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.relay.probes.process import process_cpu_s
+
+TARGET_CPU_S = 0.2
+"""The start-up CPU the relay is held to (exec to the first REGISTER)."""
+MARKERS = ("<!-- startup-benchmark results: start -->", "<!-- startup-benchmark results: end -->")
+
+
+@dataclass(frozen=True)
+class Startup:
+    wall_s: float
+    cpu_s: float
+
+
+def _command(port: int, extra: list[str]) -> list[str]:
+    script = Path(sys.executable).with_name("sip2rtmp")
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "sip2rtmp"]
+    return [
+        *program,
+        "call",
+        "--callee", "tone",
+        "--sip-login", "relay",
+        "--sip-domain", "lab.sip2rtmp.test",
+        "--sip-outbound-proxy", f"127.0.0.1:{port}",
+        "--rtmp-url", "rtmp://127.0.0.1:9/live",
+        "--rtmp-stream", "startup",
+        "--max-duration", "5",
+        "--json",
+        *extra,
+    ]  # fmt: skip
+
+
+def measure_once(extra: list[str]) -> Startup:
+    """One start: exec, wait for the REGISTER, read the CPU, kill."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10.0)
+        env = dict(os.environ, SIP2RTMP_SIP_PASSWORD="startup-benchmark")
+        started = time.monotonic()
+        process = subprocess.Popen(
+            _command(server.getsockname()[1], extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            data, _ = server.recvfrom(65535)
+            wall = time.monotonic() - started
+            cpu = process_cpu_s(process.pid)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    if not data.startswith(b"REGISTER "):
+        raise RuntimeError(f"the first datagram was not a REGISTER: {data[:40]!r}")
+    return Startup(wall, cpu)
+
+
+def results_markdown(runs: list[Startup], extra: list[str]) -> str:
+    cpu = [run.cpu_s for run in runs]
+    wall = [run.wall_s for run in runs]
+    median_cpu = statistics.median(cpu)
+    verdict = "met" if median_cpu <= TARGET_CPU_S else "**missed**"
+    flags = f" `{' '.join(extra)}`" if extra else ""
+    lines = [
+        MARKERS[0],
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `sip2rtmp call`{flags} from exec to "
+        f"its first REGISTER, {len(runs)} runs.",
+        "",
+        f"- CPU: {_cpu_model()}; Python {platform.python_version()}",
+        "",
+        "| target | measured (median) | range | verdict |",
+        "| --- | --- | --- | --- |",
+        f"| start-up CPU at most {TARGET_CPU_S:.1f} s | {median_cpu:.3f} CPU-s | "
+        f"{min(cpu):.3f}-{max(cpu):.3f} s | {verdict} |",
+        f"| exec to first REGISTER (wall) | {statistics.median(wall) * 1000:.0f} ms | "
+        f"{min(wall) * 1000:.0f}-{max(wall) * 1000:.0f} ms | |",
+        MARKERS[1],
+    ]
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        names = re.findall(r"^model name\s*:\s*(.+)$", info.read(), re.M)
+    return f"{names[0] if names else platform.processor()}, {len(names)} logical CPUs"
+
+
+def write_results(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    start, end = (text.find(marker) for marker in MARKERS)
+    if start < 0 or end < 0:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = text[:start] + block + text[end + len(MARKERS[1]) :]
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=10, help="starts to measure")
+    parser.add_argument("--write", type=Path, metavar="MARKDOWN", help="update this results file")
+    parser.add_argument(
+        "extra", nargs="*", help="more `sip2rtmp call` options (after --), e.g. --srtp required"
+    )
+    args = parser.parse_args(argv)
+    measure_once(args.extra)  # the first start also writes bytecode caches: not counted
+    runs = [measure_once(args.extra) for _ in range(args.runs)]
+    block = results_markdown(runs, args.extra)
+    print(block)
+    if args.write:
+        write_results(args.write, block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
