@@ -70,7 +70,7 @@ FULL_CALL = "max duration reached"
 """The reason of the FINISH event of a call that lasted its ``--max-duration``."""
 
 
-def _sip2rtmp_command() -> list[str]:
+def sip2rtmp_command() -> list[str]:
     script = Path(sys.executable).with_name("sip2rtmp")
     return [str(script)] if script.exists() else [sys.executable, "-m", "sip2rtmp"]
 
@@ -112,7 +112,7 @@ class EventReader:
             return [(when, record) for when, record in self.events if match(record)]
 
 
-def _call_command(options: Options, stream_key: str) -> list[str]:
+def call_command(options: Options, stream_key: str) -> list[str]:
     """`sip2rtmp call` to the case's callee through the lab, with NDJSON events on stdout."""
     flags = {
         "--callee": options.callee,
@@ -123,7 +123,7 @@ def _call_command(options: Options, stream_key: str) -> list[str]:
         "--rtmp-stream": stream_key,
     }
     return [
-        *_sip2rtmp_command(),
+        *sip2rtmp_command(),
         "call",
         *itertools.chain.from_iterable(flags.items()),
         *([] if options.video_codec else ["--no-video"]),
@@ -141,7 +141,7 @@ def run_sip2rtmp(options: Options, name: str = "sip2rtmp", label: str = "sip2rtm
     env = dict(os.environ, SIP2RTMP_SIP_PASSWORD=RELAY_ACCOUNT.password)
     with (options.work_dir / f"{name}.stderr").open("wb") as stderr:
         process = subprocess.Popen(
-            _call_command(options, call.stream_key), stdout=subprocess.PIPE, stderr=stderr, env=env
+            call_command(options, call.stream_key), stdout=subprocess.PIPE, stderr=stderr, env=env
         )
     assert process.stdout is not None
     watched = Watched(process)

@@ -27,6 +27,7 @@ from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.targets import NETWORK_SCHEMES, redact
+from sip2rtmp.media.threads import name_native_thread
 from sip2rtmp.outcomes import OutputFailed
 
 _BITRATE_WINDOW_S = 5.0
@@ -209,6 +210,7 @@ class RtmpOutput:
             )
 
     def _run(self) -> None:
+        name_native_thread("s2r-output")
         while True:
             container: Any = None
             try:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from sip2rtmp.media.audio import AacEncoder, AudioDecoder, AudioTimeline
 from sip2rtmp.media.output import Hop, OutputPolicy, OutputState, OutputStats, RtmpOutput
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
+from sip2rtmp.media.threads import name_native_thread
 from sip2rtmp.outcomes import OutputFailed
 
 LEVEL_DECAY = 0.9
@@ -218,6 +219,7 @@ class MediaPipeline:
         return all(output.state is OutputState.FAILED for output in self.outputs)
 
     def _run(self) -> None:
+        name_native_thread("s2r-media")
         deadline = self._t0
         start_until = self._t0 + self.config.start_s
         while not self._stopping.is_set():

@@ -27,6 +27,7 @@ import av
 
 from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S, EncodedPacket, Track
 from sip2rtmp.media.passthrough import VIDEO_CLOCK, CalleeVideo, h264_template
+from sip2rtmp.media.threads import name_native_thread
 from sip2rtmp.rtp.h264 import (
     NAL_PPS,
     NAL_SPS,
@@ -156,6 +157,7 @@ class TranscodedVideo(CalleeVideo):
         self._skipping = False
 
     def _run(self) -> None:
+        name_native_thread("s2r-transcode")
         while (item := self._inbound.get()) is not _STOP:
             frame, dts = item
             packet = av.Packet(frame.data if isinstance(frame, Vp8Frame) else _annexb(frame.nals))
