@@ -17,7 +17,6 @@ Needs the lab (``.venv/bin/sip2rtmp lab up``) and ``perf`` (Debian's ``linux-per
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.relay.calls import Options, stamp
+from benchmarks.relay.probes.process import program_env
 from benchmarks.relay.runner import CASES, call_command
 from sip2rtmp.lab import RELAY_ACCOUNT, Lab
 
@@ -80,7 +80,7 @@ def record(case: str, duration: float, frequency: int, work_dir: Path) -> Profil
         srtp=spec.srtp,
     )
     data = work_dir / "perf.data"
-    env = dict(os.environ, SIP2RTMP_SIP_PASSWORD=RELAY_ACCOUNT.password)
+    env = program_env(SIP2RTMP_SIP_PASSWORD=RELAY_ACCOUNT.password)
     command = call_command(options, f"profile-{case}-{stamp()}")
     with (work_dir / "call.stderr").open("wb") as stderr:
         subprocess.run(

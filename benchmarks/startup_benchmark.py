@@ -16,7 +16,6 @@ options, and whatever else happens before the first packet leaves. No lab is nee
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import re
 import signal
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.relay.probes.process import process_cpu_s
+from benchmarks.relay.probes.process import process_cpu_s, program_env
 
 TARGET_CPU_S = 0.2
 """The start-up CPU the relay is held to (exec to the first REGISTER)."""
@@ -65,7 +64,7 @@ def measure_once(extra: list[str]) -> Startup:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
         server.settimeout(10.0)
-        env = dict(os.environ, SIP2RTMP_SIP_PASSWORD="startup-benchmark")
+        env = program_env(SIP2RTMP_SIP_PASSWORD="startup-benchmark")
         started = time.monotonic()
         process = subprocess.Popen(
             _command(server.getsockname()[1], extra),

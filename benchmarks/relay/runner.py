@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import IO, Any
 
 from benchmarks.relay.baseline import run_baseline
 from benchmarks.relay.calls import MeasuredCall, Options, Run
-from benchmarks.relay.probes.process import Watched
+from benchmarks.relay.probes.process import Watched, program_env
 from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST
 
 Event = dict[str, Any]
@@ -138,7 +137,7 @@ def call_command(options: Options, stream_key: str) -> list[str]:
 def run_sip2rtmp(options: Options, name: str = "sip2rtmp", label: str = "sip2rtmp") -> Run:
     """One call relayed by sip2rtmp, which ends it itself after ``--max-duration``."""
     call = MeasuredCall(options, name, label=label)
-    env = dict(os.environ, SIP2RTMP_SIP_PASSWORD=RELAY_ACCOUNT.password)
+    env = program_env(SIP2RTMP_SIP_PASSWORD=RELAY_ACCOUNT.password)
     with (options.work_dir / f"{name}.stderr").open("wb") as stderr:
         process = subprocess.Popen(
             call_command(options, call.stream_key), stdout=subprocess.PIPE, stderr=stderr, env=env

@@ -31,6 +31,7 @@ from benchmarks.relay.probes.process import (
     memory_kb,
     own_cpu_s,
     process_cpu_s,
+    program_env,
     rss_kb,
     sleep_until,
 )
@@ -96,7 +97,10 @@ class Server:
         argv = [*_sip2rtmp(), "serve", "--listen", listen, "--max-calls", str(max_calls)]
         with (work_dir / "serve.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [*argv, "--profile", str(profile)], stdout=log, stderr=subprocess.STDOUT
+                [*argv, "--profile", str(profile)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=program_env(),
             )
 
     @property

@@ -11,6 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def program_env(**extra: str) -> dict[str, str]:
+    """The environment a measured sip2rtmp runs in: ours, plus `extra`, but with Python's
+    bytecode cache allowed. A user's installed copy imports compiled modules; a run that
+    compiled every module from source (``PYTHONDONTWRITEBYTECODE``, as some shells and CI
+    set) would add about 0.07 CPU-s of compiling to every start."""
+    env = dict(os.environ, **extra)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 
@@ -79,21 +89,38 @@ Sample = tuple[float, float, dict[int, float]]
 """(monotonic time, process CPU, CPU per thread id) at one edge of the steady window."""
 
 
-def _steady(pid: int, window: list[Sample]) -> tuple[float, float, list[tuple[str, float]]]:
+def _steady(
+    pid: int, window: list[Sample], names: dict[int, str]
+) -> tuple[float, float, list[tuple[str, float]]]:
     """CPU and length of the steady window, and each thread's CPU in it, busiest first.
 
-    Python does not name its threads for the OS, so they are numbered by thread id; the
-    process's own id is its main thread (the asyncio loop).
+    sip2rtmp names its media threads for the OS (``s2r-media``, ``s2r-output``, ...: `names`,
+    read while the process ran); the others keep the program's name and are numbered by
+    thread id; the process's own id is its main thread (the asyncio loop).
     """
     if len(window) != 2:
         return 0.0, 0.0, []
     (t0, cpu0, threads0), (t1, cpu1, threads1) = window
     threads: list[tuple[str, float]] = []
     for rank, tid in enumerate(sorted(threads1)):
-        name = "main" if tid == pid else f"thread {rank}"
+        name = "main" if tid == pid else names.get(tid, f"thread {rank}")
         threads.append((name, threads1[tid] - threads0.get(tid, 0.0)))
     threads.sort(key=lambda item: -item[1])
     return cpu1 - cpu0, t1 - t0, threads
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """The names threads of `pid` gave themselves in the kernel, by thread id; those that
+    kept the program's name are left out."""
+    names: dict[int, str] = {}
+    with contextlib.suppress(OSError):
+        program = Path(f"/proc/{pid}/comm").read_text().strip()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                name = (task / "comm").read_text().strip()
+                if name != program:
+                    names[int(task.name)] = name
+    return names
 
 
 class Watched:
@@ -104,6 +131,7 @@ class Watched:
         self.udp_ports: set[int] = set()
         self.tcp_ports: set[int] = set()
         self._window: list[Sample] = []
+        self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample_sockets, daemon=True)
         self._sampler.start()
@@ -119,6 +147,7 @@ class Watched:
         """One edge of the steady window (call twice)."""
         pid = self.process.pid
         self._window.append((time.monotonic(), process_cpu_s(pid), thread_cpu_s(pid)))
+        self._names.update(thread_names(pid))
 
     def abandon(self, signum: int) -> None:
         """End the process without measuring it: its run failed before the call was up.
@@ -150,7 +179,7 @@ class Watched:
         self.process.returncode = os.waitstatus_to_exitcode(status)
         self._stop.set()
         self._sampler.join()
-        steady_cpu, steady_s, threads = _steady(pid, self._window)
+        steady_cpu, steady_s, threads = _steady(pid, self._window, self._names)
         return Usage(
             cpu_s=rusage.ru_utime + rusage.ru_stime,
             max_rss_kb=rusage.ru_maxrss,
