@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks.relay.calls import Options, stamp
 from benchmarks.relay.probes.process import program_env
+from benchmarks.relay.report import publish
 from benchmarks.relay.runner import CASES, call_command
 from sip2rtmp.lab import RELAY_ACCOUNT, Lab
 
@@ -46,7 +47,6 @@ LIBRARIES = (
     ("_binding", "libsrtp (pylibsrtp)"),
 )
 """How a sampled library is shown; the first prefix that matches wins, the rest is 'other'."""
-MARKERS = ("<!-- profile {case} results: start -->", "<!-- profile {case} results: end -->")
 
 
 @dataclass
@@ -101,8 +101,8 @@ def record(case: str, duration: float, frequency: int, work_dir: Path) -> Profil
     for line in report.splitlines():
         fields = [field.strip() for field in line.split("|")]
         if not line.startswith("#") and len(fields) >= 4 and ":" in fields[2]:
-            tid, comm = fields[2].split(":", 1)
-            rows.append((int(tid), comm, fields[3], int(fields[1])))
+            thread_id, name = fields[2].split(":", 1)
+            rows.append((int(thread_id), name, fields[3], int(fields[1])))
     # The event loop runs in the process's first thread; the asyncio workers (slates, loading
     # the media stack) keep the program's name, so the lowest such thread id is the loop.
     loop_tid = min((tid for tid, comm, _, _ in rows if comm == "sip2rtmp"), default=0)
@@ -117,7 +117,6 @@ def record(case: str, duration: float, frequency: int, work_dir: Path) -> Profil
 def results_markdown(profile: Profile, case: str, duration: float) -> str:
     total = sum(sum(by.values()) for by in profile.samples.values())
     lines = [
-        MARKERS[0].format(case=case),
         f"Profiled {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: one {duration:g} s call, case "
         f"`{case}` ({CASES[case].summary}), {profile.frequency} samples a second over the whole "
         f"process: {profile.seconds(total):.2f} CPU-s in all.",
@@ -138,19 +137,7 @@ def results_markdown(profile: Profile, case: str, duration: float) -> str:
         lines.append(
             f"| `{thread}` | {profile.seconds(count):.2f} | {count / total:.0%} | {where} |"
         )
-    lines.append(MARKERS[1].format(case=case))
     return "\n".join(lines)
-
-
-def write_results(path: Path, block: str, case: str) -> None:
-    start_marker, end_marker = (marker.format(case=case) for marker in MARKERS)
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(start_marker), text.find(end_marker)
-    if start < 0 or end < 0:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = text[:start] + block + text[end + len(end_marker) :]
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as work_dir:
         profile = record(args.case, args.duration, args.frequency, Path(work_dir))
-    block = results_markdown(profile, args.case, args.duration)
-    print(block)
-    if args.write:
-        write_results(args.write, block, args.case)
+    publish(results_markdown(profile, args.case, args.duration), args.write, args.case, "profile")
     return 0
 
 

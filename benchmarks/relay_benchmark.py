@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.relay.calls import Options
-from benchmarks.relay.report import results_markdown, write_results
+from benchmarks.relay.report import publish, results_markdown
 from benchmarks.relay.runner import CASES, run_case
 from sip2rtmp.lab import Lab
 
@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             srtp=case.srtp,
         )
         ours, baseline = run_case(options, args.baseline_codec)
-    block = results_markdown(ours, baseline, args.duration, case)
-    print(block)
-    if args.write:
-        write_results(args.write, block, args.case)
+    publish(results_markdown(ours, baseline, args.duration, case), args.write, args.case)
     return 0
 
 

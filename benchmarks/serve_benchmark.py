@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.relay.report import write_results
+from benchmarks.relay.report import publish
 from benchmarks.serve.report import LoadRun, load_markdown
 from benchmarks.serve.runner import LoadOptions, run_load
 from sip2rtmp.lab import Lab
@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             runs.append(run_load(options))
             print(load_markdown(runs[-1:], callees), file=sys.stderr)
-    block = load_markdown(runs, callees)
-    print(block)
-    if args.write:
-        write_results(args.write, block, "load", benchmark="serve-benchmark")
+    publish(load_markdown(runs, callees), args.write, "load", "serve-benchmark")
     return 0
 
 

@@ -10,7 +10,7 @@ options, and whatever else happens before the first packet leaves. No lab is nee
     .venv/bin/python -m benchmarks.startup_benchmark --runs 10
     .venv/bin/python -m benchmarks.startup_benchmark --write docs/performance.md
 
-``--write`` replaces the block between the ``startup-benchmark results`` markers.
+``--write`` replaces the block between the ``startup-benchmark call results`` markers.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.relay.probes.process import process_cpu_s, program_env
+from benchmarks.relay.report import publish
 
 TARGET_CPU_S = 0.2
 """The start-up CPU the relay is held to (exec to the first REGISTER)."""
-MARKERS = ("<!-- startup-benchmark results: start -->", "<!-- startup-benchmark results: end -->")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,6 @@ def results_markdown(runs: list[Startup], extra: list[str]) -> str:
     verdict = "met" if median_cpu <= TARGET_CPU_S else "**missed**"
     flags = f" `{' '.join(extra)}`" if extra else ""
     lines = [
-        MARKERS[0],
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `sip2rtmp call`{flags} from exec to "
         f"its first REGISTER, {len(runs)} runs.",
         "",
@@ -103,7 +102,6 @@ def results_markdown(runs: list[Startup], extra: list[str]) -> str:
         f"{min(cpu):.3f}-{max(cpu):.3f} s | {verdict} |",
         f"| exec to first REGISTER (wall) | {statistics.median(wall) * 1000:.0f} ms | "
         f"{min(wall) * 1000:.0f}-{max(wall) * 1000:.0f} ms | |",
-        MARKERS[1],
     ]
     return "\n".join(lines)
 
@@ -112,16 +110,6 @@ def _cpu_model() -> str:
     with open("/proc/cpuinfo", encoding="utf-8") as info:
         names = re.findall(r"^model name\s*:\s*(.+)$", info.read(), re.M)
     return f"{names[0] if names else platform.processor()}, {len(names)} logical CPUs"
-
-
-def write_results(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    start, end = (text.find(marker) for marker in MARKERS)
-    if start < 0 or end < 0:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = text[:start] + block + text[end + len(MARKERS[1]) :]
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     measure_once(args.extra)  # the first start also writes bytecode caches: not counted
     runs = [measure_once(args.extra) for _ in range(args.runs)]
-    block = results_markdown(runs, args.extra)
-    print(block)
-    if args.write:
-        write_results(args.write, block)
+    publish(results_markdown(runs, args.extra), args.write, "call", "startup-benchmark")
     return 0
 
 

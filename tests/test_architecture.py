@@ -7,6 +7,8 @@ the cores stay free of I/O, and the relay's functions stay short enough to read.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -148,3 +150,27 @@ def test_an_address_is_defined_once() -> None:
         and name != "sip2rtmp.netaddr"
     ]
     assert definitions == []
+
+
+HEAVY_AT_START = ("av", "numpy", "dns", "pylibsrtp", "sip2rtmp.lab", "sip2rtmp.relay.media")
+"""What a call's first request must not wait for: the media stack, DNS, SRTP and the lab load
+when the run needs them (docs/performance.md, "Start-up")."""
+
+
+def test_the_command_line_loads_no_media_stack_before_the_first_request() -> None:
+    """Importing the command and the relay shell, all a run has before its first REGISTER,
+    loads none of the heavy modules; they do load once asked for, so the check can fail."""
+    probe = (
+        "import sys\n"
+        "import sip2rtmp.cli.main, sip2rtmp.relay.runner\n"
+        f"heavy = {HEAVY_AT_START!r}\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+        "import sip2rtmp.relay.media\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, after = result.stdout.splitlines()
+    assert before == "", f"loaded before the first request: {before}"
+    assert {"av", "numpy", "sip2rtmp.relay.media"} <= set(after.split(","))

@@ -258,6 +258,13 @@ def markers(case: str, benchmark: str = "relay-benchmark") -> tuple[str, str]:
     )
 
 
+def publish(block: str, path: Path | None, case: str, benchmark: str = "relay-benchmark") -> None:
+    """Print a results block, and write it into `path` when one is given."""
+    print(block)
+    if path is not None:
+        write_results(path, block, case, benchmark)
+
+
 def write_results(path: Path, block: str, case: str, benchmark: str = "relay-benchmark") -> None:
     """Replace the case's results block of `path`, keeping everything around it.
 
