@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,11 @@ def test_a_late_first_keyframe_takes_the_stream_from_the_slate(lab: Lab, tmp_pat
     ]
     stats = [event["video"] for event in call.events if event.get("event") == "stats"]
     assert (stats[-1]["mode"], stats[-1]["slate_switches"]) == ("passthrough", 0)
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """An event's `ts` (ISO 8601, UTC) as seconds since the epoch."""
+    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
 
 
 def test_a_baresip_callee_on_hold_gives_way_to_the_slate_and_comes_back(
