@@ -8,7 +8,6 @@ core can be traced to the pipeline, an output or the transcoder.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _PR_SET_NAME = 15
@@ -20,5 +19,5 @@ def name_native_thread(name: str) -> None:
     """Give the calling thread `name` (cut to 15 bytes) in the kernel; a no-op off Linux."""
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_NAME, name.encode()[:_NAME_LIMIT], 0, 0, 0)
+    # The process's own symbols include libc's; `find_library` would run ldconfig each time.
+    ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:_NAME_LIMIT], 0, 0, 0)
