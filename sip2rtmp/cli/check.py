@@ -29,9 +29,11 @@ from sip2rtmp.cli.output import json_line, terminal_safe
 from sip2rtmp.config import CallSettings, ConfigError, RtmpTarget, parse_host_port
 from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
+from sip2rtmp.media.output import connect
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.net.locate import Located
+from sip2rtmp.net.rtmp_socket import RtmpConnection
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.net.tls_hop import (
     RTMPS_PORT,
@@ -320,12 +322,14 @@ class Probe:
 def check_output(
     target: RtmpTarget, probe: Probe, timeout: float, hop: TlsHop | None = None
 ) -> CheckResult:
-    """Connect, publish the probe, close: the handshake, the publish and the muxer all ran.
-    With a ``hop``, FFmpeg publishes through it, as the call's output would."""
+    """Connect, publish the probe, close: the handshake, the publish and the muxer all ran,
+    on the same connection a call's output makes (through its ``hop`` for rtmps://)."""
     container: Any = None
+    connection: RtmpConnection | None = None
     url = hop.connect_url if hop is not None else target.url
     try:
-        container = av.open(url, "w", format="flv", timeout=(timeout, timeout))
+        connection = connect(target.url, url, timeout)
+        container = av.open(connection, "w", format="flv")
         streams = probe.templates.add_to(container)
         for packet in probe.packets:
             av_packet = av.Packet(packet.data)
@@ -336,10 +340,13 @@ def check_output(
             av_packet.is_keyframe = packet.keyframe
             container.mux(av_packet)
         container.close()
+        connection.close()
     except (av.error.FFmpegError, OSError, ValueError) as error:
         if container is not None:
             with contextlib.suppress(av.error.FFmpegError, OSError):
                 container.close()
+        if connection is not None:
+            connection.close()
         detail = _os_detail(error)
         if hop is not None:
             detail = hop.refusal() or hop.upstream_error() or detail.replace(url, target.display)

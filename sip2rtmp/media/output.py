@@ -28,18 +28,21 @@ from av.packet import PacketSideData, packet_sidedata_type_from_literal
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.targets import NETWORK_SCHEMES, redact
 from sip2rtmp.media.threads import name_native_thread
+from sip2rtmp.net.rtmp_socket import RTMP_PORT, RtmpConnection
 from sip2rtmp.outcomes import OutputFailed
 
 _BITRATE_WINDOW_S = 5.0
 _TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 _MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 """Fragmented MP4 keeps a recording playable even if the process dies before the trailer."""
+_FLV_STREAM_OPTIONS = {"flvflags": "no_duration_filesize", "max_interleave_delta": "1"}
+"""A live stream has neither: the muxer would only warn that it cannot go back to write them."""
 _NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
 
 
 class Hop(Protocol):
     """What an output needs of the verified TLS hop an rtmps:// target goes through
-    (`sip2rtmp.net.tls_hop.TlsHop`): where FFmpeg connects instead, and why the latest
+    (`sip2rtmp.net.tls_hop.TlsHop`): where the output connects instead, and why the latest
     connection toward the server failed."""
 
     @property
@@ -67,6 +70,8 @@ class OutputPolicy:
     backoff_max_s: float = 8.0
     give_up_after_s: float = 60.0
     close_timeout_s: float = 5.0
+    connect_timeout_s: float = 10.0
+    """For the connect, handshake and publish together, and for any one send after."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,7 @@ class RtmpOutput:
     ``submit`` never blocks. The first connect fails for good on anything but a timeout-like
     error (refused, bad URL, rejected key); once live, any failure is retried with exponential
     backoff until ``give_up_after_s`` without a working connection. Files are never reopened,
-    since reopening would truncate the recording. With a ``hop``, FFmpeg connects to it
+    since reopening would truncate the recording. With a ``hop``, the output connects to it
     rather than to the target; a certificate the hop refused fails the output at once.
     """
 
@@ -117,7 +122,7 @@ class RtmpOutput:
         self.target = target
         self._hop = hop
         self._url = target
-        """What FFmpeg opened last: the target, or its hop's loopback URL."""
+        """What the output opened last: the target, or its hop's loopback URL."""
         self.display = redact(target)
         self._templates = templates
         self._video_config = templates.video_config
@@ -213,20 +218,27 @@ class RtmpOutput:
         name_native_thread("s2r-output")
         while True:
             container: Any = None
+            connection: RtmpConnection | None = None
             try:
-                options = _MP4_OPTIONS if self._format == "mp4" else {}
                 url = self._url = self._hop.connect_url if self._hop else self.target
-                container = av.open(url, "w", format=self._format, container_options=options)
+                if self._is_file:
+                    options = _MP4_OPTIONS if self._format == "mp4" else {}
+                    container = av.open(url, "w", format=self._format, container_options=options)
+                else:
+                    connection = connect(self.target, url, self._policy.connect_timeout_s)
+                    container = av.open(
+                        connection, "w", format="flv", container_options=_FLV_STREAM_OPTIONS
+                    )
                 streams = self._templates.add_to(container)
-                # Connect and publish now, while the first media is still being buffered,
-                # rather than at the first packet: the RTMP handshake is off the critical path.
                 container.start_encoding()
                 self._pump(container, streams)
                 container.close()
+                if connection is not None:
+                    connection.close()
                 self._set_state(OutputState.CLOSED)
                 return
             except (av.error.FFmpegError, OSError, ValueError) as error:
-                self._abandon(container)
+                self._abandon(container, connection)
                 self._record_failure(error)
             if self._refused():
                 return
@@ -303,7 +315,7 @@ class RtmpOutput:
             number = errno.ETIMEDOUT if timed_out else getattr(error, "errno", None)
             hop = self._hop
             if hop is not None:
-                # FFmpeg only saw the loopback connection close: the hop knows why.
+                # The output only saw the loopback connection close: the hop knows why.
                 upstream = hop.upstream_error()
                 if upstream is not None:
                     text, number = upstream, hop.upstream_errno()
@@ -339,9 +351,20 @@ class RtmpOutput:
         return self._last_errno in _TRANSIENT_ERRNOS
 
     @staticmethod
-    def _abandon(container: Any) -> None:
+    def _abandon(container: Any, connection: RtmpConnection | None) -> None:
         """Close a broken connection; errors here say nothing new."""
-        if container is None:
-            return
-        with contextlib.suppress(av.error.FFmpegError, OSError):
-            container.close()
+        if container is not None:
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                container.close()
+        if connection is not None:
+            connection.close()
+
+
+def connect(target: str, url: str, timeout: float) -> RtmpConnection:
+    """A publishing connection for ``target``, made to ``url``'s address: the target's own,
+    or its TLS hop's on loopback (an rtmps:// target never goes out in the clear)."""
+    parts = urlsplit(url)
+    if parts.scheme != "rtmp":
+        raise ValueError(f"{parts.scheme}:// goes through a TLS hop, not straight out")
+    address = (parts.hostname or "", parts.port or RTMP_PORT)
+    return RtmpConnection.open(target, timeout=timeout, address=address)

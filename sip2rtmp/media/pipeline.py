@@ -66,8 +66,11 @@ class VideoSource(Protocol):
 class MediaConfig:
     audio_channels: int = 1
     audio_bit_rate: int = 128_000
-    latency_s: float = 0.15
-    """How far the outputs run behind real time: room for RTP that arrives a little late."""
+    latency_s: float = 0.08
+    """How far the outputs run behind real time: room for audio handed over a little after
+    its slot, by the event loop's 40 ms grid (`sip2rtmp.net.grid`) and the thread hand-over.
+    Nothing else holds the GIL for long: outputs connect on sockets of their own
+    (`sip2rtmp.net.rtmp_socket`), not inside PyAV."""
     max_ahead_s: float = 1.0
     """Audio stamped further ahead than this (clock drift, timestamp jumps) is re-anchored."""
     tick_s: float = 0.2
@@ -170,8 +173,8 @@ class MediaPipeline:
 
         `due` is when the jitter buffer scheduled it (this pipeline's clock): the timeline is
         anchored on the first one, so a stall between the buffer and here at the start (a busy
-        loop, an output holding the GIL while it connects) does not delay the audio for the
-        whole call. Without it, the hand-over time anchors.
+        loop, the media stack still loading) does not delay the audio for the whole call.
+        Without it, the hand-over time anchors.
         """
         if len(self._inbound) >= self.config.inbound_capacity:
             self._inbound_dropped += 1
@@ -263,8 +266,8 @@ class MediaPipeline:
         for chunk in chunks:
             position = chunk.pts + self._offset
             end = position + chunk.samples.shape[1]
-            # A burst that arrives after a stall (a slow RTMP connect holding the GIL, a busy
-            # machine) is late only once: its slots already went out as silence, and the
+            # A burst that arrives after a stall (a busy machine, a loop held up) is late
+            # only once: its slots already went out as silence, and the
             # packets after it are on time again. Re-anchoring for it would add the stall to
             # the delay for the rest of the call, so only a lasting lateness re-anchors.
             self._late_run = self._late_run + 1 if end <= self._timeline.playhead else 0

@@ -1,6 +1,6 @@
 """docs/performance.md's timing of audio toward the callee and of the outputs: packets of
 20 ms leave in pairs on the 40 ms grid, the second up to 20 ms ahead of its time, and the
-outputs are held 150 ms behind the jitter buffers' schedule."""
+outputs are held 80 ms behind the jitter buffers' schedule."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_audio_leaves_in_pairs_the_second_up_to_20_ms_ahead() -> None:
     assert all(len(w) == 2 and w[0] % 2 == 0 for w in wakeups), wakeups
 
 
-def test_outputs_are_held_150_ms_behind() -> None:
-    assert MediaConfig().latency_s == 0.15
+def test_outputs_are_held_80_ms_behind() -> None:
+    assert MediaConfig().latency_s == 0.08
 
 
 def test_the_media_thread_wakes_50_times_in_the_first_second_then_5() -> None:
