@@ -3,7 +3,7 @@
 It asks the SIP server an OPTIONS (any answer proves it reachable), registers and unregisters
 when registration is on (the only way to learn whether the credentials are accepted), publishes
 one keyframe and one audio frame to each RTMP output (an RTMPS one after verifying the server's
-certificate, through the same TLS hop a call uses), looks for every codec a call may need in
+certificate, on the same kind of connection a call makes), looks for every codec a call may need in
 the installed PyAV, and decodes the --announce and --slate files. The exit code is that of the
 first failure, as `call` would exit.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -29,19 +30,17 @@ from sip2rtmp.cli.output import json_line, terminal_safe
 from sip2rtmp.config import CallSettings, ConfigError, RtmpTarget, parse_host_port
 from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.outbound import PTIME_MS, OutboundAudio
-from sip2rtmp.media.output import connect
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.net.locate import Located
 from sip2rtmp.net.rtmp_socket import RtmpConnection
-from sip2rtmp.net.sip_session import SipSession
-from sip2rtmp.net.tls_hop import (
+from sip2rtmp.net.rtmps import (
     RTMPS_PORT,
     CertificateRefused,
-    TlsHop,
     client_context,
     verify_certificate,
 )
+from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.netaddr import Address, format_address
 from sip2rtmp.outcomes import (
     Outcome,
@@ -320,15 +319,14 @@ class Probe:
 
 
 def check_output(
-    target: RtmpTarget, probe: Probe, timeout: float, hop: TlsHop | None = None
+    target: RtmpTarget, probe: Probe, timeout: float, tls: ssl.SSLContext | None = None
 ) -> CheckResult:
     """Connect, publish the probe, close: the handshake, the publish and the muxer all ran,
-    on the same connection a call's output makes (through its ``hop`` for rtmps://)."""
+    on the same connection a call's output makes (verified with ``tls`` for rtmps://)."""
     container: Any = None
     connection: RtmpConnection | None = None
-    url = hop.connect_url if hop is not None else target.url
     try:
-        connection = connect(target.url, url, timeout)
+        connection = RtmpConnection.open(target.url, timeout=timeout, tls=tls)
         container = av.open(connection, "w", format="flv")
         streams = probe.templates.add_to(container)
         for packet in probe.packets:
@@ -347,10 +345,7 @@ def check_output(
                 container.close()
         if connection is not None:
             connection.close()
-        detail = _os_detail(error)
-        if hop is not None:
-            detail = hop.refusal() or hop.upstream_error() or detail.replace(url, target.display)
-        detail = detail.replace(target.url, target.display)
+        detail = _os_detail(error).replace(target.url, target.display)
         failure = OutputFailed(target.display, detail)
         return CheckResult.failed("RTMP output", target.display, failure, detail)
     return CheckResult(
@@ -387,23 +382,13 @@ def check_certificate(
 def check_rtmps_output(
     target: RtmpTarget, probe: Probe, timeout: float, cafile: str | None, insecure: bool
 ) -> list[CheckResult]:
-    """The certificate first; the probe then goes through a hop, not FFmpeg's own TLS."""
+    """The certificate first; then the probe, published as a call's output would."""
     certificate = check_certificate(target, cafile, insecure, timeout)
     if certificate.result is Result.FAIL:
         skipped = "not published: the certificate did not verify"
         return [certificate, CheckResult("RTMP output", target.display, Result.SKIP, skipped)]
-    hop = TlsHop(target.url, cafile=cafile, insecure=insecure, connect_timeout=timeout)
-    try:
-        hop.start()
-        return [certificate, check_output(target, probe, timeout, hop)]
-    except OSError as error:
-        failure = OutputFailed(target.display, _os_detail(error))
-        return [
-            certificate,
-            CheckResult.failed("RTMP output", target.display, failure, _os_detail(error)),
-        ]
-    finally:
-        hop.close()
+    tls = client_context(cafile, insecure=insecure)
+    return [certificate, check_output(target, probe, timeout, tls)]
 
 
 def check_outputs(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ssl
 import threading
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import av
@@ -28,7 +29,8 @@ from av.packet import PacketSideData, packet_sidedata_type_from_literal
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.targets import NETWORK_SCHEMES, redact
 from sip2rtmp.media.threads import name_native_thread
-from sip2rtmp.net.rtmp_socket import RTMP_PORT, RtmpConnection
+from sip2rtmp.net.rtmp_socket import RtmpConnection
+from sip2rtmp.net.rtmps import CertificateRefused
 from sip2rtmp.outcomes import OutputFailed
 
 _BITRATE_WINDOW_S = 5.0
@@ -38,21 +40,6 @@ _MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 _FLV_STREAM_OPTIONS = {"flvflags": "no_duration_filesize", "max_interleave_delta": "1"}
 """A live stream has neither: the muxer would only warn that it cannot go back to write them."""
 _NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
-
-
-class Hop(Protocol):
-    """What an output needs of the verified TLS hop an rtmps:// target goes through
-    (`sip2rtmp.net.tls_hop.TlsHop`): where the output connects instead, and why the latest
-    connection toward the server failed."""
-
-    @property
-    def connect_url(self) -> str: ...
-
-    def refusal(self) -> str | None: ...
-
-    def upstream_errno(self) -> int | None: ...
-
-    def upstream_error(self) -> str | None: ...
 
 
 class OutputState(Enum):
@@ -106,8 +93,9 @@ class RtmpOutput:
     ``submit`` never blocks. The first connect fails for good on anything but a timeout-like
     error (refused, bad URL, rejected key); once live, any failure is retried with exponential
     backoff until ``give_up_after_s`` without a working connection. Files are never reopened,
-    since reopening would truncate the recording. With a ``hop``, the output connects to it
-    rather than to the target; a certificate the hop refused fails the output at once.
+    since reopening would truncate the recording. An rtmps:// target is verified with ``tls``
+    (by default the system's CAs); a certificate that does not verify fails the output at
+    once, since another attempt would meet the same certificate.
     """
 
     def __init__(
@@ -117,12 +105,10 @@ class RtmpOutput:
         policy: OutputPolicy | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        hop: Hop | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.target = target
-        self._hop = hop
-        self._url = target
-        """What the output opened last: the target, or its hop's loopback URL."""
+        self._tls = tls
         self.display = redact(target)
         self._templates = templates
         self._video_config = templates.video_config
@@ -220,12 +206,15 @@ class RtmpOutput:
             container: Any = None
             connection: RtmpConnection | None = None
             try:
-                url = self._url = self._hop.connect_url if self._hop else self.target
                 if self._is_file:
                     options = _MP4_OPTIONS if self._format == "mp4" else {}
-                    container = av.open(url, "w", format=self._format, container_options=options)
+                    container = av.open(
+                        self.target, "w", format=self._format, container_options=options
+                    )
                 else:
-                    connection = connect(self.target, url, self._policy.connect_timeout_s)
+                    connection = RtmpConnection.open(
+                        self.target, timeout=self._policy.connect_timeout_s, tls=self._tls
+                    )
                     container = av.open(
                         connection, "w", format="flv", container_options=_FLV_STREAM_OPTIONS
                     )
@@ -237,11 +226,13 @@ class RtmpOutput:
                     connection.close()
                 self._set_state(OutputState.CLOSED)
                 return
+            except CertificateRefused as refused:
+                self._abandon(container, connection)
+                self._refuse(str(refused))
+                return
             except (av.error.FFmpegError, OSError, ValueError) as error:
                 self._abandon(container, connection)
                 self._record_failure(error)
-            if self._refused():
-                return
             if self._closing.is_set():
                 self._set_state(OutputState.CLOSED if self._ever_live else OutputState.FAILED)
                 return
@@ -313,29 +304,17 @@ class RtmpOutput:
             text = str(getattr(error, "strerror", None) or str(error))
             timed_out = isinstance(error, TimeoutError)
             number = errno.ETIMEDOUT if timed_out else getattr(error, "errno", None)
-            hop = self._hop
-            if hop is not None:
-                # The output only saw the loopback connection close: the hop knows why.
-                upstream = hop.upstream_error()
-                if upstream is not None:
-                    text, number = upstream, hop.upstream_errno()
-                text = text.replace(self._url, self.display)
             self._last_error = text.replace(self.target, self.display)
             self._last_errno = number
 
-    def _refused(self) -> bool:
-        """Fail for good when the hop refused the server's certificate: another attempt
-        meets the same certificate."""
-        reason = self._hop.refusal() if self._hop is not None else None
-        if reason is None:
-            return False
+    def _refuse(self, reason: str) -> None:
+        """Fail for good, naming the server whose certificate did not verify."""
         parts = urlsplit(self.target)
         server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
         with self._cond:
             self._last_error = f"certificate of {server} refused by sip2rtmp: {reason}"
             self._last_errno = None
         self._set_state(OutputState.FAILED)
-        return True
 
     def _set_state(self, state: OutputState) -> None:
         with self._cond:
@@ -358,13 +337,3 @@ class RtmpOutput:
                 container.close()
         if connection is not None:
             connection.close()
-
-
-def connect(target: str, url: str, timeout: float) -> RtmpConnection:
-    """A publishing connection for ``target``, made to ``url``'s address: the target's own,
-    or its TLS hop's on loopback (an rtmps:// target never goes out in the clear)."""
-    parts = urlsplit(url)
-    if parts.scheme != "rtmp":
-        raise ValueError(f"{parts.scheme}:// goes through a TLS hop, not straight out")
-    address = (parts.hostname or "", parts.port or RTMP_PORT)
-    return RtmpConnection.open(target, timeout=timeout, address=address)

@@ -9,16 +9,17 @@ and silence) whether or not RTP arrives.
 from __future__ import annotations
 
 import math
+import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
 from sip2rtmp.media.audio import AacEncoder, AudioDecoder, AudioTimeline
-from sip2rtmp.media.output import Hop, OutputPolicy, OutputState, OutputStats, RtmpOutput
+from sip2rtmp.media.output import OutputPolicy, OutputState, OutputStats, RtmpOutput
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket, StreamTemplates
 from sip2rtmp.media.threads import name_native_thread
 from sip2rtmp.outcomes import OutputFailed
@@ -86,9 +87,9 @@ class MediaConfig:
     first packets the moment they are due (with ``tick_s`` up to a tick later)."""
     inbound_capacity: int = 500
     output_policy: OutputPolicy = field(default_factory=OutputPolicy)
-    hops: Mapping[str, Hop] = field(default_factory=dict)
-    """The verified TLS hop of each rtmps:// target, by target: FFmpeg's own RTMPS does not
-    check the server's certificate (`sip2rtmp.net.tls_hop`)."""
+    rtmps_tls: ssl.SSLContext | None = None
+    """How rtmps:// outputs verify their servers (`sip2rtmp.net.rtmps`); None for the
+    system's CAs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ class MediaPipeline:
                 templates,
                 self.config.output_policy,
                 clock=clock,
-                hop=self.config.hops.get(target),
+                tls=self.config.rtmps_tls,
             )
             for target in targets
         ]

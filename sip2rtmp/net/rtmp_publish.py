@@ -22,22 +22,14 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from sip2rtmp.net.rtmp_connect import (
-    AMF_BOOLEAN,
-    AMF_ECMA_ARRAY,
-    AMF_LONG_STRING,
-    AMF_NULL,
-    AMF_NUMBER,
-    AMF_OBJECT,
-    AMF_STRICT_ARRAY,
-    AMF_STRING,
-    RTMP_VERSION,
-    Unexpected,
+from sip2rtmp.net.amf import (
+    AmfError,
+    amf_decode,
+    amf_encode,
     amf_string,
-    read_string,
-    skip_value,
 )
 
+RTMP_VERSION = 3
 HANDSHAKE_SIZE = 1536
 OUT_CHUNK_SIZE = 4096
 """Announced with Set Chunk Size right after the handshake, as FFmpeg and OBS do: a
@@ -45,7 +37,6 @@ keyframe then takes a few chunks instead of hundreds of 128-byte ones."""
 MAX_IN_MESSAGE = 64 * 1024
 """A server sends commands and control messages only; none comes near this."""
 MAX_IN_CHUNK_STREAMS = 16
-MAX_AMF_DEPTH = 8
 FLV_HEADER_SIZE = 9 + 4
 """The FLV file header and PreviousTagSize0."""
 FLV_TAG_HEADER = 11
@@ -257,58 +248,6 @@ def chunk_message(
     return b"".join(pieces)
 
 
-def amf_encode(value: Any) -> bytes:
-    """AMF0 (AMF0 specification §2) for the values a publisher's commands use."""
-    if value is None:
-        return bytes([AMF_NULL])
-    if isinstance(value, bool):
-        return bytes([AMF_BOOLEAN, value])
-    if isinstance(value, int | float):
-        return bytes([AMF_NUMBER]) + struct.pack(">d", value)
-    if isinstance(value, str):
-        return amf_string(value)
-    if isinstance(value, dict):
-        properties = b"".join(
-            len(key.encode()).to_bytes(2, "big") + key.encode() + amf_encode(item)
-            for key, item in value.items()
-        )
-        return bytes([AMF_OBJECT]) + properties + b"\x00\x00\x09"
-    raise TypeError(f"no AMF0 encoding for {type(value).__name__}")
-
-
-def amf_decode(body: bytes, position: int, depth: int = 0) -> tuple[Any, int]:
-    """One AMF0 value and the position after it; kinds a command's answer does not use are
-    skipped and read as None."""
-    if depth > MAX_AMF_DEPTH:
-        raise Unexpected("AMF0 values nested too deep")
-    if position >= len(body):
-        raise Unexpected("an AMF0 value runs past its message")
-    marker = body[position]
-    if marker == AMF_NUMBER:
-        if position + 9 > len(body):
-            raise Unexpected("an AMF0 number runs past its message")
-        return struct.unpack(">d", body[position + 1 : position + 9])[0], position + 9
-    if marker == AMF_BOOLEAN:
-        if position + 2 > len(body):
-            raise Unexpected("an AMF0 boolean runs past its message")
-        return bool(body[position + 1]), position + 2
-    if marker in (AMF_STRING, AMF_LONG_STRING):
-        return read_string(body, position)
-    if marker in (AMF_OBJECT, AMF_ECMA_ARRAY):
-        position += 5 if marker == AMF_ECMA_ARRAY else 1
-        properties: dict[str, Any] = {}
-        while body[position : position + 3] != b"\x00\x00\x09":
-            if position + 2 > len(body):
-                raise Unexpected("an AMF0 object runs past its message")
-            key_end = position + 2 + int.from_bytes(body[position : position + 2], "big")
-            key = body[position + 2 : key_end].decode(errors="replace")
-            properties[key], position = amf_decode(body, key_end, depth + 1)
-        return properties, position + 3
-    if marker == AMF_STRICT_ARRAY and depth >= MAX_AMF_DEPTH:
-        raise Unexpected("AMF0 values nested too deep")
-    return None, skip_value(body, position, depth)
-
-
 def _command(name: str, transaction: int, *arguments: Any) -> bytes:
     return amf_encode(name) + amf_encode(transaction) + b"".join(map(amf_encode, arguments))
 
@@ -357,7 +296,7 @@ class RtmpPublisher:
                 return
         try:
             messages = self._dechunker.feed(data)
-        except Unexpected as error:
+        except AmfError as error:
             raise RtmpProtocolError(str(error)) from None
         for message in messages:
             self._handle(message)
@@ -443,7 +382,7 @@ class RtmpPublisher:
                 body = body[1:]  # AMF3 commands start with an AMF0 switch marker, 0
             try:
                 self._on_command(body)
-            except (Unexpected, IndexError):
+            except (AmfError, IndexError):
                 raise RtmpProtocolError("a command from the server that is not AMF0") from None
 
     def _on_command(self, body: bytes) -> None:

@@ -1,9 +1,11 @@
-"""An RTMP publishing connection on a blocking socket, owned by one output thread.
+"""An RTMP or RTMPS publishing connection on a blocking socket, owned by one output thread.
 
 It is the file object FFmpeg's FLV muxer writes to (through PyAV): each write's complete
 tags go out as RTMP messages (`sip2rtmp.net.rtmp_publish`). Every wait is a Python socket
 call, which releases the GIL, so connecting to a slow server stalls only its own output;
-TCP_NODELAY keeps the handshake's small writes from waiting on delayed ACKs.
+TCP_NODELAY keeps the handshake's small writes from waiting on delayed ACKs. An rtmps://
+target is the same conversation inside TLS, whose certificate is checked before the first
+RTMP byte (`sip2rtmp.net.rtmps`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import contextlib
 import errno
 import select
 import socket
+import ssl
 import time
 from urllib.parse import urlsplit
 
 from sip2rtmp.net.rtmp_publish import PublishTarget, RtmpPublisher
+from sip2rtmp.net.rtmps import RTMPS_PORT, CertificateRefused, client_context, refusal_reason
 
 RTMP_PORT = 1935
 RECEIVE_SIZE = 64 * 1024
@@ -24,7 +28,7 @@ RECEIVE_SIZE = 64 * 1024
 class RtmpConnection:
     """Connected and publishing once ``open`` returns; ``write`` takes the FLV stream."""
 
-    def __init__(self, sock: socket.socket, publisher: RtmpPublisher) -> None:
+    def __init__(self, sock: socket.socket | ssl.SSLSocket, publisher: RtmpPublisher) -> None:
         self._sock = sock
         self._publisher = publisher
         self._readable = select.poll()
@@ -32,19 +36,28 @@ class RtmpConnection:
 
     @classmethod
     def open(
-        cls, url: str, *, timeout: float, address: tuple[str, int] | None = None
+        cls,
+        url: str,
+        *,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> RtmpConnection:
-        """Connect to ``address`` (by default the URL's own host and port), then handshake,
-        connect and publish what ``url`` names, all within ``timeout`` seconds. Sends that
-        block for ``timeout`` later mean the connection is dead (TimeoutError)."""
+        """Connect to the server ``url`` names, then handshake, connect and publish its
+        stream, all within ``timeout`` seconds. An rtmps:// URL goes through TLS with ``tls``
+        (by default the system's CAs), and a certificate that does not verify raises
+        `CertificateRefused`. Sends that block for ``timeout`` later mean the connection is
+        dead (TimeoutError)."""
         publisher = RtmpPublisher(PublishTarget.from_url(url))
-        if address is None:
-            parts = urlsplit(url)
-            address = (parts.hostname or "", parts.port or RTMP_PORT)
+        parts = urlsplit(url)
+        secure = parts.scheme == "rtmps"
+        host = parts.hostname or ""
+        address = (host, parts.port or (RTMPS_PORT if secure else RTMP_PORT))
         deadline = time.monotonic() + timeout
-        sock = socket.create_connection(address, timeout=timeout)
+        sock: socket.socket | ssl.SSLSocket = socket.create_connection(address, timeout=timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if secure:
+                sock = _secured(sock, host, tls or client_context())
             publisher.initiate()
             while not publisher.publishing:
                 sock.sendall(publisher.data_to_send())
@@ -72,11 +85,18 @@ class RtmpConnection:
     def write(self, data: bytes) -> int:
         """What PyAV calls with the muxer's bytes; the server's own messages (pings,
         acknowledgement windows) are answered on the way."""
-        while self._readable.poll(0):
+        while self._waiting():
             self._publisher.receive(_received(self._sock))
         self._publisher.send_flv(bytes(data))
         self._sock.sendall(self._publisher.data_to_send())
         return len(data)
+
+    def _waiting(self) -> bool:
+        """Whether the server sent something: decrypted bytes TLS holds, or the socket's."""
+        sock = self._sock
+        return bool(isinstance(sock, ssl.SSLSocket) and sock.pending()) or bool(
+            self._readable.poll(0)
+        )
 
     def close(self) -> None:
         """Unpublish and close; a connection that already failed just closes."""
@@ -86,7 +106,16 @@ class RtmpConnection:
         self._sock.close()
 
 
-def _received(sock: socket.socket) -> bytes:
+def _secured(sock: socket.socket, host: str, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """TLS over ``sock``, with SNI and the certificate checked for ``host``; the handshake
+    waits in `ssl`, with the GIL released like any socket call."""
+    try:
+        return context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as error:
+        raise CertificateRefused(refusal_reason(error)) from None
+
+
+def _received(sock: socket.socket | ssl.SSLSocket) -> bytes:
     data = sock.recv(RECEIVE_SIZE)
     if not data:
         raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +25,8 @@ from sip2rtmp.media.switch import VideoSwitch
 from sip2rtmp.media.transcode import TranscodedVideo
 from sip2rtmp.nat.policy import MappedPorts, OfferAddress, choose_offer_address
 from sip2rtmp.nat.stun import STUN_PORT, StunError
+from sip2rtmp.net.rtmps import client_context
 from sip2rtmp.net.rtp_endpoint import RtpEndpoint
-from sip2rtmp.net.tls_hop import TlsHop
 from sip2rtmp.netaddr import Address, format_address
 from sip2rtmp.outcomes import OutputFailed
 from sip2rtmp.relay.audio import AudioLeg
@@ -79,8 +80,6 @@ class CallMedia:
         self._mapped: tuple[MappedPorts | None, MappedPorts | None] = (None, None)
         """What STUN saw of the audio and the video leg's sockets, when asked and answered."""
         self._pipeline: MediaPipeline | None = None
-        self._hops: list[TlsHop] = []
-        """One per rtmps:// output: the verified TLS its RTMP goes through."""
         self._sync: AvSync | None = None
         self._switch: VideoSwitch | None = None
         self._live: PassthroughVideo | TranscodedVideo | None = None
@@ -215,7 +214,7 @@ class CallMedia:
         audio = self.audio.stream
         codec = audio.codec if audio is not None else "PCMU"
         sync = self._sync = AvSync(audio.clock_rate if audio is not None else 8000)
-        hops = await self._open_hops()
+        tls = self._rtmps_tls()
         pipeline = self._pipeline = SyncedPipeline(
             [target.url for target in self._settings.rtmp_targets]
             + ([str(self._options.record)] if self._options.record else []),
@@ -225,7 +224,7 @@ class CallMedia:
             config=MediaConfig(
                 audio_channels=self._options.audio_channels,
                 audio_bit_rate=self._options.audio_bit_rate,
-                hops=hops,
+                rtmps_tls=tls,
             ),
         )
         if self._settings.audio:
@@ -239,32 +238,19 @@ class CallMedia:
             self._start_live(self._live)
         return self.video_mode()
 
-    async def _open_hops(self) -> dict[str, TlsHop]:
-        """A started hop for each rtmps:// target. One that does not start stays in place
-        (its output then fails with that reason): FFmpeg never gets the server itself."""
-        settings, hops = self._settings, {}
-        for target in settings.rtmp_targets:
-            if urlsplit(target.url).scheme.lower() != "rtmps":
-                continue
-            hop = TlsHop(target.url, cafile=settings.rtmps_ca, insecure=settings.rtmps_insecure)
-            if settings.rtmps_insecure:
-                log.warning(
-                    "--rtmps-insecure: not verifying the certificate of %s (%s)",
-                    hop.host,
-                    target.display,
-                )
-            self._hops.append(hop)
-            hops[target.url] = hop
-            try:
-                await asyncio.to_thread(hop.start)
-            except OSError as error:
-                log.error("RTMPS output %s: %s", target.display, error)
-        return hops
-
-    async def _close_hops(self) -> None:
-        hops, self._hops = self._hops, []
-        for hop in hops:
-            await asyncio.to_thread(hop.close)
+    def _rtmps_tls(self) -> ssl.SSLContext | None:
+        """How the rtmps:// outputs verify their servers, with a warning per output when
+        they do not; None without any."""
+        settings = self._settings
+        secure = [t for t in settings.rtmp_targets if urlsplit(t.url).scheme.lower() == "rtmps"]
+        if not secure:
+            return None
+        for target in secure if settings.rtmps_insecure else ():
+            host = urlsplit(target.url).hostname
+            log.warning(
+                "--rtmps-insecure: not verifying the certificate of %s (%s)", host, target.display
+            )
+        return client_context(settings.rtmps_ca, insecure=settings.rtmps_insecure)
 
     async def _video_source(self, *, live: bool) -> VideoSource:
         """The slate for a call without the callee's video, else a switch between the slate
@@ -370,14 +356,12 @@ class CallMedia:
         if pipeline is None:
             return [], None
         await asyncio.to_thread(pipeline.stop)
-        await self._close_hops()
         return _output_states(pipeline), self.stats(duration)
 
     async def close(self) -> None:
         """Close everything; outputs a failed run left running are stopped first."""
         if self._pipeline is not None and not self._stopped:
             await self.stop(0.0)
-        await self._close_hops()
         await self.audio.close()
         if self.video is not None:
             await self.video.close()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.targets import redact
 from tests.support.flv import avc_sequence_headers
 from tests.unit.media.video_signals import Clip, decoded_pictures, h264_clip
+from tests.unit.net.test_tls_name import TlsServer
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,53 @@ def test_refused_first_connect_fails_for_good(templates: StreamTemplates) -> Non
     assert failure is not None and failure.url == redact(target)
     assert "SECRET" not in failure.url + failure.detail and "refused" in failure.detail.lower()
     output.close()
+
+
+def _settle(output: RtmpOutput, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while output.state is OutputState.CONNECTING and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_refused_certificate_fails_the_output_at_once_naming_the_host(
+    templates: StreamTemplates, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "self.pem", tmp_path / "self.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-subj", "/CN=127.0.0.1", "-days", "2", "-out", str(cert),
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = TlsServer(cert, key)
+    try:
+        output = RtmpOutput(f"rtmps://127.0.0.1:{server.port}/live/SECRET", templates)
+        output.start()
+        _settle(output, 5)
+        stats = output.stats()
+        assert output.state is OutputState.FAILED
+        assert stats.last_error == (
+            f"certificate of 127.0.0.1:{server.port} refused by sip2rtmp: "
+            "certificate verify failed: self-signed certificate"
+        )
+        assert server.handshakes == 0
+        output.close()
+    finally:
+        server.close()
+
+
+def test_a_server_that_never_answers_is_tried_again(templates: StreamTemplates) -> None:
+    """Silence is a timeout, which a first connect retries (a server still starting)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        policy = OutputPolicy(connect_timeout_s=0.2, backoff_initial_s=0.05)
+        output = RtmpOutput(f"rtmp://127.0.0.1:{port}/live/SECRET", templates, policy)
+        output.start()
+        time.sleep(1.0)
+        stats = output.stats()
+        assert output.state is OutputState.CONNECTING
+        assert stats.last_error == "not publishing within 0.2 s (stuck at handshake)"
+        output.close()
 
 
 def test_buffer_drops_oldest_beyond_its_media_duration(

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sip2rtmp.net.amf import amf_decode, amf_encode
 from sip2rtmp.net.rtmp_publish import (
     COMMAND_AMF0,
     DATA_AMF0,
@@ -25,8 +26,6 @@ from sip2rtmp.net.rtmp_publish import (
     RtmpError,
     RtmpProtocolError,
     RtmpPublisher,
-    amf_decode,
-    amf_encode,
     chunk_message,
 )
 

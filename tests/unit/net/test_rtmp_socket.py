@@ -53,12 +53,3 @@ def test_a_server_that_never_answers_times_out_naming_the_step() -> None:
 def test_a_server_that_hangs_up_is_a_reset_connection() -> None:
     with server(hangs_up) as url, pytest.raises(ConnectionResetError, match="closed"):
         RtmpConnection.open(url, timeout=2)
-
-
-def test_an_address_given_is_where_it_connects() -> None:
-    """The URL names what to publish; the address, where (an RTMPS output's TLS hop)."""
-    with server(hangs_up) as url, pytest.raises(ConnectionResetError):
-        port = int(url.split(":")[2].split("/")[0])
-        RtmpConnection.open(
-            "rtmp://elsewhere.invalid/live/key", timeout=2, address=("127.0.0.1", port)
-        )
