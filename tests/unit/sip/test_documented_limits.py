@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from sip2rtmp.net import locate, rtmp_publish, rtp_endpoint
+from sip2rtmp.net import amf, locate, rtmp_publish, rtp_endpoint
 from sip2rtmp.relay import dtmf
 from sip2rtmp.rtp import frames, h264, source
 from sip2rtmp.sip import auth, context, dialog, invite, message, prack, sdp, useragent
@@ -61,7 +61,7 @@ PINNED: list[tuple[ModuleType, str, float, str, str]] = [
     (locate, "MAX_TARGETS", 16, "MAX_NAPTR_FOLLOWED", "16 targets"),
     (rtmp_publish, "MAX_IN_MESSAGE", 64 * 1024, "MAX_IN_MESSAGE", "messages of 64 KiB"),
     (rtmp_publish, "MAX_IN_CHUNK_STREAMS", 16, "MAX_IN_MESSAGE", "16 chunk streams"),
-    (rtmp_publish, "MAX_AMF_DEPTH", 8, "MAX_IN_MESSAGE", "nested 8 deep"),
+    (amf, "MAX_AMF_DEPTH", 8, "MAX_IN_MESSAGE", "nested 8 deep"),
 ]
 """(module, constant, the value security.md states, a word of the doc's line or row that
 names it, how the doc writes the value there)."""
