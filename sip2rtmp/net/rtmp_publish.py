@@ -386,12 +386,14 @@ class RtmpPublisher:
                 raise RtmpProtocolError("a command from the server that is not AMF0") from None
 
     def _on_command(self, body: bytes) -> None:
+        # Only the name is certain: FFmpeg's RTMP server sends `onFCPublish` with nothing
+        # after it, not even a transaction id.
         name, position = amf_decode(body, 0)
-        transaction, position = amf_decode(body, position)
-        arguments: list[Any] = []
-        while position < len(body) and len(arguments) < 4:
+        values: list[Any] = []
+        while position < len(body) and len(values) < 5:
             value, position = amf_decode(body, position)
-            arguments.append(value)
+            values.append(value)
+        transaction, arguments = (values[0], values[1:]) if values else (None, [])
         information = next((a for a in reversed(arguments) if isinstance(a, dict)), {})
         if name == "_result":
             self._on_result(transaction, arguments)

@@ -149,6 +149,15 @@ def test_errors_to_the_optional_commands_are_ignored() -> None:
     assert publisher.state is PublishState.CREATING_STREAM
 
 
+def test_a_command_with_only_its_name_is_taken() -> None:
+    """FFmpeg's RTMP server answers FCPublish with a bare `onFCPublish`."""
+    publisher, _ = handshaken()
+    publisher.receive(server_command("_result", 1, None, None))
+    publisher.receive(chunk_message(3, COMMAND_AMF0, 0, 0, amf_encode("onFCPublish"), 128))
+    publisher.receive(server_command("_result", 4, None, 1.0))
+    assert publisher.state is PublishState.PUBLISH_REQUESTED
+
+
 def test_pings_are_answered_and_received_bytes_acknowledged() -> None:
     publisher, reader = handshaken()
     window = chunk_message(2, WINDOW_ACK_SIZE, 0, 0, struct.pack(">I", 20), 128)
