@@ -23,6 +23,9 @@ from sip2rtmp.net.rtmps import RTMPS_PORT, CertificateRefused, client_context, r
 
 RTMP_PORT = 1935
 RECEIVE_SIZE = 64 * 1024
+MAX_READS_PER_WRITE = 4
+"""A server sends little once publishing; one that floods is read this many times per write,
+not until it stops, so the stream keeps going out."""
 
 
 class RtmpConnection:
@@ -85,7 +88,9 @@ class RtmpConnection:
     def write(self, data: bytes) -> int:
         """What PyAV calls with the muxer's bytes; the server's own messages (pings,
         acknowledgement windows) are answered on the way."""
-        while self._waiting():
+        for _ in range(MAX_READS_PER_WRITE):
+            if not self._waiting():
+                break
             self._publisher.receive(_received(self._sock))
         self._publisher.send_flv(bytes(data))
         self._sock.sendall(self._publisher.data_to_send())

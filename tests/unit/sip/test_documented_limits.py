@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from sip2rtmp.net import amf, locate, rtmp_publish, rtp_endpoint
+from sip2rtmp.net import amf, locate, rtmp_publish, rtmp_socket, rtp_endpoint
 from sip2rtmp.relay import dtmf
 from sip2rtmp.rtp import frames, h264, source
 from sip2rtmp.sip import auth, context, dialog, invite, message, prack, sdp, useragent
@@ -62,6 +62,7 @@ PINNED: list[tuple[ModuleType, str, float, str, str]] = [
     (rtmp_publish, "MAX_IN_MESSAGE", 64 * 1024, "MAX_IN_MESSAGE", "messages of 64 KiB"),
     (rtmp_publish, "MAX_IN_CHUNK_STREAMS", 16, "MAX_IN_MESSAGE", "16 chunk streams"),
     (amf, "MAX_AMF_DEPTH", 8, "MAX_IN_MESSAGE", "nested 8 deep"),
+    (rtmp_socket, "MAX_READS_PER_WRITE", 4, "MAX_IN_MESSAGE", "at most 4 reads per write"),
 ]
 """(module, constant, the value security.md states, a word of the doc's line or row that
 names it, how the doc writes the value there)."""
