@@ -24,7 +24,7 @@ LOCALHOST = "127.0.0.1"
 @pytest.fixture(scope="module")
 def stun_server() -> Iterator[coturn.Coturn]:
     try:
-        server = coturn.start(LOCALHOST, coturn.free_udp_port(LOCALHOST))
+        server = coturn.start(LOCALHOST, coturn.free_stun_port(LOCALHOST))
     except coturn.CoturnError as exc:
         pytest.fail(f"no STUN server: {exc}", pytrace=False)
     yield server

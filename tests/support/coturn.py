@@ -142,6 +142,22 @@ def free_udp_port(ip: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_stun_port(ip: str) -> int:
+    """A port free on `ip` for both UDP and TCP, as turnserver listens on both: a UDP port
+    alone may be some TCP connection's local port (one in TIME_WAIT too), and turnserver
+    then never answers."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    for _ in range(64):
+        port = free_udp_port(ip)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((ip, port))
+            except OSError:
+                continue
+            return port
+    raise CoturnError(f"no port on {ip} free for both UDP and TCP")
+
+
 def _wait_answering(server: Coturn, prefix: Sequence[str], timeout: float) -> None:
     host, port = server.address
     probe = subprocess.Popen(
