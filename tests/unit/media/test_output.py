@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from sip2rtmp.media.audio import AacEncoder
@@ -15,7 +16,6 @@ from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.passthrough import h264_template
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.targets import redact
-from sip2rtmp.net.rtmp_socket import RtmpConnection
 from tests.support.flv import avc_sequence_headers
 from tests.unit.media.video_signals import Clip, decoded_pictures, h264_clip
 from tests.unit.net.test_tls_name import TlsServer
@@ -149,31 +149,22 @@ def test_a_keyframe_with_another_configuration_announces_it_once(
     )
 
 
-class _Recording:
-    """A connection that writes what it is sent into an FLV file, and fails like a reset one
-    after ``budget`` packets (None: never)."""
+class _Dropping:
+    """A connection that fails like a reset one after ``budget`` packets; None never does."""
 
-    def __init__(self, path: Path, budget: int | None) -> None:
-        self._file = path.open("wb")
+    def __init__(self, container: Any, budget: int | None) -> None:
+        self._container = container
         self._budget = budget
 
-    def write(self, data: bytes) -> int:
-        if not self._file.closed:
-            self._file.write(data)
-        return len(data)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
 
-    def send_tags(self, tags: list[tuple[int, int, bytes]]) -> None:
+    def mux(self, packet: Any) -> None:
         if self._budget is not None:
             if self._budget == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
             self._budget -= 1
-        for kind, millis, body in tags:
-            header = bytes([kind]) + len(body).to_bytes(3, "big")
-            header += (millis & 0xFFFFFF).to_bytes(3, "big") + bytes([millis >> 24, 0, 0, 0])
-            self._file.write(header + body + (11 + len(body)).to_bytes(4, "big"))
-
-    def close(self) -> None:
-        self._file.close()
+        self._container.mux(packet)
 
 
 def test_a_fresh_connection_announces_the_configuration_again(
@@ -183,12 +174,15 @@ def test_a_fresh_connection_announces_the_configuration_again(
     connection opened with the template's (small) header, so that keyframe must announce."""
     templates = StreamTemplates(h264_template(small.sps, small.pps), AacEncoder().template)
     pieces: list[Path] = []
+    connect = av.open
 
-    def reconnecting(target: str, **options: Any) -> _Recording:
+    def reconnecting(target: str, mode: str, **options: Any) -> _Dropping:
         pieces.append(tmp_path / f"piece{len(pieces)}.flv")
-        return _Recording(pieces[-1], 12 if len(pieces) == 1 else None)
+        return _Dropping(
+            connect(str(pieces[-1]), mode, **options), 12 if len(pieces) == 1 else None
+        )
 
-    monkeypatch.setattr(RtmpConnection, "open", reconnecting)
+    monkeypatch.setattr(av, "open", reconnecting)
     policy = OutputPolicy(backoff_initial_s=0.01)
     output = RtmpOutput("rtmp://127.0.0.1/live/key", templates, policy)
     packets = small.packets(0) + large.packets(10)
