@@ -16,6 +16,7 @@ from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.passthrough import h264_template
 from sip2rtmp.media.slate import SlateVideo
 from sip2rtmp.media.targets import redact
+from sip2rtmp.net.rtmp_socket import RtmpConnection
 from tests.support.flv import avc_sequence_headers
 from tests.unit.media.video_signals import Clip, decoded_pictures, h264_clip
 from tests.unit.net.test_tls_name import TlsServer
@@ -149,6 +150,13 @@ def test_a_keyframe_with_another_configuration_announces_it_once(
     )
 
 
+class _NoServer:
+    """Stands in for the RTMP connection: the muxer's bytes go to the file `av.open` gives."""
+
+    def close(self) -> None:
+        pass
+
+
 class _Dropping:
     """A connection that fails like a reset one after ``budget`` packets; None never does."""
 
@@ -183,6 +191,7 @@ def test_a_fresh_connection_announces_the_configuration_again(
         )
 
     monkeypatch.setattr(av, "open", reconnecting)
+    monkeypatch.setattr(RtmpConnection, "open", lambda target, **options: _NoServer())
     policy = OutputPolicy(backoff_initial_s=0.01)
     output = RtmpOutput("rtmp://127.0.0.1/live/key", templates, policy)
     packets = small.packets(0) + large.packets(10)
