@@ -111,11 +111,11 @@ def video_events(events: list[dict[str, Any]]) -> list[tuple[object, ...]]:
 
 
 def call_with(
-    frames: list[list[bytes]], lab: Lab, record: Path, seconds: float
+    frames: list[list[bytes]], lab: Lab, record: Path, seconds: float, video_delay: float = 0.3
 ) -> tuple[CallResult, list[Path]]:
-    """Call a synthetic callee that sends ``frames``, recording to nginx and to ``record``;
-    the call and both recordings."""
-    peer = AvPeer(frames=frames)
+    """Call a synthetic callee that sends ``frames``, each ``video_delay`` after its capture,
+    recording to nginx and to ``record``; the call and both recordings."""
+    peer = AvPeer(frames=frames, video_delay=video_delay)
     peer.start()
     key = f"switch-{uuid.uuid4().hex[:8]}"
     extra = ("--rtmp-url", RTMP_URL, "--rtmp-stream", key)
@@ -152,8 +152,12 @@ def test_the_slate_fills_a_pause_and_the_callee_comes_back_at_a_new_size(
 
 
 def test_a_late_first_keyframe_takes_the_stream_from_the_slate(lab: Lab, tmp_path: Path) -> None:
+    # The callee's encoder adds no delay, so its first keyframe reaches the relay at its capture
+    # instant, LATE_S - KEYFRAME_WAIT into the stream: between two media ticks. With 0.3 s of
+    # encoder delay it arrived 1.8 s in, on a tick, and whether the slate frames up to
+    # 1.8 - latency_s had gone out before it (moving it just past them) was a race.
     frames = paused_video(0.0, LATE_S, CALL_S, (SMALL, LARGE))
-    call, recordings = call_with(frames, lab, tmp_path / "call.flv", 8)
+    call, recordings = call_with(frames, lab, tmp_path / "call.flv", 8, video_delay=0.0)
     for path in recordings:
         runs = stretches(path)
         assert [size for size, _ in runs] == [SLATE, LARGE], "the slate, then the callee"
