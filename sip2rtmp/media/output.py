@@ -4,8 +4,9 @@ Each output has a bounded buffer measured in media time, so a slow or dead serve
 memory for at most ``max_buffer_s`` and never blocks the encoder or the other outputs. After a
 connection drops, the same timeline resumes on a fresh connection that starts with the codec
 headers and a keyframe. A keyframe whose decoder configuration differs from the one the
-connection announced last (the slate taking over, the callee's video at a new size) carries it
-as new extradata, which FFmpeg's FLV muxer sends as a new AVC sequence header.
+connection announced last (the slate taking over, the callee's video at a new size) goes out
+after a new AVC sequence header: tagged in `sip2rtmp.media.flv` for a connection, as new
+extradata through FFmpeg's muxer for a file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import av
 from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
+from sip2rtmp.media import flv
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates, Track
 from sip2rtmp.media.targets import NETWORK_SCHEMES, redact
 from sip2rtmp.media.threads import name_native_thread
@@ -37,8 +39,9 @@ _BITRATE_WINDOW_S = 5.0
 _TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 _MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 """Fragmented MP4 keeps a recording playable even if the process dies before the trailer."""
-_FLV_STREAM_OPTIONS = {"flvflags": "no_duration_filesize", "max_interleave_delta": "1"}
-"""A live stream has neither: the muxer would only warn that it cannot go back to write them."""
+_FLV_STREAM_OPTIONS = {"flvflags": "no_duration_filesize"}
+"""A live stream has neither: the muxer would only warn that it cannot go back to write them.
+The muxer writes only a connection's header; its packets are tagged in `sip2rtmp.media.flv`."""
 _NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
 
 
@@ -220,10 +223,10 @@ class RtmpOutput:
                     )
                 streams = self._templates.add_to(container)
                 container.start_encoding()
-                self._pump(container, streams)
-                container.close()
+                self._pump(container, streams, connection)
                 if connection is not None:
                     connection.close()
+                container.close()
                 self._set_state(OutputState.CLOSED)
                 return
             except CertificateRefused as refused:
@@ -246,8 +249,12 @@ class RtmpOutput:
                 return
             self._backoff = min(self._backoff * 2, self._policy.backoff_max_s)
 
-    def _pump(self, container: Any, streams: dict[Track, Any]) -> None:
-        """Mux queued packets until closed and drained; raises when the connection fails."""
+    def _pump(
+        self, container: Any, streams: dict[Track, Any], connection: RtmpConnection | None
+    ) -> None:
+        """Send queued packets until closed and drained: tagged here for a connection
+        (`sip2rtmp.media.flv`), through FFmpeg's muxer for a file. Raises when the
+        connection fails."""
         need_keyframe = True
         session_started = False
         announced = self._video_config
@@ -264,22 +271,19 @@ class RtmpOutput:
                 if packet.track is not Track.VIDEO or not packet.keyframe:
                     continue
                 need_keyframe = False
-            av_packet = av.Packet(packet.data)
-            av_packet.pts = packet.pts
-            av_packet.dts = packet.dts
-            av_packet.time_base = packet.time_base
-            av_packet.stream = streams[packet.track]
-            av_packet.is_keyframe = packet.keyframe
             config = packet.config
-            if config is not None and config != announced:
-                _new_extradata(config).to_packet(av_packet)
-                announced = config
+            new_config = config if config is not None and config != announced else None
             try:
-                container.mux(av_packet)
+                if connection is not None:
+                    connection.send_tags(flv.tags(packet, new_config))
+                else:
+                    container.mux(_muxer_packet(packet, streams[packet.track], new_config))
             except BaseException:
                 with self._cond:
                     self._queue.appendleft(packet)
                 raise
+            if new_config is not None:
+                announced = new_config
             with self._cond:
                 self._bytes_sent += len(packet.data)
                 self._sent_window.append((self._clock(), len(packet.data)))
@@ -332,8 +336,21 @@ class RtmpOutput:
     @staticmethod
     def _abandon(container: Any, connection: RtmpConnection | None) -> None:
         """Close a broken connection; errors here say nothing new."""
+        if connection is not None:
+            connection.close()
         if container is not None:
             with contextlib.suppress(av.error.FFmpegError, OSError):
                 container.close()
-        if connection is not None:
-            connection.close()
+
+
+def _muxer_packet(packet: EncodedPacket, stream: Any, new_config: bytes | None) -> Any:
+    """``packet`` for FFmpeg's muxer, carrying ``new_config`` as new extradata."""
+    av_packet = av.Packet(packet.data)
+    av_packet.pts = packet.pts
+    av_packet.dts = packet.dts
+    av_packet.time_base = packet.time_base
+    av_packet.stream = stream
+    av_packet.is_keyframe = packet.keyframe
+    if new_config is not None:
+        _new_extradata(new_config).to_packet(av_packet)
+    return av_packet

@@ -327,7 +327,7 @@ class RtmpPublisher:
             timestamp = int.from_bytes(flv[position + 4 : position + 7], "big")
             timestamp |= flv[position + 7] << 24
             body = bytes(flv[position + FLV_TAG_HEADER : end - FLV_TAG_TRAILER])
-            self._send_tag(type_id, timestamp, body)
+            self.send_tag(type_id, timestamp, body)
             position = end
         del flv[:position]
 
@@ -337,7 +337,10 @@ class RtmpPublisher:
             self._invoke(_command("FCUnpublish", 0, None, self.target.stream))
             self._invoke(_command("deleteStream", 0, None, self._stream_id))
 
-    def _send_tag(self, type_id: int, timestamp: int, body: bytes) -> None:
+    def send_tag(self, type_id: int, timestamp: int, body: bytes) -> None:
+        """One FLV tag's body as an RTMP message of its type (audio, video or data)."""
+        if not self.publishing:
+            raise RtmpError(f"media before the stream was published ({self.state.value})")
         csid = _MEDIA_CSID.get(type_id)
         if csid is None:
             return

@@ -36,6 +36,7 @@ class RtmpConnection:
         self._publisher = publisher
         self._readable = select.poll()
         self._readable.register(sock, select.POLLIN)
+        self._closed = False
 
     @classmethod
     def open(
@@ -86,15 +87,27 @@ class RtmpConnection:
         return cls(sock, publisher)
 
     def write(self, data: bytes) -> int:
-        """What PyAV calls with the muxer's bytes; the server's own messages (pings,
-        acknowledgement windows) are answered on the way."""
+        """What PyAV calls with the muxer's bytes (the FLV header, metadata and sequence
+        headers). After ``close``, the muxer's trailer is dropped: a live stream has none."""
+        if not self._closed:
+            self._answer_server()
+            self._publisher.send_flv(bytes(data))
+            self._sock.sendall(self._publisher.data_to_send())
+        return len(data)
+
+    def send_tags(self, tags: list[tuple[int, int, bytes]]) -> None:
+        """Publish FLV tags (type, milliseconds, body) in one send."""
+        self._answer_server()
+        for type_id, timestamp, body in tags:
+            self._publisher.send_tag(type_id, timestamp, body)
+        self._sock.sendall(self._publisher.data_to_send())
+
+    def _answer_server(self) -> None:
+        """Read what the server sent (pings, acknowledgement windows), a bounded amount."""
         for _ in range(MAX_READS_PER_WRITE):
             if not self._waiting():
                 break
             self._publisher.receive(_received(self._sock))
-        self._publisher.send_flv(bytes(data))
-        self._sock.sendall(self._publisher.data_to_send())
-        return len(data)
 
     def _waiting(self) -> bool:
         """Whether the server sent something: decrypted bytes TLS holds, or the socket's."""
@@ -105,6 +118,7 @@ class RtmpConnection:
 
     def close(self) -> None:
         """Unpublish and close; a connection that already failed just closes."""
+        self._closed = True
         with contextlib.suppress(OSError):
             self._publisher.unpublish()
             self._sock.sendall(self._publisher.data_to_send())

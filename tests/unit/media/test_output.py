@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import pytest
 
 from sip2rtmp.media.audio import AacEncoder
@@ -150,29 +149,31 @@ def test_a_keyframe_with_another_configuration_announces_it_once(
     )
 
 
-class _NoServer:
-    """Stands in for the RTMP connection: the muxer's bytes go to the file `av.open` gives."""
+class _Recording:
+    """A connection that writes what it is sent into an FLV file, and fails like a reset one
+    after ``budget`` packets (None: never)."""
 
-    def close(self) -> None:
-        pass
-
-
-class _Dropping:
-    """A connection that fails like a reset one after ``budget`` packets; None never does."""
-
-    def __init__(self, container: Any, budget: int | None) -> None:
-        self._container = container
+    def __init__(self, path: Path, budget: int | None) -> None:
+        self._file = path.open("wb")
         self._budget = budget
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._container, name)
+    def write(self, data: bytes) -> int:
+        if not self._file.closed:
+            self._file.write(data)
+        return len(data)
 
-    def mux(self, packet: Any) -> None:
+    def send_tags(self, tags: list[tuple[int, int, bytes]]) -> None:
         if self._budget is not None:
             if self._budget == 0:
                 raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
             self._budget -= 1
-        self._container.mux(packet)
+        for kind, millis, body in tags:
+            header = bytes([kind]) + len(body).to_bytes(3, "big")
+            header += (millis & 0xFFFFFF).to_bytes(3, "big") + bytes([millis >> 24, 0, 0, 0])
+            self._file.write(header + body + (11 + len(body)).to_bytes(4, "big"))
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def test_a_fresh_connection_announces_the_configuration_again(
@@ -182,16 +183,12 @@ def test_a_fresh_connection_announces_the_configuration_again(
     connection opened with the template's (small) header, so that keyframe must announce."""
     templates = StreamTemplates(h264_template(small.sps, small.pps), AacEncoder().template)
     pieces: list[Path] = []
-    connect = av.open
 
-    def reconnecting(target: str, mode: str, **options: Any) -> _Dropping:
+    def reconnecting(target: str, **options: Any) -> _Recording:
         pieces.append(tmp_path / f"piece{len(pieces)}.flv")
-        return _Dropping(
-            connect(str(pieces[-1]), mode, **options), 12 if len(pieces) == 1 else None
-        )
+        return _Recording(pieces[-1], 12 if len(pieces) == 1 else None)
 
-    monkeypatch.setattr(av, "open", reconnecting)
-    monkeypatch.setattr(RtmpConnection, "open", lambda target, **options: _NoServer())
+    monkeypatch.setattr(RtmpConnection, "open", reconnecting)
     policy = OutputPolicy(backoff_initial_s=0.01)
     output = RtmpOutput("rtmp://127.0.0.1/live/key", templates, policy)
     packets = small.packets(0) + large.packets(10)
