@@ -36,6 +36,7 @@ from benchmarks.relay.calls import Options
 from benchmarks.relay.report import publish, results_markdown
 from benchmarks.relay.runner import CASES, run_case
 from sip2rtmp.lab import Lab
+from sip2rtmp.relay.options import LATENCIES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline-codec",
         help="codec the baseline offers (default: the one sip2rtmp's call negotiated)",
+    )
+    parser.add_argument(
+        "--latency",
+        choices=LATENCIES,
+        default="normal",
+        help="sip2rtmp's --latency; a results block of its own when not normal",
     )
     parser.add_argument("--write", type=Path, metavar="MARKDOWN", help="update this results file")
     parser.add_argument(
@@ -81,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             probe=capture and not args.no_probe,
             work_dir=work_dir,
             srtp=case.srtp,
+            latency=args.latency,
         )
         ours, baseline = run_case(options, args.baseline_codec)
-    publish(results_markdown(ours, baseline, args.duration, case), args.write, args.case)
+    block = results_markdown(ours, baseline, args.duration, case, args.latency)
+    name = args.case if args.latency == "normal" else f"{args.case} --latency {args.latency}"
+    publish(block, args.write, name)
     return 0
 
 

@@ -37,6 +37,8 @@ class Options:
     audio_codec: str | None = None
     srtp: bool = False
     """The call runs with ``--srtp required`` (the callee must be one that takes SDES-SRTP)."""
+    latency: str = "normal"
+    """sip2rtmp's ``--latency``."""
 
 
 @dataclass

@@ -200,15 +200,20 @@ def _run_lines(run: Run) -> list[str]:
     ]
 
 
-def details(ours: Run, baseline: Run) -> list[str]:
+def details(ours: Run, baseline: Run, latency: str = "normal") -> list[str]:
     """Supporting measurements: the numbers behind each verdict."""
     lines = [*_run_lines(ours), *_run_lines(baseline)]
     if ours.depth_ms:
+        designed = (
+            f"designed output delay MediaConfig.latency_s = {MediaConfig().latency_s * 1000:.0f}"
+            " ms and up to a media tick on top of it"
+            if latency == "normal"
+            else "audio encoded as it arrives (MediaConfig.audio_on_arrival) after it"
+        )
         lines.append(
             f"- sip2rtmp jitter buffer depth (stats events): median"
             f" {statistics.median(ours.depth_ms):.0f} ms, range {min(ours.depth_ms):.0f}-"
-            f"{max(ours.depth_ms):.0f} ms; designed output delay MediaConfig.latency_s ="
-            f" {MediaConfig().latency_s * 1000:.0f} ms on top of it."
+            f"{max(ours.depth_ms):.0f} ms; {designed}."
         )
     if ours.live_event_s is not None:
         lines.append(
@@ -222,11 +227,14 @@ def details(ours: Run, baseline: Run) -> list[str]:
     return lines
 
 
-def results_markdown(ours: Run, baseline: Run, duration: float, case: Case) -> str:
+def results_markdown(
+    ours: Run, baseline: Run, duration: float, case: Case, latency: str = "normal"
+) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mode = "" if latency == "normal" else f", sip2rtmp with `--latency {latency}`"
     lines = [
         f"Measured {today}, {duration:g} s calls to the lab callee `{case.callee}`"
-        f" ({case.summary}).",
+        f" ({case.summary}){mode}.",
         "",
     ]
     lines += [f"- {key}: {value}" for key, value in machine().items()]
@@ -236,7 +244,7 @@ def results_markdown(ours: Run, baseline: Run, duration: float, case: Case) -> s
         header, rows = "| target | sip2rtmp | ffmpeg baseline | verdict |", verdicts
     lines += ["", header, "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(ours, baseline)]
-    lines += ["", *details(ours, baseline)]
+    lines += ["", *details(ours, baseline, latency)]
     return "\n".join(lines)
 
 

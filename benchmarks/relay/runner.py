@@ -128,6 +128,7 @@ def call_command(options: Options, stream_key: str) -> list[str]:
         *([] if options.video_codec else ["--no-video"]),
         *(["--audio-codecs", options.audio_codec] if options.audio_codec else []),
         *(["--srtp", "required"] if options.srtp else []),
+        *(["--latency", options.latency] if options.latency != "normal" else []),
         "--max-duration",
         f"{options.duration:g}",
         "--json",
@@ -177,7 +178,8 @@ def run_case(options: Options, baseline_codec: str | None) -> tuple[Run, Run]:
     if options.srtp:
         return run_srtp_case(options)
     print(f"sip2rtmp: {options.duration:g} s call to {options.callee} …", file=sys.stderr)
-    ours = run_sip2rtmp(options)
+    label = "sip2rtmp" if options.latency == "normal" else f"sip2rtmp --latency {options.latency}"
+    ours = run_sip2rtmp(options, label=label)
     codec = baseline_codec or ours.codec
     print(f"ffmpeg baseline: {options.duration:g} s call, {codec} …", file=sys.stderr)
     return ours, run_baseline(options, codec)

@@ -31,7 +31,7 @@ from sip2rtmp.config import (
 from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S
 from sip2rtmp.media.targets import redact as display
 from sip2rtmp.relay.dtmf import DtmfScript
-from sip2rtmp.relay.options import MediaOptions
+from sip2rtmp.relay.options import LATENCIES, MediaOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -316,6 +316,15 @@ def relay_options(*, hide_call_flags: bool = False) -> Callable[[F], F]:
             help="Longest time between keyframes in the stream, 0.5 to 10"
             " (YouTube and Facebook want at most 2).",
         ),
+        click.option(
+            "--latency",
+            type=click.Choice(LATENCIES),
+            default="normal",
+            show_default=True,
+            hidden=hidden,
+            help="low: the callee's audio leaves the moment it arrives, about 170 ms sooner,"
+            " for more CPU (docs/performance.md).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout."),
         click.option(
             "--control",
@@ -445,6 +454,7 @@ def relay_request(
         audio_channels=flags["audio_channels"],
         transcode=flags["transcode"],
         keyframe_interval=interval,
+        latency=flags["latency"],
     )
     return RelayRequest(settings, media, redactor, flags["as_json"])
 

@@ -275,6 +275,8 @@ class AudioTimeline:
         self._ring = np.zeros((channels, capacity), dtype=np.float32)
         self.capacity = capacity
         self.playhead = 0
+        self.written = 0
+        """The end of the furthest write: where what arrived so far stops."""
 
     def write(self, position: int, samples: Samples) -> int:
         """Mix-free overwrite at ``position``; returns how many samples fitted in the window."""
@@ -283,6 +285,7 @@ class AudioTimeline:
         if end <= start:
             return 0
         self._copy(start, samples[:, start - position : end - position])
+        self.written = max(self.written, end)
         return end - start
 
     def read(self, count: int) -> Samples:

@@ -36,6 +36,10 @@ The schedule moves when the buffer deepens or the sender falls behind its timest
 step leaves a gap that short, rather than letting the audio drift into lateness and lose
 hundreds of milliseconds at a re-anchor."""
 _FOLLOW_STEP = int(FOLLOW_STEP_S * AUDIO_RATE)
+ARRIVAL_LEAD_S = 0.05
+"""How far ahead of real time audio encoded on arrival may go: the event loop's grid hands a
+packet over up to 20 ms before its slot (`sip2rtmp.net.grid`); what lies further ahead (a
+sender's clock running fast) waits for its time."""
 
 
 class Lost(Enum):
@@ -81,6 +85,11 @@ class MediaConfig:
     (2-CPU virtual machine). Lateness does not depend on it (every wake ingests before it
     encodes, so audio is late only when it arrives ``latency_s`` after its slot); the
     stream's delay grows by half a tick on average."""
+    audio_on_arrival: bool = False
+    """Encode the callee's audio the moment it is handed over (`--latency low`) instead of at
+    the next tick ``latency_s`` behind real time: the tick's wait and the headroom leave the
+    audio's delay, for a media-thread wake-up per hand-over (the event loop's 40 ms grid).
+    Video, and silence where no audio came, still go out on the tick."""
     start_tick_s: float = 0.02
     start_s: float = 1.0
     """The stream's first second runs on a fine tick: players and ingest servers get the
@@ -146,6 +155,8 @@ class MediaPipeline:
         """Hand-over from the event loop: deque appends and pops are atomic, no lock needed."""
         self._thread = threading.Thread(target=self._run, name="media", daemon=True)
         self._stopping = threading.Event()
+        self._arrived = threading.Event()
+        """Set by a hand-over when audio is encoded on arrival, and by ``stop``."""
         self._t0 = 0.0
         self._offset: int | None = None
         self._payloads = 0
@@ -181,6 +192,8 @@ class MediaPipeline:
             self._inbound_dropped += 1
             return
         self._inbound.append((payload, rtp_ts, self._clock(), due))
+        if self.config.audio_on_arrival:
+            self._arrived.set()
 
     def switch_audio(self, codec: str) -> None:
         """The payloads pushed from now on are ``codec`` (a re-INVITE changed it, RFC 3264
@@ -195,6 +208,7 @@ class MediaPipeline:
         Blocks for up to the outputs' close timeout: from asyncio, use ``asyncio.to_thread``.
         """
         self._stopping.set()
+        self._arrived.set()
         if self._thread.is_alive():
             self._thread.join()
         for output in self.outputs:
@@ -228,17 +242,29 @@ class MediaPipeline:
         start_until = self._t0 + self.config.start_s
         while not self._stopping.is_set():
             deadline += self.config.tick_s if deadline >= start_until else self.config.start_tick_s
-            self._ingest_until(deadline)
+            while self._sleep_until(deadline):
+                self._ingest_all()
+                self._emit(self._clock() - self._t0 - self.config.latency_s, audio_only=True)
+            self._ingest_all()
             self._emit(self._clock() - self._t0 - self.config.latency_s)
-        self._ingest_until(self._clock())
+        self._ingest_all()
         self._emit(self._clock() - self._t0)
         self._distribute(self._encoder.flush())
 
-    def _ingest_until(self, deadline: float) -> None:
-        """Sleep until ``deadline`` (or stop), then take everything that arrived meanwhile."""
+    def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until ``deadline``; True when audio handed over first (``audio_on_arrival``)."""
         remaining = deadline - self._clock()
-        if remaining > 0:
+        if remaining <= 0:
+            return False
+        if not self.config.audio_on_arrival:
             self._stopping.wait(remaining)
+            return False
+        arrived = self._arrived.wait(remaining)
+        self._arrived.clear()
+        return arrived and not self._stopping.is_set()
+
+    def _ingest_all(self) -> None:
+        """Take everything handed over since the last time."""
         inbound = self._inbound
         while inbound:
             self._ingest(*inbound.popleft())
@@ -304,15 +330,23 @@ class MediaPipeline:
             self._offset = offset
             self._resyncs += 1
 
-    def _emit(self, horizon_s: float) -> None:
-        """Encode audio and take video up to ``horizon_s``, then hand both out in time order."""
+    def _emit(self, horizon_s: float, *, audio_only: bool = False) -> None:
+        """Encode audio and take video up to ``horizon_s``, then hand both out in time order.
+
+        Audio encoded on arrival goes as far as it was written, up to ``ARRIVAL_LEAD_S``
+        ahead of real time.
+        """
         packets: list[EncodedPacket] = []
         frame = self._encoder.frame_size
         target = int(horizon_s * AUDIO_RATE)
+        if self.config.audio_on_arrival:
+            lead = int((horizon_s + self.config.latency_s + ARRIVAL_LEAD_S) * AUDIO_RATE)
+            target = max(target, min(self._timeline.written, lead))
         while self._timeline.playhead + frame <= target:
             pts = self._timeline.playhead
             packets.extend(self._encoder.encode(self._timeline.read(frame), pts))
-        packets.extend(self._video.packets_until(horizon_s))
+        if not audio_only:
+            packets.extend(self._video.packets_until(horizon_s))
         packets.sort(key=lambda packet: packet.seconds)
         self._distribute(packets)
 

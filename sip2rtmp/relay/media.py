@@ -221,11 +221,7 @@ class CallMedia:
             sync=sync,
             codec=codec,
             video=await self._video_source(live=live),
-            config=MediaConfig(
-                audio_channels=self._options.audio_channels,
-                audio_bit_rate=self._options.audio_bit_rate,
-                rtmps_tls=tls,
-            ),
+            config=media_config(self._options, tls),
         )
         if self._settings.audio:
             self.audio.attach(pipeline, codec)
@@ -366,6 +362,15 @@ class CallMedia:
         if self.video is not None:
             await self.video.close()
 
+
+def media_config(options: MediaOptions, tls: ssl.SSLContext | None) -> MediaConfig:
+    """The pipeline's settings from the call's media options; ``tls`` for rtmps:// outputs."""
+    return MediaConfig(
+        audio_channels=options.audio_channels,
+        audio_bit_rate=options.audio_bit_rate,
+        audio_on_arrival=options.latency == "low",
+        rtmps_tls=tls,
+    )
 
 def render_slate(
     settings: CallSettings,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S
+
+Latency = Literal["normal", "low"]
+LATENCIES: tuple[Latency, ...] = ("normal", "low")
 
 
 @dataclass(frozen=True)
@@ -22,5 +26,8 @@ class MediaOptions:
     keyframe_interval: float = KEYFRAME_INTERVAL_S
     """Longest time between keyframes in the outputs (s): the transcoder's forced keyframes,
     the slate's GOP, and when the callee is asked for one."""
+    latency: Latency = "normal"
+    """`low` encodes the callee's audio the moment it arrives, for more CPU
+    (`MediaConfig.audio_on_arrival`)."""
     stats_interval: float = 5.0
     """Seconds between `stats` events: a live view wants them more often than a log."""

@@ -130,8 +130,9 @@ def published(key: str) -> bool:
     )
 
 
+@pytest.mark.parametrize("latency", ["normal", "low"])
 def test_fan_out_and_one_output_dropping_leaves_the_others_alone(
-    start_call: Any, lab: Lab, rtmp_server: RtmpServer, tmp_path: Path
+    start_call: Any, lab: Lab, rtmp_server: RtmpServer, tmp_path: Path, latency: str
 ) -> None:
     """RTMP, RTMPS, another RTMP server and a file from one call. The third server goes away
     for 2 s: the others carry on without a stall or a gap, and it is reconnected on its own
@@ -143,7 +144,7 @@ def test_fan_out_and_one_output_dropping_leaves_the_others_alone(
         "tone", "--no-video", "--max-duration", "10", "--record", str(record),
         "--rtmp-url", RTMP_URL, "--rtmp-stream", plain,
         "--rtmp-url", RTMPS_URL, "--rtmp-stream", tls, "--rtmps-ca", str(lab.tls_ca),
-        "--rtmp-url", rtmp_server.url, "--rtmp-stream", dropping,
+        "--rtmp-url", rtmp_server.url, "--rtmp-stream", dropping, "--latency", latency,
         rtmp=False,
     )  # fmt: skip
     call.wait_for_status("ESTABLISHED", 15)

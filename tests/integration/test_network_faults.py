@@ -185,11 +185,22 @@ def lossy_callee(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Los
         namespace.delete()
 
 
+LATENCIES = ["normal", "low"]
+"""Both `--latency` modes: audio encoded on arrival must conceal and smooth as well."""
+
+
 @pytest.mark.netns
-def test_random_loss_is_concealed_without_gaps(lossy_callee: LossyCallee, tmp_path: Path) -> None:
+@pytest.mark.parametrize("latency", LATENCIES)
+def test_random_loss_is_concealed_without_gaps(
+    lossy_callee: LossyCallee, tmp_path: Path, latency: str
+) -> None:
     record = tmp_path / "lossy.flv"
     result = run_call(
-        lossy_callee.callee.uri, record, max_duration=12, prefix=lossy_callee.namespace.prefix
+        lossy_callee.callee.uri,
+        record,
+        max_duration=12,
+        prefix=lossy_callee.namespace.prefix,
+        extra=("--latency", latency),
     )
     assert result.returncode == 0, (
         f"exit {result.returncode}: {result.statuses()}\n{result.stderr[-2000:]}\n"
@@ -402,12 +413,13 @@ def jittery_peer() -> Iterator[tuple[SipPeer, UdpRelay]]:
         relay.stop()
 
 
+@pytest.mark.parametrize("latency", LATENCIES)
 def test_jitter_and_reordering_are_smoothed(
-    jittery_peer: tuple[SipPeer, UdpRelay], tmp_path: Path
+    jittery_peer: tuple[SipPeer, UdpRelay], tmp_path: Path, latency: str
 ) -> None:
     peer, relay = jittery_peer
     record = tmp_path / "jittery.flv"
-    result = run_call(peer.uri, record, max_duration=10)
+    result = run_call(peer.uri, record, max_duration=10, extra=("--latency", latency))
     assert result.returncode == 0, (
         f"exit {result.returncode}: {result.statuses()}\n{result.stderr[-2000:]}"
     )

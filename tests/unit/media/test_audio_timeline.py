@@ -11,6 +11,7 @@ sample range written to its AudioTimeline is recorded, as is the count.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +21,13 @@ import pytest
 
 from sip2rtmp.media import audio
 from sip2rtmp.media.packets import AUDIO_RATE, EncodedPacket
-from sip2rtmp.media.pipeline import FOLLOW_STEP_S, LATE_RUN_RESYNC, MediaPipeline
+from sip2rtmp.media.pipeline import (
+    ARRIVAL_LEAD_S,
+    FOLLOW_STEP_S,
+    LATE_RUN_RESYNC,
+    MediaConfig,
+    MediaPipeline,
+)
 from tests.unit.media.media_signals import encode_payloads, sine
 
 SLOT = AUDIO_RATE // 50
@@ -57,7 +64,12 @@ class Rig:
     outputs' horizon, which moves the playhead.
     """
 
-    def __init__(self, payloads: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self,
+        payloads: list[bytes],
+        monkeypatch: pytest.MonkeyPatch,
+        config: MediaConfig | None = None,
+    ) -> None:
         self.now = 0.0
         self.payloads = payloads
         self.writes: list[tuple[int, int, int]] = []
@@ -71,7 +83,7 @@ class Rig:
 
         monkeypatch.setattr(audio.AudioTimeline, "write", recording)
         self.pipeline = MediaPipeline(
-            ["unused.flv"], codec="opus", video=NoVideo(), clock=lambda: self.now
+            ["unused.flv"], codec="opus", video=NoVideo(), config=config, clock=lambda: self.now
         )
         self.pipeline.outputs = []
 
@@ -80,11 +92,12 @@ class Rig:
         rtp_ts = (FIRST_TS + index * SLOT + ts_jump) & 0xFFFF_FFFF
         self.pipeline.push_audio(self.payloads[index], rtp_ts, due)
 
-    def turn(self, at: float) -> None:
+    def turn(self, at: float, *, audio_only: bool = False) -> None:
+        """A wake-up on the tick, or (``audio_only``) on a hand-over between ticks."""
         self.now = at
         pipeline = self.pipeline
-        pipeline._ingest_until(at)
-        pipeline._emit(at - pipeline.origin - pipeline.config.latency_s)
+        pipeline._ingest_all()
+        pipeline._emit(at - pipeline.origin - pipeline.config.latency_s, audio_only=audio_only)
 
     def on_time(
         self, indexes: range, due: Callable[[int], float] | None = None, *, ts_jump: int = 0
@@ -237,3 +250,66 @@ def test_a_timestamp_jump_back_re_anchors_and_the_audio_goes_on(
     assert rig.resyncs == 1
     assert np.all(np.diff(positions[30:]) == SLOT)
     assert positions[-1] >= samples(FIRST_DUE + 39 * STEP)
+
+
+FRAME = audio.AacEncoder.frame_size
+
+
+@pytest.mark.parametrize("on_arrival", [False, True])
+def test_audio_encoded_on_arrival_leaves_without_the_headroom(
+    on_arrival: bool, payloads: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each payload is handed over at its due time and the media thread wakes for it. With
+    `audio_on_arrival` (`--latency low`) every whole AAC frame of what arrived is encoded at
+    once; on the tick alone, only what lies `latency_s` in the past."""
+    config = MediaConfig(audio_on_arrival=on_arrival)
+    rig = Rig(payloads, monkeypatch, config)
+    behind: list[int] = []
+    for index in range(50):
+        at = FIRST_DUE + index * STEP
+        rig.now = at
+        rig.hand_over(index, at)
+        rig.turn(at, audio_only=True)
+        behind.append(samples(at + STEP) - rig.pipeline._timeline.playhead)
+    latency = samples(config.latency_s)
+    if on_arrival:
+        assert all(0 <= lag < FRAME for lag in behind), "only the unfinished frame waits"
+    else:
+        assert all(lag >= latency + samples(STEP) for lag in behind)
+
+
+def test_audio_ahead_of_its_time_waits_for_it(
+    payloads: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second of audio handed over at once, each payload due 20 ms after the last (a sender
+    running ahead): encoded on arrival only as far as ARRIVAL_LEAD_S ahead of real time."""
+    rig = Rig(payloads, monkeypatch, MediaConfig(audio_on_arrival=True))
+    rig.now = FIRST_DUE
+    for index in range(50):
+        rig.hand_over(index, FIRST_DUE + index * STEP)
+    rig.turn(FIRST_DUE, audio_only=True)
+    assert rig.pipeline._timeline.written == samples(FIRST_DUE + 50 * STEP)
+    lead = samples(FIRST_DUE + ARRIVAL_LEAD_S)
+    assert lead - FRAME < rig.pipeline._timeline.playhead <= lead
+
+
+@pytest.mark.parametrize("on_arrival", [False, True])
+def test_the_media_thread_wakes_for_a_hand_over_only_when_encoding_on_arrival(
+    on_arrival: bool, payloads: list[bytes]
+) -> None:
+    """A hand-over cuts the media thread's sleep short with `audio_on_arrival`, never
+    otherwise; stopping wakes it either way, and is not taken for audio."""
+    pipeline = MediaPipeline(
+        ["unused.flv"],
+        codec="opus",
+        video=NoVideo(),
+        config=MediaConfig(audio_on_arrival=on_arrival),
+    )
+    pipeline.outputs = []
+    start = time.monotonic()
+    pipeline.push_audio(payloads[0], FIRST_TS, start)
+    assert pipeline._sleep_until(start + 0.2) is on_arrival
+    assert (time.monotonic() - start < 0.1) is on_arrival
+    pipeline._stopping.set()
+    pipeline._arrived.set()
+    assert pipeline._sleep_until(time.monotonic() + 30) is False

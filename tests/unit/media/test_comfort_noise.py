@@ -155,7 +155,7 @@ def test_the_pipeline_streams_noise_between_talk_spurts(
         while handed and first + handed[0][0] / 8000 <= now + 1e-9:
             ts, payload = handed.pop(0)
             pipeline.push_audio(payload, ts, first + ts / 8000)
-        pipeline._ingest_until(now)
+        pipeline._ingest_all()
         pipeline._emit(now - pipeline.config.latency_s)
 
     start = first  # where the timeline put payload 0
@@ -182,7 +182,7 @@ def test_a_lost_slot_in_the_pause_is_noise_in_the_pipeline(
     pipeline.push_audio(ComfortNoise(b"\x28"), 160, 0.02)
     pipeline.push_audio(LOST, 320, 0.04)
     now = 1.0
-    pipeline._ingest_until(now)
+    pipeline._ingest_all()
     pipeline._emit(now)
     assert dbfs(encoded.at(0.045, 0.055)) == pytest.approx(-40, abs=1.5)
     assert pipeline.stats().audio_lost == 1

@@ -56,7 +56,7 @@ class Fed:
         """One wake-up of the media thread at ``at``."""
         self.now = at
         pipeline = self.pipeline
-        pipeline._ingest_until(at)
+        pipeline._ingest_all()
         pipeline._emit(at - pipeline.origin - pipeline.config.latency_s)
 
     def samples(self) -> npt.NDArray[np.float32]:
