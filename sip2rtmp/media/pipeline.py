@@ -192,6 +192,10 @@ class MediaPipeline:
             self._inbound_dropped += 1
             return
         self._inbound.append((payload, rtp_ts, self._clock(), due))
+
+    def audio_handed_over(self) -> None:
+        """The payloads of one playout are all pushed: with ``audio_on_arrival`` the media
+        thread wakes for them now, once for the lot."""
         if self.config.audio_on_arrival:
             self._arrived.set()
 

@@ -44,6 +44,8 @@ class AudioSink(Protocol):
 
     def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None, /) -> None: ...
 
+    def audio_handed_over(self) -> None: ...
+
     def switch_audio(self, codec: str, /) -> None: ...
 
 
@@ -160,12 +162,16 @@ class AudioLeg(MediaLeg):
         pipeline, jitter = self.pipeline, self.jitter
         if pipeline is None or jitter is None:
             return
+        pushed = False
         for item, current in on_timeline(items):
             if isinstance(item, Resync):
                 continue
             due = jitter.deadline_of(item.timestamp) if current else None
             payload = LOST if isinstance(item, LostPacket) else item.payload
             pipeline.push_audio(payload, item.timestamp, due)
+            pushed = True
+        if pushed:
+            pipeline.audio_handed_over()
 
     # ---- sending --------------------------------------------------------------------------
 

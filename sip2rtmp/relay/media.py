@@ -372,6 +372,7 @@ def media_config(options: MediaOptions, tls: ssl.SSLContext | None) -> MediaConf
         rtmps_tls=tls,
     )
 
+
 def render_slate(
     settings: CallSettings,
     options: MediaOptions,

@@ -297,8 +297,8 @@ def test_audio_ahead_of_its_time_waits_for_it(
 def test_the_media_thread_wakes_for_a_hand_over_only_when_encoding_on_arrival(
     on_arrival: bool, payloads: list[bytes]
 ) -> None:
-    """A hand-over cuts the media thread's sleep short with `audio_on_arrival`, never
-    otherwise; stopping wakes it either way, and is not taken for audio."""
+    """The end of a hand-over cuts the media thread's sleep short with `audio_on_arrival`,
+    never otherwise; stopping wakes it either way, and is not taken for audio."""
     pipeline = MediaPipeline(
         ["unused.flv"],
         codec="opus",
@@ -308,6 +308,8 @@ def test_the_media_thread_wakes_for_a_hand_over_only_when_encoding_on_arrival(
     pipeline.outputs = []
     start = time.monotonic()
     pipeline.push_audio(payloads[0], FIRST_TS, start)
+    assert not pipeline._arrived.is_set(), "one wake-up for all of a hand-over, at its end"
+    pipeline.audio_handed_over()
     assert pipeline._sleep_until(start + 0.2) is on_arrival
     assert (time.monotonic() - start < 0.1) is on_arrival
     pipeline._stopping.set()

@@ -31,9 +31,14 @@ class Played:
         self.items: list[tuple[bytes | Lost, int, float | None]] = []
         self.codecs: list[tuple[str, int]] = []
         """Each codec the leg switched the pipeline to, and how many items came before."""
+        self.hand_overs: list[int] = []
+        """How many items had come at each end of a playout the leg announced."""
 
     def push_audio(self, payload: bytes | Lost, rtp_ts: int, due: float | None = None) -> None:
         self.items.append((payload, rtp_ts, due))
+
+    def audio_handed_over(self) -> None:
+        self.hand_overs.append(len(self.items))
 
     def switch_audio(self, codec: str) -> None:
         self.codecs.append((codec, len(self.items)))
@@ -142,6 +147,10 @@ def test_a_new_remote_address_takes_over_both_ways_on_the_same_ports() -> None:
             assert leg.jitter is jitter, "same clock rate, same buffer"
             assert jitter is not None and jitter.stats.resyncs == 1, "B's stream starts anew"
             assert firsts == [a.address], "the first packet is told once"
+            ends = played.hand_overs
+            assert ends[-1] == len(played.items), "every playout is announced"
+            assert all(a < b for a, b in itertools.pairwise(ends)), "each once, after its items"
+            assert len(ends) < len(played.items), "a playout's items are announced together"
             assert not a.take(), "nothing more goes to A"
             assert {p.ssrc for p in b.take()} == {endpoint.ssrc}, "our audio goes to B"
         finally:
