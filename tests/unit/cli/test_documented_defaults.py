@@ -14,6 +14,7 @@ import click.testing
 import pytest
 
 from sip2rtmp.config import CallSettings, HostPort
+from sip2rtmp.relay.options import MediaOptions
 from tests.unit.cli.sip_stub import call_with_env
 from tests.unit.cli.test_contract import VALID, assert_one_line_usage_error, run
 from tests.unit.cli.test_video_options import invoke_call
@@ -127,6 +128,10 @@ ENVIRONMENT: dict[str, tuple[str, Check, Any]] = {
     "SIP2RTMP_RTMPS_INSECURE": ("true", lambda s: s.rtmps_insecure, True),
 }
 """Each variable docs/cli.md lists, a value for it, and where that value shows."""
+MEDIA_ENVIRONMENT: dict[str, tuple[str, Callable[[MediaOptions], Any], Any]] = {
+    "SIP2RTMP_LATENCY": ("low", lambda m: m.latency, "low"),
+}
+"""The same for the variables that set what goes into the outputs rather than the call."""
 
 MINIMAL = {
     "SIP2RTMP_CALLEE": "1001",
@@ -139,7 +144,16 @@ MINIMAL = {
 
 
 def test_every_documented_variable_is_listed_here() -> None:
-    assert _documented_variables() == set(ENVIRONMENT)
+    assert _documented_variables() == set(ENVIRONMENT) | set(MEDIA_ENVIRONMENT)
+
+
+@pytest.mark.parametrize("name", sorted(MEDIA_ENVIRONMENT))
+def test_each_documented_media_variable_reaches_the_relay(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value, show, expected = MEDIA_ENVIRONMENT[name]
+    _, media, _ = call_with_env([], {**MINIMAL, name: value}, monkeypatch)
+    assert show(media) == expected
 
 
 @pytest.mark.parametrize("name", sorted(ENVIRONMENT))
