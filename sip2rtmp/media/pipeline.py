@@ -89,7 +89,8 @@ class MediaConfig:
     """Encode the callee's audio the moment it is handed over (`--latency low`) instead of at
     the next tick ``latency_s`` behind real time: the tick's wait and the headroom leave the
     audio's delay, for a media-thread wake-up per hand-over (the event loop's 40 ms grid).
-    Video, and silence where no audio came, still go out on the tick."""
+    The video goes as far as the audio (the slate at once, the callee's as it arrives);
+    silence where no audio came still goes out on the tick."""
     start_tick_s: float = 0.02
     start_s: float = 1.0
     """The stream's first second runs on a fine tick: players and ingest servers get the
@@ -248,7 +249,7 @@ class MediaPipeline:
             deadline += self.config.tick_s if deadline >= start_until else self.config.start_tick_s
             while self._sleep_until(deadline):
                 self._ingest_all()
-                self._emit(self._clock() - self._t0 - self.config.latency_s, audio_only=True)
+                self._emit(self._clock() - self._t0 - self.config.latency_s)
             self._ingest_all()
             self._emit(self._clock() - self._t0 - self.config.latency_s)
         self._ingest_all()
@@ -334,11 +335,12 @@ class MediaPipeline:
             self._offset = offset
             self._resyncs += 1
 
-    def _emit(self, horizon_s: float, *, audio_only: bool = False) -> None:
+    def _emit(self, horizon_s: float) -> None:
         """Encode audio and take video up to ``horizon_s``, then hand both out in time order.
 
         Audio encoded on arrival goes as far as it was written, up to ``ARRIVAL_LEAD_S``
-        ahead of real time.
+        ahead of real time, and the video as far as the audio: a player that keeps the two
+        in sync waits for the later one.
         """
         packets: list[EncodedPacket] = []
         frame = self._encoder.frame_size
@@ -349,8 +351,9 @@ class MediaPipeline:
         while self._timeline.playhead + frame <= target:
             pts = self._timeline.playhead
             packets.extend(self._encoder.encode(self._timeline.read(frame), pts))
-        if not audio_only:
-            packets.extend(self._video.packets_until(horizon_s))
+        packets.extend(
+            self._video.packets_until(max(horizon_s, self._timeline.playhead / AUDIO_RATE))
+        )
         packets.sort(key=lambda packet: packet.seconds)
         self._distribute(packets)
 

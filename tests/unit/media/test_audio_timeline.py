@@ -69,6 +69,7 @@ class Rig:
         payloads: list[bytes],
         monkeypatch: pytest.MonkeyPatch,
         config: MediaConfig | None = None,
+        video: NoVideo | None = None,
     ) -> None:
         self.now = 0.0
         self.payloads = payloads
@@ -83,7 +84,11 @@ class Rig:
 
         monkeypatch.setattr(audio.AudioTimeline, "write", recording)
         self.pipeline = MediaPipeline(
-            ["unused.flv"], codec="opus", video=NoVideo(), config=config, clock=lambda: self.now
+            ["unused.flv"],
+            codec="opus",
+            video=video or NoVideo(),
+            config=config,
+            clock=lambda: self.now,
         )
         self.pipeline.outputs = []
 
@@ -92,12 +97,11 @@ class Rig:
         rtp_ts = (FIRST_TS + index * SLOT + ts_jump) & 0xFFFF_FFFF
         self.pipeline.push_audio(self.payloads[index], rtp_ts, due)
 
-    def turn(self, at: float, *, audio_only: bool = False) -> None:
-        """A wake-up on the tick, or (``audio_only``) on a hand-over between ticks."""
+    def turn(self, at: float) -> None:
         self.now = at
         pipeline = self.pipeline
         pipeline._ingest_all()
-        pipeline._emit(at - pipeline.origin - pipeline.config.latency_s, audio_only=audio_only)
+        pipeline._emit(at - pipeline.origin - pipeline.config.latency_s)
 
     def on_time(
         self, indexes: range, due: Callable[[int], float] | None = None, *, ts_jump: int = 0
@@ -269,13 +273,41 @@ def test_audio_encoded_on_arrival_leaves_without_the_headroom(
         at = FIRST_DUE + index * STEP
         rig.now = at
         rig.hand_over(index, at)
-        rig.turn(at, audio_only=True)
+        rig.turn(at)
         behind.append(samples(at + STEP) - rig.pipeline._timeline.playhead)
     latency = samples(config.latency_s)
     if on_arrival:
         assert all(0 <= lag < FRAME for lag in behind), "only the unfinished frame waits"
     else:
         assert all(lag >= latency + samples(STEP) for lag in behind)
+
+
+class AskedVideo(NoVideo):
+    """Records how far the pipeline asks for video at each turn."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    def packets_until(self, seconds: float) -> list[EncodedPacket]:
+        self.asked.append(seconds)
+        return []
+
+
+@pytest.mark.parametrize("on_arrival", [False, True])
+def test_the_video_goes_as_far_as_the_audio(
+    on_arrival: bool, payloads: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A player that keeps sound and picture together waits for the later one: with audio
+    encoded on arrival the video (the slate, the callee's as it arrived) is taken up to the
+    audio's end, not `latency_s` behind real time."""
+    video = AskedVideo()
+    config = MediaConfig(audio_on_arrival=on_arrival)
+    rig = Rig(payloads, monkeypatch, config, video)
+    rig.on_time(range(30))
+    horizon = rig.now - config.latency_s
+    encoded = rig.pipeline._timeline.playhead / AUDIO_RATE
+    assert video.asked[-1] == pytest.approx(encoded if on_arrival else horizon)
+    assert (encoded > horizon) is on_arrival
 
 
 def test_audio_ahead_of_its_time_waits_for_it(
@@ -287,7 +319,7 @@ def test_audio_ahead_of_its_time_waits_for_it(
     rig.now = FIRST_DUE
     for index in range(50):
         rig.hand_over(index, FIRST_DUE + index * STEP)
-    rig.turn(FIRST_DUE, audio_only=True)
+    rig.turn(FIRST_DUE)
     assert rig.pipeline._timeline.written == samples(FIRST_DUE + 50 * STEP)
     lead = samples(FIRST_DUE + ARRIVAL_LEAD_S)
     assert lead - FRAME < rig.pipeline._timeline.playhead <= lead
