@@ -299,10 +299,13 @@ def test_the_video_goes_as_far_as_the_audio(
 ) -> None:
     """A player that keeps sound and picture together waits for the later one: with audio
     encoded on arrival the video (the slate, the callee's as it arrived) is taken up to the
-    audio's end, not `latency_s` behind real time."""
+    audio's end, not `latency_s` behind real time; in both modes the first video is taken once
+    the horizon reaches media time 0."""
     video = AskedVideo()
     config = MediaConfig(audio_on_arrival=on_arrival)
     rig = Rig(payloads, monkeypatch, config, video)
+    rig.turn(config.latency_s / 2)
+    assert video.asked == [pytest.approx(-config.latency_s / 2)], "not before media time 0"
     rig.on_time(range(30))
     horizon = rig.now - config.latency_s
     encoded = rig.pipeline._timeline.playhead / AUDIO_RATE
