@@ -68,12 +68,17 @@ class KeyframePolicy:
     interval_s: float = KEYFRAME_INTERVAL_S
     """Longest allowed time between keyframes in the output (YouTube and Facebook: 2 s)."""
     lead_s: float = 0.8
-    """How long before the interval runs out to ask: room for two retries when a keyframe is
+    """How long before the interval runs out to ask: room for retries when a keyframe is
     lost on the way (at 5 % packet loss, about one multi-packet keyframe in five) or the
     sender lets a request pass."""
     retry_s: float = 0.3
     """Ask again if no keyframe came this long after a request (RFC 5104 §4.3.1.2): a round
     trip and a frame or two."""
+    lost_retry_s: float = 0.1
+    """Ask again this soon after a request when a frame was lost since: the lost one may be
+    the keyframe that answered it, which then never comes. Waiting the full retry each time,
+    three keyframes lost in a row (at 5 % loss, about one interval in a hundred) let the
+    interval run out."""
     quiet_s: float = 1.0
     """Nothing received for this long means the callee stopped sending (hold, camera off):
     each unanswered request then doubles the wait before the next, and the first packet
@@ -123,6 +128,8 @@ class VideoLeg(MediaLeg):
         self._last_keyframe_at: float | None = None
         self._last_request_at: float | None = None
         self._last_packet_at: float | None = None
+        self._damaged_at: float | None = None
+        """When the depacketizer last dropped a damaged frame."""
         self._quiet_requests = 0
         self._request_wake = asyncio.Event()
         self._keyframes: asyncio.Task[None] | None = None
@@ -236,13 +243,15 @@ class VideoLeg(MediaLeg):
         the loop's grid got round to them. Frames before a Resync use the hand-over time."""
         depacketizer, jitter = self.depacketizer, self.jitter
         assert jitter is not None, "playout runs only once the stream is open"
-        needed = depacketizer.keyframe_needed
+        needed, damaged = depacketizer.keyframe_needed, depacketizer.damaged
         for item, current in on_timeline(items):
             if isinstance(item, Resync) and self.source is not None:
                 self.source.resync()
             for unit in depacketizer.push(item):
                 self._deliver(unit, jitter.deadline_of(unit.timestamp) if current else now)
-        if depacketizer.keyframe_needed and not needed:
+        if depacketizer.damaged != damaged:
+            self._damaged_at = now
+        if depacketizer.keyframe_needed and (not needed or depacketizer.damaged != damaged):
             self._request_wake.set()
 
     def _deliver(self, unit: AccessUnit | Vp8Frame, due: float) -> None:
@@ -324,10 +333,9 @@ class VideoLeg(MediaLeg):
             due = now
             if not self.depacketizer.keyframe_needed and self._last_keyframe_at is not None:
                 due = self._last_keyframe_at + policy.interval_s - policy.lead_s
-            if self._last_request_at is not None and self._last_request_at >= (
-                self._last_keyframe_at or 0.0
-            ):
-                due = max(due, self._last_request_at + self._retry_delay(now))
+            requested = self._last_request_at
+            if requested is not None and requested >= (self._last_keyframe_at or 0.0):
+                due = max(due, requested + self._retry_delay(now, requested))
             ready = self._remote_ssrc is not None or not self._rtcp_feedback
             if due <= now and ready:
                 self._request_keyframe()
@@ -345,9 +353,13 @@ class VideoLeg(MediaLeg):
         last = self._last_packet_at
         return last is None or now - last > self.policy.quiet_s
 
-    def _retry_delay(self, now: float) -> float:
-        """The retry interval, doubled for each request that went unanswered in the quiet."""
+    def _retry_delay(self, now: float, requested: float) -> float:
+        """The retry interval after a request at ``requested``: shorter when a frame was lost
+        since, doubled for each request that went unanswered in the quiet."""
         policy = self.policy
+        damaged = self._damaged_at
+        if damaged is not None and damaged > requested:
+            return policy.lost_retry_s
         if not self._quiet(now) or not self._quiet_requests:
             return policy.retry_s
         return min(policy.retry_s * 2.0 ** (self._quiet_requests - 1), policy.quiet_retry_max_s)

@@ -42,6 +42,9 @@ class FrameAssembler(ABC, Generic[FrameT]):
         self.wait_for_keyframe = wait_for_keyframe
         self.keyframe_needed = True
         self.dropped = 0
+        """Frames not emitted: damaged ones, and delta frames while a keyframe is awaited."""
+        self.damaged = 0
+        """Frames that lost a packet (or grew past the caps): each one a loss seen."""
         self.emitted = 0
         self._ts: int | None = None
         self._damaged = False
@@ -101,6 +104,7 @@ class FrameAssembler(ABC, Generic[FrameT]):
     def _drop(self) -> None:
         """Count a damaged frame and ask for a keyframe, since what follows depends on it."""
         self.dropped += 1
+        self.damaged += 1
         self.keyframe_needed = True
 
     def _deliver(self, frame: FrameT, out: list[FrameT]) -> None:

@@ -21,6 +21,8 @@ from sip2rtmp.sip.sdp import NegotiatedStream, answer_offer, build_offer, negoti
 POLICY = KeyframePolicy(retry_s=0.05, quiet_s=0.2, quiet_retry_max_s=0.4)
 P_SLICE = bytes((0x41, 0x9A, 0x00))
 """A non-IDR slice: the leg keeps waiting for a keyframe, so it keeps asking."""
+IDR_SLICE = bytes((0x65, 0x88, 0x80))
+"""An IDR slice: a keyframe, after which the leg asks only as the interval runs out."""
 VP8_INTERFRAME = b"\x10" + b"\x11\x02\x00" + bytes(20)
 """RFC 7741 §4.2 descriptor (S=1, partition 0), then a frame tag with P=1 (RFC 6386 §9.1)."""
 VP8_KEYFRAME = b"\x10" + b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xb4\x00" + bytes(20)
@@ -52,17 +54,25 @@ def _answer(
 
 
 async def _call(
-    edit_answer: Callable[[str], str],
+    edit_answer: Callable[[str], str], policy: KeyframePolicy = POLICY
 ) -> tuple[socket.socket, VideoLeg, NegotiatedStream]:
     """A leg and a callee socket in a call negotiated from the callee's (edited) answer."""
     callee = _callee()
-    leg = await VideoLeg.open("127.0.0.1", POLICY)
+    leg = await VideoLeg.open("127.0.0.1", policy)
     return callee, leg, _answer(leg, callee, edit_answer=edit_answer)
 
 
-async def _picture_loss_indications(schedule: list[float], duration: float) -> list[float]:
-    """When PLIs reached a callee that sends one P-slice at each time of ``schedule``."""
-    callee, leg, stream = await _call(lambda answer: answer)
+async def _picture_loss_indications(
+    schedule: list[float],
+    duration: float,
+    policy: KeyframePolicy = POLICY,
+    keyframes: frozenset[int] = frozenset(),
+    lost: frozenset[int] = frozenset(),
+) -> list[float]:
+    """When PLIs reached a callee that sends one frame at each time of ``schedule``: a
+    P-slice, or an IDR at the indexes in ``keyframes``; the indexes in ``lost`` never
+    arrive."""
+    callee, leg, stream = await _call(lambda answer: answer, policy)
     assert stream.rtcp_mux and "nack pli" in stream.rtcp_fb
     loop = asyncio.get_running_loop()
     received: list[float] = []
@@ -72,10 +82,10 @@ async def _picture_loss_indications(schedule: list[float], duration: float) -> l
         start = loop.time()
         while (now := loop.time() - start) < duration:
             while sent < len(schedule) and schedule[sent] <= now:
-                packet = RtpPacket(
-                    stream.payload_type, sent, sent * 3600, 1234, P_SLICE, marker=True
-                )
-                callee.sendto(packet.serialize(), ("127.0.0.1", leg.port))
+                frame = IDR_SLICE if sent in keyframes else P_SLICE
+                packet = RtpPacket(stream.payload_type, sent, sent * 3600, 1234, frame, marker=True)
+                if sent not in lost:
+                    callee.sendto(packet.serialize(), ("127.0.0.1", leg.port))
                 sent += 1
             while True:
                 try:
@@ -106,6 +116,23 @@ def test_requests_back_off_while_nothing_arrives_and_resume_with_the_video() -> 
     assert 1 <= len(quiet) <= 4, f"the old policy asked every 50 ms: {times}"
     assert all(b - a >= 0.35 for a, b in itertools.pairwise(quiet)), times
     assert between(2.5, 2.56), f"asked at once when the video came back: {times}"
+
+
+def test_a_loss_after_a_request_asks_again_without_waiting_for_the_retry() -> None:
+    """The keyframe that answers a request may be the access unit lost: asking again only
+    after the full retry lets the keyframe interval run out when that happens twice."""
+    policy = KeyframePolicy(interval_s=1.0, lead_s=0.5, retry_s=0.5, lost_retry_s=0.05)
+    frames = [index * 0.04 for index in range(25)]  # 0 .. 0.96 s, frame 15 (0.6 s) lost
+    times = asyncio.run(
+        _picture_loss_indications(
+            frames, 1.0, policy, keyframes=frozenset({0}), lost=frozenset({15})
+        )
+    )
+    before_the_loss = [time for time in times if 0.5 <= time < 0.6]
+    assert before_the_loss, f"no request as the interval ran out: {times}"
+    again = [time for time in times if 0.6 <= time < 0.9]
+    assert again, f"the loss at 0.6 s was asked about only after the 0.5 s retry: {times}"
+    assert all(b - a >= 0.04 for a, b in itertools.pairwise(times)), times
 
 
 def test_without_rtcp_feedback_keyframes_are_asked_for_by_sip_info() -> None:
