@@ -292,7 +292,11 @@ class RtpEndpoint:
         elif self._srtp is None or self._srtp.keys != srtp:
             self._srtp = SrtpContext(srtp)
         self.source.configure(
-            rtp_address, rtcp_address, rtcp_mux=rtcp_mux, payload_types=accept_payload_types
+            rtp_address,
+            rtcp_address,
+            rtcp_mux=rtcp_mux,
+            payload_types=accept_payload_types,
+            now=self._loop.time(),
         )
         if self._rtcp_task is None and not self._closed:
             self._rtcp_task = self._loop.create_task(self._rtcp_loop())

@@ -5,7 +5,9 @@ relay decides per packet whether it comes from the far end of the call. Without 
 third party who sends a stream to the port takes over the broadcast, and a forged RTCP
 sender report moves the A/V sync. The rules, for one stream:
 
-1. Until the SDP names the far end, nothing is accepted (``early``).
+1. Until the SDP names the far end, nothing is accepted (``early``), nor afterwards what
+   arrived before it (sockets are drained in batches: a sender's backlog from before the
+   answer must not count toward rule 3's probation).
 2. Before a source is accepted, a packet from the address the SDP names, with a negotiated
    payload type, is accepted at once: the signalling told us who sends.
 3. A packet from any other address is a *candidate*. It is accepted (latched: symmetric RTP
@@ -160,6 +162,7 @@ class SourceFilter:
         "_ever_locked",
         "_from_sdp",
         "_last_at",
+        "_named_at",
         "_on_change",
         "_payload_types",
         "_rtcp_latched",
@@ -191,6 +194,8 @@ class SourceFilter:
         """Where our RTP goes: the SDP address, then the accepted source."""
         self.rtcp_destination: Address | None = None
         self.rtcp_mux = False
+        self._named_at = 0.0
+        """When the SDP first named the far end: what arrived before is early."""
         self.early = 0
         self.malformed = 0
         self.rejected_source = 0
@@ -232,13 +237,17 @@ class SourceFilter:
         *,
         rtcp_mux: bool = False,
         payload_types: Collection[int] | None = None,
+        now: float = 0.0,
     ) -> None:
-        """What the SDP says: the far end's addresses (IP literals) and its payload types.
+        """What the SDP says, at ``now``: the far end's addresses (IP literals) and its
+        payload types.
 
         The same RTP address again (the 200 OK after a 183, a refresh) keeps the accepted
         source; a new one (media moved by signalling) starts over under rule 2.
         """
         rtp = _ip_literal(rtp_address)
+        if self._sdp_rtp is None:
+            self._named_at = now
         self._sdp_rtcp = rtp if rtcp_mux else _ip_literal(rtcp_address)
         self.rtcp_mux = rtcp_mux
         self._payload_types = frozenset(payload_types) if payload_types else _ANY
@@ -266,7 +275,7 @@ class SourceFilter:
 
     def _admit_other(self, packet: RtpPacket, address: Address, now: float) -> bool:
         sdp = self._sdp_rtp
-        if sdp is None:
+        if sdp is None or now < self._named_at:
             self.early += 1
             return False
         locked = self.address

@@ -68,6 +68,18 @@ def test_nothing_is_accepted_before_the_sdp_names_the_far_end() -> None:
     assert source.early == 1 and source.rtp_destination is None
 
 
+def test_what_arrived_before_the_sdp_named_the_far_end_is_early_even_drained_after() -> None:
+    """Sockets are drained in batches (every 80 ms by default): a sender's packets from before
+    the answer, read after it, are early and do not pass probation as a stream of their own."""
+    source = SourceFilter()
+    source.configure(CALLEE, CALLEE_RTCP, payload_types={PCMU}, now=1.0)
+    intruder = Stream(INTRUDER_SSRC, INTRUDER)
+    assert not any(run(source, intruder, 0.92, PROBATION_PACKETS))  # 0.92-0.98 s
+    assert source.early == PROBATION_PACKETS and source.address is None
+    assert Stream(CALLEE_SSRC, CALLEE).send(source, 1.01), "the callee still wins at once"
+    assert (source.address, source.ssrc) == (CALLEE, CALLEE_SSRC)
+
+
 def test_the_sdp_address_is_accepted_at_once_and_locked() -> None:
     changes: list[SourceChange] = []
     source = negotiated(changes)
