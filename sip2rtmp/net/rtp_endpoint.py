@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import math
 import random
 import socket
 import struct
@@ -200,7 +199,7 @@ class RtpEndpoint:
         self.send_errors = 0
         self._srtp: SrtpContext | None = None
         self._stun: list[BindingTransaction] = []
-        self._drained_at = -math.inf
+        self._drained_at = -1.0
         self._ticker = Ticker(GRID_S, self._drain_sockets, grid_stride)
 
     @classmethod
@@ -338,7 +337,7 @@ class RtpEndpoint:
 
     def _drain_sockets(self, _tick: int) -> None:
         now = self._loop.time()
-        if now - self._drained_at < GRID_S / 2:
+        if now == self._drained_at:
             return  # a wake-up a stride apart runs each grid step's tick: one drain is enough
         self._drained_at = now
         _drain(self._rtp, self._rtp_datagram, now)
