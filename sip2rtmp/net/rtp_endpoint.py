@@ -107,12 +107,8 @@ control message it produces has the same number (SCM_TIMESTAMPNS)."""
 _RECEIVE_SIZE = 65_535
 _TIMESTAMP_SPACE = socket.CMSG_SPACE(struct.calcsize("qq"))
 _MAX_PER_DRAIN = 256
-"""Datagrams taken from one socket per drain: a flood cannot hold the loop for long, and the
+"""Datagrams taken from one socket per tick: a flood cannot hold the loop for long, and the
 kernel's buffer drops what does not fit, as it would for any slow reader."""
-_RECEIVE_BUFFER = 1 << 20
-"""The sockets' receive buffer: a high-definition keyframe (a hundred packets or more, each
-taking over 2 KiB of kernel memory) arrives within milliseconds and waits up to 80 ms for
-the next drain. The kernel caps it at ``net.core.rmem_max`` (208 KiB on a stock Debian 12)."""
 
 
 def _bind(ip: str, port: int) -> socket.socket:
@@ -123,8 +119,6 @@ def _bind(ip: str, port: int) -> socket.socket:
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # without it, the drain time stands in
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        with contextlib.suppress(OSError):  # without it, the system's default size
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
         sock.bind((ip, port))
     except OSError:
         sock.close()
@@ -170,7 +164,6 @@ class RtpEndpoint:
         cname: str,
         rtcp_interval: float,
         wall_clock: Callable[[], float],
-        grid_stride: int = 1,
     ) -> None:
         self._rtp = rtp
         self._rtcp = rtcp
@@ -199,8 +192,7 @@ class RtpEndpoint:
         self.send_errors = 0
         self._srtp: SrtpContext | None = None
         self._stun: list[BindingTransaction] = []
-        self._grid_stride = grid_stride
-        self._ticker = Ticker(GRID_S * grid_stride, self._drain_sockets, grid_stride)
+        self._ticker = Ticker(GRID_S, self._drain_sockets)
 
     @classmethod
     async def open(
@@ -215,10 +207,8 @@ class RtpEndpoint:
         cname: str | None = None,
         rtcp_interval: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
-        grid_stride: int = 1,
     ) -> RtpEndpoint:
-        """Bind a free pair with an even RTP port in ``port_range`` (inclusive); its sockets
-        are drained every ``grid_stride`` steps of the loop's grid (`sip2rtmp.net.grid`)."""
+        """Bind a free pair with an even RTP port in ``port_range`` (inclusive)."""
         rng = random.Random()
         first = port_range[0] + port_range[0] % 2
         last = port_range[1] - 1
@@ -248,7 +238,6 @@ class RtpEndpoint:
                 cname=cname or f"sip2rtmp-{ssrc:08x}@{local_ip}",
                 rtcp_interval=rtcp_interval,
                 wall_clock=wall_clock,
-                grid_stride=grid_stride,
             )
         raise PortAllocationError(f"no free RTP/RTCP port pair on {local_ip} in {port_range}")
 
@@ -477,7 +466,7 @@ class RtpEndpoint:
         """Report every ``rtcp_interval`` × [0.5, 1.5] (RFC 3550 §6.3.1, simplified)."""
         rng = random.Random()
         while True:
-            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5), self._grid_stride)
+            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5))
             self.send_rtcp()
 
     async def close(self) -> None:
