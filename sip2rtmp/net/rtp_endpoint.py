@@ -7,7 +7,10 @@ The sockets are not watched by the event loop packet by packet: they are drained
 loop's shared 40 ms grid (``sip2rtmp.net.grid``), which wakes anyway for playout and sending,
 so a call of 75 packets a second in costs 25 wake-ups instead of 125. The kernel stamps each
 datagram on arrival (``SO_TIMESTAMPNS``), so jitter, playout deadlines and RTCP round trips
-still use the true arrival time, not the drain time.
+still use the true arrival time, not the drain time. Until the SDP names the far end the
+sockets are not read at all (but for STUN answers): what the callee sends while its answer
+is still on the way through the proxies waits in the kernel's buffer and is judged with the
+answer in hand.
 
 The ports are open to anyone: every datagram passes the stream's ``SourceFilter``
 (``sip2rtmp.rtp.source``, where the rules are), which accepts the far end the SDP names or a
@@ -108,7 +111,13 @@ _RECEIVE_SIZE = 65_535
 _TIMESTAMP_SPACE = socket.CMSG_SPACE(struct.calcsize("qq"))
 _MAX_PER_DRAIN = 256
 """Datagrams taken from one socket per tick: a flood cannot hold the loop for long, and the
-kernel's buffer drops what does not fit, as it would for any slow reader."""
+rest waits in the kernel's buffer for the next tick (which drops what does not fit, as it
+would for any slow reader)."""
+_RECEIVE_BUFFER = 1 << 20
+"""The sockets' receive buffer: a high-definition keyframe (a hundred packets or more, each
+taking over 2 KiB of kernel memory) arrives within milliseconds and waits for the next
+drain, and whatever the callee sends while its answer is on the way waits for the answer.
+The kernel caps it at ``net.core.rmem_max`` (208 KiB on a stock Debian 12)."""
 
 
 def _bind(ip: str, port: int) -> socket.socket:
@@ -119,6 +128,8 @@ def _bind(ip: str, port: int) -> socket.socket:
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # without it, the drain time stands in
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        with contextlib.suppress(OSError):  # without it, the system's default size
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
         sock.bind((ip, port))
     except OSError:
         sock.close()
@@ -316,6 +327,8 @@ class RtpEndpoint:
         self.source.malformed += 1
 
     def _drain_sockets(self, _tick: int) -> None:
+        if not (self.source.named or self._stun):
+            return  # what the callee sends before its answer arrives waits in the kernel
         now = self._loop.time()
         _drain(self._rtp, self._rtp_datagram, now)
         _drain(self._rtcp, self._rtcp_datagram, now)

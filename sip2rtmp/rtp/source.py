@@ -6,8 +6,11 @@ third party who sends a stream to the port takes over the broadcast, and a forge
 sender report moves the A/V sync. The rules, for one stream:
 
 1. Until the SDP names the far end, nothing is accepted (``early``), nor afterwards what
-   arrived before it (sockets are drained in batches: a sender's backlog from before the
-   answer must not count toward rule 3's probation).
+   arrived before it (a sender's backlog from before the answer must not count toward rule
+   3's probation), except packets from the address the SDP then names that arrived at most
+   ``ANSWER_RACE_S`` before it: a callee starts sending as it answers, and its RTP comes
+   straight while its 200 OK comes through proxies, so its first packets (often a whole
+   first keyframe) can arrive before the answer does.
 2. Before a source is accepted, a packet from the address the SDP names, with a negotiated
    payload type, is accepted at once: the signalling told us who sends.
 3. A packet from any other address is a *candidate*. It is accepted (latched: symmetric RTP
@@ -59,6 +62,7 @@ from sip2rtmp.rtp.rtcp import (
 )
 
 __all__ = [
+    "ANSWER_RACE_S",
     "PROBATION_PACKETS",
     "PROBATION_S",
     "SOURCE_SILENCE_S",
@@ -79,6 +83,10 @@ SOURCE_SILENCE_S = 1.0
 sender is never that quiet (audio every 20 ms, video at several frames a second; the video
 leg takes the same second as "stopped sending"), so a live stream cannot be taken over; a
 legitimate change without signalling costs at most about this much media."""
+ANSWER_RACE_S = 0.5
+"""How long before the SDP named the far end a packet from the named address may have
+arrived and still be taken (rule 1): the answer's lead over its media through a proxy or two,
+with room to spare; anything older is a stale backlog, not the start of the call."""
 MAX_CANDIDATES = 8
 """Candidates (address, SSRC) on probation at once; the least recently seen goes first. A
 sender spraying SSRCs can delay a NAT latch this way, never take over a stream."""
@@ -89,7 +97,7 @@ class SourceStats:
     """Packets dropped by source validation, and how often the accepted source changed."""
 
     early: int
-    """RTP that came before the SDP named the far end."""
+    """RTP that came before the SDP named the far end (but for rule 1's race)."""
     malformed: int
     """Datagrams that were neither valid RTP nor valid RTCP."""
     rejected_source: int
@@ -218,6 +226,11 @@ class SourceFilter:
         """RTCP from the SDP's RTCP address before any source was accepted (rule 5)."""
 
     @property
+    def named(self) -> bool:
+        """Whether the SDP has named the far end: until then every packet is early."""
+        return self._sdp_rtp is not None
+
+    @property
     def stats(self) -> SourceStats:
         return SourceStats(
             early=self.early,
@@ -275,7 +288,9 @@ class SourceFilter:
 
     def _admit_other(self, packet: RtpPacket, address: Address, now: float) -> bool:
         sdp = self._sdp_rtp
-        if sdp is None or now < self._named_at:
+        if sdp is None or (
+            now < self._named_at and (address != sdp or now < self._named_at - ANSWER_RACE_S)
+        ):
             self.early += 1
             return False
         locked = self.address

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 
 from sip2rtmp.nat.policy import MappedPorts
-from sip2rtmp.net.rtp_endpoint import PortAllocationError, RtpEndpoint
+from sip2rtmp.net.rtp_endpoint import _RECEIVE_BUFFER, PortAllocationError, RtpEndpoint
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import (
     Bye,
@@ -377,6 +378,57 @@ def test_arrival_is_the_kernel_receive_time_not_the_drain_time() -> None:
     errors, waits = asyncio.run(main())
     assert all(-0.001 <= error < 0.003 for error in errors), errors
     assert max(waits) > 0.004, "datagrams were not batched on the grid"
+
+
+def test_what_the_callee_sends_before_its_answer_arrives_is_kept_for_the_answer() -> None:
+    """A callee starts sending as it answers, and its 200 OK comes through proxies: its first
+    packets (often a whole keyframe) arrive before the SDP names it. They wait unread and are
+    taken once it does, with their arrival times; what another sender sent meanwhile is early."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, _, b, b_sink = await pair()
+        c, _, _, _ = await pair()
+        for sender in (a, c):
+            sender.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        sent = loop.time()
+        for seq in range(PROBATION_PACKETS + 1):
+            a.send_rtp(RtpPacket(96, seq, 3000 * seq, a.ssrc, b"a" * 1000))
+            c.send_rtp(RtpPacket(96, 500 + seq, 3000 * seq, c.ssrc, b"c"))
+        await asyncio.sleep(0.1)  # grid ticks pass before the answer
+        assert not b_sink.rtp and b.source.early == 0, "read before the answer"
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port))
+        await b_sink.wait(lambda: len(b_sink.rtp) == PROBATION_PACKETS + 1)
+        await asyncio.sleep(0.05)
+        assert [packet.sequence_number for packet, _ in b_sink.rtp] == list(range(5))
+        assert all(sent <= arrival < sent + 0.01 for _, arrival in b_sink.rtp)
+        assert b.source.early == PROBATION_PACKETS + 1 and b.source.address is not None
+        for endpoint in (a, b, c):
+            await endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_a_burst_of_large_datagrams_waits_whole_for_the_next_drain() -> None:
+    """A high-definition keyframe comes as a hundred-odd datagrams within a millisecond and
+    waits for the next drain: the receive buffer keeps all of it."""
+    burst = 160
+    allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    if allowed < _RECEIVE_BUFFER:
+        pytest.skip(f"net.core.rmem_max ({allowed}) caps the receive buffer below 1 MiB")
+
+    async def main() -> int:
+        a, _, b, b_sink = await pair()
+        a.set_remote((LOCALHOST, b.rtp_port), (LOCALHOST, b.rtcp_port))
+        b.set_remote((LOCALHOST, a.rtp_port), (LOCALHOST, a.rtcp_port))
+        for seq in range(burst):  # no await in between: all of it before any drain
+            a.send_rtp(RtpPacket(96, seq, 0, a.ssrc, bytes(1200), marker=seq == burst - 1))
+        await asyncio.sleep(0.2)
+        await a.close()
+        await b.close()
+        return len(b_sink.rtp)
+
+    assert asyncio.run(main()) == burst
 
 
 # ---- SRTP ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sip2rtmp.rtp.rtcp import (
     SourceDescription,
 )
 from sip2rtmp.rtp.source import (
+    ANSWER_RACE_S,
     MAX_CANDIDATES,
     PROBATION_PACKETS,
     SOURCE_SILENCE_S,
@@ -78,6 +79,19 @@ def test_what_arrived_before_the_sdp_named_the_far_end_is_early_even_drained_aft
     assert source.early == PROBATION_PACKETS and source.address is None
     assert Stream(CALLEE_SSRC, CALLEE).send(source, 1.01), "the callee still wins at once"
     assert (source.address, source.ssrc) == (CALLEE, CALLEE_SSRC)
+
+
+def test_the_callees_own_packets_that_raced_its_answer_are_taken() -> None:
+    """The callee's RTP comes straight while its 200 OK comes through proxies: what it sent
+    from the SDP's address shortly before the SDP named it is its media, not a backlog."""
+    source = SourceFilter()
+    source.configure(CALLEE, CALLEE_RTCP, payload_types={PCMU}, now=1.0)
+    callee = Stream(CALLEE_SSRC, CALLEE)
+    assert not callee.send(source, 1.0 - ANSWER_RACE_S - 0.01), "a stale backlog is early"
+    assert source.early == 1 and source.address is None
+    assert callee.send(source, 1.0 - ANSWER_RACE_S + 0.01)
+    assert (source.address, source.ssrc) == (CALLEE, CALLEE_SSRC)
+    assert all(run(source, callee, 1.0 - ANSWER_RACE_S + 0.03, 10))
 
 
 def test_the_sdp_address_is_accepted_at_once_and_locked() -> None:
