@@ -6,6 +6,10 @@ a second costs about 0.9 CPU-s a minute. So the periodic work of every stream (d
 sockets, jitter buffer playout, packets sent toward the callee) runs on one 40 ms grid of the
 loop clock, from a single loop timer per grid instant: one wake-up serves all of it, and no
 task, future or timer handle is made per packet or per stream.
+
+A call whose delay may be longer books every other instant only (a ``stride`` of 2: 80 ms),
+which halves its wake-ups; instants of every stride are instants of the 40 ms grid, so calls
+of both kinds on one loop still share theirs.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ Callback = Callable[[], None]
 _GRIDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Grid] = weakref.WeakKeyDictionary()
 
 
-def grid_tick(when: float) -> int:
-    """The index of the first grid instant at or after ``when`` (loop clock)."""
-    return math.ceil(when / GRID_S - _EPSILON)
+def grid_tick(when: float, stride: int = 1) -> int:
+    """The index of the first grid instant at or after ``when`` (loop clock) whose index is a
+    multiple of ``stride``."""
+    return -(-math.ceil(when / GRID_S - _EPSILON) // stride) * stride
 
 
 class Grid:
@@ -56,9 +61,10 @@ class Grid:
             grid = _GRIDS[loop] = cls(loop)
         return grid
 
-    def call_at(self, when: float, callback: Callback) -> None:
-        """Run ``callback`` at the first grid instant at or after ``when``."""
-        tick = grid_tick(when)
+    def call_at(self, when: float, callback: Callback, stride: int = 1) -> None:
+        """Run ``callback`` at the first grid instant at or after ``when`` (of those a
+        ``stride`` apart)."""
+        tick = grid_tick(when, stride)
         self._due[callback] = tick
         if not self._firing and (self._timer is None or tick < self._armed_tick):
             self._arm(tick)
@@ -97,9 +103,10 @@ class Grid:
             self._arm(min(self._due.values()))
 
 
-async def grid_sleep(delay: float) -> None:
-    """``asyncio.sleep`` that ends at the first grid instant ``delay`` s from now, so periodic
-    bookkeeping (RTCP reports, state polling) shares the wake-ups of the media work."""
+async def grid_sleep(delay: float, stride: int = 1) -> None:
+    """``asyncio.sleep`` that ends at the first grid instant (of those a ``stride`` apart)
+    ``delay`` s from now, so periodic bookkeeping (RTCP reports, state polling) shares the
+    wake-ups of the media work."""
     loop = asyncio.get_running_loop()
     grid = Grid.of(loop)
     woken = loop.create_future()
@@ -108,7 +115,7 @@ async def grid_sleep(delay: float) -> None:
         if not woken.done():
             woken.set_result(None)
 
-    grid.call_at(loop.time() + delay, wake)
+    grid.call_at(loop.time() + delay, wake, stride)
     try:
         await woken
     finally:
@@ -118,29 +125,33 @@ async def grid_sleep(delay: float) -> None:
 class Ticker:
     """Calls ``tick(index)`` every ``period`` s on an absolute schedule that starts on the grid.
 
-    A period shorter than the grid runs several ticks per grid instant: each wake-up runs
-    every tick due before the next instant, so a tick runs early by less than one grid step,
-    never late. Late ticks (a stalled loop) are not skipped but run at once, so the far end
-    sees the right packet count.
+    A period shorter than the step between the instants it uses (``stride`` grid steps) runs
+    several ticks per instant: each wake-up runs every tick due before the next instant, so a
+    tick runs early by less than one step, never late. Late ticks (a stalled loop) are not
+    skipped but run at once, so the far end sees the right packet count.
     """
 
-    def __init__(self, period: float, tick: Callable[[int], None]) -> None:
+    def __init__(self, period: float, tick: Callable[[int], None], stride: int = 1) -> None:
         self._loop = asyncio.get_running_loop()
         self._grid = Grid.of(self._loop)
         self._period = period
         self._tick = tick
-        self._start = grid_tick(self._loop.time()) * GRID_S
+        self._stride = stride
+        self._start = grid_tick(self._loop.time(), stride) * GRID_S
         self._index = 0
-        self._grid.call_at(self._start, self._fire)
+        self._grid.call_at(self._start, self._fire, stride)
 
     def stop(self) -> None:
         self._grid.cancel(self._fire)
 
     def _fire(self) -> None:
-        next_instant = (math.floor(self._loop.time() / GRID_S + _EPSILON) + 1) * GRID_S
+        stride = self._stride
+        current = math.floor(self._loop.time() / GRID_S + _EPSILON)
+        next_instant = (current // stride + 1) * stride * GRID_S
         while self._start + self._index * self._period < next_instant - _EPSILON:
             index = self._index
             self._index += 1
             self._tick(index)
         due = self._start + self._index * self._period
-        self._grid.call_at(math.floor(due / GRID_S + _EPSILON) * GRID_S, self._fire)
+        instant = math.floor(due / GRID_S + _EPSILON) // stride * stride * GRID_S
+        self._grid.call_at(instant, self._fire, stride)

@@ -110,8 +110,8 @@ control message it produces has the same number (SCM_TIMESTAMPNS)."""
 _RECEIVE_SIZE = 65_535
 _TIMESTAMP_SPACE = socket.CMSG_SPACE(struct.calcsize("qq"))
 _MAX_PER_DRAIN = 256
-"""Datagrams taken from one socket per tick: a flood cannot hold the loop for long, and the
-rest waits in the kernel's buffer for the next tick (which drops what does not fit, as it
+"""Datagrams taken from one socket per drain: a flood cannot hold the loop for long, and the
+rest waits in the kernel's buffer for the next drain (which drops what does not fit, as it
 would for any slow reader)."""
 _RECEIVE_BUFFER = 1 << 20
 """The sockets' receive buffer: a high-definition keyframe (a hundred packets or more, each
@@ -175,6 +175,7 @@ class RtpEndpoint:
         cname: str,
         rtcp_interval: float,
         wall_clock: Callable[[], float],
+        grid_stride: int = 1,
     ) -> None:
         self._rtp = rtp
         self._rtcp = rtcp
@@ -203,7 +204,8 @@ class RtpEndpoint:
         self.send_errors = 0
         self._srtp: SrtpContext | None = None
         self._stun: list[BindingTransaction] = []
-        self._ticker = Ticker(GRID_S, self._drain_sockets)
+        self._grid_stride = grid_stride
+        self._ticker = Ticker(GRID_S * grid_stride, self._drain_sockets, grid_stride)
 
     @classmethod
     async def open(
@@ -218,8 +220,10 @@ class RtpEndpoint:
         cname: str | None = None,
         rtcp_interval: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
+        grid_stride: int = 1,
     ) -> RtpEndpoint:
-        """Bind a free pair with an even RTP port in ``port_range`` (inclusive)."""
+        """Bind a free pair with an even RTP port in ``port_range`` (inclusive); its sockets
+        are drained every ``grid_stride`` steps of the loop's grid (`sip2rtmp.net.grid`)."""
         rng = random.Random()
         first = port_range[0] + port_range[0] % 2
         last = port_range[1] - 1
@@ -249,6 +253,7 @@ class RtpEndpoint:
                 cname=cname or f"sip2rtmp-{ssrc:08x}@{local_ip}",
                 rtcp_interval=rtcp_interval,
                 wall_clock=wall_clock,
+                grid_stride=grid_stride,
             )
         raise PortAllocationError(f"no free RTP/RTCP port pair on {local_ip} in {port_range}")
 
@@ -479,7 +484,7 @@ class RtpEndpoint:
         """Report every ``rtcp_interval`` × [0.5, 1.5] (RFC 3550 §6.3.1, simplified)."""
         rng = random.Random()
         while True:
-            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5))
+            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5), self._grid_stride)
             self.send_rtcp()
 
     async def close(self) -> None:

@@ -98,15 +98,17 @@ class AudioLeg(MediaLeg):
         announce_loop: bool = False,
         on_dtmf: DtmfListener | None = None,
         on_first_packet: FirstPacketListener | None = None,
+        grid_stride: int = 1,
     ) -> AudioLeg:
-        """Bind the RTP/RTCP ports (their number goes into the SDP offer)."""
+        """Bind the RTP/RTCP ports (their number goes into the SDP offer); received audio
+        plays out, and audio goes toward the callee, every ``grid_stride`` grid steps."""
         leg = cls(
             announce=announce,
             announce_loop=announce_loop,
             on_dtmf=on_dtmf,
             on_first_packet=on_first_packet,
         )
-        await leg._bind(local_ip, clock_rate=8000)
+        await leg._bind(local_ip, clock_rate=8000, grid_stride=grid_stride)
         return leg
 
     def _needs_new_buffer(self, previous: NegotiatedStream, stream: NegotiatedStream) -> bool:
@@ -204,7 +206,7 @@ class AudioLeg(MediaLeg):
                 self._send(latest.payload_type, payload, self._timestamp, marker=index == 0)
             self._timestamp = (self._timestamp + step) & 0xFFFFFFFF
 
-        ticker = Ticker(outbound.period, send)
+        ticker = Ticker(outbound.period, send, self.grid_stride)
         try:
             await asyncio.Future()
         finally:

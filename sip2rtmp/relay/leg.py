@@ -47,6 +47,8 @@ class MediaLeg:
 
     def __init__(self, *, on_first_packet: FirstPacketListener | None = None) -> None:
         self.on_first_packet = on_first_packet
+        self.grid_stride = 1
+        """Grid steps between this leg's wake-ups (`sip2rtmp.net.grid`), set when bound."""
         self.stream: NegotiatedStream | None = None
         """What the latest offer/answer agreed; None until the leg is first pointed."""
         self.jitter: JitterBuffer | None = None
@@ -60,10 +62,16 @@ class MediaLeg:
         self._playout: PlayoutScheduler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _bind(self, local_ip: str, clock_rate: int) -> None:
-        """Bind the RTP/RTCP ports (their number goes into the SDP offer)."""
+    async def _bind(self, local_ip: str, clock_rate: int, grid_stride: int) -> None:
+        """Bind the RTP/RTCP ports (their number goes into the SDP offer); the leg's work runs
+        every ``grid_stride`` steps of the loop's grid."""
+        self.grid_stride = grid_stride
         self.endpoint = await RtpEndpoint.open(
-            local_ip, on_rtp=self._on_rtp, on_rtcp=self.rtcp, clock_rate=clock_rate
+            local_ip,
+            on_rtp=self._on_rtp,
+            on_rtcp=self.rtcp,
+            clock_rate=clock_rate,
+            grid_stride=grid_stride,
         )
 
     @property
@@ -115,7 +123,7 @@ class MediaLeg:
         if self._playout is not None:
             self._playout.close()
         self.jitter = JitterBuffer(clock_rate)
-        self._playout = PlayoutScheduler(self.jitter, self._play)
+        self._playout = PlayoutScheduler(self.jitter, self._play, self.grid_stride)
 
     def _flush_buffer(self) -> None:
         """Play out at once what the buffer holds, each item stamped with its own deadline: a

@@ -20,9 +20,11 @@ Deliver = Callable[[list[Playout], float], None]
 class PlayoutScheduler:
     """Keeps the buffer's next deadline booked on the loop's grid."""
 
-    def __init__(self, jitter: JitterBuffer, deliver: Deliver) -> None:
+    def __init__(self, jitter: JitterBuffer, deliver: Deliver, stride: int = 1) -> None:
         self.jitter = jitter
         self._deliver = deliver
+        self._stride = stride
+        """Grid steps between the instants it books: a deadline waits up to that long."""
         self._loop = asyncio.get_running_loop()
         self._grid = Grid.of(self._loop)
 
@@ -38,8 +40,8 @@ class PlayoutScheduler:
         if deadline is None:
             return
         booked = self._grid.scheduled(self._fire)
-        if booked is None or grid_tick(deadline) < booked:
-            self._grid.call_at(deadline, self._fire)
+        if booked is None or grid_tick(deadline, self._stride) < booked:
+            self._grid.call_at(deadline, self._fire, self._stride)
 
     def _fire(self) -> None:
         now = self._loop.time()

@@ -145,10 +145,12 @@ class VideoLeg(MediaLeg):
         *,
         on_first_packet: FirstPacketListener | None = None,
         on_keyframe: KeyframeListener | None = None,
+        grid_stride: int = 1,
     ) -> VideoLeg:
-        """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line)."""
+        """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line); the
+        leg's work runs every ``grid_stride`` grid steps."""
         leg = cls(policy, on_first_packet=on_first_packet, on_keyframe=on_keyframe)
-        await leg._bind(local_ip, clock_rate=VIDEO_CLOCK)
+        await leg._bind(local_ip, clock_rate=VIDEO_CLOCK, grid_stride=grid_stride)
         return leg
 
     async def connect(self, stream: NegotiatedStream, send_info: InfoSender | None = None) -> None:
@@ -316,7 +318,7 @@ class VideoLeg(MediaLeg):
             self.frames_sent += 1
 
         if self._sender is None:
-            self._sender = Ticker(1 / slate.fps, send_frame)
+            self._sender = Ticker(1 / slate.fps, send_frame, self.grid_stride)
 
     @property
     def sending_slate(self) -> bool:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sip2rtmp.relay.media import media_config
+from sip2rtmp.net.grid import GRID_S
+from sip2rtmp.relay.media import GRID_STRIDES, media_config
 from sip2rtmp.relay.options import Latency, MediaOptions
 from tests.unit.cli.sip_stub import call_with_env
 from tests.unit.cli.test_contract import VALID, assert_one_line_usage_error, run
@@ -42,9 +43,17 @@ def test_an_unknown_latency_is_a_one_line_usage_error(value: str) -> None:
     assert_one_line_usage_error(run("call", *VALID, "--latency", value), "--latency")
 
 
-@pytest.mark.parametrize(("latency", "on_arrival"), [("normal", False), ("low", True)])
-def test_low_latency_encodes_audio_on_arrival(latency: Latency, on_arrival: bool) -> None:
+@pytest.mark.parametrize(
+    ("latency", "on_arrival", "stride"), [("normal", False, 2), ("low", True, 1)]
+)
+def test_low_latency_encodes_audio_on_arrival(
+    latency: Latency, on_arrival: bool, stride: int
+) -> None:
+    """`low` encodes on arrival and wakes the loop every 40 ms; `normal` every 80 ms, a hole
+    in the audio waiting the extra 40 ms before it goes out as silence."""
     options = MediaOptions(latency=latency, audio_channels=2, audio_bit_rate=96_000)
     config = media_config(options, None)
     assert config.audio_on_arrival is on_arrival
+    assert GRID_STRIDES[latency] == stride
+    assert config.silence_grace_s == pytest.approx((stride - 1) * GRID_S)
     assert (config.audio_channels, config.audio_bit_rate) == (2, 96_000)

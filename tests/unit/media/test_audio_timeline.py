@@ -101,7 +101,7 @@ class Rig:
         self.now = at
         pipeline = self.pipeline
         pipeline._ingest_all()
-        pipeline._emit(at - pipeline.origin - pipeline.config.latency_s)
+        pipeline._emit_due()
 
     def on_time(
         self, indexes: range, due: Callable[[int], float] | None = None, *, ts_jump: int = 0
@@ -280,6 +280,37 @@ def test_audio_encoded_on_arrival_leaves_without_the_headroom(
         assert all(0 <= lag < FRAME for lag in behind), "only the unfinished frame waits"
     else:
         assert all(lag >= latency + samples(STEP) for lag in behind)
+
+
+@pytest.mark.parametrize("grace", [0.0, 0.04])
+def test_a_hole_waits_the_silence_grace_while_the_audio_that_came_goes_at_the_horizon(
+    grace: float, payloads: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `silence_grace_s` (the default mode, whose event loop hands audio over on an 80 ms
+    grid) the audio that came still goes out `latency_s` behind real time, but a hole holds
+    the audio back for up to the grace before it goes out as silence: audio handed over 80 ms
+    after its slot is in time, not late. A hole that lasts is silence, only later."""
+    config = MediaConfig(silence_grace_s=grace)
+    rig = Rig(payloads, monkeypatch, config)
+    rig.on_time(range(20))  # written up to FIRST_DUE + 20 * STEP = 0.6 s
+    came = samples(FIRST_DUE + 20 * STEP)
+    assert rig.pipeline._timeline.playhead > samples(rig.now - config.latency_s) - FRAME
+    rig.turn(0.7)  # the horizon (0.62 s) is past what came
+    playhead = rig.pipeline._timeline.playhead
+    if grace:
+        assert came - FRAME < playhead <= came, "audio held at what came"
+    else:
+        assert playhead > came, "the hole went out as silence"
+    for index in range(20, 25):
+        rig.hand_over(index, FIRST_DUE + index * STEP)  # 80-100 ms after their due times
+    rig.turn(0.72)
+    late = [
+        (position, playhead) for position, _, playhead in rig.writes[20:] if position < playhead
+    ]
+    assert bool(late) is not grace, late
+    rig.turn(1.2)  # the callee sent nothing more
+    horizon = 1.2 - config.latency_s
+    assert rig.pipeline._timeline.playhead > samples(horizon - grace) - FRAME
 
 
 class AskedVideo(NoVideo):

@@ -22,6 +22,13 @@ def test_grid_tick_rounds_up_and_keeps_exact_instants() -> None:
     assert grid_tick(3 * GRID_S + 1e-6) == 4
 
 
+def test_a_stride_keeps_to_the_instants_it_divides() -> None:
+    assert grid_tick(0.001, 2) == 2
+    assert grid_tick(2 * GRID_S, 2) == 2
+    assert grid_tick(3 * GRID_S, 2) == 4
+    assert grid_tick(5 * GRID_S + 1e-6, 3) == 6
+
+
 def test_callbacks_booked_for_one_instant_share_one_loop_timer() -> None:
     async def scenario() -> tuple[list[str], int, float]:
         loop = asyncio.get_running_loop()
@@ -104,17 +111,22 @@ def test_a_failing_callback_is_reported_and_the_others_still_run() -> None:
     assert [str(error) for error in errors] == ["bug in one stream"]
 
 
-@pytest.mark.parametrize("period", [GRID_S, GRID_S / 2, 0.1])
-def test_ticker_keeps_an_absolute_schedule_on_the_grid(period: float) -> None:
-    """Never late, early by less than one grid step: a period shorter than the grid runs
-    several ticks per wake-up instead of waking the loop more often."""
+@pytest.mark.parametrize(
+    ("period", "stride"),
+    [(GRID_S, 1), (GRID_S / 2, 1), (0.1, 1), (GRID_S / 2, 2), (2 * GRID_S, 2), (0.1, 2)],
+)
+def test_ticker_keeps_an_absolute_schedule_on_the_grid(period: float, stride: int) -> None:
+    """Never late, early by less than the step between the instants it uses (``stride`` grid
+    steps): a period shorter than that runs several ticks per wake-up instead of waking the
+    loop more often."""
+    step = stride * GRID_S
 
     async def scenario() -> tuple[float, list[tuple[int, float]]]:
         loop = asyncio.get_running_loop()
         ticks: list[tuple[int, float]] = []
         created = loop.time()
-        ticker = Ticker(period, lambda index: ticks.append((index, loop.time())))
-        await asyncio.sleep(period * 10 + 0.01)
+        ticker = Ticker(period, lambda index: ticks.append((index, loop.time())), stride)
+        await asyncio.sleep(period * 10 + step)
         ticker.stop()
         count = len(ticks)
         await asyncio.sleep(period * 3)
@@ -124,20 +136,20 @@ def test_ticker_keeps_an_absolute_schedule_on_the_grid(period: float) -> None:
     created, ticks = run_on_virtual_clock(scenario())
     assert [index for index, _ in ticks] == list(range(len(ticks)))
     assert len(ticks) >= 10
-    # The schedule's origin is the first grid instant at or after the ticker was made, and every
-    # tick runs at the last grid instant at or before it is due: never late, early by less than
-    # one grid step.
-    origin = grid_tick(created) * GRID_S
-    assert 0.0 < origin - created < GRID_S
+    # The schedule's origin is the first instant of its stride at or after the ticker was
+    # made, and every tick runs at the last such instant at or before it is due: never late,
+    # early by less than one step.
+    origin = grid_tick(created, stride) * GRID_S
+    assert 0.0 < origin - created < step
     for index, at in ticks:
         due = origin + index * period
-        woken = math.floor(due / GRID_S + 1e-9) * GRID_S
-        assert on_grid(at)
+        woken = math.floor(due / step + 1e-9) * step
+        assert on_grid(at) and round(at / GRID_S) % stride == 0
         assert at == pytest.approx(woken, abs=1e-9), f"tick {index} ran {at - due:+.4f} s from due"
-    if period < GRID_S:
-        wake_ups = {round(at / GRID_S) for _, at in ticks}
-        assert len(wake_ups) <= math.ceil(len(ticks) * period / GRID_S) + 1, (
-            "ticks due before the next grid instant share its wake-up"
+    if period < step:
+        wake_ups = {round(at / step) for _, at in ticks}
+        assert len(wake_ups) <= math.ceil(len(ticks) * period / step) + 1, (
+            "ticks due before the next instant share its wake-up"
         )
 
 
