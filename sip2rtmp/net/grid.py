@@ -136,7 +136,8 @@ class Ticker:
         self._grid = Grid.of(self._loop)
         self._period = period
         self._tick = tick
-        self._stride = stride
+        self.stride = stride
+        """Grid steps between its wake-ups; a change applies from the next one."""
         self._start = grid_tick(self._loop.time(), stride) * GRID_S
         self._index = 0
         self._grid.call_at(self._start, self._fire, stride)
@@ -145,7 +146,7 @@ class Ticker:
         self._grid.cancel(self._fire)
 
     def _fire(self) -> None:
-        stride = self._stride
+        stride = self.stride
         current = math.floor(self._loop.time() / GRID_S + _EPSILON)
         next_instant = (current // stride + 1) * stride * GRID_S
         while self._start + self._index * self._period < next_instant - _EPSILON:

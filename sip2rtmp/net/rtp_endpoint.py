@@ -204,8 +204,8 @@ class RtpEndpoint:
         self.send_errors = 0
         self._srtp: SrtpContext | None = None
         self._stun: list[BindingTransaction] = []
-        self._grid_stride = grid_stride
-        self._ticker = Ticker(GRID_S * grid_stride, self._drain_sockets, grid_stride)
+        self._drained_at = -1.0
+        self._ticker = Ticker(GRID_S, self._drain_sockets, grid_stride)
 
     @classmethod
     async def open(
@@ -331,10 +331,22 @@ class RtpEndpoint:
                     return
         self.source.malformed += 1
 
+    @property
+    def grid_stride(self) -> int:
+        """Grid steps between drains of the sockets (`sip2rtmp.net.grid`)."""
+        return self._ticker.stride
+
+    @grid_stride.setter
+    def grid_stride(self, stride: int) -> None:
+        self._ticker.stride = stride
+
     def _drain_sockets(self, _tick: int) -> None:
         if not (self.source.named or self._stun):
             return  # what the callee sends before its answer arrives waits in the kernel
         now = self._loop.time()
+        if now == self._drained_at:
+            return  # a wake-up a stride apart runs each grid step's tick: one drain is enough
+        self._drained_at = now
         _drain(self._rtp, self._rtp_datagram, now)
         _drain(self._rtcp, self._rtcp_datagram, now)
 
@@ -484,7 +496,7 @@ class RtpEndpoint:
         """Report every ``rtcp_interval`` × [0.5, 1.5] (RFC 3550 §6.3.1, simplified)."""
         rng = random.Random()
         while True:
-            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5), self._grid_stride)
+            await grid_sleep(self.rtcp_interval * rng.uniform(0.5, 1.5), self.grid_stride)
             self.send_rtcp()
 
     async def close(self) -> None:

@@ -114,6 +114,13 @@ class MediaLeg:
         self._flush_buffer()
         self.stream = None
 
+    def set_grid_stride(self, stride: int) -> None:
+        """From now on, drain, play out and send every ``stride`` grid steps."""
+        self.grid_stride = stride
+        self.endpoint.grid_stride = stride
+        if self._playout is not None:
+            self._playout.stride = stride
+
     def _needs_new_buffer(self, previous: NegotiatedStream, stream: NegotiatedStream) -> bool:
         """A buffer's deadlines are in its clock rate's units: another rate needs another."""
         return previous.clock_rate != stream.clock_rate

@@ -23,7 +23,7 @@ class PlayoutScheduler:
     def __init__(self, jitter: JitterBuffer, deliver: Deliver, stride: int = 1) -> None:
         self.jitter = jitter
         self._deliver = deliver
-        self._stride = stride
+        self.stride = stride
         """Grid steps between the instants it books: a deadline waits up to that long."""
         self._loop = asyncio.get_running_loop()
         self._grid = Grid.of(self._loop)
@@ -40,8 +40,8 @@ class PlayoutScheduler:
         if deadline is None:
             return
         booked = self._grid.scheduled(self._fire)
-        if booked is None or grid_tick(deadline, self._stride) < booked:
-            self._grid.call_at(deadline, self._fire, self._stride)
+        if booked is None or grid_tick(deadline, self.stride) < booked:
+            self._grid.call_at(deadline, self._fire, self.stride)
 
     def _fire(self) -> None:
         now = self._loop.time()

@@ -136,6 +136,8 @@ class VideoLeg(MediaLeg):
         self._info_task: asyncio.Task[None] | None = None
         self._sender: Ticker | None = None
         """Sends the slate toward the callee, one frame per tick, once started."""
+        self._settled_stride = 1
+        """The grid stride once the first keyframe came (`open`)."""
 
     @classmethod
     async def open(
@@ -148,9 +150,11 @@ class VideoLeg(MediaLeg):
         grid_stride: int = 1,
     ) -> VideoLeg:
         """Bind the RTP/RTCP ports (their number goes into the SDP offer's m=video line); the
-        leg's work runs every ``grid_stride`` grid steps."""
+        leg's work runs every grid step until the callee's first keyframe, whose playout
+        starts the outputs, then every ``grid_stride`` steps."""
         leg = cls(policy, on_first_packet=on_first_packet, on_keyframe=on_keyframe)
-        await leg._bind(local_ip, clock_rate=VIDEO_CLOCK, grid_stride=grid_stride)
+        await leg._bind(local_ip, clock_rate=VIDEO_CLOCK, grid_stride=1)
+        leg._settled_stride = grid_stride
         return leg
 
     async def connect(self, stream: NegotiatedStream, send_info: InfoSender | None = None) -> None:
@@ -266,6 +270,7 @@ class VideoLeg(MediaLeg):
             )
             if usable and not self.has_keyframe:
                 self.has_keyframe = True
+                self.set_grid_stride(self._settled_stride)
                 if self.on_keyframe is not None:
                     self.on_keyframe()
         source = self.source
@@ -319,6 +324,11 @@ class VideoLeg(MediaLeg):
 
         if self._sender is None:
             self._sender = Ticker(1 / slate.fps, send_frame, self.grid_stride)
+
+    def set_grid_stride(self, stride: int) -> None:
+        super().set_grid_stride(stride)
+        if self._sender is not None:
+            self._sender.stride = stride
 
     @property
     def sending_slate(self) -> bool:

@@ -23,6 +23,10 @@ P_SLICE = bytes((0x41, 0x9A, 0x00))
 """A non-IDR slice: the leg keeps waiting for a keyframe, so it keeps asking."""
 IDR_SLICE = bytes((0x65, 0x88, 0x80))
 """An IDR slice: a keyframe, after which the leg asks only as the interval runs out."""
+SPS = bytes.fromhex("6742c03ed90426840000030004007a12003c201092")
+PPS = bytes.fromhex("68cb83cb20")
+"""libx264's parameter sets for a 64x64 baseline picture: with them an IDR is usable, the
+stream can open with it."""
 VP8_INTERFRAME = b"\x10" + b"\x11\x02\x00" + bytes(20)
 """RFC 7741 §4.2 descriptor (S=1, partition 0), then a frame tag with P=1 (RFC 6386 §9.1)."""
 VP8_KEYFRAME = b"\x10" + b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xb4\x00" + bytes(20)
@@ -133,6 +137,45 @@ def test_a_loss_after_a_request_asks_again_without_waiting_for_the_retry() -> No
     again = [time for time in times if 0.6 <= time < 0.9]
     assert again, f"the loss at 0.6 s was asked about only after the 0.5 s retry: {times}"
     assert all(b - a >= 0.04 for a, b in itertools.pairwise(times)), times
+
+
+def test_the_leg_wakes_every_grid_step_until_the_first_keyframe_then_on_its_stride() -> None:
+    """The first keyframe's playout starts the outputs, so until it comes the leg does not
+    wait for a coarser grid (80 ms by default); after it, it does."""
+
+    async def scenario() -> list[tuple[int, int]]:
+        callee = _callee()
+        leg = await VideoLeg.open("127.0.0.1", POLICY, grid_stride=2)
+        stream = _answer(leg, callee)
+        strides = [(leg.grid_stride, leg.endpoint.grid_stride)]
+        try:
+            await leg.connect(stream)
+            frames = [(P_SLICE,), (P_SLICE,), (SPS, PPS, IDR_SLICE), (P_SLICE,)]
+            sequence = 0
+            for index, nals in enumerate(frames):
+                for number, nal in enumerate(nals, 1):  # packetization mode 0: a NAL a packet
+                    packet = RtpPacket(
+                        stream.payload_type,
+                        sequence,
+                        index * 3600,
+                        1234,
+                        nal,
+                        marker=number == len(nals),
+                    )
+                    callee.sendto(packet.serialize(), ("127.0.0.1", leg.port))
+                    sequence += 1
+                await asyncio.sleep(0.04)
+                strides.append((leg.grid_stride, leg.endpoint.grid_stride))
+            await asyncio.sleep(0.2)
+            strides.append((leg.grid_stride, leg.endpoint.grid_stride))
+        finally:
+            await leg.close()
+            callee.close()
+        return strides
+
+    strides = asyncio.run(scenario())
+    assert strides[:3] == [(1, 1)] * 3, strides
+    assert strides[-1] == (2, 2), strides
 
 
 def test_without_rtcp_feedback_keyframes_are_asked_for_by_sip_info() -> None:
