@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import random
 import socket
 import struct
@@ -204,7 +205,7 @@ class RtpEndpoint:
         self.send_errors = 0
         self._srtp: SrtpContext | None = None
         self._stun: list[BindingTransaction] = []
-        self._drained_at = -1.0
+        self._drained_at = -math.inf
         self._ticker = Ticker(GRID_S, self._drain_sockets, grid_stride)
 
     @classmethod
@@ -344,7 +345,7 @@ class RtpEndpoint:
         if not (self.source.named or self._stun):
             return  # what the callee sends before its answer arrives waits in the kernel
         now = self._loop.time()
-        if now == self._drained_at:
+        if now - self._drained_at < GRID_S / 2:
             return  # a wake-up a stride apart runs each grid step's tick: one drain is enough
         self._drained_at = now
         _drain(self._rtp, self._rtp_datagram, now)

@@ -4,13 +4,16 @@ reports, PLI, close, SRTP."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sip2rtmp.nat.policy import MappedPorts
+from sip2rtmp.net import rtp_endpoint
 from sip2rtmp.net.rtp_endpoint import _RECEIVE_BUFFER, PortAllocationError, RtpEndpoint
 from sip2rtmp.rtp.packet import RtpPacket
 from sip2rtmp.rtp.rtcp import (
@@ -429,6 +432,33 @@ def test_a_burst_of_large_datagrams_waits_whole_for_the_next_drain() -> None:
         return len(b_sink.rtp)
 
     assert asyncio.run(main()) == burst
+
+
+def test_on_a_coarser_stride_each_wake_up_drains_each_socket_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every 80 ms the drain's 40 ms tick runs twice in one wake-up; one drain is enough."""
+    drained: list[float] = []
+    real_drain = rtp_endpoint._drain
+
+    def counting(sock: socket.socket, handle: Any, loop_now: float) -> None:
+        drained.append(loop_now)
+        real_drain(sock, handle, loop_now)
+
+    monkeypatch.setattr(rtp_endpoint, "_drain", counting)
+
+    async def main() -> None:
+        endpoint = await RtpEndpoint.open(
+            LOCALHOST, on_rtp=lambda p, t: None, clock_rate=8000, grid_stride=2
+        )
+        await asyncio.sleep(0.5)
+        await endpoint.close()
+
+    asyncio.run(main())
+    wake_ups = sorted(set(drained))
+    assert len(drained) == 2 * len(wake_ups), "RTP and RTCP, once each per wake-up"
+    assert 5 <= len(wake_ups) <= 8, wake_ups  # 0.5 s at 80 ms
+    assert min(b - a for a, b in itertools.pairwise(wake_ups)) > 0.06, wake_ups
 
 
 # ---- SRTP ----------------------------------------------------------------------------------
