@@ -4,8 +4,9 @@ Thin on purpose: parsing, statistics and report contents live in ``sip2rtmp.rtp`
 file only moves datagrams and keeps time.
 
 The sockets are not watched by the event loop packet by packet: they are drained on the
-loop's shared 40 ms grid (``sip2rtmp.net.grid``), which wakes anyway for playout and sending,
-so a call of 75 packets a second in costs 25 wake-ups instead of 125. The kernel stamps each
+loop's shared grid (``sip2rtmp.net.grid``), every 80 ms or every 40 ms with ``--latency low``,
+which wakes anyway for playout and sending, so a call of 75 packets a second in costs 12.5 or
+25 wake-ups instead of 125. The kernel stamps each
 datagram on arrival (``SO_TIMESTAMPNS``), so jitter, playout deadlines and RTCP round trips
 still use the true arrival time, not the drain time. Until the SDP names the far end the
 sockets are not read at all (but for STUN answers): what the callee sends while its answer

@@ -451,6 +451,7 @@ def test_on_a_coarser_stride_each_wake_up_drains_each_socket_once(
         endpoint = await RtpEndpoint.open(
             LOCALHOST, on_rtp=lambda p, t: None, clock_rate=8000, grid_stride=2
         )
+        endpoint.set_remote((LOCALHOST, 9), (LOCALHOST, 9))  # the sockets are read from now
         await asyncio.sleep(0.5)
         await endpoint.close()
 

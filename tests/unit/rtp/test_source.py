@@ -70,7 +70,7 @@ def test_nothing_is_accepted_before_the_sdp_names_the_far_end() -> None:
 
 
 def test_what_arrived_before_the_sdp_named_the_far_end_is_early_even_drained_after() -> None:
-    """Sockets are drained in batches (every 40 ms): a sender's packets from before
+    """Sockets are drained in batches (every 80 ms by default): a sender's packets from before
     the answer, read after it, are early and do not pass probation as a stream of their own."""
     source = SourceFilter()
     source.configure(CALLEE, CALLEE_RTCP, payload_types={PCMU}, now=1.0)
