@@ -6,7 +6,8 @@ video stream, so this source switches between the callee's video and the slate o
 timeline:
 
 - the callee's packets pass while they flow; after ``stall_s`` of media time without one the
-  slate takes over, starting with its IDR;
+  slate takes over, starting with its IDR, and sooner when the callee stopped long after its
+  last keyframe: the stream's keyframe interval holds across the switch too;
 - the slate gives way to the callee only at a keyframe of the callee's, since the frames
   before it reference pictures the outputs never got. The callee's frames may reach the
   switch after their decode time has passed (placed by capture time, RFC 3550 §6.4.1), so the
@@ -23,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sip2rtmp.media.packets import EncodedPacket
+from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S, EncodedPacket
 from sip2rtmp.media.passthrough import VIDEO_CLOCK
 from sip2rtmp.media.pipeline import VideoSource
 from sip2rtmp.media.slate import SlateVideo
@@ -36,6 +37,12 @@ STALL_S = 1.0
 """Media time without a frame from the callee before the slate takes over. Longer than the gaps
 live video has without stopping: a few frames at a low frame rate, a keyframe requested after a
 loss, frames placed by capture time that reach the outputs a few hundred ms late."""
+QUIET_AT_INTERVAL_S = 0.25
+"""Media time without a frame, beyond the callee's usual lag, after which the slate takes
+over at once when the keyframe interval runs out: longer than the frame gap of live video at
+any usable frame rate, so video that flows with a late keyframe is left alone (its keyframe
+was asked for), while a callee that stopped long after its last keyframe does not stretch
+the interval by ``stall_s``."""
 
 
 class VideoSwitch:
@@ -53,6 +60,7 @@ class VideoSwitch:
         slate: SlateVideo | None = None,
         live: VideoSource | None = None,
         stall_s: float = STALL_S,
+        keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
     ) -> None:
         opening = live or slate
         if opening is None:
@@ -70,7 +78,11 @@ class VideoSwitch:
         self._live = live
         self._on_live = live is not None
         self._stall = round(stall_s * VIDEO_CLOCK)
+        self._interval = round(keyframe_interval_s * VIDEO_CLOCK)
+        self._quiet = round(QUIET_AT_INTERVAL_S * VIDEO_CLOCK)
         self._last_live = 0
+        self._last_key: int | None = None
+        """The decode time of the callee's latest keyframe on the track."""
         self._last_dts = -1
         self._lag = 0
         """How far behind the output's horizon the callee's latest packets came (ticks)."""
@@ -100,10 +112,14 @@ class VideoSwitch:
         if incoming:
             self._lag = min(horizon - incoming[0].dts, self._stall)
         packets = self._pass(incoming)
-        if slate is not None and horizon - self._last_live > self._stall:
+        stalled_at = self._last_live + self._stall
+        if self._last_key is not None:
+            quiet_at = self._last_live + self._lag + self._quiet
+            stalled_at = min(stalled_at, max(self._last_key + self._interval, quiet_at))
+        if slate is not None and horizon > stalled_at:
             self._on_live = False
             self.slate_switches += 1
-            slate.restart(self._last_live + self._stall)
+            slate.restart(stalled_at)
             packets += self._stamp(slate.packets_until((horizon - self._lag) / VIDEO_CLOCK))
         return packets
 
@@ -130,7 +146,10 @@ class VideoSwitch:
             self._stamp(packets)
             self._last_live = self._last_dts
             self.frames += len(packets)
-            self.keyframes += sum(packet.keyframe for packet in packets)
+            keys = [packet.dts for packet in packets if packet.keyframe]
+            if keys:
+                self._last_key = keys[-1]
+                self.keyframes += len(keys)
         return packets
 
     def _stamp(self, packets: list[EncodedPacket]) -> list[EncodedPacket]:

@@ -101,6 +101,33 @@ def test_a_stall_brings_the_slate_and_a_keyframe_brings_the_callee_back(
     assert (switch.frames, switch.keyframes) == (87, 3), "the callee's frames that went out"
 
 
+def test_a_callee_that_stops_long_after_its_keyframe_gets_the_slate_within_the_interval(
+    slate: SlateVideo,
+) -> None:
+    """Its last keyframe at 0 s, its last frame at 1.56 s: the slate's IDR comes at 2.0 s, the
+    end of the keyframe interval, not at 2.56 s after the full stall."""
+    live = Live()
+    live.send(0.0, 1.6, keyframes_s=(0.0,))
+    switch = VideoSwitch(slate=slate, live=live)
+    packets = pull(switch, 3.0)
+
+    assert runs(packets) == [("live", 40), ("slate", 11)]
+    assert seconds(packets[39:41]) == [1.56, 2.0] and packets[40].keyframe
+    assert strictly_increasing(packets)
+
+
+def test_video_that_flows_with_a_late_keyframe_is_not_cut_for_the_slate(
+    slate: SlateVideo,
+) -> None:
+    """The interval ran out at 2 s but frames keep coming: the keyframe asked for (here at
+    2.4 s) is the callee's to send, and the slate stays out."""
+    live = Live(lag_s=0.15)
+    live.send(0.0, 3.0, keyframes_s=(0.0, 2.4))
+    switch = VideoSwitch(slate=slate, live=live)
+    assert runs(pull(switch, 3.1)) == [("live", 74)]
+    assert switch.slate_switches == 0
+
+
 def test_the_slate_keeps_the_lag_of_the_callees_video_so_its_keyframe_lands_after_it(
     slate: SlateVideo,
 ) -> None:
