@@ -174,3 +174,4 @@ def test_the_command_line_loads_no_media_stack_before_the_first_request() -> Non
     before, after = result.stdout.splitlines()
     assert before == "", f"loaded before the first request: {before}"
     assert {"av", "numpy", "sip2rtmp.relay.media"} <= set(after.split(","))
+    assert "pylibsrtp" not in after, "libsrtp loads only for an SRTP call"

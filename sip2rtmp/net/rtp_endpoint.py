@@ -43,6 +43,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING
 
 from sip2rtmp.nat.policy import MappedPorts
 from sip2rtmp.nat.stun import is_stun
@@ -64,9 +65,11 @@ from sip2rtmp.rtp.rtcp import (
     parse_compound,
 )
 from sip2rtmp.rtp.source import SourceChange, SourceFilter
-from sip2rtmp.rtp.srtp import SrtpContext, SrtpError
 from sip2rtmp.rtp.stats import ReceiveStats
 from sip2rtmp.sip.sdes import SrtpKeys
+
+if TYPE_CHECKING:
+    from sip2rtmp.rtp.srtp import SrtpContext
 
 __all__ = ["PortAllocationError", "RtcpHandler", "RtpEndpoint", "RtpHandler", "resolve_address"]
 
@@ -296,6 +299,8 @@ class RtpEndpoint:
         if srtp is None:
             self._srtp = None
         elif self._srtp is None or self._srtp.keys != srtp:
+            from sip2rtmp.rtp.srtp import SrtpContext  # libsrtp loads only for an SRTP call
+
             self._srtp = SrtpContext(srtp)
         self.source.configure(
             rtp_address,
@@ -421,7 +426,7 @@ class RtpEndpoint:
         if self._srtp is not None:
             try:
                 data = self._srtp.protect_rtp(data)
-            except SrtpError as error:
+            except ValueError as error:  # SrtpError: libsrtp refused it
                 self._refused(error)
                 return
         self._send(self._rtp, data, remote)
@@ -442,12 +447,12 @@ class RtpEndpoint:
         if self._srtp is not None:
             try:
                 data = self._srtp.protect_rtcp(data)
-            except SrtpError as error:
+            except ValueError as error:  # SrtpError: libsrtp refused it
                 self._refused(error)
                 return
         self._send(sock, data, remote)
 
-    def _refused(self, error: SrtpError) -> None:
+    def _refused(self, error: ValueError) -> None:
         """A packet libsrtp would not protect is not sent in clear: dropped and counted."""
         self.send_errors += 1
         log.debug("%s", error)
