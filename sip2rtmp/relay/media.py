@@ -260,12 +260,13 @@ class CallMedia:
         and the callee's video; one opening on the callee's gets the slate once rendered."""
         if self.video is None or (self._connected and self.video.stream is None):
             return await self._slate
+        interval = self._options.keyframe_interval
         if live:
             self._live = await self._live_source(self.video)
-            switch = VideoSwitch(live=self._live)
+            switch = VideoSwitch(live=self._live, keyframe_interval_s=interval)
             self._slate.add_done_callback(functools.partial(_hand_over_slate, switch))
         else:
-            switch = VideoSwitch(slate=await self._slate)
+            switch = VideoSwitch(slate=await self._slate, keyframe_interval_s=interval)
         self._switch = switch
         return switch
 

@@ -101,19 +101,24 @@ def test_a_stall_brings_the_slate_and_a_keyframe_brings_the_callee_back(
     assert (switch.frames, switch.keyframes) == (87, 3), "the callee's frames that went out"
 
 
+@pytest.mark.parametrize(
+    ("interval", "last_frame", "slate_frames"), [(2.0, 1.56, 11), (1.5, 1.16, 16)]
+)
 def test_a_callee_that_stops_long_after_its_keyframe_gets_the_slate_within_the_interval(
-    slate: SlateVideo,
+    slate: SlateVideo, interval: float, last_frame: float, slate_frames: int
 ) -> None:
-    """Its last keyframe at 0 s, its last frame at 1.56 s: the slate's IDR comes at 2.0 s, the
-    end of the keyframe interval, not at 2.56 s after the full stall."""
+    """Its last keyframe at 0 s, its last frame 0.44 s before the interval (2 s, or
+    `--keyframe-interval`) ends: the slate's IDR comes at the end of the interval, not a whole
+    stall after the last frame."""
     live = Live()
-    live.send(0.0, 1.6, keyframes_s=(0.0,))
-    switch = VideoSwitch(slate=slate, live=live)
+    live.send(0.0, last_frame + 0.04, keyframes_s=(0.0,))
+    switch = VideoSwitch(slate=slate, live=live, keyframe_interval_s=interval)
     packets = pull(switch, 3.0)
 
-    assert runs(packets) == [("live", 40), ("slate", 11)]
-    assert seconds(packets[39:41]) == [1.56, 2.0] and packets[40].keyframe
-    assert strictly_increasing(packets)
+    frames = round(last_frame / 0.04) + 1
+    assert runs(packets) == [("live", frames), ("slate", slate_frames)]
+    assert seconds(packets[frames - 1 : frames + 1]) == [last_frame, interval]
+    assert packets[frames].keyframe and strictly_increasing(packets)
 
 
 def test_video_that_flows_with_a_late_keyframe_is_not_cut_for_the_slate(
