@@ -130,11 +130,14 @@ class VideoSwitch:
 
         The callee's frames before that keyframe cannot be decoded and are left out.
         """
-        frames = slate.packets_until((horizon - self._lag) / VIDEO_CLOCK)
         key = next((index for index, packet in enumerate(incoming) if packet.keyframe), None)
         if key is None:
-            return self._stamp(frames)
+            return self._stamp(slate.packets_until((horizon - self._lag) / VIDEO_CLOCK))
+        # Every slate frame before the callee's keyframe goes out with it, also those the lag
+        # still held back: one of them may be the slate's next IDR, and without it the
+        # keyframe interval would stretch across the return.
         cut = incoming[key].dts
+        frames = slate.packets_until(cut / VIDEO_CLOCK)
         self._on_live = True
         return self._stamp([frame for frame in frames if frame.dts < cut]) + self._pass(
             incoming[key:]

@@ -182,6 +182,24 @@ def test_a_callee_keyframe_stamped_before_the_slate_ends_moves_after_it(
     assert packets[20].keyframe
 
 
+def test_the_slates_frames_up_to_the_callees_return_all_go_out_so_keyframes_stay_2s_apart(
+    slate: SlateVideo,
+) -> None:
+    """The callee's video came 0.3 s late before it stopped; its keyframe on return (5.0 s)
+    comes at once. The slate's IDR at 4.96 s, which the old lag still held back when that
+    keyframe came, goes out before it: no keyframe gap over the 2 s interval."""
+    live = Live(lag_s=0.3)
+    live.send(0.0, 2.0, keyframes_s=(0.0, 1.0))
+    live.send(5.0, 6.0, keyframes_s=(5.0,))
+    switch = VideoSwitch(slate=slate, live=live)
+    packets = pull(switch, 6.5, {4.0: lambda: setattr(live, "_lag_s", 0.0)})
+
+    assert strictly_increasing(packets)
+    keys = seconds([packet for packet in packets if packet.keyframe])
+    assert keys == [0.0, 1.0, 2.96, 4.96, 5.0]
+    assert max(b - a for a, b in itertools.pairwise(keys)) <= 2.0
+
+
 def test_a_callee_that_never_sends_gets_the_slate_after_the_stall(slate: SlateVideo) -> None:
     switch = VideoSwitch(slate=slate, live=Live(), stall_s=0.5)
     packets = pull(switch, 1.0)
