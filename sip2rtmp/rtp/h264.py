@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +22,16 @@ __all__ = [
     "AccessUnit",
     "H264Depacketizer",
     "H264ParseError",
+    "SliceNumbering",
     "SpsInfo",
     "avc_decoder_configuration_record",
     "nal_type",
     "packetize_h264",
     "parse_sprop_parameter_sets",
     "parse_sps",
+    "renumber_slice",
+    "slice_frame_num",
+    "slice_numbering",
     "split_annexb",
     "to_avcc",
 ]
@@ -90,6 +95,17 @@ class SpsInfo:
     height: int
 
 
+@dataclass(frozen=True, slots=True)
+class SliceNumbering:
+    """How a sequence's slice headers number their pictures (H.264 §7.3.3): the width of
+    frame_num, and how the picture order count is sent (type 2: derived from frame_num)."""
+
+    frame_num_bits: int
+    poc_type: int
+    colour_plane: bool
+    frame_mbs_only: bool
+
+
 class _Bits:
     """MSB-first bit reader over an RBSP.
 
@@ -97,10 +113,11 @@ class _Bits:
     holding the RBSP as one big int would cost a shift of the whole of it per read.
     """
 
-    __slots__ = ("_data", "_position", "_size")
+    __slots__ = ("_data", "_position", "_size", "_what")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, what: str) -> None:
         self._data = data
+        self._what = what
         self._position = 0
         self._size = 8 * len(data)
 
@@ -108,11 +125,15 @@ class _Bits:
         start = self._position
         end = start + count
         if end > self._size:
-            raise H264ParseError("SPS ends early")
+            raise H264ParseError(f"{self._what} ends early")
         self._position = end
         last_byte = (end + 7) >> 3
         window = int.from_bytes(self._data[start >> 3 : last_byte], "big")
         return (window >> (8 * last_byte - end)) & ((1 << count) - 1)
+
+    @property
+    def position(self) -> int:
+        return self._position
 
     def ue(self) -> int:
         zeros = 0
@@ -138,11 +159,20 @@ def _skip_scaling_list(bits: _Bits, size: int) -> None:
 
 def parse_sps(nal: bytes) -> SpsInfo:
     """Decode profile, level, chroma format and the cropped picture size from an SPS NAL."""
+    return _parse_sps(nal)[0]
+
+
+def slice_numbering(sps: bytes) -> SliceNumbering:
+    """How slices of the sequence an SPS NAL unit opens carry frame_num and the POC."""
+    return _parse_sps(sps)[1]
+
+
+def _parse_sps(nal: bytes) -> tuple[SpsInfo, SliceNumbering]:
     if len(nal) < 4 or nal_type(nal) != NAL_SPS:
         raise H264ParseError("not an SPS NAL unit")
     if len(nal) > MAX_PARAMETER_SET_SIZE:
         raise H264ParseError(f"SPS of {len(nal)} bytes, over {MAX_PARAMETER_SET_SIZE}")
-    bits = _Bits(nal[1:].replace(b"\x00\x00\x03", b"\x00\x00"))
+    bits = _Bits(_unescape(nal[1:]), "SPS")
     profile, constraints, level = bits.u(8), bits.u(8), bits.u(8)
     bits.ue()  # seq_parameter_set_id
     chroma, separate_planes, depth_luma, depth_chroma = 1, 0, 8, 8
@@ -161,7 +191,7 @@ def parse_sps(nal: bytes) -> SpsInfo:
             for index in range(8 if chroma != 3 else 12):
                 if bits.u(1):
                     _skip_scaling_list(bits, 16 if index < 6 else 64)
-    bits.ue()  # log2_max_frame_num_minus4
+    frame_num_bits = bits.ue() + 4
     poc_type = bits.ue()
     if poc_type == 0:
         bits.ue()
@@ -199,7 +229,64 @@ def parse_sps(nal: bytes) -> SpsInfo:
     height = 16 * height_units * (2 - frame_mbs_only) - unit_y * (crop_top + crop_bottom)
     if width <= 0 or height <= 0:
         raise H264ParseError(f"SPS crops the picture to {width}x{height}")
-    return SpsInfo(profile, constraints, level, chroma, depth_luma, depth_chroma, width, height)
+    info = SpsInfo(profile, constraints, level, chroma, depth_luma, depth_chroma, width, height)
+    numbering = SliceNumbering(
+        frame_num_bits, poc_type, bool(separate_planes), bool(frame_mbs_only)
+    )
+    return info, numbering
+
+
+def slice_frame_num(nal: bytes, numbering: SliceNumbering) -> int:
+    """frame_num of a non-IDR slice NAL unit."""
+    bits = _Bits(_unescape(nal[1:]), "slice header")
+    _skip_to_frame_num(nal, bits, numbering)
+    return bits.u(numbering.frame_num_bits)
+
+
+def renumber_slice(nal: bytes, numbering: SliceNumbering, frame_num: int) -> bytes:
+    """A copy of a non-IDR slice NAL unit as the picture numbered ``frame_num``, every other
+    bit the same: a picture that repeats its reference exactly, as a still slate's P frames
+    do, can then be replayed anywhere after it in its GOP. Only for POC type 2, where the
+    picture order follows frame_num (H.264 §8.2.1.3); other types carry an order count."""
+    if numbering.poc_type != 2:
+        raise H264ParseError(f"POC type {numbering.poc_type} slices carry their own order")
+    rbsp = _unescape(nal[1:])
+    bits = _Bits(rbsp, "slice header")
+    _skip_to_frame_num(nal, bits, numbering)
+    start, width = bits.position, numbering.frame_num_bits
+    bits.u(width)
+    first, last = start >> 3, (start + width + 7) >> 3
+    shift = 8 * last - start - width
+    window = int.from_bytes(rbsp[first:last], "big") & ~(((1 << width) - 1) << shift)
+    window |= (frame_num % (1 << width)) << shift
+    patched = rbsp[:first] + window.to_bytes(last - first, "big") + rbsp[last:]
+    return nal[:1] + _escape(patched)
+
+
+def _skip_to_frame_num(nal: bytes, bits: _Bits, numbering: SliceNumbering) -> None:
+    """Read a slice header up to its frame_num (H.264 §7.3.3)."""
+    if nal_type(nal) != NAL_SLICE:
+        raise H264ParseError(f"NAL unit type {nal_type(nal)} is not a non-IDR slice")
+    if not numbering.frame_mbs_only:
+        raise H264ParseError("field-coded sequences are not renumbered")
+    bits.ue()  # first_mb_in_slice
+    bits.ue()  # slice_type
+    bits.ue()  # pic_parameter_set_id
+    if numbering.colour_plane:
+        bits.u(2)  # colour_plane_id
+
+
+def _unescape(data: bytes) -> bytes:
+    """The RBSP of a NAL unit's payload: emulation prevention bytes removed (H.264 §7.4.1)."""
+    return data.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+_EMULATED = re.compile(b"\x00\x00(?=[\x00-\x03])")
+
+
+def _escape(rbsp: bytes) -> bytes:
+    """A NAL unit payload from an RBSP: 0x03 after two zero bytes before 0x00-0x03 (§7.4.1)."""
+    return _EMULATED.sub(b"\x00\x00\x03", rbsp)
 
 
 def parse_sprop_parameter_sets(value: str) -> list[bytes]:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from sip2rtmp.media import slate as slate_module
 from sip2rtmp.media.audio import AacEncoder
 from sip2rtmp.media.output import RtmpOutput
 from sip2rtmp.media.packets import EncodedPacket, StreamTemplates
@@ -17,6 +19,7 @@ from sip2rtmp.rtp.h264 import (
     NAL_SPS,
     avc_decoder_configuration_record,
     nal_type,
+    split_annexb,
     to_avcc,
 )
 
@@ -106,3 +109,82 @@ def test_restart_opens_the_loop_with_its_idr_at_any_time() -> None:
     assert [p.dts for p in packets] == [100_001 + i * 9000 for i in range(41)]
     assert [p.dts for p in packets if p.keyframe] == [100_001 + i * 180_000 for i in range(3)]
     assert all(p.pts == p.dts for p in packets)
+
+
+def _pictures(units: list[tuple[bytes, ...]]) -> list[bytes]:
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = []
+    for unit in units:
+        decoded += decoder.decode(av.Packet(b"".join(b"\x00\x00\x00\x01" + nal for nal in unit)))
+    decoded += decoder.decode(None)
+    return [picture.to_ndarray().tobytes() for picture in decoded]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "profile"), [(1280, 720, None), (640, 360, "baseline"), (320, 180, None)]
+)
+def test_the_renumbered_gop_decodes_to_libx264s_own_pictures_with_two_frames_encoded(
+    monkeypatch: pytest.MonkeyPatch, width: int, height: int, profile: str | None
+) -> None:
+    picture = render_card("bridge@conference.example", "call started 12:00", width, height)
+    encoded_frames: list[int] = []
+    real_create = av.CodecContext.create
+
+    def counting_encoder(name: str, mode: str) -> av.CodecContext:
+        context = real_create(name, mode)
+        if name != "libx264":
+            return context
+        real_encode = context.encode
+
+        class Counting:
+            def __getattr__(self, attribute: str) -> object:
+                return getattr(context, attribute)
+
+            def __setattr__(self, attribute: str, value: object) -> None:
+                setattr(context, attribute, value)
+
+            def encode(self, frame: av.VideoFrame | None = None) -> list[av.Packet]:
+                encoded_frames.append(frame is not None)
+                return real_encode(frame)
+
+        return Counting()  # type: ignore[return-value]
+
+    monkeypatch.setattr(av.CodecContext, "create", counting_encoder)
+    renumbered = slate_module._encode_gop(picture, 10, 20, 22, profile)
+    assert encoded_frames.count(True) == 2, "the IDR and one P frame"
+    monkeypatch.setattr(slate_module, "_repeats_the_idr", lambda units: False)
+    encoded = slate_module._encode_gop(picture, 10, 20, 22, profile)
+    assert encoded_frames.count(True) == 22, "every frame encoded"
+    assert [len(unit) for unit in renumbered] == [len(unit) for unit in encoded]
+    assert renumbered[:2] == encoded[:2]
+    assert _pictures(renumbered) == _pictures(encoded)
+    assert len(set(_pictures(renumbered))) == 1, "one still picture"
+
+
+def _idr_then_p(first: np.ndarray, second: np.ndarray) -> list[tuple[bytes, ...]]:
+    """An IDR of ``first`` and a P frame that turns it into ``second``."""
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height = first.shape[1], first.shape[0]
+    context.pix_fmt = "yuv420p"
+    context.time_base = Fraction(1, 10)
+    context.thread_count = 1
+    context.options = {"preset": "veryfast", "tune": "zerolatency", "x264-params": "bframes=0"}
+    packets = []
+    for index, picture in enumerate((first, second)):
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+        frame.pts = index
+        packets += context.encode(frame)
+    packets += context.encode(None)
+    return [tuple(n for n in split_annexb(bytes(p)) if nal_type(n) != NAL_SEI) for p in packets]
+
+
+def test_a_p_frame_that_changes_the_picture_is_not_replayed() -> None:
+    card = render_card("Frank", "call started 12:00", 320, 180)
+    units = slate_module._encode_gop(card, 10, 4, 22, None)
+    assert slate_module._repeats_the_idr(units[:2])
+    assert not slate_module._repeats_the_idr([units[0], units[0][2:]]), "an IDR is no P slice"
+    changed = _idr_then_p(card, render_card("Grace", "call started 12:01", 320, 180))
+    assert len(changed) == 2 and len(changed[1]) == 1
+    assert not slate_module._repeats_the_idr(changed), "a P frame that draws another card"
+    broken = changed[1][0][:8] + bytes(len(changed[1][0]) - 8)
+    assert not slate_module._repeats_the_idr([changed[0], (broken,)]), "a slice that fails"

@@ -604,7 +604,7 @@ def test_bit_reader_touches_only_the_bytes_it_reads() -> None:
 
     def touched_reading(size: int) -> int:
         CountingBytes.touched = 0
-        bits = _Bits(CountingBytes(b"\xa5" * size))
+        bits = _Bits(CountingBytes(b"\xa5" * size), "SPS")
         for _ in range(size):
             bits.u(3)
             bits.u(5)

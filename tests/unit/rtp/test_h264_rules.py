@@ -42,7 +42,7 @@ def exactly(message: str) -> str:
 def bits_of(text: str) -> _Bits:
     """A reader over the bits written as '0'/'1' characters, zero-padded to a byte."""
     text += "0" * (-len(text) % 8)
-    return _Bits(int(text, 2).to_bytes(len(text) // 8, "big") if text else b"")
+    return _Bits(int(text, 2).to_bytes(len(text) // 8, "big") if text else b"", "SPS")
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_bit_reads_end_exactly_at_the_last_bit() -> None:
     assert [bits.u(3), bits.u(5), bits.u(4), bits.u(0), bits.u(4)] == [5, 5, 0, 0, 15]
     with pytest.raises(H264ParseError, match=exactly("SPS ends early")):
         bits.u(1)
-    spanning = _Bits(b"\x0f\xf0\x81")
+    spanning = _Bits(b"\x0f\xf0\x81", "SPS")
     assert [spanning.u(4), spanning.u(8), spanning.u(11), spanning.u(1)] == [0, 0xFF, 0x40, 1]
     last = bits_of("00000011")  # a ue(v) of one bit ends the data: its suffix is u(0)
     last.u(7)
