@@ -158,6 +158,8 @@ class LoadRun:
     """The same sum of PSS, read once at the hold's end."""
     lifetime_worker_cpu_s: float = 0.0
     """Every worker over its whole life: start-up, the call, the hangup."""
+    zygote_cpu_s: float = 0.0
+    """The zygote's own CPU: loading the call's code once, then forking and reaping."""
 
     @property
     def held(self) -> int:
@@ -260,7 +262,8 @@ def _details(run: LoadRun) -> list[str]:
     hold, total = run.rtp_hold, run.rtp_total
     lines = [
         f"- {run.calls} calls, started over {run.ramp_s:.0f} s, held {run.hold_s:.0f} s:"
-        f" {run.workers} workers; each worker {per_call:.2f} CPU-s over its whole life;"
+        f" {run.workers} workers; each worker {per_call:.2f} CPU-s over its whole life"
+        f" (and their zygote {run.zygote_cpu_s:.2f} CPU-s once);"
         f" {hold.received} RTP packets received in the hold ({total.received} in all),"
         f" {hold.resyncs} timeline resyncs in the hold ({total.resyncs} in all);"
         f" {sum(call.reconnects for call in run.figures)} output reconnects."

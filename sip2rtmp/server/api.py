@@ -28,6 +28,7 @@ from sip2rtmp.server.request import (
     media_file,
     parse_start_request,
 )
+from sip2rtmp.server.zygote import Zygote
 
 log = logging.getLogger("sip2rtmp.server.api")
 
@@ -79,6 +80,8 @@ class CallServer:
         """Called with each event after the record took it (webhooks, metrics)."""
         self.clock = clock
         self._factory = worker_factory or self._default_factory
+        self.zygote = Zygote() if worker_factory is None else None
+        """The workers' parent, for the default workers."""
         self._answers: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -87,7 +90,8 @@ class CallServer:
     ) -> CallWorker:
         from sip2rtmp.server.worker import Worker
 
-        return Worker(request, record, on_event, profile=self.config.profile)
+        assert self.zygote is not None
+        return Worker(request, record, on_event, profile=self.config.profile, zygote=self.zygote)
 
     def on_event(self, record: CallRecord, event: dict[str, Any]) -> None:
         if event.get("event") == "command":
@@ -196,6 +200,8 @@ class CallServer:
         await asyncio.gather(*(worker.terminate(timeout) for worker in running))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.zygote is not None:
+            await self.zygote.close()
 
 
 SERVER_KEY = web.AppKey("sip2rtmp_server", CallServer)

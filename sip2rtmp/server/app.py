@@ -70,6 +70,8 @@ async def run(
             where = f"{config.host}:{config.port}"
             raise ConfigError(f"--listen {where}: {error.strerror or error}") from None
         webhooks.start()
+        if server.zygote is not None:  # it loads the call's code while the first request comes
+            await server.zygote.start()
         log.info("serving on %s", ", ".join(map(str, runner.addresses)))
         if ready is not None:
             ready(runner.addresses)

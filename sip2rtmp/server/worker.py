@@ -1,4 +1,4 @@
-"""One call, one `sip2rtmp call --json --control stdin` process.
+"""One call, one `sip2rtmp call --json --control stdin` process, forked by the zygote.
 
 A call that crashes, hangs or is killed takes only its own process with it: the server reads
 the worker's NDJSON events into the call's record and, when the process ends without a final
@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -24,6 +22,7 @@ from urllib.parse import urlsplit
 
 from sip2rtmp.server.calls import FINAL_STATUSES, CallRecord
 from sip2rtmp.server.request import ExtraValue, StartRequest
+from sip2rtmp.server.zygote import ForkedWorker, Zygote
 
 log = logging.getLogger("sip2rtmp.server.worker")
 
@@ -109,17 +108,6 @@ def exit_reason(returncode: int) -> str:
     return f"worker exited with code {returncode}"
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
-def _hang_up_with_the_server() -> None:
-    """In the worker, before it runs: SIGTERM when the server dies (prctl(2)
-    PR_SET_PDEATHSIG), so a server killed outright leaves no call running; the worker takes
-    SIGTERM as a hangup and sends BYE. Prepared at import: the child only makes the call."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 class Worker:
     """Runs one call's worker process and keeps its record up to date.
 
@@ -135,6 +123,7 @@ class Worker:
         on_event: EventHandler,
         *,
         profile: str | None,
+        zygote: Zygote,
         command: CommandFactory = worker_command,
         term_grace: float = TERM_GRACE,
         clock: Callable[[], float] = time.monotonic,
@@ -148,8 +137,9 @@ class Worker:
         """stdout lines that were not a JSON object (or too long): counted, skipped."""
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._command = command
+        self._zygote = zygote
         self._clock = clock
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ForkedWorker | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._final_seen = False
@@ -166,16 +156,7 @@ class Worker:
         """Start the process; one that cannot start leaves the call FAILED, saying why."""
         argv, extra_env = self._command(self.request, self.profile)
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, **extra_env},
-                start_new_session=True,
-                preexec_fn=_hang_up_with_the_server,
-                limit=MAX_EVENT_LINE,
-            )
+            self._process = await self._zygote.spawn(argv, extra_env, MAX_EVENT_LINE)
         except OSError as error:
             self._fail(f"cannot start the worker: {error.strerror or error}", None)
             return
@@ -188,7 +169,7 @@ class Worker:
         A worker that already ended takes nothing: the call's record tells its outcome.
         """
         process = self._process
-        if process is None or process.stdin is None or process.returncode is not None:
+        if process is None or process.returncode is not None:
             log.debug("call %s: no worker to take %s", self.record.call_id, cmd.get("command"))
             return
         line = json.dumps(cmd, separators=(",", ":")) + "\n"
@@ -221,13 +202,12 @@ class Worker:
         if self._supervisor is not None:
             await asyncio.shield(self._supervisor)
 
-    def _signal(self, process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    def _signal(self, process: ForkedWorker, sig: signal.Signals) -> None:
         """Signal the worker's whole process group: a helper it started goes too."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
 
-    async def _supervise(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None and process.stderr is not None
+    async def _supervise(self, process: ForkedWorker) -> None:
         readers = [
             asyncio.create_task(self._read_events(process.stdout)),
             asyncio.create_task(self._read_stderr(process.stderr)),

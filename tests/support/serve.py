@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -80,6 +81,11 @@ def _ppid(pid: int) -> int | None:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [child for child in pids if _ppid(child) == pid]
 
 
 def _read_proc(pid: int, name: str) -> list[str]:
@@ -204,17 +210,22 @@ class ServeProcess:
             time.sleep(poll)
 
     def workers(self) -> list[int]:
-        """The PIDs of the server's child processes (its workers)."""
-        pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-        return [pid for pid in pids if _ppid(pid) == self.pid]
+        """The PIDs of the server's workers: the children of its zygote, its one child."""
+        return [pid for zygote in _children(self.pid) for pid in _children(zygote)]
 
-    def worker_of(self, stream_key: str) -> int:
-        """The worker that publishes `stream_key`: its environment (or argv) names it."""
-        for pid in self.workers():
-            words = _read_proc(pid, "environ") + _read_proc(pid, "cmdline")
-            if f"SIP2RTMP_RTMP_STREAM={stream_key}" in words or stream_key in words:
-                return pid
-        raise AssertionError(f"no worker of the server {self.pid} publishes {stream_key}")
+    def processes(self) -> list[int]:
+        """The server's zygote and workers."""
+        return [*_children(self.pid), *self.workers()]
+
+    def worker_of(self, call_id: str) -> int:
+        """The worker of `call_id`, from the server's log line that started it."""
+        found = re.findall(rf"call {re.escape(call_id)}: worker (\d+) started", self.output)
+        assert found, f"the server {self.pid} logged no worker for {call_id}"
+        return int(found[-1])
+
+    @staticmethod
+    def comm(pid: int) -> str:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
 
     @staticmethod
     def cmdline(pid: int) -> list[str]:

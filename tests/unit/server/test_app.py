@@ -25,6 +25,7 @@ from sip2rtmp.server.calls import CallRecord
 from sip2rtmp.server.config import ServerConfig
 from sip2rtmp.server.request import StartRequest
 from sip2rtmp.server.worker import Worker
+from sip2rtmp.server.zygote import Zygote
 from tests.unit.server.api_support import startup_body
 from tests.unit.server.worker_support import fake_command
 
@@ -87,9 +88,12 @@ def test_sigterm_hangs_up_every_running_call_and_serve_returns_0() -> None:
     workers: dict[str, Worker] = {}
     seen: dict[str, Any] = {}
     addresses: list[Any] = []
+    zygote = Zygote(preload=())
 
     def factory(request: StartRequest, record: CallRecord, on_event: EventHandler) -> Worker:
-        worker = Worker(request, record, on_event, profile=None, command=fake_command("call"))
+        worker = Worker(
+            request, record, on_event, profile=None, zygote=zygote, command=fake_command("call")
+        )
         workers[request.call_id] = worker
         return worker
 
@@ -122,6 +126,7 @@ def test_sigterm_hangs_up_every_running_call_and_serve_returns_0() -> None:
         thread = threading.Thread(target=client)
         thread.start()
         code = serve(config, worker_factory=factory, ready=addresses.extend)
+        zygote.stop()
         thread.join(30)
 
     assert "error" not in seen, seen.get("error")

@@ -18,11 +18,13 @@ import pytest
 from sip2rtmp.cli.call import call as call_command
 from sip2rtmp.server.calls import CallRecord
 from sip2rtmp.server.worker import NEGATABLE_FLAGS, Worker, extra_args, worker_command
+from sip2rtmp.server.zygote import Zygote
 from tests.unit.server.worker_support import (
     PASSWORD,
     STREAM_KEY,
     fake_command,
     new_record,
+    run_forking,
     start_request,
     until,
 )
@@ -30,7 +32,7 @@ from tests.unit.server.worker_support import (
 Events = list[dict[str, Any]]
 
 
-def started(mode: str, **worker_options: Any) -> tuple[Worker, Events]:
+def started(mode: str, zygote: Zygote, **worker_options: Any) -> tuple[Worker, Events]:
     request = start_request()
     events: Events = []
 
@@ -42,6 +44,7 @@ def started(mode: str, **worker_options: Any) -> tuple[Worker, Events]:
         new_record(request),
         on_event,
         profile=None,
+        zygote=zygote,
         command=fake_command(mode),
         **worker_options,
     )
@@ -149,8 +152,8 @@ def test_false_extras_use_the_no_form_only_where_call_has_one() -> None:
 
 
 def test_events_update_the_record_and_commands_go_out_as_ndjson() -> None:
-    async def scenario() -> tuple[Worker, Events]:
-        worker, events = started("call")
+    async def scenario(zygote: Zygote) -> tuple[Worker, Events]:
+        worker, events = started("call", zygote)
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         await worker.command({"command": "dtmf", "digits": "12#", "method": "rfc4733"})
@@ -159,7 +162,7 @@ def test_events_update_the_record_and_commands_go_out_as_ndjson() -> None:
         await asyncio.wait_for(worker.wait(), 10)
         return worker, events
 
-    worker, events = asyncio.run(scenario())
+    worker, events = run_forking(scenario)
     assert statuses(events) == ["TRYING", "RING", "ESTABLISHED", "FINISH"]
     assert [event["digit"] for event in of(events, "dtmf")] == ["1", "2", "#"]
     assert [event["command"] for event in of(events, "command")] == ["dtmf", "hangup"]
@@ -169,57 +172,57 @@ def test_events_update_the_record_and_commands_go_out_as_ndjson() -> None:
 
 
 def test_lines_that_are_not_events_are_counted_and_skipped() -> None:
-    async def scenario() -> Worker:
-        worker, _ = started("garbage")
+    async def scenario(zygote: Zygote) -> Worker:
+        worker, _ = started("garbage", zygote)
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         await worker.terminate(10)
         return worker
 
-    worker = asyncio.run(scenario())
+    worker = run_forking(scenario)
     assert worker.ignored_lines == 2
     assert worker.record.status == "FINISH"
 
 
 def test_the_worker_gets_the_secrets_through_its_environment_in_its_own_session() -> None:
-    async def scenario() -> Events:
-        worker, events = started("probe")
+    async def scenario(zygote: Zygote) -> Events:
+        worker, events = started("probe", zygote)
         await worker.start()
         await until(lambda: bool(of(events, "probe")))
         await worker.terminate(10)
         return events
 
-    probe = of(asyncio.run(scenario()), "probe")[0]
+    probe = of(run_forking(scenario), "probe")[0]
     assert probe["env"] == {"SIP2RTMP_SIP_PASSWORD": PASSWORD, "SIP2RTMP_RTMP_STREAM": STREAM_KEY}
     assert not [arg for arg in probe["argv"] if PASSWORD in arg or STREAM_KEY in arg]
     assert probe["pgid"] == probe["pid"] != os.getpgid(0)
 
 
 def test_terminate_hangs_up_before_any_signal() -> None:
-    async def scenario() -> tuple[Worker, Events, float]:
-        worker, events = started("call")
+    async def scenario(zygote: Zygote) -> tuple[Worker, Events, float]:
+        worker, events = started("call", zygote)
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         began = time.monotonic()
         await worker.terminate(10)
         return worker, events, time.monotonic() - began
 
-    worker, events, took = asyncio.run(scenario())
+    worker, events, took = run_forking(scenario)
     assert worker.record.status == "FINISH"
     assert [event["command"] for event in of(events, "command")] == ["hangup"]
     assert took < 5
 
 
 def test_terminate_escalates_to_sigkill_for_a_worker_that_ignores_hangup_and_sigterm() -> None:
-    async def scenario() -> tuple[Worker, Events, float]:
-        worker, events = started("stubborn", term_grace=0.5)
+    async def scenario(zygote: Zygote) -> tuple[Worker, Events, float]:
+        worker, events = started("stubborn", zygote, term_grace=0.5)
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         began = time.monotonic()
         await worker.terminate(0.5)
         return worker, events, time.monotonic() - began
 
-    worker, events, took = asyncio.run(scenario())
+    worker, events, took = run_forking(scenario)
     assert [event["command"] for event in of(events, "command")] == ["hangup"]
     assert worker.record.status == "FAILED"
     assert worker.record.reason is not None and "signal 9" in worker.record.reason
@@ -229,8 +232,8 @@ def test_terminate_escalates_to_sigkill_for_a_worker_that_ignores_hangup_and_sig
 
 
 def test_a_worker_killed_mid_call_leaves_its_call_failed_with_the_signal() -> None:
-    async def scenario() -> tuple[Worker, Events]:
-        worker, events = started("call")
+    async def scenario(zygote: Zygote) -> tuple[Worker, Events]:
+        worker, events = started("call", zygote)
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         assert worker.pid is not None
@@ -238,7 +241,7 @@ def test_a_worker_killed_mid_call_leaves_its_call_failed_with_the_signal() -> No
         await asyncio.wait_for(worker.wait(), 10)
         return worker, events
 
-    worker, events = asyncio.run(scenario())
+    worker, events = run_forking(scenario)
     assert worker.record.status == "FAILED"
     assert worker.record.reason == "worker killed by signal 9 (SIGKILL)"
     assert worker.record.exit_code is None
@@ -252,13 +255,13 @@ def test_a_worker_killed_mid_call_leaves_its_call_failed_with_the_signal() -> No
 
 
 def test_a_crashed_worker_is_failed_with_its_exit_code_and_last_words() -> None:
-    async def scenario() -> Worker:
-        worker, _ = started("crash")
+    async def scenario(zygote: Zygote) -> Worker:
+        worker, _ = started("crash", zygote)
         await worker.start()
         await asyncio.wait_for(worker.wait(), 10)
         return worker
 
-    worker = asyncio.run(scenario())
+    worker = run_forking(scenario)
     assert worker.record.status == "FAILED"
     assert worker.record.reason == "worker exited with code 3: sip2rtmp: internal error: boom"
     assert worker.record.exit_code == 3
@@ -268,16 +271,22 @@ def test_a_worker_that_cannot_start_fails_its_call() -> None:
     def missing(request: Any, profile: str | None) -> tuple[list[str], dict[str, str]]:
         return ["/nonexistent/sip2rtmp-worker"], {}
 
-    async def scenario() -> Worker:
+    async def scenario(zygote: Zygote) -> Worker:
         request = start_request()
-        worker = Worker(request, new_record(request), lambda r, e: None, profile=None,
-                        command=missing)  # fmt: skip
+        worker = Worker(
+            request,
+            new_record(request),
+            lambda r, e: None,
+            profile=None,
+            zygote=zygote,
+            command=missing,
+        )
         await worker.start()
         await worker.command({"command": "hangup"})
         await worker.terminate(1)
         return worker
 
-    worker = asyncio.run(scenario())
+    worker = run_forking(scenario)
     assert worker.record.status == "FAILED"
     assert worker.record.reason is not None
     assert worker.record.reason.startswith("cannot start the worker")
@@ -287,16 +296,22 @@ def test_a_failing_event_handler_does_not_stop_the_record() -> None:
     def broken(record: CallRecord, event: dict[str, Any]) -> None:
         raise RuntimeError("observer bug")
 
-    async def scenario() -> Worker:
+    async def scenario(zygote: Zygote) -> Worker:
         request = start_request()
-        worker = Worker(request, new_record(request), broken, profile=None,
-                        command=fake_command("call"))  # fmt: skip
+        worker = Worker(
+            request,
+            new_record(request),
+            broken,
+            profile=None,
+            zygote=zygote,
+            command=fake_command("call"),
+        )
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         await worker.terminate(10)
         return worker
 
-    assert asyncio.run(scenario()).record.status == "FINISH"
+    assert run_forking(scenario).record.status == "FINISH"
 
 
 @pytest.mark.parametrize("returncode", [0, 2])
@@ -309,15 +324,21 @@ def test_an_exit_without_a_final_status_is_a_failure(returncode: int) -> None:
     def command(request: Any, profile: str | None) -> tuple[list[str], dict[str, str]]:
         return [sys.executable, "-c", script], {}
 
-    async def scenario() -> Worker:
+    async def scenario(zygote: Zygote) -> Worker:
         request = start_request()
-        worker = Worker(request, new_record(request), lambda r, e: None, profile=None,
-                        command=command)  # fmt: skip
+        worker = Worker(
+            request,
+            new_record(request),
+            lambda r, e: None,
+            profile=None,
+            zygote=zygote,
+            command=command,
+        )
         await worker.start()
         await asyncio.wait_for(worker.wait(), 10)
         return worker
 
-    record = asyncio.run(scenario()).record
+    record = run_forking(scenario).record
     assert record.status == "FAILED"
     assert record.reason == f"worker exited with code {returncode}"
     assert json.dumps(record.to_json(time.monotonic()))
@@ -327,12 +348,13 @@ SERVER_THAT_DIES = """
 import asyncio, sys
 from tests.unit.server.worker_support import fake_command, new_record, start_request, until
 from sip2rtmp.server.worker import Worker
+from sip2rtmp.server.zygote import Zygote
 
 async def main():
     request = start_request()
     seen = []
     worker = Worker(request, new_record(request), lambda r, e: seen.append(e),
-                    command=fake_command("probe"), profile=None)
+                    command=fake_command("probe"), profile=None, zygote=Zygote(preload=()))
     await worker.start()
     await until(lambda: any(e.get("event") == "probe" for e in seen))
     print(worker.pid, flush=True)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sip2rtmp.config import Secret
 from sip2rtmp.server.calls import CallRecord
 from sip2rtmp.server.request import StartRequest
 from sip2rtmp.server.worker import CommandFactory, worker_command
+from sip2rtmp.server.zygote import Zygote
+
+T = TypeVar("T")
 
 SCRIPT = Path(__file__).resolve().with_name("fake_worker.py")
 PASSWORD = "s3cret-Pa55"
@@ -72,3 +75,17 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+def run_forking(scenario: Callable[[Zygote], Coroutine[Any, Any, T]]) -> T:
+    """Run ``scenario`` with a zygote of its own, stopped at the end. It preloads nothing:
+    the fake workers are programs of their own, which its forks exec."""
+
+    async def main() -> T:
+        zygote = Zygote(preload=())
+        try:
+            return await scenario(zygote)
+        finally:
+            await zygote.close()
+
+    return asyncio.run(main())
