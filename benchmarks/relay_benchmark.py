@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-probe", action="store_true", help="never mute the callee (no delay measurement)"
     )
     parser.add_argument("--work-dir", type=Path, help="keep captures and logs here")
+    parser.add_argument(
+        "--no-served",
+        action="store_true",
+        help="leave out the same call through `sip2rtmp serve`",
+    )
     return parser.parse_args(argv)
 
 
@@ -90,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             srtp=case.srtp,
             latency=args.latency,
         )
-        ours, baseline = run_case(options, args.baseline_codec)
-    block = results_markdown(ours, baseline, args.duration, case, args.latency)
+        ours, baseline, served = run_case(options, args.baseline_codec, not args.no_served)
+    block = results_markdown(ours, baseline, args.duration, case, args.latency, served)
     name = args.case if args.latency == "normal" else f"{args.case} --latency {args.latency}"
     publish(block, args.write, name)
     return 0

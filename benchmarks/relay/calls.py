@@ -116,7 +116,7 @@ class MeasuredCall:
         """Stop the capture, drop the call's recordings, and read what the capture shows."""
         if self.capture is not None:
             self.capture.stop()
-        _forget_recordings(self.stream_key)
+        forget_recordings(self.stream_key)
         wire = None
         if self.capture is not None:
             wire = analyse(
@@ -137,7 +137,7 @@ class MeasuredCall:
         )
 
 
-def _forget_recordings(stream_key: str) -> None:
+def forget_recordings(stream_key: str) -> None:
     """nginx records every lab stream; a benchmark's recordings are of no use afterwards."""
     time.sleep(0.5)
     for path in Lab().recordings(stream_key):

@@ -20,6 +20,7 @@ from sip2rtmp.media.pipeline import MediaConfig
 if TYPE_CHECKING:
     # Only the type: the report needs neither the runner nor the SIP stack it starts calls with.
     from benchmarks.relay.runner import Case
+    from benchmarks.relay.served import Served
 
 CPU_RATIO_TARGETS: dict[str | None, float] = {None: 0.35, "H264/0": 1.0}
 """The share of the ffmpeg baseline's CPU sip2rtmp may use, by the case's video: an
@@ -133,14 +134,15 @@ def _rss_row(ours: Run, baseline: Run) -> Row:
     )
 
 
-def verdicts(ours: Run, baseline: Run) -> list[Row]:
+def verdicts(ours: Run, baseline: Run, served: Served | None = None) -> list[Row]:
     """One row per target; the H.264 core-share target only for a passthrough call."""
     target = CPU_RATIO_TARGETS.get(ours.video_codec, CPU_RATIO_TARGET)
     steady = ours.usage.steady_cpu_per_min, baseline.usage.steady_cpu_per_min
-    rows = [
-        _cpu_row("whole process", ours.cpu_per_min, baseline.cpu_per_min, target),
-        _cpu_row("steady call", *steady, target),
-    ]
+    rows = [_cpu_row("whole process", ours.cpu_per_min, baseline.cpu_per_min, target)]
+    if served is not None:
+        what = "whole worker, the call through `sip2rtmp serve`"
+        rows.append(_cpu_row(what, served.cpu_per_min, baseline.cpu_per_min, target))
+    rows += [_cpu_row("steady call", *steady, target)]
     if ours.video_codec == "H264/0":
         rows.append(_core_share_row(ours, baseline))
     rows += [
@@ -200,9 +202,19 @@ def _run_lines(run: Run) -> list[str]:
     ]
 
 
-def details(ours: Run, baseline: Run, latency: str = "normal") -> list[str]:
+def details(
+    ours: Run, baseline: Run, latency: str = "normal", served: Served | None = None
+) -> list[str]:
     """Supporting measurements: the numbers behind each verdict."""
     lines = [*_run_lines(ours), *_run_lines(baseline)]
+    if served is not None:
+        lines.append(
+            f"- {served.label} (the same call started over its REST API, its worker forked"
+            f" from the server's loaded zygote): {served.cpu_s:.2f} CPU-s over the worker's"
+            f" whole life for a {served.call_s:g} s call ({served.reason}); peak RSS"
+            f" {served.max_rss_kb / 1024:.1f} MB; the zygote loaded the call's code once, for"
+            f" {served.zygote_cpu_s:.2f} CPU-s."
+        )
     if ours.depth_ms:
         designed = (
             f"designed output delay MediaConfig.latency_s = {MediaConfig().latency_s * 1000:.0f}"
@@ -228,7 +240,12 @@ def details(ours: Run, baseline: Run, latency: str = "normal") -> list[str]:
 
 
 def results_markdown(
-    ours: Run, baseline: Run, duration: float, case: Case, latency: str = "normal"
+    ours: Run,
+    baseline: Run,
+    duration: float,
+    case: Case,
+    latency: str = "normal",
+    served: Served | None = None,
 ) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "" if latency == "normal" else f", sip2rtmp with `--latency {latency}`"
@@ -239,12 +256,13 @@ def results_markdown(
     ]
     lines += [f"- {key}: {value}" for key, value in machine().items()]
     if case.srtp:
-        header, rows = "| target | SRTP call | plain RTP call | verdict |", srtp_verdicts
+        header = "| target | SRTP call | plain RTP call | verdict |"
     else:
-        header, rows = "| target | sip2rtmp | ffmpeg baseline | verdict |", verdicts
+        header = "| target | sip2rtmp | ffmpeg baseline | verdict |"
     lines += ["", header, "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(ours, baseline)]
-    lines += ["", *details(ours, baseline, latency)]
+    table = srtp_verdicts(ours, baseline) if case.srtp else verdicts(ours, baseline, served)
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table]
+    lines += ["", *details(ours, baseline, latency, served)]
     return "\n".join(lines)
 
 

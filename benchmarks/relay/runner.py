@@ -26,6 +26,7 @@ from typing import IO, Any
 from benchmarks.relay.baseline import run_baseline
 from benchmarks.relay.calls import MeasuredCall, Options, Run
 from benchmarks.relay.probes.process import Watched, program_env
+from benchmarks.relay.served import Served, run_served
 from sip2rtmp.lab import RELAY_ACCOUNT, RTMP_URL, SIP_DOMAIN, SIP_HOST
 
 Event = dict[str, Any]
@@ -173,16 +174,23 @@ def run_sip2rtmp(options: Options, name: str = "sip2rtmp", label: str = "sip2rtm
     return run
 
 
-def run_case(options: Options, baseline_codec: str | None) -> tuple[Run, Run]:
-    """sip2rtmp's run, then the baseline's: never at the same time, so neither slows the other."""
+def run_case(
+    options: Options, baseline_codec: str | None, served: bool = False
+) -> tuple[Run, Run, Served | None]:
+    """sip2rtmp's run, the same call through `sip2rtmp serve` if ``served``, then the
+    baseline's: never at the same time, so none slows another."""
     if options.srtp:
-        return run_srtp_case(options)
+        return (*run_srtp_case(options), None)
     print(f"sip2rtmp: {options.duration:g} s call to {options.callee} …", file=sys.stderr)
     label = "sip2rtmp" if options.latency == "normal" else f"sip2rtmp --latency {options.latency}"
     ours = run_sip2rtmp(options, label=label)
+    through_serve = None
+    if served:
+        print(f"sip2rtmp serve: {options.duration:g} s call …", file=sys.stderr)
+        through_serve = run_served(options)
     codec = baseline_codec or ours.codec
     print(f"ffmpeg baseline: {options.duration:g} s call, {codec} …", file=sys.stderr)
-    return ours, run_baseline(options, codec)
+    return ours, run_baseline(options, codec), through_serve
 
 
 def run_srtp_case(options: Options) -> tuple[Run, Run]:

@@ -184,24 +184,25 @@ def _lab_pids(callees: tuple[str, ...]) -> list[int]:
     return [p.pid for p in Lab().status().programs if p.name in wanted and p.pid is not None]
 
 
-def _zygotes(server: Server) -> list[int]:
+def zygotes(server: Server) -> list[int]:
     """The server's children: the zygote its workers are forked from."""
     return children(server.pid)
 
 
-def _workers(server: Server) -> list[int]:
-    return [pid for zygote in _zygotes(server) for pid in children(zygote)]
+def workers(server: Server) -> list[int]:
+    """The server's call workers: its zygote's children."""
+    return [pid for zygote in zygotes(server) for pid in children(zygote)]
 
 
 def _edge(server: Server, lab_pids: list[int]) -> _Edge:
-    workers: dict[int, float] = {}
-    for pid in _workers(server):
+    cpu: dict[int, float] = {}
+    for pid in workers(server):
         with contextlib.suppress(OSError):
-            workers[pid] = process_cpu_s(pid)
+            cpu[pid] = process_cpu_s(pid)
     return _Edge(
         at=time.monotonic(),
-        workers=workers,
-        server=sum(own_cpu_s(pid) for pid in (server.pid, *_zygotes(server))),
+        workers=cpu,
+        server=sum(own_cpu_s(pid) for pid in (server.pid, *zygotes(server))),
         lab=sum(_tree_cpu_s(pid) for pid in lab_pids),
         machine=machine_cpu_s(),
         calls=server.calls(),
@@ -210,7 +211,7 @@ def _edge(server: Server, lab_pids: list[int]) -> _Edge:
 
 def _rss(server: Server) -> int:
     total = 0
-    for pid in (server.pid, *_zygotes(server), *_workers(server)):
+    for pid in (server.pid, *zygotes(server), *workers(server)):
         with contextlib.suppress(OSError):
             total += rss_kb(pid)
     return total
@@ -220,7 +221,7 @@ def _pss(server: Server) -> int:
     """Once, after the hold: reading PSS stalls each process for a moment (``memory_kb``), and
     50 calls stalled at once lose audio together."""
     total = 0
-    for pid in (server.pid, *_zygotes(server), *_workers(server)):
+    for pid in (server.pid, *zygotes(server), *workers(server)):
         with contextlib.suppress(OSError):
             total += memory_kb(pid)[1]
     return total
@@ -294,9 +295,9 @@ def run_load(options: LoadOptions) -> LoadRun:
         _wait_for(server, accepted, FINAL, HANGUP_TIMEOUT_S)
         final = server.calls()
         _wait_reaped(server, HANGUP_TIMEOUT_S)
-        zygotes = _zygotes(server)
-        run.lifetime_worker_cpu_s = sum(process_cpu_s(z) - own_cpu_s(z) for z in zygotes)
-        run.zygote_cpu_s = sum(own_cpu_s(zygote) for zygote in zygotes)
+        parents = zygotes(server)
+        run.lifetime_worker_cpu_s = sum(process_cpu_s(z) - own_cpu_s(z) for z in parents)
+        run.zygote_cpu_s = sum(own_cpu_s(zygote) for zygote in parents)
     run.hold_s = last.at - first.at
     both = first.workers.keys() & last.workers.keys()
     run.workers = len(both)
@@ -317,7 +318,7 @@ def _wait_reaped(server: Server, timeout: float) -> None:
     """Until the zygote has waited for every worker: only then does its /proc stat count the
     workers' whole lives."""
     deadline = time.monotonic() + timeout
-    while _workers(server) and time.monotonic() < deadline:
+    while workers(server) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 

@@ -33,6 +33,7 @@ from benchmarks.relay.report import (
     verdicts,
     write_results,
 )
+from benchmarks.relay.served import Served
 from benchmarks.serve import report as serve_report
 from benchmarks.serve.report import (
     AAC_FRAME_S,
@@ -384,3 +385,20 @@ def test_process_probes_read_this_machine() -> None:
         child.kill()
         child.wait()
     assert child.pid not in children(os.getpid())
+
+
+def test_a_call_through_serve_gets_its_own_whole_worker_row_against_the_same_baseline() -> None:
+    ours, ffmpeg = _pair("H264/0")
+    served = Served("sip2rtmp serve", 60.0, 1.30, 88_000, 0.23, "max duration reached")
+    rows = {row[0]: row for row in verdicts(ours, ffmpeg, served)}
+    row = rows["CPU at most 100% of the baseline (whole worker, the call through `sip2rtmp serve`)"]
+    assert row[1:] == ("1.30 CPU-s/min (34% of baseline)", "3.82 CPU-s/min", "met")
+    assert list(rows)[:3] == [
+        "CPU at most 100% of the baseline (whole process)",
+        row[0],
+        "CPU at most 100% of the baseline (steady call)",
+    ]
+    assert not any("serve" in row[0] for row in verdicts(ours, ffmpeg))
+    lines = details(ours, ffmpeg, served=served)
+    assert any(line.startswith("- sip2rtmp serve") and "1.30 CPU-s over the worker" in line
+               for line in lines)  # fmt: skip
