@@ -88,4 +88,4 @@ def render_text(text: str, scale: int) -> npt.NDArray[np.bool_]:
     for index, char in enumerate(text.upper()):
         bitmap = _BITMAPS.get(char, _BITMAPS["?"])
         mask[:, index * _ADVANCE : index * _ADVANCE + GLYPH_WIDTH] = bitmap
-    return np.kron(mask, np.ones((scale, scale), dtype=np.bool_)).astype(np.bool_)
+    return mask.repeat(scale, axis=0).repeat(scale, axis=1)
