@@ -332,6 +332,8 @@ def _become_worker(
             os.close(fd)
         os.environ.update(env)
         if executable is not None:
+            for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
+                signal.signal(signum, signal.SIG_DFL)
             os.execv(executable, argv)
         _LIBC.prctl(_PR_SET_NAME, WORKER_NAME, 0, 0, 0)  # what ps and top show for it
         sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115

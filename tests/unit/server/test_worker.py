@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -17,7 +18,13 @@ import pytest
 
 from sip2rtmp.cli.call import call as call_command
 from sip2rtmp.server.calls import CallRecord
-from sip2rtmp.server.worker import NEGATABLE_FLAGS, Worker, extra_args, worker_command
+from sip2rtmp.server.worker import (
+    NEGATABLE_FLAGS,
+    CommandFactory,
+    Worker,
+    extra_args,
+    worker_command,
+)
 from sip2rtmp.server.zygote import Zygote
 from tests.unit.server.worker_support import (
     PASSWORD,
@@ -49,6 +56,18 @@ def started(mode: str, zygote: Zygote, **worker_options: Any) -> tuple[Worker, E
         **worker_options,
     )
     return worker, events
+
+
+def made(
+    zygote: Zygote,
+    command: CommandFactory,
+    on_event: Callable[[CallRecord, dict[str, Any]], None] = lambda record, event: None,
+) -> Worker:
+    """A worker for a fresh request, running ``command``."""
+    request = start_request()
+    return Worker(
+        request, new_record(request), on_event, profile=None, zygote=zygote, command=command
+    )
 
 
 def of(events: Events, kind: str) -> Events:
@@ -272,15 +291,7 @@ def test_a_worker_that_cannot_start_fails_its_call() -> None:
         return ["/nonexistent/sip2rtmp-worker"], {}
 
     async def scenario(zygote: Zygote) -> Worker:
-        request = start_request()
-        worker = Worker(
-            request,
-            new_record(request),
-            lambda r, e: None,
-            profile=None,
-            zygote=zygote,
-            command=missing,
-        )
+        worker = made(zygote, missing)
         await worker.start()
         await worker.command({"command": "hangup"})
         await worker.terminate(1)
@@ -297,15 +308,7 @@ def test_a_failing_event_handler_does_not_stop_the_record() -> None:
         raise RuntimeError("observer bug")
 
     async def scenario(zygote: Zygote) -> Worker:
-        request = start_request()
-        worker = Worker(
-            request,
-            new_record(request),
-            broken,
-            profile=None,
-            zygote=zygote,
-            command=fake_command("call"),
-        )
+        worker = made(zygote, fake_command("call"), on_event=broken)
         await worker.start()
         await until(lambda: worker.record.status == "ESTABLISHED")
         await worker.terminate(10)
@@ -325,15 +328,7 @@ def test_an_exit_without_a_final_status_is_a_failure(returncode: int) -> None:
         return [sys.executable, "-c", script], {}
 
     async def scenario(zygote: Zygote) -> Worker:
-        request = start_request()
-        worker = Worker(
-            request,
-            new_record(request),
-            lambda r, e: None,
-            profile=None,
-            zygote=zygote,
-            command=command,
-        )
+        worker = made(zygote, command)
         await worker.start()
         await asyncio.wait_for(worker.wait(), 10)
         return worker
