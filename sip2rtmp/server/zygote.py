@@ -98,6 +98,7 @@ class Zygote:
         self._process: asyncio.subprocess.Process | None = None
         self._replies: collections.deque[asyncio.Future[_Reply]] = collections.deque()
         self._exits: dict[int, asyncio.Future[int]] = {}
+        self._starting = asyncio.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -105,8 +106,11 @@ class Zygote:
 
     async def start(self) -> None:
         """Start the zygote unless it runs; it loads the call's code while the server goes on."""
-        if self._channel is not None:
-            return
+        async with self._starting:  # two calls at once start one zygote
+            if self._channel is None:
+                await self._start()
+
+    async def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = await asyncio.create_subprocess_exec(

@@ -110,3 +110,19 @@ def test_a_program_that_does_not_exist_is_an_error_before_any_fork() -> None:
 def test_a_malformed_request_is_refused(message: bytes, fds: list[int]) -> None:
     with pytest.raises(ValueError):
         _request(message, fds)
+
+
+def test_calls_that_come_together_share_one_zygote() -> None:
+    async def scenario(zygote: Zygote) -> tuple[list[int], set[int | None]]:
+        seen: set[int | None] = set()
+
+        async def spawn() -> int:
+            worker = await zygote.spawn([sys.executable, "-c", "pass"], {}, LINE_LIMIT)
+            seen.add(zygote.pid)
+            return await asyncio.wait_for(worker.wait(), 10)
+
+        return list(await asyncio.gather(*(spawn() for _ in range(3)))), seen
+
+    codes, zygotes = run_forking(scenario)
+    assert codes == [0, 0, 0]
+    assert len(zygotes) == 1
