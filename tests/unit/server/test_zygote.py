@@ -121,7 +121,8 @@ def test_calls_that_come_together_share_one_zygote() -> None:
             seen.add(zygote.pid)
             return await asyncio.wait_for(worker.wait(), 10)
 
-        return list(await asyncio.gather(*(spawn() for _ in range(3)))), seen
+        spawned = asyncio.gather(*(spawn() for _ in range(3)))
+        return list(await asyncio.wait_for(spawned, 20)), seen
 
     codes, zygotes = run_forking(scenario)
     assert codes == [0, 0, 0]
