@@ -265,6 +265,8 @@ def renumber_slice(nal: bytes, numbering: SliceNumbering, frame_num: int) -> byt
 
 def _skip_to_frame_num(nal: bytes, bits: _Bits, numbering: SliceNumbering) -> None:
     """Read a slice header up to its frame_num (H.264 §7.3.3)."""
+    if not nal:
+        raise H264ParseError("empty NAL unit")
     if nal_type(nal) != NAL_SLICE:
         raise H264ParseError(f"NAL unit type {nal_type(nal)} is not a non-IDR slice")
     if not numbering.frame_mbs_only:
