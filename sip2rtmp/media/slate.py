@@ -293,8 +293,9 @@ def _repeats_the_idr(units: list[tuple[bytes, ...]]) -> bool:
     P slice that `renumber_slice` can renumber."""
     if len(units[1]) != 1:
         return False
-    try:
-        slice_frame_num(units[1][0], slice_numbering(units[0][0]))
+    try:  # a slice renumber_slice refuses (another POC type, fields) is encoded instead
+        numbering = slice_numbering(units[0][0])
+        renumber_slice(units[1][0], numbering, slice_frame_num(units[1][0], numbering))
     except H264ParseError:
         return False
     decoder = av.CodecContext.create("h264", "r")

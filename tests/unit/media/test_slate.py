@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sip2rtmp.rtp.h264 import (
     NAL_SPS,
     avc_decoder_configuration_record,
     nal_type,
+    slice_numbering,
     split_annexb,
     to_avcc,
 )
@@ -178,7 +180,9 @@ def _idr_then_p(first: np.ndarray, second: np.ndarray) -> list[tuple[bytes, ...]
     return [tuple(n for n in split_annexb(bytes(p)) if nal_type(n) != NAL_SEI) for p in packets]
 
 
-def test_a_p_frame_that_changes_the_picture_is_not_replayed() -> None:
+def test_a_p_frame_that_changes_the_picture_is_not_replayed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     card = render_card("Frank", "call started 12:00", 320, 180)
     units = slate_module._encode_gop(card, 10, 4, 22, None)
     assert slate_module._repeats_the_idr(units[:2])
@@ -186,5 +190,13 @@ def test_a_p_frame_that_changes_the_picture_is_not_replayed() -> None:
     changed = _idr_then_p(card, render_card("Grace", "call started 12:01", 320, 180))
     assert len(changed) == 2 and len(changed[1]) == 1
     assert not slate_module._repeats_the_idr(changed), "a P frame that draws another card"
+    assert slice_numbering(units[0][0]).poc_type == 2, "x264 without B-frames: by frame_num"
+    monkeypatch.setattr(
+        slate_module,
+        "slice_numbering",
+        lambda sps: dataclasses.replace(slice_numbering(sps), poc_type=0),
+    )
+    assert not slate_module._repeats_the_idr(units[:2]), "a slice that carries its own order"
+    monkeypatch.undo()
     broken = changed[1][0][:8] + bytes(len(changed[1][0]) - 8)
     assert not slate_module._repeats_the_idr([changed[0], (broken,)]), "a slice that fails"
