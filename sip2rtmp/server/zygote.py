@@ -144,6 +144,7 @@ class Zygote:
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         ours = (stdin_w, stdout_r, stderr_r)
+        pid = None
         try:
             request = json.dumps({"argv": argv, "env": env}).encode()
             try:
@@ -153,7 +154,11 @@ class Zygote:
                     os.close(fd)
             reply: asyncio.Future[_Reply] = loop.create_future()
             self._replies.append(reply)
-            answer, exited = await reply
+            try:
+                answer, exited = await asyncio.shield(reply)
+            except asyncio.CancelledError:  # the worker may start all the same: end it then
+                reply.add_done_callback(_end_unwanted)
+                raise
             if exited is None:
                 raise OSError(str(answer.get("error")))
             pid = int(answer["pid"])
@@ -163,6 +168,8 @@ class Zygote:
         except BaseException:
             for fd in ours:
                 _close_quietly(fd)
+            if pid is not None:
+                _end(pid)
             raise
         return ForkedWorker(pid, stdin, stdout, stderr, exited)
 
@@ -239,6 +246,22 @@ async def _writer(fd: int) -> asyncio.StreamWriter:
         lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop), pipe
     )
     return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def _end_unwanted(reply: asyncio.Future[_Reply]) -> None:
+    """The reply to a request whose caller left: a worker it started has no one to watch it."""
+    if reply.cancelled() or reply.exception() is not None:
+        return
+    answer, exited = reply.result()
+    if exited is not None:
+        _end(int(answer["pid"]))
+
+
+def _end(pid: int) -> None:
+    """SIGTERM to a worker no one will supervise, which takes it as a hangup. To the process,
+    not its group: a worker just forked may not have its own session yet."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
 
 
 def _close_quietly(fd: int) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,32 @@ def test_calls_that_come_together_share_one_zygote() -> None:
     codes, zygotes = run_forking(scenario)
     assert codes == [0, 0, 0]
     assert len(zygotes) == 1
+
+
+def test_a_worker_whose_start_was_abandoned_is_ended_not_left_running() -> None:
+    """A request cancelled while the zygote forks (a client that went away): the worker it
+    started anyway gets SIGTERM instead of running a call no one supervises."""
+
+    async def scenario(zygote: Zygote) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        take = zygote._take
+
+        def recording(message: dict[str, Any]) -> None:
+            messages.append(message)
+            take(message)
+
+        zygote._take = recording  # type: ignore[method-assign]
+        await zygote.start()
+        started = asyncio.ensure_future(
+            zygote.spawn([sys.executable, "-c", "import time; time.sleep(30)"], {}, LINE_LIMIT)
+        )
+        await asyncio.sleep(0)  # the request is out; its reply is awaited
+        started.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await started
+        await until(lambda: any("exited" in message for message in messages))
+        return messages
+
+    messages = run_forking(scenario)
+    pid = next(message["pid"] for message in messages if "pid" in message)
+    assert {"exited": pid, "returncode": -signal.SIGTERM} in messages
