@@ -86,11 +86,17 @@ class Grid:
         self._timer = None
         now = self._armed_tick
         due = [callback for callback, tick in self._due.items() if tick <= now]
-        for callback in due:
-            del self._due[callback]
         self._firing = True
         try:
             for callback in due:
+                # Each stays booked until its turn, so that the earlier ones of this instant
+                # see it as booked: a drain that pushes packets into a jitter buffer whose
+                # playout is due now leaves that playout where it is, rather than booking it
+                # again for an instant already past, which woke the loop a second time.
+                # One cancelled or moved later by an earlier one does not run now.
+                if self._due.get(callback, now + 1) > now:
+                    continue
+                del self._due[callback]
                 try:
                     callback()
                 except Exception as error:  # one stream's bug must not stop the others' media

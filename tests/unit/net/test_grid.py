@@ -88,6 +88,80 @@ def test_booking_again_moves_the_call_and_cancel_removes_it() -> None:
     assert run_on_virtual_clock(scenario()) == ["moved"]
 
 
+def test_a_callback_due_now_stays_booked_until_its_turn_in_the_same_wake_up() -> None:
+    """A drain that pushes packets checks whether the playout of this instant is booked; it
+    is, so the loop is not armed again for the instant just served. Before, the playout
+    looked unbooked, was booked for the past instant and woke the loop a second time."""
+
+    async def scenario() -> tuple[list[str], int, list[int | None], int]:
+        loop = asyncio.get_running_loop()
+        grid = Grid.of(loop)
+        ran: list[str] = []
+        timers = 0
+        original = loop.call_at
+
+        def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal timers
+            timers += getattr(callback, "__self__", None) is grid
+            return original(when, callback, *args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
+        instant = (grid_tick(loop.time()) + 2) * GRID_S
+
+        def playout() -> None:
+            ran.append("playout")
+
+        def drain() -> None:
+            ran.append("drain")
+            booked = grid.scheduled(playout)
+            seen_booked.append(booked)
+            if booked is None:
+                grid.call_at(instant - GRID_S / 2, playout)  # a deadline already past
+
+        seen_booked: list[int | None] = []
+        grid.call_at(instant, drain)
+        grid.call_at(instant, playout)
+        await asyncio.sleep(4 * GRID_S)
+        return ran, timers, seen_booked, grid_tick(instant)
+
+    ran, timers, seen, tick = run_on_virtual_clock(scenario())
+    assert ran == ["drain", "playout"]
+    assert seen == [tick]
+    assert timers == 1
+
+
+def test_a_callback_cancelled_or_moved_by_an_earlier_one_of_its_instant_does_not_run() -> None:
+    async def scenario() -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        grid = Grid.of(loop)
+        ran: list[tuple[str, int]] = []
+        instant = (grid_tick(loop.time()) + 2) * GRID_S
+
+        def at(name: str) -> None:
+            ran.append((name, round(loop.time() / GRID_S)))
+
+        def cancelled() -> None:
+            at("cancelled")
+
+        def moved() -> None:
+            at("moved")
+
+        def first() -> None:
+            at("first")
+            grid.cancel(cancelled)
+            grid.call_at(instant + 2 * GRID_S, moved)
+
+        grid.call_at(instant, first)
+        grid.call_at(instant, cancelled)
+        grid.call_at(instant, moved)
+        await asyncio.sleep(6 * GRID_S)
+        return ran
+
+    ran = run_on_virtual_clock(scenario())
+    tick = ran[0][1]
+    assert ran == [("first", tick), ("moved", tick + 2)]
+
+
 def test_a_failing_callback_is_reported_and_the_others_still_run() -> None:
     async def scenario() -> tuple[list[str], list[BaseException]]:
         loop = asyncio.get_running_loop()
