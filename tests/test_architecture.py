@@ -152,9 +152,18 @@ def test_an_address_is_defined_once() -> None:
     assert definitions == []
 
 
-HEAVY_AT_START = ("av", "numpy", "dns", "pylibsrtp", "sip2rtmp.lab", "sip2rtmp.relay.media")
-"""What a call's first request must not wait for: the media stack, DNS, SRTP and the lab load
-when the run needs them (docs/performance.md, "Start-up")."""
+HEAVY_AT_START = (
+    "av",
+    "numpy",
+    "numpy.random",
+    "dns",
+    "pylibsrtp",
+    "tomllib",
+    "sip2rtmp.lab",
+    "sip2rtmp.relay.media",
+)
+"""What a call's first request must not wait for: the media stack, DNS, SRTP, the profile
+reader and the lab load when the run needs them (docs/performance.md, "Start-up")."""
 
 
 def test_the_command_line_loads_no_media_stack_before_the_first_request() -> None:
@@ -166,6 +175,8 @@ def test_the_command_line_loads_no_media_stack_before_the_first_request() -> Non
         f"heavy = {HEAVY_AT_START!r}\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
         "import sip2rtmp.relay.media\n"
+        "from sip2rtmp.media.audio import AacEncoder, AudioDecoder\n"
+        "AudioDecoder('opus'), AudioDecoder('PCMU'), AacEncoder()\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(
@@ -175,3 +186,5 @@ def test_the_command_line_loads_no_media_stack_before_the_first_request() -> Non
     assert before == "", f"loaded before the first request: {before}"
     assert {"av", "numpy", "sip2rtmp.relay.media"} <= set(after.split(","))
     assert "pylibsrtp" not in after, "libsrtp loads only for an SRTP call"
+    assert "numpy.random" not in after, "numpy.random loads only for comfort noise"
+    assert "tomllib" not in after, "the profile reader loads only for a profile"

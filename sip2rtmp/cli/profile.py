@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,8 @@ def load_profile(profile: str, config: Path | None) -> tuple[Path, dict[str, Any
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # loads only for a run given a profile
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
