@@ -254,9 +254,12 @@ class RtmpOutput:
     ) -> None:
         """Send queued packets until closed and drained: tagged here for a connection
         (`sip2rtmp.media.flv`), through FFmpeg's muxer for a file. Raises when the
-        connection fails."""
+        connection fails, with the batch it was sending queued again.
+
+        A connection gets all that is queued in one send: the pipeline hands packets over
+        in batches, and a send per packet (each a system call and a trip through the TCP
+        stack) cost more than tagging them."""
         need_keyframe = True
-        session_started = False
         announced = self._video_config
         while True:
             with self._cond:
@@ -264,34 +267,45 @@ class RtmpOutput:
                     self._cond.wait()
                 if not self._queue:
                     return
-                packet = self._queue.popleft()
+                batch = list(self._queue)
+                self._queue.clear()
                 if self._resync:
                     need_keyframe, self._resync = True, False
-            if need_keyframe:
-                if packet.track is not Track.VIDEO or not packet.keyframe:
-                    continue
-                need_keyframe = False
-            config = packet.config
-            new_config = config if config is not None and config != announced else None
+            sent: list[EncodedPacket] = []
+            tagged: list[flv.Tag] = []
             try:
-                if connection is not None:
-                    connection.send_tags(flv.tags(packet, new_config))
-                else:
-                    container.mux(_muxer_packet(packet, streams[packet.track], new_config))
+                for packet in batch:
+                    if need_keyframe:
+                        if packet.track is not Track.VIDEO or not packet.keyframe:
+                            continue
+                        need_keyframe = False
+                    config = packet.config
+                    new_config = config if config is not None and config != announced else None
+                    if connection is not None:
+                        tagged.extend(flv.tags(packet, new_config))
+                    else:
+                        container.mux(_muxer_packet(packet, streams[packet.track], new_config))
+                    if new_config is not None:
+                        announced = new_config
+                    sent.append(packet)
+                if tagged and connection is not None:
+                    connection.send_tags(tagged)
             except BaseException:
                 with self._cond:
-                    self._queue.appendleft(packet)
+                    self._queue.extendleft(reversed(batch))
                 raise
-            if new_config is not None:
-                announced = new_config
-            with self._cond:
-                self._bytes_sent += len(packet.data)
-                self._sent_window.append((self._clock(), len(packet.data)))
-                self._last_sent_s = packet.seconds
-                if not session_started:
-                    session_started = True
-                    self._session_start_s = packet.seconds
-                    self._went_live()
+            if sent:
+                self._count_sent(sent)
+
+    def _count_sent(self, sent: list[EncodedPacket]) -> None:
+        size = sum(len(packet.data) for packet in sent)
+        with self._cond:
+            self._bytes_sent += size
+            self._sent_window.append((self._clock(), size))
+            self._last_sent_s = sent[-1].seconds
+            if self._state is not OutputState.LIVE:
+                self._session_start_s = sent[0].seconds
+                self._went_live()
 
     def _went_live(self) -> None:
         if self._ever_live:

@@ -151,11 +151,13 @@ def test_a_keyframe_with_another_configuration_announces_it_once(
 
 class _Recording:
     """A connection that writes what it is sent into an FLV file, and fails like a reset one
-    after ``budget`` packets (None: never)."""
+    after ``budget`` tags (None: never): a send that goes beyond it writes the tags within it
+    and raises, as a connection reset in the middle of a send would."""
 
     def __init__(self, path: Path, budget: int | None) -> None:
         self._file = path.open("wb")
         self._budget = budget
+        self.sends = 0
 
     def write(self, data: bytes) -> int:
         if not self._file.closed:
@@ -163,11 +165,12 @@ class _Recording:
         return len(data)
 
     def send_tags(self, tags: list[tuple[int, int, bytes]]) -> None:
-        if self._budget is not None:
-            if self._budget == 0:
-                raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
-            self._budget -= 1
+        self.sends += 1
         for kind, millis, body in tags:
+            if self._budget is not None:
+                if self._budget == 0:
+                    raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+                self._budget -= 1
             header = bytes([kind]) + len(body).to_bytes(3, "big")
             header += (millis & 0xFFFFFF).to_bytes(3, "big") + bytes([millis >> 24, 0, 0, 0])
             self._file.write(header + body + (11 + len(body)).to_bytes(4, "big"))
@@ -176,33 +179,64 @@ class _Recording:
         self._file.close()
 
 
+def _sent_all(output: RtmpOutput, packets: list[EncodedPacket]) -> None:
+    deadline = time.monotonic() + 10
+    while output.stats().last_sent_s != packets[-1].seconds and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_fresh_connection_announces_the_configuration_again(
     small: Clip, large: Clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The connection drops during the large clip and resumes at its second keyframe: the new
-    connection opened with the template's (small) header, so that keyframe must announce."""
+    """The connection drops while it sends the large clip: that batch is sent again on a new
+    connection, which opened with the template's (small) header, so the large clip's first
+    keyframe must announce its own."""
     templates = StreamTemplates(h264_template(small.sps, small.pps), AacEncoder().template)
     pieces: list[Path] = []
 
     def reconnecting(target: str, **options: Any) -> _Recording:
         pieces.append(tmp_path / f"piece{len(pieces)}.flv")
-        return _Recording(pieces[-1], 12 if len(pieces) == 1 else None)
+        return _Recording(pieces[-1], 13 if len(pieces) == 1 else None)
 
     monkeypatch.setattr(RtmpConnection, "open", reconnecting)
     policy = OutputPolicy(backoff_initial_s=0.01)
     output = RtmpOutput("rtmp://127.0.0.1/live/key", templates, policy)
-    packets = small.packets(0) + large.packets(10)
+    first, second = small.packets(0), large.packets(10)
     output.start()
-    output.submit(packets)
-    deadline = time.monotonic() + 10
-    while output.stats().last_sent_s != packets[-1].seconds and time.monotonic() < deadline:
-        time.sleep(0.01)
+    output.submit(first)
+    _sent_all(output, first)
+    output.submit(second)
+    _sent_all(output, second)
     output.close()
     monkeypatch.undo()
     assert output.stats().reconnects == 1
     assert [[time for time, _ in avc_sequence_headers(piece)] for piece in pieces] == [
         [0.0, 0.4],
-        [0.0, 0.6],
+        [0.0, 0.4],
     ]
     assert avc_sequence_headers(pieces[1])[1][1] == large.config
-    assert _sizes_and_levels(pieces[1]) == [(640, 480, True)] * 5
+    assert _sizes_and_levels(pieces[1]) == [(640, 480, True)] * 10
+
+
+def test_a_batch_goes_to_the_server_in_one_send(
+    small: Clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline hands packets over in batches: each leaves in one send, not one per
+    packet, and in order."""
+    templates = StreamTemplates(h264_template(small.sps, small.pps), AacEncoder().template)
+    connections: list[_Recording] = []
+
+    def recording(target: str, **options: Any) -> _Recording:
+        connections.append(_Recording(tmp_path / "sent.flv", None))
+        return connections[-1]
+
+    monkeypatch.setattr(RtmpConnection, "open", recording)
+    output = RtmpOutput("rtmp://127.0.0.1/live/key", templates)
+    packets = small.packets(0)
+    output.start()
+    output.submit(packets)
+    _sent_all(output, packets)
+    output.close()
+    assert [connection.sends for connection in connections] == [1]
+    assert output.stats().bytes_sent == sum(len(packet.data) for packet in packets)
+    assert _sizes_and_levels(tmp_path / "sent.flv") == [(320, 240, False)] * len(packets)
