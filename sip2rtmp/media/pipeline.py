@@ -89,7 +89,7 @@ class MediaConfig:
     """How much longer than ``latency_s`` a hole in the callee's audio waits before it goes
     out as silence, while the audio that came goes out at ``latency_s``: room for an event
     loop that hands audio over on a coarser grid (80 ms instead of 40 ms by default,
-    `sip2rtmp.relay.media.GRID_STRIDES`) without a longer delay for the stream."""
+    `sip2rtmp.relay.options.GRID_STRIDES`) without a longer delay for the stream."""
     audio_on_arrival: bool = False
     """Encode the callee's audio the moment it is handed over (`--latency low`) instead of at
     the next tick ``latency_s`` behind real time: the tick's wait and the headroom leave the

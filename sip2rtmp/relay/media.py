@@ -32,7 +32,7 @@ from sip2rtmp.netaddr import Address, format_address
 from sip2rtmp.outcomes import OutputFailed
 from sip2rtmp.relay.audio import AudioLeg
 from sip2rtmp.relay.events import DtmfMethod, OutputChanged, Stats, VideoMode, VideoModeName
-from sip2rtmp.relay.options import Latency, MediaOptions
+from sip2rtmp.relay.options import GRID_STRIDES, MediaOptions
 from sip2rtmp.relay.stats import call_stats
 from sip2rtmp.relay.sync import AvSync, SyncedPipeline
 from sip2rtmp.relay.video import InfoSender, KeyframePolicy, VideoLeg
@@ -46,11 +46,6 @@ CALLEE_SLATE_SIZE = (640, 360)
 """The slate sent toward the callee: small, since it only has to keep the far end sending."""
 CALLEE_SLATE_PROFILE = "baseline"
 """What the offer promises (profile-level-id 42e01f): constrained baseline."""
-GRID_STRIDES: dict[Latency, int] = {"normal": 2, "low": 1}
-"""Grid steps between a call's event-loop wake-ups (`sip2rtmp.net.grid`): every 80 ms by
-default, half the wake-ups of `--latency low`'s 40 ms, which hands audio to the media thread
-as soon as it can. The pipeline gives the coarser grid's later hand-overs room
-(`MediaConfig.silence_grace_s`), so the stream's delay does not grow with it."""
 STUN_TIMEOUT = 3.0
 """How long the legs wait for the STUN server before the offer goes out without it: RFC 5389
 §7.2.1's retransmissions at 0.5, 1 and 2 s fit, and the call is not held up longer."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from sip2rtmp.config import CallSettings
+from sip2rtmp.net.grid import Grid
 from sip2rtmp.net.sip_session import SipSession
 from sip2rtmp.outcomes import InternalError, Outcome, RunFailed
 from sip2rtmp.relay import actions
@@ -22,7 +23,7 @@ from sip2rtmp.relay.account import log_message, public_address, user_agent_confi
 from sip2rtmp.relay.control import RelayControl, carry_out
 from sip2rtmp.relay.core import RelayCore, RelayPlan
 from sip2rtmp.relay.events import Dtmf, EventSink, Failed, Finished, RelayEvent
-from sip2rtmp.relay.options import MediaOptions
+from sip2rtmp.relay.options import GRID_STRIDES, MediaOptions
 from sip2rtmp.sip.events import Event
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ class Relay:
         self._sip: SipSession | None = None
         self._media: CallMedia | None = None
         self._done: asyncio.Future[Outcome | None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._pumping = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -93,8 +93,7 @@ class Relay:
                 self._in_background(_load_media())
                 return await done
             finally:
-                if self._timer is not None:
-                    self._timer.cancel()
+                Grid.of(asyncio.get_running_loop()).cancel(self._on_timer)
                 for task in list(self._tasks):
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -123,19 +122,21 @@ class Relay:
                     break
         finally:
             self._pumping = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        # The core's timers (state polling twice a second, statistics, DTMF steps, the time
+        # limit) run on the call's grid instants, up to a stride late, so that they share the
+        # media's wake-ups of the loop instead of adding their own.
+        grid = Grid.of(asyncio.get_running_loop())
         deadline = core.get_timer()
-        if deadline is not None and not core.ended:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        if deadline is None or core.ended:
+            grid.cancel(self._on_timer)
+        else:
+            grid.call_at(deadline, self._on_timer, GRID_STRIDES[self.options.latency])
 
     def _feed(self, step: Callable[[float], None]) -> None:
         step(self._now())
         self._pump()
 
     def _on_timer(self) -> None:
-        self._timer = None
         self._feed(self._core.handle_timer)
 
     def _on_sip(self, event: Event) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sip2rtmp.net.grid import GRID_S
-from sip2rtmp.relay.media import GRID_STRIDES, media_config
-from sip2rtmp.relay.options import Latency, MediaOptions
+from sip2rtmp.relay.media import media_config
+from sip2rtmp.relay.options import GRID_STRIDES, Latency, MediaOptions
 from tests.unit.cli.sip_stub import call_with_env
 from tests.unit.cli.test_contract import VALID, assert_one_line_usage_error, run
 
