@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -45,3 +45,17 @@ def run_on_virtual_clock(scenario: Coroutine[object, object, T]) -> T:
         return loop.run_until_complete(scenario)
     finally:
         loop.close()
+
+
+class TimerCount:
+    """Counts the timers armed on ``loop`` for callbacks ``counted`` accepts, from now on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, counted: Callable[[object], bool]) -> None:
+        self.count = 0
+        original = loop.call_at
+
+        def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.count += counted(callback)
+            return original(when, callback, *args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from sip2rtmp.net.grid import GRID_S, Grid, Ticker, grid_sleep, grid_tick
-from tests.support.virtual_clock import VirtualClockLoop, run_on_virtual_clock
+from tests.support.virtual_clock import TimerCount, VirtualClockLoop, run_on_virtual_clock
 
 
 def on_grid(when: float) -> bool:
@@ -34,15 +34,7 @@ def test_callbacks_booked_for_one_instant_share_one_loop_timer() -> None:
         loop = asyncio.get_running_loop()
         grid = Grid.of(loop)
         ran: list[str] = []
-        timers = 0
-        original = loop.call_at
-
-        def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
-            nonlocal timers
-            timers += getattr(callback, "__self__", None) is grid
-            return original(when, callback, *args, **kwargs)
-
-        loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
+        timers = TimerCount(loop, lambda callback: getattr(callback, "__self__", None) is grid)
         target = (grid_tick(loop.time()) + 3) * GRID_S  # a grid instant: all three share it
         done = asyncio.Event()
         fired_at = 0.0
@@ -57,7 +49,7 @@ def test_callbacks_booked_for_one_instant_share_one_loop_timer() -> None:
         grid.call_at(target - 0.001, lambda: ran.append("b"))
         grid.call_at(target, last)
         await asyncio.wait_for(done.wait(), 1.0)
-        return ran, timers, fired_at - grid_tick(target) * GRID_S
+        return ran, timers.count, fired_at - grid_tick(target) * GRID_S
 
     ran, timers, lateness = run_on_virtual_clock(scenario())
     assert sorted(ran) == ["a", "b", "c"]
@@ -97,15 +89,7 @@ def test_a_callback_due_now_stays_booked_until_its_turn_in_the_same_wake_up() ->
         loop = asyncio.get_running_loop()
         grid = Grid.of(loop)
         ran: list[str] = []
-        timers = 0
-        original = loop.call_at
-
-        def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
-            nonlocal timers
-            timers += getattr(callback, "__self__", None) is grid
-            return original(when, callback, *args, **kwargs)
-
-        loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
+        timers = TimerCount(loop, lambda callback: getattr(callback, "__self__", None) is grid)
         instant = (grid_tick(loop.time()) + 2) * GRID_S
 
         def playout() -> None:
@@ -122,7 +106,7 @@ def test_a_callback_due_now_stays_booked_until_its_turn_in_the_same_wake_up() ->
         grid.call_at(instant, drain)
         grid.call_at(instant, playout)
         await asyncio.sleep(4 * GRID_S)
-        return ran, timers, seen_booked, grid_tick(instant)
+        return ran, timers.count, seen_booked, grid_tick(instant)
 
     ran, timers, seen, tick = run_on_virtual_clock(scenario())
     assert ran == ["drain", "playout"]

@@ -9,7 +9,7 @@ import pytest
 from sip2rtmp.net.grid import GRID_S
 from sip2rtmp.relay.options import GRID_STRIDES, Latency, MediaOptions
 from sip2rtmp.relay.runner import Relay
-from tests.support.virtual_clock import run_on_virtual_clock
+from tests.support.virtual_clock import TimerCount, run_on_virtual_clock
 from tests.unit.relay.test_core import settings
 
 
@@ -45,21 +45,13 @@ def test_the_core_timer_runs_on_the_grid_instants_the_media_wakes_at(latency: La
     async def scenario() -> tuple[list[float], float, int]:
         loop = asyncio.get_running_loop()
         relay = Relay(settings(), lambda event: None, MediaOptions(latency=latency))
-        own_timers = 0
-        original = loop.call_at
-
-        def counting_call_at(when, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
-            nonlocal own_timers
-            own_timers += getattr(callback, "__self__", None) is relay
-            return original(when, callback, *args, **kwargs)
-
-        loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
+        own_timers = TimerCount(loop, lambda callback: getattr(callback, "__self__", None) is relay)
         due = loop.time() + 0.013
         core = _TimerOnlyCore(due)
         relay._core = core  # type: ignore[assignment]
         relay._pump()
         await asyncio.sleep(4 * GRID_S)
-        return core.fired_at, due, own_timers
+        return core.fired_at, due, own_timers.count
 
     fired_at, due, own_timers = run_on_virtual_clock(scenario())
     assert len(fired_at) == 1
