@@ -33,15 +33,22 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.relay.calls import Options
-from benchmarks.relay.report import publish, results_markdown
+from benchmarks.relay.report import median_run, publish, results_markdown
 from benchmarks.relay.runner import CASES, run_case
 from sip2rtmp.lab import Lab
 from sip2rtmp.relay.options import LATENCIES
 
+DEFAULT_DURATION_S = 60.0
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per call")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=DEFAULT_DURATION_S,
+        help="seconds per call; a results block of its own when not the default",
+    )
     parser.add_argument(
         "--case",
         choices=CASES,
@@ -58,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=LATENCIES,
         default="normal",
         help="sip2rtmp's --latency; a results block of its own when not normal",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the case this many times, one after the other; the report compares each"
+        " side's median round and lists every round's CPU",
     )
     parser.add_argument("--write", type=Path, metavar="MARKDOWN", help="update this results file")
     parser.add_argument(
@@ -95,9 +109,24 @@ def main(argv: list[str] | None = None) -> int:
             srtp=case.srtp,
             latency=args.latency,
         )
-        ours, baseline, served = run_case(options, args.baseline_codec, not args.no_served)
-    block = results_markdown(ours, baseline, args.duration, case, args.latency, served)
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}", file=sys.stderr)
+            rounds.append(run_case(options, args.baseline_codec, not args.no_served))
+    ours_runs, baseline_runs = [r[0] for r in rounds], [r[1] for r in rounds]
+    served_runs = [r[2] for r in rounds if r[2] is not None]
+    ours, baseline = median_run(ours_runs), median_run(baseline_runs)
+    served = median_run(served_runs) if served_runs else None
+    spread: list[tuple[str, list[float]]] = []
+    if args.rounds > 1:
+        for runs in (ours_runs, served_runs, baseline_runs):
+            if runs:
+                spread.append((runs[0].label, [run.cpu_per_min for run in runs]))
+    block = results_markdown(ours, baseline, args.duration, case, args.latency, served, spread)
     name = args.case if args.latency == "normal" else f"{args.case} --latency {args.latency}"
+    if args.duration != DEFAULT_DURATION_S:
+        name += f" {args.duration:g} s"
     publish(block, args.write, name)
     return 0
 

@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import av
 
@@ -239,6 +239,35 @@ def details(
     return lines
 
 
+class _Costed(Protocol):
+    @property
+    def cpu_per_min(self) -> float: ...
+
+
+CostedRun = TypeVar("CostedRun", bound=_Costed)
+
+
+def median_run(runs: Sequence[CostedRun]) -> CostedRun:
+    """The run of median whole-process CPU; of an even count, the lower of the middle two.
+
+    The load of the machine moves one side's CPU between runs minutes apart by as much as a
+    fifth, so a comparison of single runs can go either way by luck."""
+    return sorted(runs, key=lambda run: run.cpu_per_min)[(len(runs) - 1) // 2]
+
+
+def rounds_line(spread: Sequence[tuple[str, Sequence[float]]]) -> str:
+    """Every round's whole-process CPU per minute, by side."""
+    sides = "; ".join(
+        f"{label} {', '.join(f'{cpu:.2f}' for cpu in figures)}" for label, figures in spread
+    )
+    count = len(spread[0][1])
+    return (
+        f"- {count} rounds, one after the other, each running the sides in turn; whole-process"
+        f" CPU-s/min by round: {sides}. The table and the lines above are each side's median"
+        " round."
+    )
+
+
 def results_markdown(
     ours: Run,
     baseline: Run,
@@ -246,6 +275,7 @@ def results_markdown(
     case: Case,
     latency: str = "normal",
     served: Served | None = None,
+    spread: Sequence[tuple[str, Sequence[float]]] = (),
 ) -> str:
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "" if latency == "normal" else f", sip2rtmp with `--latency {latency}`"
@@ -263,6 +293,8 @@ def results_markdown(
     table = srtp_verdicts(ours, baseline) if case.srtp else verdicts(ours, baseline, served)
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table]
     lines += ["", *details(ours, baseline, latency, served)]
+    if spread:
+        lines.append(rounds_line(spread))
     return "\n".join(lines)
 
 

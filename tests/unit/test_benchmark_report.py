@@ -29,10 +29,13 @@ from benchmarks.relay.report import (
     DOCUMENT,
     details,
     markers,
+    median_run,
+    results_markdown,
     srtp_verdicts,
     verdicts,
     write_results,
 )
+from benchmarks.relay.runner import CASES
 from benchmarks.relay.served import Served
 from benchmarks.serve import report as serve_report
 from benchmarks.serve.report import (
@@ -159,6 +162,28 @@ def test_details_give_the_numbers_behind_each_verdict() -> None:
     assert lines[-1] == (
         "- sip2rtmp CPU by thread in the steady window: main 0.67 s, thread 5 0.54 s."
     )
+
+
+def test_rounds_are_compared_by_each_sides_median_run_and_all_are_listed() -> None:
+    def served(cpu_s: float) -> Served:
+        return Served("sip2rtmp serve", 60.0, cpu_s, 64_000, 0.2, "max duration reached")
+
+    busy, _ = _pair()  # 1.88 CPU-s
+    median = _run("sip2rtmp", 1.24, 0.93, 95_000, [], 10.2, None)
+    quiet = _run("sip2rtmp", 1.10, 0.80, 90_000, [], 10.2, None)
+    assert median_run([busy, quiet, median]) is median
+    assert median_run([busy, quiet]) is quiet  # of two, the lower middle one
+    assert median_run([served(1.3), served(0.9), served(1.1)]).cpu_s == 1.1
+    ffmpeg = _pair()[1]
+    spread = [("sip2rtmp", [1.88, 1.10, 1.24]), ("ffmpeg baseline", [3.82, 3.35, 3.60])]
+    block = results_markdown(median, ffmpeg, 60.0, CASES["audio"], spread=spread)
+    assert block.splitlines()[-1] == (
+        "- 3 rounds, one after the other, each running the sides in turn; whole-process"
+        " CPU-s/min by round: sip2rtmp 1.88, 1.10, 1.24; ffmpeg baseline 3.82, 3.35, 3.60."
+        " The table and the lines above are each side's median round."
+    )
+    assert "1.24 CPU-s/min (32% of baseline)" in block
+    assert "rounds" not in results_markdown(median, ffmpeg, 60.0, CASES["audio"])
 
 
 def test_writing_a_case_replaces_only_its_own_block(tmp_path: Path) -> None:
