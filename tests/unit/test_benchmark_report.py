@@ -19,6 +19,7 @@ from benchmarks.relay.calls import Run
 from benchmarks.relay.probes.capture import Frame, is_media, rtmp_messages, tcp_stream
 from benchmarks.relay.probes.process import (
     Usage,
+    Watched,
     children,
     machine_cpu_s,
     memory_kb,
@@ -410,6 +411,15 @@ def test_process_probes_read_this_machine() -> None:
         child.kill()
         child.wait()
     assert child.pid not in children(os.getpid())
+
+
+def test_a_watched_process_peaks_at_its_own_rss_not_at_the_benchmarks() -> None:
+    """Linux hands a child's ``ru_maxrss`` the high-water mark of the memory it was forked
+    with: after a benchmark had read a large capture, every later run seemed to peak there."""
+    ballast = b"\x01" * (256 << 20)  # written, so resident: this process's RSS passes 256 MB
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    usage = Watched(child).reap(timeout=10)
+    assert len(ballast) and 0 < usage.max_rss_kb < 64 << 10, usage.max_rss_kb
 
 
 def test_a_call_through_serve_gets_its_own_whole_worker_row_against_the_same_baseline() -> None:

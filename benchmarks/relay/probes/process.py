@@ -130,6 +130,7 @@ class Watched:
         self.process = process
         self.udp_ports: set[int] = set()
         self.tcp_ports: set[int] = set()
+        self._peak_rss_kb = 0
         self._window: list[Sample] = []
         self._names: dict[int, str] = {}
         self._stop = threading.Event()
@@ -142,6 +143,7 @@ class Watched:
                 udp, tcp = socket_ports(self.process.pid)
                 self.udp_ports |= udp
                 self.tcp_ports |= tcp
+                self._peak_rss_kb = max(self._peak_rss_kb, peak_rss_kb(self.process.pid))
 
     def mark(self) -> None:
         """One edge of the steady window (call twice)."""
@@ -165,7 +167,12 @@ class Watched:
         self._sampler.join()
 
     def reap(self, timeout: float) -> Usage:
-        """Wait for the exit (SIGKILL after `timeout`) and read the kernel's accounting."""
+        """Wait for the exit (SIGKILL after `timeout`) and read the kernel's accounting.
+
+        The peak RSS is the process's own high-water mark as last sampled (`peak_rss_kb`),
+        not ``wait4``'s ``ru_maxrss``: Linux carries into a child's ``ru_maxrss`` the
+        high-water mark of the memory it was forked with, which is this benchmark's own, so
+        once the benchmark had read a large capture every later child "peaked" at its size."""
         pid = self.process.pid
         deadline = time.monotonic() + timeout
         while True:
@@ -182,7 +189,7 @@ class Watched:
         steady_cpu, steady_s, threads = _steady(pid, self._window, self._names)
         return Usage(
             cpu_s=rusage.ru_utime + rusage.ru_stime,
-            max_rss_kb=rusage.ru_maxrss,
+            max_rss_kb=self._peak_rss_kb or rusage.ru_maxrss,
             steady_cpu_s=steady_cpu,
             steady_s=steady_s,
             threads=threads,
@@ -214,6 +221,15 @@ def rss_kb(pid: int) -> int:
     """RSS of `pid` in KiB, from the kernel's counters: reading it does not disturb the process."""
     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The high-water mark of `pid`'s RSS in KiB (``VmHWM``): since its last exec, so of its
+    own program only."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
