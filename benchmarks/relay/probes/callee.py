@@ -12,8 +12,9 @@ from sip2rtmp.lab import SIP_HOST
 from sip2rtmp.lab import account as lab_account
 
 PROBE_PERIOD_S = 5.037
-"""No multiple of sip2rtmp's 40 ms loop grid or 200 ms media tick: the eleven onsets of a
-60 s call fall at phases spread over two ticks, not at one phase that luck picks per run."""
+"""No multiple of sip2rtmp's 40 ms loop grid or 400 ms media tick: the eleven onsets of a
+60 s call fall at phases spread over the whole tick (5.037 s is 237 ms past a tick), not at
+one phase that luck picks per run."""
 PROBE_MUTED_S = 1.0
 
 
