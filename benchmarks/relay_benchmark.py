@@ -41,6 +41,13 @@ from sip2rtmp.relay.options import LATENCIES
 DEFAULT_DURATION_S = 60.0
 
 
+def _positive(text: str) -> int:
+    """A count of rounds: a whole number of at least one."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rounds (1 or more)")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -68,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=_positive,
         default=1,
         help="run the case this many times, one after the other; the report compares each"
         " side's median round and lists every round's CPU",

@@ -38,6 +38,7 @@ from benchmarks.relay.report import (
 )
 from benchmarks.relay.runner import CASES
 from benchmarks.relay.served import Served
+from benchmarks.relay_benchmark import parse_args
 from benchmarks.serve import report as serve_report
 from benchmarks.serve.report import (
     AAC_FRAME_S,
@@ -185,6 +186,17 @@ def test_rounds_are_compared_by_each_sides_median_run_and_all_are_listed() -> No
     )
     assert "1.24 CPU-s/min (32% of baseline)" in block
     assert "rounds" not in results_markdown(median, ffmpeg, 60.0, CASES["audio"])
+
+
+@pytest.mark.parametrize("rounds", ["0", "-1", "two"])
+def test_a_count_of_rounds_below_one_is_refused_before_any_call(
+    rounds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        parse_args(["--rounds", rounds])
+    assert ended.value.code == 2
+    assert "whole number of rounds" in capsys.readouterr().err
+    assert parse_args(["--rounds", "3"]).rounds == 3
 
 
 def test_writing_a_case_replaces_only_its_own_block(tmp_path: Path) -> None:
