@@ -22,6 +22,7 @@ timeline:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S, EncodedPacket
@@ -52,6 +53,12 @@ class VideoSwitch:
     run on the event loop (the callee's first keyframe, or the slate, came after the outputs
     started), ``packets_until`` on the media thread; the live source's own queue is the only
     state they share.
+
+    A switch that opens on the callee's video without a slate calls ``slate_wanted`` (from the
+    media thread, once) when that video goes quiet: a call whose callee's video never stops
+    never renders a slate for the stream, and one that stops has it well before ``stall_s``
+    (rendering takes under a tenth of a second). Until ``take_slate`` a stall leaves a hole,
+    and the slate then fills in from the stall on.
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class VideoSwitch:
         live: VideoSource | None = None,
         stall_s: float = STALL_S,
         keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
+        slate_wanted: Callable[[], object] | None = None,
     ) -> None:
         opening = live or slate
         if opening is None:
@@ -86,6 +94,7 @@ class VideoSwitch:
         self._last_dts = -1
         self._lag = 0
         """How far behind the output's horizon the callee's latest packets came (ticks)."""
+        self._slate_wanted = slate_wanted
 
     @property
     def live(self) -> bool:
@@ -97,8 +106,8 @@ class VideoSwitch:
         self._live = live
 
     def take_slate(self, slate: SlateVideo) -> None:
-        """The slate to fall back on, for a switch that opened on the callee's video before it
-        was rendered; until then a stall leaves a hole."""
+        """The slate to fall back on, for a switch that opened on the callee's video without
+        one; until then a stall leaves a hole."""
         self._slate = slate
 
     def packets_until(self, seconds: float) -> list[EncodedPacket]:
@@ -113,9 +122,12 @@ class VideoSwitch:
             self._lag = min(horizon - incoming[0].dts, self._stall)
         packets = self._pass(incoming)
         stalled_at = self._last_live + self._stall
+        quiet_at = self._last_live + self._lag + self._quiet
         if self._last_key is not None:
-            quiet_at = self._last_live + self._lag + self._quiet
             stalled_at = min(stalled_at, max(self._last_key + self._interval, quiet_at))
+        if slate is None and horizon > quiet_at and self._slate_wanted is not None:
+            wanted, self._slate_wanted = self._slate_wanted, None
+            wanted()
         if slate is not None and horizon > stalled_at:
             self._on_live = False
             self.slate_switches += 1

@@ -222,3 +222,28 @@ def test_a_switch_opened_on_the_callee_falls_back_once_it_has_the_slate(
     assert runs(packets) == [("live", 10), ("slate", 2)]
     assert seconds(packets[10:]) == [1.36, 1.46]
     assert strictly_increasing(packets) and switch.slate_switches == 1
+
+
+def test_a_switch_without_a_slate_asks_for_one_once_when_the_callees_video_goes_quiet(
+    slate: SlateVideo,
+) -> None:
+    """Video that flows never asks (a passthrough call renders no slate for the stream); its
+    last frame at 1.56 s, it asks once 0.25 s later, and the slate handed over then covers
+    the stall from its start (2.56 s)."""
+    live = Live()
+    live.send(0.0, 1.6, keyframes_s=(0.0, 1.0))
+    ticks = [round(tick * TICK_S, 4) for tick in range(151)]
+    asked: list[float] = []
+    switch = VideoSwitch(live=live, slate_wanted=lambda: asked.append(now))
+    packets = []
+    for now in ticks:
+        packets += switch.packets_until(now)
+        if now == 2.0:
+            assert asked == [1.82], "asked at the first tick past 0.25 s of quiet"
+            assert runs(packets) == [("live", 40)]
+            switch.take_slate(slate)
+
+    assert asked == [1.82], "and only once"
+    assert runs(packets) == [("live", 40), ("slate", 5)]
+    assert seconds(packets[40:42]) == [2.56, 2.66] and packets[40].keyframe
+    assert strictly_increasing(packets) and switch.slate_switches == 1
