@@ -71,6 +71,12 @@ class RetargetLegs:
 
 
 @dataclass(frozen=True)
+class PrepareSlate:
+    """The callee of a video call has rung for a while: render the stream's slate now, so
+    that it is ready should the callee answer without video."""
+
+
+@dataclass(frozen=True)
 class StartOutputs:
     """Start the outputs, opening on the callee's video (`live`) or on the slate. Answered
     with `outputs_started`."""
@@ -147,6 +153,7 @@ Action = (
     | ConnectEarlyAudio
     | ConnectLegs
     | RetargetLegs
+    | PrepareSlate
     | StartOutputs
     | AttachLiveVideo
     | Observe

@@ -84,6 +84,11 @@ transcode to H.264 and so is only for callees without H.264."""
 RELAYED_VIDEO_CODECS = frozenset({"H264", "VP8"})
 WATCH_INTERVAL = 0.5
 """How often the outputs' states and the stream's video are looked at while relaying."""
+RINGING_SLATE_AFTER = 0.5
+"""How long a video call rings before the stream's slate is rendered. A callee that rings
+longer (a phone, which answers without video more often than not) finds it ready when it
+answers; one that answers sooner, with its video, never has it rendered; one that answers
+sooner without video has it rendered then (docs/performance.md)."""
 KEYFRAME_WAIT = 1.0
 """How long after the legs are connected the outputs wait for the callee's first keyframe,
 so a stream that has the callee's video from the start opens with it (its first AVC sequence
@@ -196,6 +201,7 @@ class _Deadlines:
     """Every timer the core runs; None when not armed."""
 
     cancel_grace: float | None = None
+    slate: float | None = None
     keyframe: float | None = None
     media: float | None = None
     max_duration: float | None = None
@@ -280,7 +286,7 @@ class RelayCore:
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
-        for name in ("cancel_grace", "goodbye", "keyframe", "media", "max_duration"):
+        for name in ("cancel_grace", "goodbye", "slate", "keyframe", "media", "max_duration"):
             deadline = getattr(timers, name)
             if deadline is not None and deadline <= now:
                 setattr(timers, name, None)
@@ -300,6 +306,9 @@ class RelayCore:
             self._after_call(now)
         elif name == "goodbye":
             self._goodbye_timed_out(now)
+        elif name == "slate":
+            if self.phase is Phase.RINGING and self._outputs == "none":
+                self._actions.append(actions.PrepareSlate())
         elif name == "keyframe":
             self._start_outputs(live=False)
         elif name == "media":
@@ -349,7 +358,7 @@ class RelayCore:
         elif isinstance(event, sip.Unregistered):
             self._on_unregistered(event.ok)
         elif isinstance(event, sip.CallProgress):
-            self._on_progress(event)
+            self._on_progress(event, now)
         elif isinstance(event, sip.CallAnswered):
             self._on_answered(event.sdp, now)
         elif isinstance(event, sip.CallAttemptFailed):
@@ -437,9 +446,11 @@ class RelayCore:
             actions.Invite(settings.callee_uri, self._offer.encode(), settings.ring_timeout)
         )
 
-    def _on_progress(self, event: sip.CallProgress) -> None:
+    def _on_progress(self, event: sip.CallProgress, now: float) -> None:
         if self.phase not in (Phase.CALLING, Phase.RINGING) or event.status == 100:
             return
+        if self.phase is Phase.CALLING and self._settings.video:
+            self._timers.slate = now + RINGING_SLATE_AFTER
         self.phase = Phase.RINGING
         status = status_for_provisional(event.status, event.sdp is not None)
         self._events.append(Progress(status, event.status, event.reason))
@@ -458,6 +469,7 @@ class RelayCore:
     def _on_answered(self, sdp: bytes, now: float) -> None:
         if self.phase not in (Phase.CALLING, Phase.RINGING):
             return
+        self._timers.slate = None
         self._call_up = True
         try:
             negotiated = negotiate(self._offer, sdp.decode("utf-8", "replace"))

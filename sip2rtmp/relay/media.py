@@ -74,7 +74,8 @@ class CallMedia:
         self.video = video
         self._slate = _render(render_slate, settings, options) if video is None else None
         """The stream's slate: an audio-only call's video from the start; a video call's is
-        rendered when the stream first needs it (``_stream_slate``)."""
+        rendered once the callee has rung for a while (``prepare_slate``), or when the stream
+        first needs it."""
         self._callee_slate = (
             _render(render_slate, settings, options, *CALLEE_SLATE_SIZE, CALLEE_SLATE_PROFILE)
             if video is not None
@@ -251,6 +252,10 @@ class CallMedia:
                 "--rtmps-insecure: not verifying the certificate of %s (%s)", host, target.display
             )
         return client_context(settings.rtmps_ca, insecure=settings.rtmps_insecure)
+
+    def prepare_slate(self) -> None:
+        """Start rendering the stream's slate, if not yet: the call may need it soon."""
+        self._stream_slate()
 
     def _stream_slate(self) -> asyncio.Future[SlateVideo]:
         """The stream's slate, rendered in a worker thread on first use."""

@@ -179,6 +179,8 @@ class Relay:
             stats = media.stats(core.duration(self._now()))
             if stats is not None:
                 core.report(stats)
+        elif isinstance(action, actions.PrepareSlate):
+            media.prepare_slate()
         else:
             self._in_background(self._media_step(media, action))
 

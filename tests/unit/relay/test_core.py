@@ -30,6 +30,7 @@ from sip2rtmp.relay.core import (
     CANCEL_GRACE,
     GOODBYE_TIMEOUT,
     KEYFRAME_WAIT,
+    RINGING_SLATE_AFTER,
     WATCH_INTERVAL,
     Phase,
     RelayCore,
@@ -267,6 +268,33 @@ def test_a_registered_call_goes_through_every_phase_in_order() -> None:
     run.sip(sip.Unregistered(ok=True))
     assert run.take() == ([actions.Done(None)], [Unregistered()])
     assert run.core.ended and run.core.get_timer() is None
+
+
+@pytest.mark.parametrize(
+    ("video", "rings", "prepared"),
+    [
+        (True, RINGING_SLATE_AFTER, True),  # a phone: the slate is ready when it answers
+        (True, RINGING_SLATE_AFTER - 0.1, False),  # answered sooner: rendered if needed then
+        (False, 3.0, False),  # an audio-only call has rendered it from the start
+    ],
+)
+def test_a_video_call_that_rings_for_a_while_prepares_the_streams_slate(
+    video: bool, rings: float, prepared: bool
+) -> None:
+    run = start(register=False, video=video)
+    open_media(run, 30002 if video else None)
+    run.sip(sip.CallProgress(100, "Trying", None))
+    run.advance(1.0)
+    run.sip(sip.CallProgress(180, "Ringing", None))
+    run.advance(0.3)
+    run.sip(sip.CallProgress(180, "Ringing", None))  # a second 180 does not move the time
+    run.advance(rings - 0.3)
+    run.sip(sip.CallAnswered(AUDIO_ANSWER.encode()))
+    run.advance(5.0)
+    did = names(run.take()[0])
+    assert did.count("PrepareSlate") == (1 if prepared else 0), did
+    if prepared:
+        assert did.index("PrepareSlate") < did.index("ConnectLegs")
 
 
 def test_without_registering_the_call_starts_at_once_and_ends_without_unregister() -> None:

@@ -14,14 +14,16 @@ from tests.unit.relay.test_media_offer import opened
 
 
 @pytest.mark.parametrize(
-    ("video", "rendered"),
+    ("video", "ringing", "rendered"),
     [
-        (True, [relay_media.CALLEE_SLATE_SIZE]),  # the stream's once the callee's video stops
-        (False, [(1280, 720)]),  # the stream's video from its first packet
+        (True, False, [relay_media.CALLEE_SLATE_SIZE]),  # the stream's when it needs it
+        (True, True, [relay_media.CALLEE_SLATE_SIZE, (1280, 720)]),  # the callee rang a while
+        (False, False, [(1280, 720)]),  # the stream's video from its first packet
+        (False, True, [(1280, 720)]),  # rendered once
     ],
 )
-def test_a_call_opens_with_only_the_slates_it_needs_at_once(
-    monkeypatch: pytest.MonkeyPatch, video: bool, rendered: list[tuple[int, int]]
+def test_a_call_renders_the_slates_it_needs_and_the_streams_once_the_callee_rang(
+    monkeypatch: pytest.MonkeyPatch, video: bool, ringing: bool, rendered: list[tuple[int, int]]
 ) -> None:
     render_slate = relay_media.render_slate
     sizes: list[tuple[int, int]] = []
@@ -34,8 +36,11 @@ def test_a_call_opens_with_only_the_slates_it_needs_at_once(
     monkeypatch.setattr(relay_media, "render_slate", recorded)
 
     async def scenario() -> None:
-        async with opened(settings(video=video)):
+        async with opened(settings(video=video)) as media:
             await asyncio.sleep(0.5)
+            if ringing:
+                media.prepare_slate()
+                await asyncio.sleep(0.5)
 
     asyncio.run(scenario())
-    assert sizes == rendered
+    assert sorted(sizes) == sorted(rendered)
