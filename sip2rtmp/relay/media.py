@@ -265,9 +265,10 @@ class CallMedia:
 
     async def _video_source(self, *, live: bool) -> VideoSource:
         """The slate for a call without the callee's video, else a switch between the slate
-        and the callee's video. One that opens on the callee's renders the slate only once
-        that video goes quiet: a passthrough call's stream may never show it, and the CPU of
-        rendering it (a tenth of a 20 s call's) is not spent."""
+        and the callee's video. One that opens on the callee's gets the slate once rendered,
+        which, unless the callee rang long enough to have it rendered already, is only once
+        that video goes quiet: a passthrough call's stream may never show it, and the
+        0.03-0.05 CPU-s of rendering it are not spent."""
         if self.video is None or (self._connected and self.video.stream is None):
             return await self._stream_slate()
         interval = self._options.keyframe_interval
@@ -282,10 +283,12 @@ class CallMedia:
         else:
             switch = VideoSwitch(slate=await self._stream_slate(), keyframe_interval_s=interval)
         self._switch = switch
+        if live and self._slate is not None:  # rendered while the callee rang
+            self._slate_wanted()
         return switch
 
     def _slate_wanted(self) -> None:
-        """The callee's video went quiet: render the stream's slate for the switch to take."""
+        """Render the stream's slate, if not yet, for the switch to take once it is."""
         switch = self._switch
         if switch is not None and not self._stopped:
             self._stream_slate().add_done_callback(functools.partial(_hand_over_slate, switch))

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from sip2rtmp.media.slate import SlateVideo
+from sip2rtmp.media.switch import VideoSwitch
 from sip2rtmp.relay import media as relay_media
 from tests.unit.relay.test_core import settings
 from tests.unit.relay.test_media_offer import opened
@@ -44,3 +45,36 @@ def test_a_call_renders_the_slates_it_needs_and_the_streams_once_the_callee_rang
 
     asyncio.run(scenario())
     assert sorted(sizes) == sorted(rendered)
+
+
+class _CalleeVideo:
+    """A live source that never has a frame: the switch opens on it."""
+
+    template = "the callee's template"
+
+    def packets_until(self, seconds: float) -> list[object]:
+        return []
+
+
+@pytest.mark.parametrize("rang", [True, False])
+def test_a_stream_opening_on_the_callees_video_takes_a_slate_rendered_while_it_rang(
+    monkeypatch: pytest.MonkeyPatch, rang: bool
+) -> None:
+    """The slate rendered while the callee rang goes to the switch at once; without one, the
+    switch has none until the callee's video goes quiet."""
+
+    async def live_source(leg: object) -> _CalleeVideo:
+        return _CalleeVideo()
+
+    async def scenario() -> tuple[bool, bool]:
+        async with opened(settings(video=True)) as media:
+            monkeypatch.setattr(media, "_live_source", live_source)
+            if rang:
+                media.prepare_slate()
+            switch = await media._video_source(live=True)
+            await asyncio.sleep(1.0)
+            assert isinstance(switch, VideoSwitch)
+            return switch._slate is not None, switch.live
+
+    has_slate, live = asyncio.run(scenario())
+    assert (has_slate, live) == (rang, True)
