@@ -50,6 +50,8 @@ from benchmarks.serve.report import (
     load_markdown,
     saturation,
 )
+from benchmarks.startup_benchmark import Startup, measure_stack_floor
+from benchmarks.startup_benchmark import results_markdown as startup_markdown
 
 RTMP_PORT = 1935
 CLIENT_PORT = 50_000
@@ -275,6 +277,23 @@ def test_a_results_block_of_another_benchmark_is_its_own(tmp_path: Path) -> None
         f"# Performance\n\n{audio_start}\naudio\n{audio_end}\n\n"
         f"{load_start}\nnew load figures\n{load_end}\n"
     )
+
+
+def test_the_start_up_table_sets_the_stacks_floor_beside_the_command() -> None:
+    runs = [Startup(0.117, cpu) for cpu in (0.10, 0.11, 0.10)]
+    floor = [Startup(0.070, cpu) for cpu in (0.09, 0.10, 0.09)]
+    table = startup_markdown(runs, [], floor)
+    assert "| start-up CPU at most 0.2 s | 0.100 CPU-s | 0.100-0.110 s | met |" in table
+    assert "| exec to first REGISTER (wall) | 117 ms | 117-117 ms | |" in table
+    floor_row = "| the stack alone: Python, asyncio, PyAV and numpy imported | 0.090 CPU-s | "
+    assert f"{floor_row}0.090-0.100 s | |" in table
+
+
+def test_the_stacks_floor_is_read_once_its_imports_are_done() -> None:
+    """A real interpreter: it loaded PyAV and numpy, which take more than its bare start."""
+    floor = measure_stack_floor()
+    assert 0.0 < floor.wall_s < 10.0
+    assert floor.cpu_s >= 0.02
 
 
 def _frames(start: float, count: int) -> list[float]:
