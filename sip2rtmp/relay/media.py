@@ -416,19 +416,22 @@ def render_slate(
     started; keyframes at `--keyframe-interval`."""
     interval = options.keyframe_interval
     if options.slate is not None:
-        return SlateVideo.image(
+        slate = SlateVideo.image(
             options.slate, width=width, height=height, profile=profile, keyframe_interval_s=interval
         )
-    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    callee = settings.callee_uri.split(":", 1)[-1].split(";", 1)[0]
-    return SlateVideo.text(
-        callee,
-        f"call started {started}",
-        width=width,
-        height=height,
-        profile=profile,
-        keyframe_interval_s=interval,
-    )
+    else:
+        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        callee = settings.callee_uri.split(":", 1)[-1].split(";", 1)[0]
+        slate = SlateVideo.text(
+            callee,
+            f"call started {started}",
+            width=width,
+            height=height,
+            profile=profile,
+            keyframe_interval_s=interval,
+        )
+    log.debug("slate rendered: %dx%d", width, height)
+    return slate
 
 
 async def _no_dialog(content_type: str, body: bytes) -> int:

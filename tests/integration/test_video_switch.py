@@ -10,6 +10,7 @@ do; the lab's H.264 callee (baresip) stops and restarts its video by putting the
 from __future__ import annotations
 
 import itertools
+import re
 import time
 import uuid
 from datetime import datetime
@@ -26,11 +27,12 @@ from sip2rtmp.media.packets import KEYFRAME_INTERVAL_S
 from sip2rtmp.media.pipeline import MediaConfig
 from sip2rtmp.media.slate import DEFAULT_FPS
 from sip2rtmp.media.switch import STALL_S
-from sip2rtmp.relay.core import KEYFRAME_WAIT
+from sip2rtmp.relay.core import KEYFRAME_WAIT, RINGING_SLATE_AFTER
 from sip2rtmp.rtp.h264 import parse_sps
 from tests.integration.test_network_faults import DTS_TOLERANCE, CallResult, run_call
 from tests.support.av_peer import FPS, AvPeer, paused_video
 from tests.support.flv import avc_sequence_headers
+from tests.support.sip_peer import SipPeer
 
 pytestmark = pytest.mark.lab
 
@@ -227,3 +229,47 @@ def test_a_baresip_callee_on_hold_gives_way_to_the_slate_and_comes_back(
     assert 0 < back <= BACK_WITHIN_S, f"the callee's picture came back {back:.2f} s after resume"
     stats = run.last("stats")["video"]
     assert (stats["mode"], stats["slate_switches"]) == ("passthrough", 1)
+
+
+RING_S = 1.0
+"""A phone that rings a second before it answers, longer than `RINGING_SLATE_AFTER`."""
+
+
+def logged_at(log: str, pattern: str) -> float:
+    """The time of the first debug-log record matching ``pattern``, as seconds since the epoch
+    of the log's local clock."""
+    found = re.search(rf"^(\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) .*{pattern}", log, re.M)
+    assert found, f"no record matching {pattern!r} in the debug log"
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def test_a_phone_that_rings_and_answers_without_video_finds_the_slate_rendered(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """A video call asks for the stream's slate once the callee has rung for a while: a phone
+    that then answers with audio only is streamed from the slate rendered meanwhile."""
+    peer = SipPeer(ring_s=RING_S)
+    peer.start()
+    key = f"ringing-{uuid.uuid4().hex[:8]}"
+    log_file = tmp_path / "call.log"
+    extra = ("--rtmp-url", RTMP_URL, "--rtmp-stream", key, "--log-file", str(log_file))
+    try:
+        call = run_call(peer.uri, tmp_path / "call.flv", max_duration=3, video=True, extra=extra)
+    finally:
+        peer.stop()
+    assert call.returncode == 0, call.stderr[-3000:]
+
+    log = log_file.read_text()
+    ringing = logged_at(log, r"sip2rtmp\.sip\.wire: received .*\nSIP/2\.0 180 ")
+    rendered = logged_at(log, r"sip2rtmp\.relay\.media: slate rendered: 1280x720")
+    # Without registering, the first 200 OK the call receives answers its INVITE.
+    answered = logged_at(log, r"sip2rtmp\.sip\.wire: received .*\nSIP/2\.0 200 ")
+    assert ringing + RINGING_SLATE_AFTER <= rendered + 0.01, "asked for once the phone has rung"
+    assert rendered < answered, "rendered before the answer"
+    assert answered - ringing == pytest.approx(RING_S, abs=0.2)
+
+    for path in [*lab.recordings(key), tmp_path / "call.flv"]:
+        shown = pictures(path)
+        assert shown, f"{path.name}: no video in the stream of an audio-only answer"
+        assert {size for _, size in shown} == {SLATE}, "the stream's slate throughout"
+        assert read_recording(path).kinds("audio"), f"{path.name}: no audio"

@@ -222,7 +222,8 @@ class SipPeer:
     With a relay, the SDP answer names the relay's public side and the tone goes through it,
     so every packet sip2rtmp receives has crossed the relay; without one, media is direct.
     `updates` are re-INVITEs sent in the call (direct media only); `talk_spurts` replaces the
-    steady tone by tone and comfort noise, and the answer lists CN when the offer did.
+    steady tone by tone and comfort noise, and the answer lists CN when the offer did; with
+    `ring_s` it sends 180 Ringing and answers that much later, as a phone does.
     """
 
     def __init__(
@@ -234,8 +235,10 @@ class SipPeer:
         send_media: bool = True,
         updates: Sequence[MediaUpdate] = (),
         talk_spurts: TalkSpurts | None = None,
+        ring_s: float = 0.0,
     ) -> None:
         self.user = user
+        self.ring_s = ring_s
         self.tone_hz = tone_hz
         self.send_media = send_media
         self.relay = relay
@@ -363,6 +366,9 @@ class SipPeer:
         self._local_sdp = answer.sdp
         if self.talk_spurts is not None and offers_comfort_noise(self.seen.offer):
             self._local_sdp = with_comfort_noise(answer.sdp)
+        if self.ring_s:
+            self._sip.sendto(self._response(invite, 180, "Ringing").to_bytes(), addr)
+            self._stop.wait(self.ring_s)
         self._before_answer()
         ok = self._response(invite, 200, "OK", self._local_sdp.encode())
         self._ok = (ok.to_bytes(), addr)
