@@ -128,7 +128,7 @@ def results_markdown(runs: list[Startup], extra: list[str], floor: list[Startup]
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `sip2rtmp call`{flags} from exec to "
         f"its first REGISTER, {len(runs)} runs.",
         "",
-        f"- CPU: {_cpu_model()}; Python {platform.python_version()}",
+        f"- CPU: {cpu_model()}; Python {platform.python_version()}",
         "",
         "| target | measured (median) | range | verdict |",
         "| --- | --- | --- | --- |",
@@ -143,7 +143,7 @@ def results_markdown(runs: list[Startup], extra: list[str], floor: list[Startup]
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     with open("/proc/cpuinfo", encoding="utf-8") as info:
         names = re.findall(r"^model name\s*:\s*(.+)$", info.read(), re.M)
     return f"{names[0] if names else platform.processor()}, {len(names)} logical CPUs"

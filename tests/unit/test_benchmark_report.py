@@ -52,6 +52,8 @@ from benchmarks.serve.report import (
 )
 from benchmarks.startup_benchmark import Startup, measure_stack_floor
 from benchmarks.startup_benchmark import results_markdown as startup_markdown
+from benchmarks.wakeup_benchmark import Rate, run_cpu_s
+from benchmarks.wakeup_benchmark import results_markdown as wakeup_markdown
 
 RTMP_PORT = 1935
 CLIENT_PORT = 50_000
@@ -294,6 +296,19 @@ def test_the_stacks_floor_is_read_once_its_imports_are_done() -> None:
     floor = measure_stack_floor()
     assert 0.0 < floor.wall_s < 10.0
     assert floor.cpu_s >= 0.02
+
+
+def test_the_wakeup_table_gives_each_rates_cost_a_minute_and_a_wakeup() -> None:
+    rates = [Rate(12.5, [0.12, 0.15, 0.09]), Rate(50.0, [0.18])]
+    table = wakeup_markdown(rates, 20.0)
+    assert "3 runs of 20 s a rate." in table
+    assert "| 12.5 | 0.120 | 0.090-0.150 | 160 µs |" in table
+    assert "| 50 | 0.180 | 0.180-0.180 | 60 µs |" in table
+
+
+def test_an_idle_loop_woken_more_often_ends_on_time_and_is_measured() -> None:
+    """The idle loop ends after its wake-ups: 25 in half a second, not 25 seconds."""
+    assert 0.0 < run_cpu_s(50.0, 0.5) < 5.0
 
 
 def _frames(start: float, count: int) -> list[float]:
